@@ -1,0 +1,1 @@
+"""The sample microservice app the harness deploys ("shop")."""

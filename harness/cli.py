@@ -1,0 +1,169 @@
+"""The ``harness`` command line: a thin shell over :mod:`harness.runner` and the loader.
+
+Exit codes: 0 pass, 1 an SLO failed or a fault showed no effect, 2 bad input or a harness
+error, 3 inconclusive, 130 interrupted (see :mod:`harness.errors`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from harness.errors import ExitCode, HarnessError, ScenarioError
+from harness.journal import Journal
+from harness.platforms.local.sandbox import Isolation
+from harness.runner import RunOptions, run_scenario
+from harness.scenario import load_scenario, scenario_json_schema
+
+app = typer.Typer(
+    name="harness",
+    help="Chaos and resilience testing for service meshes: real Envoy sidecars, Locust load, "
+    "statistical SLO verdicts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+_STYLE = {
+    "PASS": "green",
+    "FAIL": "red",
+    "INCONCLUSIVE": "yellow",
+    "ERROR": "red",
+    "INTERRUPTED": "yellow",
+}
+
+
+def _fail_input(exc: HarnessError) -> typer.Exit:
+    errors.print(f"[red]error:[/red] {exc}", markup=True, soft_wrap=True)
+    return typer.Exit(ExitCode.ERROR)
+
+
+def print_summary(journal: Journal, journal_path: Path) -> None:
+    """The readable verdict: SLO table, fault evidence, problems, where the record is."""
+    table = Table(title=f"{journal.scenario_name} — {journal.run_id}", title_justify="left")
+    for column in ("SLO", "phase", "verdict", "measured", "n", "detail"):
+        table.add_column(column, overflow="fold")
+    for entry in journal.slos:
+        if entry.measured is None:
+            measured = "—"
+        elif entry.unit == "ratio":
+            measured = f"{entry.measured:.2%}"
+        else:
+            measured = f"{entry.measured * 1000:.0f}ms"
+        style = _STYLE.get(entry.verdict, "")
+        table.add_row(
+            entry.slo,
+            entry.phase,
+            f"[{style}]{entry.verdict}[/{style}]",
+            measured,
+            str(entry.n),
+            entry.message,
+        )
+    if journal.slos:
+        console.print(table)
+    for fault in journal.faults:
+        mark = "[green]✓[/green]" if fault.took_effect else "[red]✗[/red]"
+        reverted = "reverted ✓" if fault.revert_verified else "[red]revert not verified[/red]"
+        console.print(f"{mark} {fault.effect_message}; {reverted}")
+    for edge in journal.edges:
+        retries = edge.total.get("upstream_rq_retry", 0)
+        if retries:
+            console.print(
+                f"  mesh: {edge.caller} → {edge.callee}: {retries} retries "
+                f"({edge.total.get('upstream_rq_retry_success', 0)} succeeded)"
+            )
+    if journal.load is not None:
+        for warning in journal.load.warnings:
+            console.print(f"[yellow]load warning:[/yellow] {warning}")
+        for phase in journal.load.phases:
+            if phase.message:
+                console.print(f"[yellow]load warning ({phase.phase}):[/yellow] {phase.message}")
+    for problem in journal.problems:
+        console.print(f"[red]problem:[/red] {problem}")
+    if journal.error:
+        console.print(f"[red]{journal.status}:[/red] {journal.error}")
+    style = _STYLE.get(journal.verdict, "")
+    console.print(f"[bold {style}]{journal.verdict}[/bold {style}]  journal: {journal_path}")
+
+
+@app.command()
+def run(
+    scenario: Annotated[Path, typer.Argument(help="Scenario file (YAML).")],
+    reports: Annotated[Path, typer.Option(help="Directory for run records.")] = Path("reports"),
+    isolation: Annotated[
+        Isolation,
+        typer.Option(
+            help="namespace: private user+net+PID namespace; host: host loopback; auto: try the first."
+        ),
+    ] = Isolation.AUTO,
+    seed: Annotated[int | None, typer.Option(help="Seed for the load generator.")] = None,
+) -> None:
+    """Run a scenario on the local platform and print its verdict."""
+    try:
+        loaded = load_scenario(scenario)
+    except HarnessError as exc:
+        raise _fail_input(exc) from None
+    console.print(f"scenario {loaded.metadata.name}: {loaded.metadata.description}")
+    result = run_scenario(
+        loaded,
+        source=str(scenario),
+        options=RunOptions(reports_dir=reports, isolation=isolation, seed=seed),
+        log=lambda message: console.print(message, markup=False),
+    )
+    print_summary(result.journal, result.journal_path)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def validate(
+    scenarios: Annotated[list[Path], typer.Argument(help="Scenario files to check.")],
+) -> None:
+    """Check scenario files without running anything."""
+    failed = False
+    for path in scenarios:
+        try:
+            load_scenario(path)
+            console.print(f"{path}: ok")
+        except ScenarioError as exc:
+            failed = True
+            errors.print(str(exc), markup=False, soft_wrap=True)
+        except HarnessError as exc:
+            failed = True
+            errors.print(f"{path}: {exc}", markup=False, soft_wrap=True)
+    raise typer.Exit(ExitCode.ERROR if failed else ExitCode.PASSED)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of scenario files."""
+    sys.stdout.write(json.dumps(scenario_json_schema(), indent=2) + "\n")
+
+
+@app.command()
+def show(journal: Annotated[Path, typer.Argument(help="A run's journal.json.")]) -> None:
+    """Print the verdict of a finished run from its journal."""
+    try:
+        record = Journal.read(journal)
+    except (OSError, ValueError) as exc:
+        errors.print(f"error: {exc}", markup=False)
+        raise typer.Exit(ExitCode.ERROR) from None
+    print_summary(record, journal)
+    from harness.runner import verdict_of
+
+    raise typer.Exit(verdict_of(record)[1])
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""The harness's exception tree and exit codes.
+
+::
+
+    HarnessError                  every error the harness raises on purpose (exit 2)
+    ├── ScenarioError             a scenario file is malformed or inconsistent
+    ├── PlatformError             the platform could not deploy, probe or tear down
+    │   └── ToolMissingError      a required binary (envoy, locust, nft, ...) is missing
+    ├── FaultError                a fault could not be injected or reverted
+    └── LoadError                 the load generator failed
+
+Exit codes of ``harness run`` (also in the README):
+
+====  ==========================================================
+0     every SLO passed and every fault took effect
+1     an SLO failed, or a fault showed no effect
+2     bad input (scenario file, arguments) or an error of the harness
+3     inconclusive: no SLO failed, but at least one could not be decided
+130   interrupted (SIGINT / SIGTERM / SIGHUP); faults were reverted
+====  ==========================================================
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes of the ``harness`` command line."""
+
+    PASSED = 0
+    FAILED = 1
+    ERROR = 2
+    INCONCLUSIVE = 3
+    INTERRUPTED = 130
+
+
+class HarnessError(Exception):
+    """Base class of every error the harness raises on purpose."""
+
+
+class ScenarioError(HarnessError):
+    """A scenario file is malformed or inconsistent.
+
+    ``problems`` holds one line per problem, each starting with ``file:line:col``.
+    """
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        count = len(self.problems)
+        noun = "problem" if count == 1 else "problems"
+        super().__init__(f"{source}: {count} {noun}\n" + "\n".join(self.problems))
+
+
+class PlatformError(HarnessError):
+    """The platform could not deploy, probe or tear down the app."""
+
+
+class ToolMissingError(PlatformError):
+    """A binary the harness needs is not installed; the message says how to install it."""
+
+
+class FaultError(HarnessError):
+    """A fault could not be injected or reverted."""
+
+
+class LoadError(HarnessError):
+    """The load generator failed to start or to produce samples."""
+
+
+class Interrupted(HarnessError):  # noqa: N818 - it is a condition, not a bug
+    """The run received SIGINT, SIGTERM or SIGHUP; faults were reverted."""
+
+    def __init__(self, signal_name: str) -> None:
+        self.signal_name = signal_name
+        super().__init__(f"interrupted by {signal_name}")

@@ -1,0 +1,122 @@
+"""The fault lifecycle shared by every injector, and the undo journal.
+
+Every injector follows the same contract::
+
+    journal.intent(record)      # written (and fsynced) before anything changes
+    injector.inject()           # idempotent; read back to confirm
+    ...                         # traffic
+    injector.evidence()         # counters proving the fault took effect
+    injector.revert()           # idempotent, from the same record; read back to confirm
+    journal.reverted(record)
+
+``with applied(injector, journal): ...`` does all of this and cannot forget the revert.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+
+@dataclass
+class FaultRecord:
+    """What a fault did: its targets, when, the proof it took effect, and its revert."""
+
+    name: str
+    kind: str
+    phase: str
+    targets: list[str]
+    detail: dict[str, Any] = field(default_factory=dict)
+    injected_at: float | None = None
+    reverted_at: float | None = None
+    revert_verified: bool = False
+    evidence: dict[str, int] = field(default_factory=dict)
+    took_effect: bool | None = None
+    effect_message: str = ""
+
+
+class Injector(Protocol):
+    record: FaultRecord
+
+    def inject(self) -> None:
+        """Apply the fault (idempotent) and confirm it by reading back."""
+        ...
+
+    def revert(self) -> bool:
+        """Undo the fault (idempotent); True when the read-back shows nothing remains."""
+        ...
+
+    def evidence(self) -> dict[str, int]:
+        """Counters showing the fault acted on traffic since it was injected."""
+        ...
+
+    def judge_effect(self, evidence: dict[str, int]) -> tuple[bool, str]:
+        """Whether the evidence shows the fault took effect, and a sentence saying so."""
+        ...
+
+
+class UndoJournal:
+    """Append-only JSON lines: one ``intent`` before each action, one ``reverted`` after undo."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def intent(self, record: FaultRecord) -> None:
+        self._append({"event": "intent", "at": time.time(), **asdict(record)})
+
+    def reverted(self, record: FaultRecord) -> None:
+        self._append(
+            {
+                "event": "reverted",
+                "at": time.time(),
+                "name": record.name,
+                "verified": record.revert_verified,
+            }
+        )
+
+    def outstanding(self) -> list[dict[str, Any]]:
+        """Intents without a matching verified revert (what a killed run left behind)."""
+        if not self.path.exists():
+            return []
+        open_intents: dict[str, dict[str, Any]] = {}
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line from a crash
+            if entry.get("event") == "intent":
+                open_intents[entry["name"]] = entry
+            elif entry.get("event") == "reverted" and entry.get("verified"):
+                open_intents.pop(entry["name"], None)
+        return list(open_intents.values())
+
+
+@contextmanager
+def applied(injector: Injector, journal: UndoJournal) -> Iterator[FaultRecord]:
+    """Inject for the duration of the block; always revert, even on exceptions."""
+    record = injector.record
+    journal.intent(record)
+    try:
+        injector.inject()
+        record.injected_at = time.time()
+        yield record
+    finally:
+        if record.injected_at is not None:
+            record.evidence = injector.evidence()
+            record.took_effect, record.effect_message = injector.judge_effect(record.evidence)
+        record.revert_verified = injector.revert()
+        record.reverted_at = time.time()
+        journal.reverted(record)

@@ -1,0 +1,99 @@
+"""HTTP delay / abort through the Envoy fault filter's runtime keys (local platform).
+
+Each targeted instance's sidecar has fault filters on its inbound listener — one for any
+caller and one per caller service — that are off until their runtime keys are set with
+``POST /runtime_modify``. Envoy applies them from the next request on; the revert removes the
+admin-layer overrides and reads ``/runtime`` back to prove none is left.
+"""
+
+from __future__ import annotations
+
+from harness.errors import FaultError, HarnessError
+from harness.faults.base import FaultRecord
+from harness.mesh.envoy import fault_keys, percent_to_runtime
+from harness.observe.envoy_admin import EnvoyAdmin
+from harness.scenario.models import HttpFault
+
+
+class HttpFaultInjector:
+    """Inject one ``kind: http`` fault into the inbound sidecars of ``targets``."""
+
+    def __init__(
+        self, fault: HttpFault, name: str, targets: dict[str, EnvoyAdmin], target_service: str
+    ) -> None:
+        self.fault = fault
+        self.targets = targets
+        self.keys = fault_keys(fault.source)
+        self.stat_prefix = f"http.inbound_{target_service}.fault."
+        self.values: dict[str, int | str] = {}
+        if fault.abort is not None:
+            self.values[self.keys.abort_percent] = percent_to_runtime(fault.abort.percentage.value)
+            self.values[self.keys.abort_http_status] = fault.abort.http_status
+        if fault.delay is not None:
+            self.values[self.keys.delay_percent] = percent_to_runtime(fault.delay.percentage.value)
+            self.values[self.keys.delay_duration_ms] = max(1, round(fault.delay.fixed_delay * 1000))
+        self.record = FaultRecord(
+            name=name,
+            kind="http",
+            phase=fault.phase,
+            targets=sorted(targets),
+            detail={
+                "runtime": {k: str(v) for k, v in self.values.items()},
+                "source": fault.source or "any",
+            },
+        )
+        self._baseline: dict[str, int] = {}
+
+    def _counters(self) -> dict[str, int]:
+        totals = {"aborts_injected": 0, "delays_injected": 0}
+        for admin in self.targets.values():
+            counters = admin.counters(r"\.fault\.(aborts|delays)_injected$")
+            for stat in totals:
+                totals[stat] += counters.get(self.stat_prefix + stat, 0)
+        return totals
+
+    def inject(self) -> None:
+        self._baseline = self._counters()
+        for name, admin in self.targets.items():
+            admin.runtime_modify(self.values)
+            current = admin.runtime()
+            wrong = {k: current.get(k) for k, v in self.values.items() if current.get(k) != str(v)}
+            if wrong:
+                raise FaultError(f"fault {self.record.name}: {name} did not take {wrong}")
+
+    def revert(self) -> bool:
+        clear: dict[str, int | str] = {key: "" for key in self.keys.all()}
+        verified = True
+        for admin in self.targets.values():
+            try:
+                admin.runtime_modify(clear)
+                left = set(admin.runtime()) & set(clear)
+            except HarnessError:
+                verified = False  # the sidecar is gone; its overrides died with it
+                continue
+            verified = verified and not left
+        return verified
+
+    def evidence(self) -> dict[str, int]:
+        try:
+            now = self._counters()
+        except HarnessError:
+            return {}
+        return {stat: now[stat] - self._baseline.get(stat, 0) for stat in now}
+
+    def judge_effect(self, evidence: dict[str, int]) -> tuple[bool, str]:
+        problems = []
+        if self.fault.abort is not None and self.fault.abort.percentage.value > 0:
+            if evidence.get("aborts_injected", 0) <= 0:
+                problems.append("no abort was injected")
+        if self.fault.delay is not None and self.fault.delay.percentage.value > 0:
+            if evidence.get("delays_injected", 0) <= 0:
+                problems.append("no delay was injected")
+        where = ", ".join(self.record.targets)
+        if problems:
+            return (
+                False,
+                f"fault {self.record.name} showed no effect on {where}: {'; '.join(problems)}",
+            )
+        shown = ", ".join(f"{k}={v}" for k, v in evidence.items() if v)
+        return True, f"fault {self.record.name} took effect on {where} ({shown})"

@@ -1,0 +1,46 @@
+"""The load layer: Locust, always in a process of its own.
+
+Importing locust monkey-patches the interpreter with gevent, so nothing here imports it;
+:mod:`harness.load.driver` builds the command, and ``locustfile.py`` (which runs inside
+Locust) writes one JSON line per request that the driver reads back::
+
+    from harness.load import LoadPlan, run_load, summarize
+
+    plan = LoadPlan(host="http://127.0.0.1:8080", rate=30, users=6, run_time_s=10,
+                    request_timeout_s=2, samples_path=Path("run/samples.jsonl"))
+    result = run_load(plan)
+"""
+
+from harness.load.driver import (
+    COORDINATED_OMISSION_RATIO,
+    CPU_SATURATION,
+    LOCUSTFILE,
+    LoadPlan,
+    LoadResult,
+    LoadSummary,
+    Sample,
+    SampleTail,
+    generator_warnings,
+    locust_command,
+    locust_environment,
+    read_samples,
+    run_load,
+    summarize,
+)
+
+__all__ = [
+    "COORDINATED_OMISSION_RATIO",
+    "CPU_SATURATION",
+    "LOCUSTFILE",
+    "LoadPlan",
+    "LoadResult",
+    "LoadSummary",
+    "Sample",
+    "SampleTail",
+    "generator_warnings",
+    "locust_command",
+    "locust_environment",
+    "read_samples",
+    "run_load",
+    "summarize",
+]

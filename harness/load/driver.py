@@ -1,0 +1,530 @@
+"""Drive Locust out of process and read back what it measured.
+
+Importing locust monkey-patches the interpreter with gevent, which breaks pytest, asyncio
+and threads, so the harness never imports it. This module only *builds* the Locust
+command line (:func:`locust_command`) and *reads* the per-request samples that
+``locustfile.py`` appends to a JSON-lines file (:func:`read_samples`, :class:`SampleTail`).
+Whoever owns the process (the platform's supervisor, possibly inside the run's network
+namespace) spawns it; :func:`run_load` is the small spawner for tests and host mode::
+
+    plan = LoadPlan(host="http://127.0.0.1:8080", rate=50, users=10, run_time_s=30,
+                    request_timeout_s=5, samples_path=run_dir / "samples.jsonl")
+    result = run_load(plan)
+    summary = summarize(result.samples, start, end, target_rate=plan.rate)
+    if summary.coordinated_omission:
+        print(summary.message)
+
+Locust is closed-loop: a user waits for its response before it sends the next request,
+so a slow system silently lowers the load it is offered (coordinated omission).
+:func:`summarize` compares the achieved rate with the offered one and says when the
+difference makes latencies untrustworthy; :func:`generator_warnings` says when Locust's own
+CPU was the bottleneck.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+from harness.errors import LoadError
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+"""The locustfile for the sample app; pass it to ``locust -f``."""
+
+COORDINATED_OMISSION_RATIO = 0.9
+"""Achieved below this fraction of the offered rate flags coordinated omission."""
+
+MAX_SPAWN_RATE = 100
+"""Locust warns that spawn rates above 100 users/s "sometimes cause issues"."""
+
+STARTUP_ALLOWANCE_S = 30.0
+"""Time :func:`run_load` allows Locust to import and start, beyond the plan's run time."""
+
+CPU_SATURATION = "load generator CPU saturated"
+"""The start of the :func:`generator_warnings` message when Locust ran out of CPU."""
+
+_LOG_LINE = re.compile(r"^\[[^\]]*\] \S*/(WARNING|ERROR|CRITICAL)/([^:]+): (.*)$")
+_CPU_MARKERS = (
+    "CPU usage above",  # runners.monitor_cpu_and_memory, while running
+    "CPU usage was too high at some point during the test",  # runners.cpu_log_warning
+    "CPU usage threshold was exceeded on workers",  # the master, in distributed mode
+)
+_SAMPLE_KEYS = frozenset({"t", "ms", "status", "ok", "err", "rid"})
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """What load to offer: ``rate`` requests per second in total, spread over ``users``.
+
+    Each user offers ``rate / users`` req/s and can have one request in flight, so
+    ``users`` must be at least ``rate x`` the slowest latency worth measuring (Little's
+    law), or the achieved rate falls short of ``rate``. ``run_time_s`` is rounded up to whole
+    seconds (Locust's ``--run-time`` resolution) and counts from the start of spawning.
+    ``path_template`` is formatted with ``id`` = 1..1000 (``seed`` makes the ids repeatable).
+    """
+
+    host: str
+    rate: float
+    users: int
+    run_time_s: float
+    request_timeout_s: float
+    samples_path: Path
+    path_template: str = "/product/{id}"
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if not re.match(r"^https?://[^/\s]+/?$", self.host):
+            problems.append(
+                f"host must be a base URL like 'http://127.0.0.1:8080', got {self.host!r}"
+            )
+        for name in ("rate", "run_time_s", "request_timeout_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                problems.append(f"{name} must be a positive number, got {value!r}")
+        if isinstance(self.users, bool) or not isinstance(self.users, int) or self.users < 1:
+            problems.append(f"users must be an integer >= 1, got {self.users!r}")
+        if not self.path_template.startswith("/"):
+            problems.append(f"path_template must start with '/', got {self.path_template!r}")
+        else:
+            try:
+                self.path_template.format(id=1)
+            except (KeyError, IndexError, ValueError) as error:
+                problems.append(
+                    f"path_template may only use the placeholder '{{id}}', "
+                    f"got {self.path_template!r} ({type(error).__name__}: {error})"
+                )
+        if problems:
+            raise ValueError("invalid LoadPlan: " + "; ".join(problems))
+
+    @property
+    def run_time_arg_s(self) -> int:
+        """``run_time_s`` rounded up to the whole seconds Locust accepts."""
+        return math.ceil(self.run_time_s)
+
+    @property
+    def stop_timeout_s(self) -> int:
+        """How long Locust lets in-flight requests finish at the end, so they are recorded."""
+        return math.ceil(self.request_timeout_s) + 1
+
+    @property
+    def spawn_rate(self) -> int:
+        """Spawn every user in the first second (the locustfile staggers their first request)."""
+        return min(self.users, MAX_SPAWN_RATE)
+
+
+def locust_command(plan: LoadPlan) -> tuple[list[str], dict[str, str]]:
+    """The argv that runs Locust headless for ``plan``, and the variables to add to its env.
+
+    Spawn it without a shell, with stdout and stderr captured (pass stderr to
+    :func:`generator_warnings`). End it early with SIGTERM: Locust then runs its quit
+    handlers, which flush the samples, and exits within ``plan.stop_timeout_s`` seconds.
+    Exit codes: 0 normal (failed requests do not change it, ``--exit-code-on-error 0``),
+    1 Locust could not start, 2 an unhandled error inside Locust.
+
+    Locust also reads ``LOCUST_*`` variables and ``locust.conf`` / ``pyproject.toml``
+    (``[tool.locust]``) in its working directory; every option set here wins over those,
+    but for a clean run drop ``LOCUST_*`` from the environment (see :func:`locust_environment`)
+    and start it in a directory of its own.
+    """
+    argv = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--users",
+        str(plan.users),
+        "--spawn-rate",
+        str(plan.spawn_rate),
+        "--host",
+        plan.host,
+        "--run-time",
+        f"{plan.run_time_arg_s}s",
+        "--stop-timeout",
+        str(plan.stop_timeout_s),
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+        "--exit-code-on-error",
+        "0",
+    ]
+    env = {
+        "HARNESS_LOAD_RATE": repr(float(plan.rate)),
+        "HARNESS_LOAD_USERS": str(plan.users),
+        "HARNESS_SAMPLES_PATH": str(plan.samples_path),
+        "HARNESS_REQUEST_TIMEOUT": repr(float(plan.request_timeout_s)),
+        "HARNESS_LOAD_PATH_TEMPLATE": plan.path_template,
+        "PYTHONUNBUFFERED": "1",
+    }
+    if plan.seed is not None:
+        env["HARNESS_LOAD_SEED"] = str(plan.seed)
+    return argv, env
+
+
+def locust_environment(plan: LoadPlan, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default ``os.environ``) without ``LOCUST_*`` variables, plus the plan's."""
+    source = os.environ if base is None else base
+    env = {key: value for key, value in source.items() if not key.startswith("LOCUST_")}
+    env.update(locust_command(plan)[1])
+    return env
+
+
+# --------------------------------------------------------------------------- samples
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One request as Locust saw it.
+
+    ``t`` is its start (epoch seconds), ``ms`` its latency, ``status`` the HTTP status
+    (0 for a transport error: refused, reset, timeout), ``ok`` whether it counted as a
+    success (2xx), ``err`` a short reason when it did not, ``rid`` its ``x-request-id``.
+    """
+
+    t: float
+    ms: float
+    status: int
+    ok: bool
+    err: str | None
+    rid: str
+
+    @classmethod
+    def from_line(cls, line: str, where: str) -> Sample:
+        """Parse one JSON line; ``where`` (``file:line``) goes into the error message."""
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise LoadError(f"{where}: not a JSON sample ({error}): {line[:120]!r}") from None
+        if not isinstance(raw, dict) or set(raw) != _SAMPLE_KEYS:
+            found = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
+            raise LoadError(
+                f"{where}: a sample needs exactly the keys {sorted(_SAMPLE_KEYS)}, found {found}"
+            )
+        t, ms, status, ok, err, rid = (raw[k] for k in ("t", "ms", "status", "ok", "err", "rid"))
+        if not (
+            _is_number(t)
+            and _is_number(ms)
+            and isinstance(status, int)
+            and not isinstance(status, bool)
+            and isinstance(ok, bool)
+            and (err is None or isinstance(err, str))
+            and isinstance(rid, str)
+        ):
+            raise LoadError(f"{where}: a sample field has the wrong type: {line[:200]!r}")
+        return cls(t=float(t), ms=float(ms), status=status, ok=ok, err=err, rid=rid)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def read_samples(path: Path | str) -> list[Sample]:
+    """Every sample in ``path``; a last line cut short (Locust killed mid-write) is skipped.
+
+    A missing file means no request was recorded and gives ``[]``. A malformed line
+    anywhere else raises :class:`LoadError` naming ``file:line``.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    lines = data.split(b"\n")
+    tail = lines.pop()  # b"" when the file ends with a newline
+    samples = [
+        Sample.from_line(line.decode(), f"{path}:{number}")
+        for number, line in enumerate(lines, start=1)
+        if line.strip()
+    ]
+    if tail.strip():
+        with contextlib.suppress(LoadError):  # cut short by a kill in the middle of a write
+            samples.append(Sample.from_line(tail.decode(errors="replace"), f"{path}:last"))
+    return samples
+
+
+class SampleTail:
+    """Reads the samples file while Locust is still writing it (for live guards).
+
+    ``poll()`` returns the samples completed since the last call; a line still being
+    written waits for the next call. The file may appear only after the first flush::
+
+        with SampleTail(plan.samples_path) as tail:
+            while running():
+                guard.observe(tail.poll())
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._file: IO[bytes] | None = None
+        self._partial = b""
+        self._line = 0
+
+    def poll(self) -> list[Sample]:
+        """The samples whose lines were completed since the last call (maybe none)."""
+        if self._file is None:
+            try:
+                self._file = self.path.open("rb")
+            except FileNotFoundError:
+                return []
+        chunk = self._file.read()
+        if not chunk:
+            return []
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()
+        samples: list[Sample] = []
+        for line in lines:
+            self._line += 1
+            if line.strip():
+                samples.append(Sample.from_line(line.decode(), f"{self.path}:{self._line}"))
+        return samples
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- warnings
+
+
+def generator_warnings(stderr_text: str) -> list[str]:
+    """The notable problems Locust reported on stderr, worst first, without repeats.
+
+    A saturated generator CPU comes first as one message starting with
+    :data:`CPU_SATURATION` (latencies and the achieved rate are then Locust's limits, not the
+    system's); then every other WARNING / ERROR / CRITICAL log line, and a note if a
+    Python traceback was printed.
+    """
+    cpu_saturated = False
+    others: list[str] = []
+    for line in stderr_text.splitlines():
+        if any(marker in line for marker in _CPU_MARKERS):
+            cpu_saturated = True
+            continue
+        match = _LOG_LINE.match(line)
+        if match:
+            level, logger, message = match.groups()
+            others.append(f"locust {level.lower()} ({logger.strip()}): {message.strip()}")
+        elif line.startswith("Traceback (most recent call last)"):
+            others.append("locust printed a Python traceback (see its stderr)")
+    found: list[str] = []
+    if cpu_saturated:
+        found.append(
+            f"{CPU_SATURATION}: Locust's CPU usage went above 90%, so the achieved rate and "
+            "the latencies may be limits of the generator, not of the system under test; "
+            "lower the rate or spread the load (locust --processes N)"
+        )
+    found.extend(dict.fromkeys(others))
+    return found
+
+
+# --------------------------------------------------------------------------- summary
+
+
+@dataclass(frozen=True)
+class LoadSummary:
+    """Offered vs achieved load over one window ``[start, end)`` (epoch seconds)."""
+
+    start: float
+    end: float
+    count: int
+    ok_count: int
+    offered_rate: float
+    achieved_rate: float
+    coordinated_omission: bool
+    message: str | None = field(default=None)
+
+    @property
+    def error_count(self) -> int:
+        return self.count - self.ok_count
+
+    @property
+    def achieved_ratio(self) -> float:
+        """Achieved over offered rate (1.0 = Locust kept up with the target)."""
+        return self.achieved_rate / self.offered_rate
+
+
+def summarize(
+    samples: Iterable[Sample], start: float, end: float, target_rate: float
+) -> LoadSummary:
+    """Count the samples that started in ``[start, end)`` and compare with ``target_rate``.
+
+    Flags coordinated omission when fewer than 90% of the offered requests were sent; the
+    message then says how many users Little's law asks for at the observed mean latency.
+    """
+    if not end > start:
+        raise ValueError(f"the window must have end > start, got [{start}, {end})")
+    if not target_rate > 0:
+        raise ValueError(f"target_rate must be positive, got {target_rate}")
+    window = [sample for sample in samples if start <= sample.t < end]
+    duration = end - start
+    count = len(window)
+    achieved = count / duration
+    omission = achieved < COORDINATED_OMISSION_RATIO * target_rate
+    message = None
+    if omission:
+        message = (
+            f"coordinated omission: achieved {achieved:.1f} req/s is "
+            f"{100 * achieved / target_rate:.0f}% of the offered {target_rate:g} req/s over "
+            f"{duration:.1f} s. Locust is closed-loop, so a slow system lowered its own load "
+            "and the latencies understate what clients at the target rate would see."
+        )
+        if count:
+            mean_s = sum(sample.ms for sample in window) / count / 1000
+            needed = math.ceil(target_rate * mean_s * 1.5)
+            message += (
+                f" At the mean latency of {mean_s * 1000:.0f} ms the target needs at least "
+                f"{needed} users (rate x latency x 1.5); raise users or lower the rate."
+            )
+        else:
+            message += " No request started in the window: did Locust start?"
+    return LoadSummary(
+        start=start,
+        end=end,
+        count=count,
+        ok_count=sum(1 for sample in window if sample.ok),
+        offered_rate=target_rate,
+        achieved_rate=achieved,
+        coordinated_omission=omission,
+        message=message,
+    )
+
+
+# --------------------------------------------------------------------------- host-mode run
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What one :func:`run_load` produced."""
+
+    samples: tuple[Sample, ...]
+    warnings: tuple[str, ...]
+    exit_code: int
+    stderr: str
+    started_at: float
+    ended_at: float
+
+
+def run_load(plan: LoadPlan, timeout: float | None = None, cwd: Path | None = None) -> LoadResult:
+    """Run Locust for ``plan`` as a child process and wait for it (tests and host mode).
+
+    ``timeout`` (default: run time + stop timeout + 30 s for start-up) bounds the wait;
+    past it Locust gets SIGTERM (it flushes its samples), then SIGKILL, and
+    :class:`LoadError` is raised. Locust runs in its own session, in ``cwd`` (default: the
+    samples file's directory, so no stray ``locust.conf`` is read), without ``LOCUST_*``
+    variables. Any exception here, Ctrl-C included, stops the child before propagating.
+    """
+    argv, _ = locust_command(plan)
+    env = locust_environment(plan)
+    limit = timeout if timeout is not None else _default_timeout(plan)
+    workdir = cwd if cwd is not None else plan.samples_path.parent
+    plan.samples_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    process = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=workdir,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        _, stderr = process.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        _, stderr = _stop(process, grace_s=plan.stop_timeout_s + 5)
+        raise LoadError(
+            f"Locust did not finish within {limit:g} s (run time {plan.run_time_arg_s} s) and "
+            f"was stopped; its stderr ended with:\n{_tail(stderr)}\ncommand: {argv}"
+        ) from None
+    except BaseException:
+        _stop(process, grace_s=2)
+        raise
+    ended = time.time()
+    stderr_text = stderr.decode(errors="replace")
+    samples = tuple(read_samples(plan.samples_path))
+    warnings = generator_warnings(stderr_text)
+    if process.returncode != 0:
+        if not samples:
+            raise LoadError(
+                f"Locust exited with code {process.returncode} before recording a request; "
+                f"its stderr ended with:\n{_tail(stderr)}\ncommand: {argv}"
+            )
+        warnings.insert(0, f"locust exited with code {process.returncode}")
+    return LoadResult(
+        samples=samples,
+        warnings=tuple(warnings),
+        exit_code=process.returncode,
+        stderr=stderr_text,
+        started_at=started,
+        ended_at=ended,
+    )
+
+
+def _default_timeout(plan: LoadPlan) -> float:
+    return plan.run_time_arg_s + plan.stop_timeout_s + STARTUP_ALLOWANCE_S
+
+
+def _stop(process: subprocess.Popen[bytes], grace_s: float) -> tuple[bytes, bytes]:
+    """SIGTERM Locust's process group, SIGKILL it after ``grace_s``; collect the output."""
+    _signal_group(process, signal.SIGTERM)
+    try:
+        return process.communicate(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        _signal_group(process, signal.SIGKILL)
+        return process.communicate()
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: signal.Signals) -> None:
+    # The child leads its own session (start_new_session), so its pid is its group id;
+    # the group also holds any --processes children.
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signum)
+
+
+def _tail(stderr: bytes | None, lines: int = 15) -> str:
+    text = (stderr or b"").decode(errors="replace").rstrip()
+    return "\n".join(text.splitlines()[-lines:]) or "(nothing)"
+
+
+__all__ = [
+    "COORDINATED_OMISSION_RATIO",
+    "CPU_SATURATION",
+    "LOCUSTFILE",
+    "LoadPlan",
+    "LoadResult",
+    "LoadSummary",
+    "Sample",
+    "SampleTail",
+    "generator_warnings",
+    "locust_command",
+    "locust_environment",
+    "read_samples",
+    "run_load",
+    "summarize",
+]

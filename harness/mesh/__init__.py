@@ -1,0 +1,1 @@
+"""The mesh policy, translated for each platform (``envoy`` for local, ``istio`` for kind)."""

@@ -1,0 +1,505 @@
+"""Envoy bootstraps written the way istiod would program the sidecars.
+
+Where each policy lives decides what a fault does, so this follows Istio exactly:
+
+* VirtualService fields (``timeout``, ``retries``) → the **caller's** outbound route.
+* DestinationRule fields (``connectionPool``, ``outlierDetection``, ``loadBalancer``) → the
+  **caller's** outbound cluster for the destination.
+* Injected HTTP faults → fault filters on the **callee's** inbound listener, every one switched
+  off until the harness flips its runtime keys with ``POST /runtime_modify``. The fault thus
+  sits one hop away from the retrying caller (a VirtualService fault would disable the
+  caller's retries, see Istio's route builder).
+
+Names follow Istio: clusters ``outbound|8080||<service>`` and ``inbound|8080||``; stat
+prefixes ``inbound_<service>`` / ``outbound``. Every admin API is a Unix socket, so the
+harness reaches it from outside the run's network namespace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.scenario.models import DestinationPolicy, LbAlgorithm, Retries
+
+SERVICE_PORT = 8080
+# Istio's defaults (pilot/pkg/networking/core/route/retry): used when a route sets no retries.
+ISTIO_DEFAULT_RETRY_ON = (
+    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+)
+ISTIO_DEFAULT_RETRIES = 2
+ISTIO_DEFAULT_CONNECT_TIMEOUT_S = 10.0
+UNLIMITED = 4294967295  # Istio programs circuit-breaker thresholds to "unlimited" by default.
+FAULT_DENOMINATOR = "MILLION"  # runtime percentages are integers out of a million
+ACCESS_LOG_FORMAT: dict[str, str] = {
+    "start": "%START_TIME(%s.%3f)%",
+    "dir": "%DYNAMIC_METADATA(harness:dir)%",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "authority": "%REQ(:AUTHORITY)%",
+    "status": "%RESPONSE_CODE%",
+    "flags": "%RESPONSE_FLAGS%",
+    "details": "%RESPONSE_CODE_DETAILS%",
+    "ms": "%DURATION%",
+    "upstream_ms": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+    "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+    "cluster": "%UPSTREAM_CLUSTER%",
+    "upstream": "%UPSTREAM_HOST%",
+    "downstream": "%DOWNSTREAM_REMOTE_ADDRESS%",
+    "rid": "%REQ(X-REQUEST-ID)%",
+    "source": "%REQ(X-HARNESS-SOURCE)%",
+}
+
+
+@dataclass(frozen=True)
+class Addr:
+    host: str
+    port: int
+
+    def envoy(self) -> dict[str, Any]:
+        return {"socket_address": {"address": self.host, "port_value": self.port}}
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A destination service as seen from one caller."""
+
+    service: str
+    endpoints: tuple[Addr, ...]
+    policy: DestinationPolicy | None = None
+
+
+@dataclass(frozen=True)
+class SidecarSpec:
+    """Everything needed to write one instance's sidecar bootstrap."""
+
+    instance: str
+    service: str
+    inbound: Addr
+    app: Addr
+    outbound: Addr | None
+    admin_socket: str
+    access_log: str
+    upstreams: tuple[Upstream, ...] = ()
+    fault_sources: tuple[str, ...] = ()
+    bind_ip: str | None = None  # source address for outbound connections (for partitions)
+
+
+@dataclass(frozen=True)
+class IngressSpec:
+    listen: Addr
+    admin_socket: str
+    access_log: str
+    upstream: Upstream
+    bind_ip: str | None = None
+
+
+@dataclass(frozen=True)
+class FaultKeys:
+    """Runtime keys of one fault filter (all ``0`` = off)."""
+
+    abort_percent: str
+    abort_http_status: str
+    delay_percent: str
+    delay_duration_ms: str
+
+    def all(self) -> tuple[str, ...]:
+        return (
+            self.abort_percent,
+            self.abort_http_status,
+            self.delay_percent,
+            self.delay_duration_ms,
+        )
+
+
+def fault_keys(source: str | None) -> FaultKeys:
+    """Runtime keys of the inbound fault filter for calls from ``source`` (None: any caller)."""
+    prefix = "harness.fault.any" if source is None else f"harness.fault.from.{source}"
+    return FaultKeys(
+        abort_percent=f"{prefix}.abort_percent",
+        abort_http_status=f"{prefix}.abort_http_status",
+        delay_percent=f"{prefix}.delay_percent",
+        delay_duration_ms=f"{prefix}.delay_duration_ms",
+    )
+
+
+def percent_to_runtime(percent: float) -> int:
+    """50.0 (%) → 500000: fault filter runtime values count out of a million."""
+    return round(percent * 10_000)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.6f}".rstrip("0").rstrip(".") + "s"
+
+
+def retry_policy(retries: Retries | None, *, hash_policy: bool = False) -> dict[str, Any] | None:
+    """Istio's ``HTTPRetry`` → Envoy ``RetryPolicy`` (None: retries disabled)."""
+    policy: dict[str, Any] = {
+        "num_retries": ISTIO_DEFAULT_RETRIES,
+        "retry_on": ISTIO_DEFAULT_RETRY_ON,
+        "retriable_status_codes": [503],
+        "host_selection_retry_max_attempts": 5,
+    }
+    previous_hosts = [
+        {
+            "name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+            },
+        }
+    ]
+    if not hash_policy:
+        policy["retry_host_predicate"] = previous_hosts
+    if retries is None:
+        return policy
+    if retries.attempts <= 0:
+        return None
+    policy["num_retries"] = retries.attempts
+    if retries.retry_on:
+        words: list[str] = []
+        codes: list[int] = []
+        for part in (p.strip() for p in retries.retry_on.split(",")):
+            if not part:
+                continue
+            if part.isdigit() and 100 <= int(part) <= 599:
+                codes.append(int(part))
+            else:
+                words.append(part)
+        if codes and "retriable-status-codes" not in words:
+            words.append("retriable-status-codes")
+        policy["retry_on"] = ",".join(words)
+        policy["retriable_status_codes"] = codes
+        if not codes:
+            del policy["retriable_status_codes"]
+    if retries.per_try_timeout is not None:
+        policy["per_try_timeout"] = _seconds(retries.per_try_timeout)
+    if retries.retry_ignore_previous_hosts is not None:
+        if retries.retry_ignore_previous_hosts:
+            policy["retry_host_predicate"] = previous_hosts
+        else:
+            policy.pop("retry_host_predicate", None)
+    return policy
+
+
+def outbound_cluster_name(service: str) -> str:
+    return f"outbound|{SERVICE_PORT}||{service}"
+
+
+def _outbound_cluster(upstream: Upstream, bind_ip: str | None) -> dict[str, Any]:
+    policy = upstream.policy or DestinationPolicy()
+    pool = policy.connection_pool
+    tcp = pool.tcp if pool else None
+    http = pool.http if pool else None
+    connect_timeout = (tcp.connect_timeout if tcp else None) or ISTIO_DEFAULT_CONNECT_TIMEOUT_S
+
+    def limit(value: int | None) -> int:
+        return UNLIMITED if value is None else value
+
+    thresholds = {
+        "max_connections": limit(tcp.max_connections if tcp else None),
+        "max_pending_requests": limit(http.http1_max_pending_requests if http else None),
+        "max_requests": limit(http.http2_max_requests if http else None),
+        "max_retries": limit(http.max_retries if http else None),
+        "track_remaining": True,
+    }
+    algorithm = policy.load_balancer.simple if policy.load_balancer else LbAlgorithm.LEAST_REQUEST
+    cluster: dict[str, Any] = {
+        "name": outbound_cluster_name(upstream.service),
+        "type": "STATIC",
+        "connect_timeout": _seconds(connect_timeout),
+        "lb_policy": algorithm.value,
+        "circuit_breakers": {"thresholds": [thresholds]},
+        "load_assignment": {
+            "cluster_name": outbound_cluster_name(upstream.service),
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": addr.envoy()}} for addr in upstream.endpoints
+                    ]
+                }
+            ],
+        },
+        "common_lb_config": {},
+    }
+    if http is not None and http.max_requests_per_connection:
+        cluster["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "common_http_protocol_options": {
+                    "max_requests_per_connection": http.max_requests_per_connection
+                },
+                "explicit_http_config": {"http_protocol_options": {}},
+            }
+        }
+    outlier = policy.outlier_detection
+    if outlier is not None:
+        detection: dict[str, Any] = {"enforcing_success_rate": 0}
+        if outlier.consecutive_5xx_errors is not None:
+            detection["consecutive_5xx"] = outlier.consecutive_5xx_errors
+            detection["enforcing_consecutive_5xx"] = (
+                100 if outlier.consecutive_5xx_errors > 0 else 0
+            )
+        if outlier.consecutive_gateway_errors is not None:
+            detection["consecutive_gateway_failure"] = outlier.consecutive_gateway_errors
+            detection["enforcing_consecutive_gateway_failure"] = (
+                100 if outlier.consecutive_gateway_errors > 0 else 0
+            )
+        if outlier.interval is not None:
+            detection["interval"] = _seconds(outlier.interval)
+        if outlier.base_ejection_time is not None:
+            detection["base_ejection_time"] = _seconds(outlier.base_ejection_time)
+        if outlier.max_ejection_percent is not None:
+            detection["max_ejection_percent"] = outlier.max_ejection_percent
+        cluster["outlier_detection"] = detection
+        # Istio: with outlier detection, minHealthPercent (default 0) is the panic threshold.
+        cluster["common_lb_config"]["healthy_panic_threshold"] = {
+            "value": float(outlier.min_health_percent or 0)
+        }
+    if bind_ip is not None:
+        cluster["upstream_bind_config"] = {"source_address": {"address": bind_ip, "port_value": 0}}
+    return cluster
+
+
+def _access_log(path: str, direction: str) -> list[dict[str, Any]]:
+    fmt = dict(ACCESS_LOG_FORMAT)
+    fmt["dir"] = direction
+    return [
+        {
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": path,
+                "log_format": {"json_format": fmt},
+            },
+        }
+    ]
+
+
+def _fault_filter(source: str | None) -> dict[str, Any]:
+    keys = fault_keys(source)
+    config: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+        "abort": {
+            "http_status": 503,
+            "percentage": {"numerator": 0, "denominator": FAULT_DENOMINATOR},
+        },
+        "delay": {
+            "fixed_delay": "0.001s",
+            "percentage": {"numerator": 0, "denominator": FAULT_DENOMINATOR},
+        },
+        "abort_percent_runtime": keys.abort_percent,
+        "abort_http_status_runtime": keys.abort_http_status,
+        "delay_percent_runtime": keys.delay_percent,
+        "delay_duration_runtime": keys.delay_duration_ms,
+    }
+    if source is not None:
+        config["headers"] = [{"name": "x-harness-source", "string_match": {"exact": source}}]
+    name = "any" if source is None else source
+    return {"name": f"envoy.filters.http.fault.{name}", "typed_config": config}
+
+
+_ROUTER = {
+    "name": "envoy.filters.http.router",
+    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+}
+
+
+def _hcm(
+    stat_prefix: str,
+    routes: dict[str, Any],
+    filters: list[dict[str, Any]],
+    access_log: list[dict[str, Any]],
+) -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": stat_prefix,
+            "codec_type": "AUTO",
+            "route_config": routes,
+            "http_filters": [*filters, _ROUTER],
+            "access_log": access_log,
+            "generate_request_id": True,
+            "preserve_external_request_id": True,
+            "normalize_path": True,
+        },
+    }
+
+
+def _outbound_route(upstream: Upstream, source: str) -> dict[str, Any]:
+    policy = upstream.policy or DestinationPolicy()
+    action: dict[str, Any] = {
+        "cluster": outbound_cluster_name(upstream.service),
+        # Istio: no route timeout unless the VirtualService sets one.
+        "timeout": _seconds(policy.timeout) if policy.timeout is not None else "0s",
+    }
+    retry = retry_policy(policy.retries)
+    if retry is not None:
+        action["retry_policy"] = retry
+    return {
+        "name": upstream.service,
+        "domains": [upstream.service, f"{upstream.service}:*"],
+        "routes": [
+            {
+                "match": {"prefix": "/"},
+                "route": action,
+                "request_headers_to_add": [
+                    {
+                        "header": {"key": "x-harness-source", "value": source},
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def _bootstrap(
+    node_id: str,
+    cluster: str,
+    admin_socket: str,
+    listeners: list[dict[str, Any]],
+    clusters: list[dict[str, Any]],
+) -> dict[str, Any]:
+    return {
+        "node": {"id": node_id, "cluster": cluster},
+        "admin": {"address": {"pipe": {"path": admin_socket, "mode": 0o600}}},
+        "layered_runtime": {
+            "layers": [
+                {"name": "static", "static_layer": {}},
+                {"name": "admin", "admin_layer": {}},
+            ]
+        },
+        "static_resources": {"listeners": listeners, "clusters": clusters},
+    }
+
+
+def sidecar_bootstrap(spec: SidecarSpec) -> dict[str, Any]:
+    """The bootstrap of one app instance's sidecar (inbound + outbound listeners)."""
+    inbound_cluster = f"inbound|{SERVICE_PORT}||"
+    faults = [_fault_filter(None), *(_fault_filter(src) for src in spec.fault_sources)]
+    inbound_routes = {
+        "name": "inbound",
+        "virtual_hosts": [
+            {
+                "name": "inbound",
+                "domains": ["*"],
+                "routes": [
+                    {
+                        "match": {"prefix": "/"},
+                        "route": {"cluster": inbound_cluster, "timeout": "0s"},
+                    }
+                ],
+            }
+        ],
+    }
+    listeners: list[dict[str, Any]] = [
+        {
+            "name": "virtualInbound",
+            "address": spec.inbound.envoy(),
+            "filter_chains": [
+                {
+                    "filters": [
+                        _hcm(
+                            f"inbound_{spec.service}",
+                            inbound_routes,
+                            faults,
+                            _access_log(spec.access_log, "inbound"),
+                        )
+                    ]
+                }
+            ],
+        }
+    ]
+    clusters: list[dict[str, Any]] = [
+        {
+            "name": inbound_cluster,
+            "type": "STATIC",
+            "connect_timeout": _seconds(ISTIO_DEFAULT_CONNECT_TIMEOUT_S),
+            "circuit_breakers": {
+                "thresholds": [
+                    {
+                        "max_connections": UNLIMITED,
+                        "max_pending_requests": UNLIMITED,
+                        "max_requests": UNLIMITED,
+                        "max_retries": UNLIMITED,
+                    }
+                ]
+            },
+            "load_assignment": {
+                "cluster_name": inbound_cluster,
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": spec.app.envoy()}}]}],
+            },
+        }
+    ]
+    if spec.outbound is not None and spec.upstreams:
+        outbound_routes = {
+            "name": str(SERVICE_PORT),
+            "virtual_hosts": [_outbound_route(up, spec.service) for up in spec.upstreams],
+        }
+        listeners.append(
+            {
+                "name": "virtualOutbound",
+                "address": spec.outbound.envoy(),
+                "filter_chains": [
+                    {
+                        "filters": [
+                            _hcm(
+                                "outbound",
+                                outbound_routes,
+                                [],
+                                _access_log(spec.access_log, "outbound"),
+                            )
+                        ]
+                    }
+                ],
+            }
+        )
+        clusters.extend(_outbound_cluster(up, spec.bind_ip) for up in spec.upstreams)
+    return _bootstrap(spec.instance, spec.service, spec.admin_socket, listeners, clusters)
+
+
+def ingress_bootstrap(spec: IngressSpec) -> dict[str, Any]:
+    """The ingress gateway: every request goes to the entry service with its route policy."""
+    route = _outbound_route(spec.upstream, "ingress")
+    route["domains"] = ["*"]
+    routes = {"name": "ingress", "virtual_hosts": [route]}
+    listener = {
+        "name": "ingress",
+        "address": spec.listen.envoy(),
+        "filter_chains": [
+            {"filters": [_hcm("ingress", routes, [], _access_log(spec.access_log, "ingress"))]}
+        ],
+    }
+    return _bootstrap(
+        "ingress",
+        "ingress",
+        spec.admin_socket,
+        [listener],
+        [_outbound_cluster(spec.upstream, spec.bind_ip)],
+    )
+
+
+@dataclass
+class EnvoyCommand:
+    """argv for one Envoy process."""
+
+    config_path: str
+    log_path: str
+    concurrency: int = 1
+    extra: list[str] = field(default_factory=list)
+
+    def argv(self, binary: str) -> list[str]:
+        return [
+            binary,
+            "-c",
+            self.config_path,
+            "--concurrency",
+            str(self.concurrency),
+            "--disable-hot-restart",
+            "--log-level",
+            "warn",
+            "--log-path",
+            self.log_path,
+            *self.extra,
+        ]

@@ -1,0 +1,1 @@
+"""Watching the mesh: Envoy admin API, stats, access logs."""

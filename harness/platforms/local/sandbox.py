@@ -1,0 +1,197 @@
+"""The run's sandbox: a private user + network + PID namespace, or the host as a fallback.
+
+:class:`Sandbox` starts :mod:`harness.platforms.local.supervisor` (inside ``unshare`` when the
+system allows user namespaces) and sends it requests. Everything the local platform runs —
+sidecars, app instances, Locust, ``nft`` — runs through it, so it all lives in the same
+network namespace and dies with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Any
+
+from harness.errors import PlatformError
+
+RUN_ID_ENV = "HARNESS_RUN_ID"
+NAMESPACE_ARGV = [
+    "unshare",
+    "--user",
+    "--map-root-user",
+    "--net",
+    "--pid",
+    "--fork",
+    "--kill-child",
+]
+
+
+class Isolation(StrEnum):
+    AUTO = "auto"
+    NAMESPACE = "namespace"
+    HOST = "host"
+
+
+class Sandbox:
+    """A running supervisor and the channel to it. Use :meth:`start`; always :meth:`close`."""
+
+    def __init__(
+        self, proc: subprocess.Popen[str], mode: Isolation, run_id: str, note: str
+    ) -> None:
+        self._proc = proc
+        self._lock = threading.Lock()
+        self.mode = mode
+        self.run_id = run_id
+        self.note = note  # why this isolation was chosen, for the output and the journal
+        self.supervisor_pid = proc.pid
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def start(cls, run_id: str, log_dir: Path, isolation: Isolation = Isolation.AUTO) -> Sandbox:
+        """Start the supervisor; with ``AUTO`` fall back to the host when namespaces fail."""
+        log_dir.mkdir(parents=True, exist_ok=True)
+        requested = Isolation(os.environ.get("HARNESS_ISOLATION", isolation))
+        if requested in (Isolation.AUTO, Isolation.NAMESPACE):
+            reason = ""
+            if shutil.which("unshare") is None:
+                reason = "the 'unshare' command (util-linux) is not installed"
+            else:
+                try:
+                    return cls._launch(
+                        run_id, log_dir, Isolation.NAMESPACE, "private user+network+PID namespace"
+                    )
+                except PlatformError as exc:
+                    reason = str(exc)
+            if requested is Isolation.NAMESPACE:
+                raise PlatformError(
+                    f"cannot create the run's namespaces: {reason}. Allow unprivileged user "
+                    "namespaces (sysctl kernel.unprivileged_userns_clone=1) or run with "
+                    "HARNESS_ISOLATION=host."
+                )
+            note = (
+                f"user namespaces unavailable ({reason}); running on the host's loopback "
+                "with free ports — no packet-level partitions in this mode"
+            )
+            return cls._launch(run_id, log_dir, Isolation.HOST, note)
+        return cls._launch(
+            run_id, log_dir, Isolation.HOST, "host loopback (HARNESS_ISOLATION=host)"
+        )
+
+    @classmethod
+    def _launch(cls, run_id: str, log_dir: Path, mode: Isolation, note: str) -> Sandbox:
+        argv = [sys.executable, "-m", "harness.platforms.local.supervisor", mode.value]
+        if mode is Isolation.NAMESPACE:
+            argv = [*NAMESPACE_ARGV, *argv]
+        env = dict(os.environ)
+        env[RUN_ID_ENV] = run_id
+        stderr_path = log_dir / f"supervisor-{mode.value}.log"
+        with open(stderr_path, "ab") as stderr:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                env=env,
+                start_new_session=True,  # a terminal Ctrl-C must not reach it
+                bufsize=1,
+            )
+        sandbox = cls(proc, mode, run_id, note)
+        hello = sandbox._read_reply(timeout=15.0)
+        if not hello.get("ready"):
+            proc.kill()
+            proc.wait()
+            detail = stderr_path.read_text(errors="replace").strip().splitlines()
+            raise PlatformError(detail[-1] if detail else f"supervisor did not start: {hello}")
+        return sandbox
+
+    def close(self, grace: float = 2.0) -> None:
+        """Stop every process of the run and the supervisor (and so the namespaces)."""
+        if self._proc.poll() is None:
+            try:
+                self.request("shutdown", grace=grace, wait=grace + 10.0)
+            except PlatformError:
+                pass
+            try:
+                self._proc.wait(timeout=grace + 5.0)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        for stream in (self._proc.stdin, self._proc.stdout):
+            if stream is not None:
+                stream.close()
+
+    @property
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    # ------------------------------------------------------------------ requests
+
+    def _read_reply(self, timeout: float) -> dict[str, Any]:
+        stdout: IO[str] | None = self._proc.stdout
+        assert stdout is not None
+        result: list[str] = []
+        reader = threading.Thread(target=lambda: result.append(stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if reader.is_alive() or not result or not result[0]:
+            code = self._proc.poll()
+            raise PlatformError(
+                "the run's supervisor stopped answering"
+                + (f" (exited with {code})" if code is not None else f" within {timeout:g}s")
+            )
+        reply: dict[str, Any] = json.loads(result[0])
+        return reply
+
+    def request(self, op: str, *, wait: float = 30.0, **fields: Any) -> dict[str, Any]:
+        with self._lock:
+            stdin = self._proc.stdin
+            if stdin is None or self._proc.poll() is not None:
+                raise PlatformError("the run's supervisor is not running")
+            try:
+                stdin.write(json.dumps({"op": op, **fields}) + "\n")
+                stdin.flush()
+            except BrokenPipeError:
+                raise PlatformError("the run's supervisor is not running") from None
+            reply = self._read_reply(wait)
+        if not reply.get("ok"):
+            raise PlatformError(f"{op} failed inside the sandbox: {reply.get('error')}")
+        return reply
+
+    def spawn(self, argv: list[str], *, log_path: Path, env: dict[str, str] | None = None) -> int:
+        full_env = {RUN_ID_ENV: self.run_id, **(env or {})}
+        reply = self.request(
+            "spawn", argv=argv, env=full_env, stdout=str(log_path), stderr=str(log_path)
+        )
+        return int(reply["pid"])
+
+    def signal(self, pid: int, sig: str = "SIGTERM") -> None:
+        self.request("signal", pid=pid, sig=sig)
+
+    def running(self, pid: int) -> tuple[bool, int | None]:
+        reply = self.request("status", pid=pid)
+        return bool(reply["running"]), reply.get("exit_code")
+
+    def wait_tcp(self, host: str, port: int, timeout: float) -> bool:
+        reply = self.request("wait_tcp", host=host, port=port, timeout=timeout, wait=timeout + 5.0)
+        return bool(reply["ready"])
+
+    def http_get(self, url: str, *, timeout: float = 5.0) -> tuple[int, str]:
+        """GET ``url`` from inside the sandbox: (status, body); status 0 on transport errors."""
+        reply = self.request("http_get", url=url, timeout=timeout, wait=timeout + 5.0)
+        return int(reply["status"]), str(reply["body"])
+
+    def run(
+        self, argv: list[str], *, timeout: float = 10.0, input_text: str | None = None
+    ) -> tuple[int, str, str]:
+        reply = self.request(
+            "run", argv=argv, input=input_text, timeout=timeout, wait=timeout + 5.0
+        )
+        return int(reply["code"]), str(reply["stdout"]), str(reply["stderr"])

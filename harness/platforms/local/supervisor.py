@@ -1,0 +1,203 @@
+"""The run's supervisor: PID 1 of the run's private namespaces (or a plain child on the host).
+
+The harness starts it as ``unshare --user --map-root-user --net --pid --fork --kill-child
+python -m harness.platforms.local.supervisor`` and talks to it over its stdin/stdout, one JSON
+object per line. Inside, it brings ``lo`` up and starts, signals and reaps every process of the
+deployment (Envoys, app instances, Locust) and runs short commands (``nft``).
+
+Crash safety by construction: when the harness dies, even by ``kill -9``, the supervisor reads
+EOF on stdin, kills every child and exits; as PID 1 of the PID namespace its exit makes the
+kernel kill whatever is left, and the network namespace (with its nft rules) disappears.
+
+Requests: ``{"op": "spawn", "argv": [...], "env": {...}, "stdout": path, "stderr": path}``,
+``{"op": "signal", "pid": n, "sig": "SIGTERM"}``, ``{"op": "status", "pid": n}``,
+``{"op": "wait_tcp", "host": h, "port": p, "timeout": s}``,
+``{"op": "run", "argv": [...], "timeout": s, "input": text}``,
+``{"op": "http_get", "url": u, "timeout": s}``, ``{"op": "shutdown", "grace": s}``. Replies: ``{"ok": true, ...}`` or ``{"ok": false, "error": msg}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+_PR_SET_PDEATHSIG = 1
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+
+
+def bring_loopback_up() -> None:
+    """``ip link set lo up`` without iproute2 (a fresh network namespace has lo down)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(sock, _SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+class Supervisor:
+    def __init__(self) -> None:
+        self.children: dict[int, subprocess.Popen[bytes]] = {}
+        self.exited: dict[int, int] = {}
+
+    def reap(self) -> None:
+        for pid, proc in list(self.children.items()):
+            code = proc.poll()
+            if code is not None:
+                self.exited[pid] = code
+                del self.children[pid]
+        # As PID 1 we also inherit orphans (e.g. grandchildren): reap them too.
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+
+    def spawn(self, req: dict[str, Any]) -> dict[str, Any]:
+        env = dict(os.environ)
+        env.update(req.get("env") or {})
+        with (
+            open(req.get("stdout") or os.devnull, "ab") as out,
+            open(req.get("stderr") or os.devnull, "ab") as err,
+        ):
+            proc = subprocess.Popen(
+                req["argv"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                cwd=req.get("cwd"),
+                preexec_fn=_die_with_parent,
+                close_fds=True,
+            )
+        self.children[proc.pid] = proc
+        return {"pid": proc.pid}
+
+    def signal(self, req: dict[str, Any]) -> dict[str, Any]:
+        pid = int(req["pid"])
+        sig = signal.Signals[req.get("sig", "SIGTERM")]
+        if pid not in self.children:
+            self.reap()
+            return {"sent": False, "exited": self.exited.get(pid)}
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        return {"sent": True}
+
+    def status(self, req: dict[str, Any]) -> dict[str, Any]:
+        self.reap()
+        pid = int(req["pid"])
+        if pid in self.children:
+            return {"running": True, "exit_code": None}
+        return {"running": False, "exit_code": self.exited.get(pid)}
+
+    def wait_tcp(self, req: dict[str, Any]) -> dict[str, Any]:
+        deadline = time.monotonic() + float(req.get("timeout", 10.0))
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((req["host"], int(req["port"])), timeout=0.5):
+                    return {"ready": True}
+            except OSError as exc:
+                last = str(exc)
+            time.sleep(0.02)
+        return {"ready": False, "error": last}
+
+    def http_get(self, req: dict[str, Any]) -> dict[str, Any]:
+        """One GET from inside the namespace (readiness probes); any HTTP status is a reply."""
+        headers = dict(req.get("headers") or {})
+        request = urllib.request.Request(req["url"], headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=float(req.get("timeout", 5.0))) as resp:
+                return {"status": resp.status, "body": resp.read(4096).decode("utf-8", "replace")}
+        except urllib.error.HTTPError as exc:
+            return {"status": exc.code, "body": exc.read(4096).decode("utf-8", "replace")}
+        except OSError as exc:
+            return {"status": 0, "body": str(exc)}
+
+    def run(self, req: dict[str, Any]) -> dict[str, Any]:
+        done = subprocess.run(
+            req["argv"],
+            input=req.get("input"),
+            capture_output=True,
+            text=True,
+            timeout=float(req.get("timeout", 10.0)),
+            check=False,
+        )
+        return {"code": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
+
+    def shutdown(self, grace: float) -> dict[str, Any]:
+        for proc in self.children.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+        deadline = time.monotonic() + grace
+        for proc in self.children.values():
+            remaining = deadline - time.monotonic()
+            try:
+                proc.wait(timeout=max(remaining, 0.01))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        killed = len(self.children)
+        self.reap()
+        return {"stopped": killed}
+
+
+def serve(mode: str) -> int:
+    # The harness handles signals; a Ctrl-C in the terminal must not kill us mid-revert.
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    if mode == "namespace":
+        bring_loopback_up()
+    sup = Supervisor()
+    out = sys.stdout
+    out.write(json.dumps({"ok": True, "ready": True, "mode": mode, "pid": os.getpid()}) + "\n")
+    out.flush()
+    handlers = {
+        "spawn": sup.spawn,
+        "signal": sup.signal,
+        "status": sup.status,
+        "wait_tcp": sup.wait_tcp,
+        "run": sup.run,
+        "http_get": sup.http_get,
+    }
+    for line in sys.stdin:
+        try:
+            req = json.loads(line)
+            op = req.get("op")
+            if op == "shutdown":
+                reply: dict[str, Any] = sup.shutdown(float(req.get("grace", 2.0)))
+                out.write(json.dumps({"ok": True, **reply}) + "\n")
+                out.flush()
+                return 0
+            reply = handlers[op](req)
+            reply = {"ok": True, **reply}
+        except Exception as exc:  # every failure goes back to the harness as a reply
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+    # EOF: the harness is gone (maybe kill -9). Take everything down with us.
+    sup.shutdown(0.5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(serve(sys.argv[1] if len(sys.argv) > 1 else "host"))

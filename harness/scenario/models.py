@@ -1,0 +1,391 @@
+"""The typed scenario: what to deploy, which mesh policy, what load, which faults, which SLOs.
+
+Field names are camelCase in YAML (Istio's vocabulary: ``perTryTimeout``,
+``http1MaxPendingRequests``, ``consecutive5xxErrors``) and snake_case in Python.
+Unknown fields are rejected everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from enum import StrEnum
+from typing import Annotated, Final, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from harness.app.topology import TOPOLOGIES, Topology
+from harness.scenario.units import Duration, Fraction
+
+API_VERSION: Final = "harness/v1"
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class Model(BaseModel):
+    """Base of every scenario model: strict about unknown fields, camelCase aliases."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+    )
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: use lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit (at most 63 characters)"
+        )
+    return value
+
+
+# --------------------------------------------------------------------------- metadata / app
+
+
+class Metadata(Model):
+    name: str = Field(description="Scenario name: lowercase letters, digits and '-'.")
+    description: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    _name = field_validator("name")(_check_name)
+
+
+class App(Model):
+    """Which sample app to deploy, with per-service overrides."""
+
+    name: Literal["shop"] = "shop"
+    replicas: dict[str, Annotated[int, Field(ge=1, le=10)]] = Field(
+        default_factory=dict, description="Replicas per service, e.g. {catalog: 3}."
+    )
+    service_time: dict[str, Duration] = Field(
+        default_factory=dict, description="Mean service time per service, e.g. {catalog: 5ms}."
+    )
+
+    @property
+    def topology(self) -> Topology:
+        return TOPOLOGIES[self.name]
+
+    def replicas_of(self, service: str) -> int:
+        return self.replicas.get(service, self.topology.service(service).replicas)
+
+    def service_time_of(self, service: str) -> float:
+        """Mean service time in seconds."""
+        default = self.topology.service(service).service_time_ms / 1000.0
+        return self.service_time.get(service, default)
+
+
+# --------------------------------------------------------------------------- mesh policy
+
+
+class Retries(Model):
+    """Istio ``HTTPRetry``: enforced by the caller's sidecar on its route to the destination."""
+
+    attempts: int = Field(ge=0, le=20, description="Retries after the first try; 0 disables.")
+    per_try_timeout: Duration | None = None
+    retry_on: str | None = Field(
+        default=None,
+        description="Envoy retry conditions; bare status codes become retriable-status-codes.",
+    )
+    retry_ignore_previous_hosts: bool | None = None
+
+
+class TcpSettings(Model):
+    max_connections: int | None = Field(default=None, ge=1)
+    connect_timeout: Duration | None = None
+
+
+class HttpSettings(Model):
+    http1_max_pending_requests: int | None = Field(
+        default=None, ge=1, alias="http1MaxPendingRequests"
+    )
+    http2_max_requests: int | None = Field(default=None, ge=1, alias="http2MaxRequests")
+    max_requests_per_connection: int | None = Field(default=None, ge=0)
+    max_retries: int | None = Field(default=None, ge=0)
+
+
+class ConnectionPool(Model):
+    tcp: TcpSettings = Field(default_factory=TcpSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+
+
+class OutlierDetection(Model):
+    consecutive_5xx_errors: int | None = Field(default=None, ge=0, alias="consecutive5xxErrors")
+    consecutive_gateway_errors: int | None = Field(
+        default=None, ge=0, alias="consecutiveGatewayErrors"
+    )
+    interval: Duration | None = None
+    base_ejection_time: Duration | None = None
+    max_ejection_percent: int | None = Field(default=None, ge=0, le=100)
+    min_health_percent: int | None = Field(default=None, ge=0, le=100)
+
+
+class LbAlgorithm(StrEnum):
+    ROUND_ROBIN = "ROUND_ROBIN"
+    LEAST_REQUEST = "LEAST_REQUEST"
+    RANDOM = "RANDOM"
+
+
+class LoadBalancer(Model):
+    simple: LbAlgorithm = LbAlgorithm.LEAST_REQUEST
+
+
+class DestinationPolicy(Model):
+    """Mesh policy for calls *to* one service (VirtualService + DestinationRule fields)."""
+
+    timeout: Duration | None = Field(default=None, description="Route timeout (Istio: none).")
+    retries: Retries | None = Field(
+        default=None, description="Omitted: Istio's default (2 retries on connect/503 errors)."
+    )
+    connection_pool: ConnectionPool | None = None
+    outlier_detection: OutlierDetection | None = None
+    load_balancer: LoadBalancer | None = None
+
+
+class Mesh(Model):
+    destinations: dict[str, DestinationPolicy] = Field(
+        default_factory=dict, description="Policy per destination service."
+    )
+
+
+# --------------------------------------------------------------------------- load / phases
+
+
+class Load(Model):
+    """Open-loop-ish load at the ingress: a target arrival rate spread over Locust users."""
+
+    rate: float = Field(gt=0, le=2000, description="Target requests per second at the ingress.")
+    users: int | None = Field(
+        default=None, ge=1, le=500, description="Concurrent Locust users (default: derived)."
+    )
+    request_timeout: Duration = Field(default=10.0, description="Client-side timeout.")
+
+    def effective_users(self) -> int:
+        return self.users if self.users is not None else max(4, min(64, math.ceil(self.rate / 5)))
+
+
+class Phase(Model):
+    name: str
+    duration: Duration = Field(description="How long the phase lasts, e.g. '20s'.")
+
+    _name = field_validator("name")(_check_name)
+
+    @field_validator("duration")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("a phase lasts longer than 0s")
+        return value
+
+
+# --------------------------------------------------------------------------- faults
+
+
+class Percentage(Model):
+    """Istio's ``Percent``: ``{value: 50}`` means 50% of requests."""
+
+    value: float = Field(ge=0, le=100)
+
+
+class Abort(Model):
+    http_status: int = Field(ge=200, le=599)
+    percentage: Percentage = Field(default_factory=lambda: Percentage(value=100))
+
+
+class Delay(Model):
+    fixed_delay: Duration
+    percentage: Percentage = Field(default_factory=lambda: Percentage(value=100))
+
+
+class Target(Model):
+    """Which instances of a service a fault hits (its blast radius)."""
+
+    service: str
+    instances: int | str | None = Field(
+        default=None,
+        description="How many instances: a count (1), a percentage ('50%'), or omitted for all.",
+    )
+
+    @field_validator("instances")
+    @classmethod
+    def _instances(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("instances must be at least 1 (an empty selection hits nothing)")
+        if isinstance(value, str) and not re.fullmatch(r"\d+(\.\d+)?%", value.strip()):
+            raise ValueError(f"{value!r}: write a count like 1 or a percentage like '50%'")
+        return value
+
+    def count(self, replicas: int) -> int:
+        """How many of ``replicas`` instances are selected (at least 1 when non-empty)."""
+        if self.instances is None:
+            return replicas
+        if isinstance(self.instances, int):
+            return min(self.instances, replicas)
+        share = float(self.instances.strip()[:-1]) / 100.0
+        return min(replicas, math.ceil(share * replicas))
+
+
+class HttpFault(Model):
+    """HTTP delay / abort injected by the destination instances' sidecars (Envoy fault filter).
+
+    With ``source`` only calls from that service are hit. The fault sits in the callee's
+    sidecar, one hop away from the caller, so the caller's retries and timeouts still apply.
+    """
+
+    kind: Literal["http"]
+    name: str | None = None
+    phase: str = Field(description="The phase during which the fault is active.")
+    target: Target
+    source: str | None = Field(default=None, description="Only calls from this service.")
+    abort: Abort | None = None
+    delay: Delay | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> HttpFault:
+        if self.abort is None and self.delay is None:
+            raise ValueError("an http fault needs 'abort', 'delay' or both")
+        return self
+
+
+Fault = Annotated[HttpFault, Field(discriminator="kind")]
+FAULT_KINDS: tuple[str, ...] = ("http",)
+
+
+# --------------------------------------------------------------------------- SLOs
+
+
+class ErrorRateSlo(Model):
+    """End-to-end error rate at the ingress (non-2xx or transport error) must stay below ``max``."""
+
+    kind: Literal["errorRate"]
+    name: str
+    max: Fraction
+    phases: list[str] = Field(default_factory=list, description="Empty: every phase.")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+
+
+class LatencySlo(Model):
+    """A latency quantile at the ingress (successful requests) must stay below ``max``."""
+
+    kind: Literal["latency"]
+    name: str
+    quantile: float = Field(gt=0, lt=1, description="E.g. 0.99 for p99.")
+    max: Duration
+    phases: list[str] = Field(default_factory=list, description="Empty: every phase.")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+
+
+Slo = Annotated[ErrorRateSlo | LatencySlo, Field(discriminator="kind")]
+SLO_KINDS: tuple[str, ...] = ("errorRate", "latency")
+
+
+# --------------------------------------------------------------------------- scenario
+
+
+class Scenario(Model):
+    """A whole scenario file."""
+
+    api_version: Literal["harness/v1"] = API_VERSION
+    metadata: Metadata
+    app: App = Field(default_factory=App)
+    mesh: Mesh = Field(default_factory=Mesh)
+    load: Load
+    phases: list[Phase] = Field(min_length=1)
+    faults: list[Fault] = Field(default_factory=list)
+    slos: list[Slo] = Field(min_length=1)
+
+    @property
+    def duration(self) -> float:
+        return sum(phase.duration for phase in self.phases)
+
+    def phase_names(self) -> list[str]:
+        return [phase.name for phase in self.phases]
+
+    def fault_name(self, index: int) -> str:
+        fault = self.faults[index]
+        return fault.name or f"{fault.kind}-{index}"
+
+    @model_validator(mode="after")
+    def _cross_references(self, info: ValidationInfo) -> Scenario:
+        # The loader passes {"skip_references": True} and reports each problem at its own
+        # file:line:col via reference_problems(); Python callers get one combined error.
+        if isinstance(info.context, dict) and info.context.get("skip_references"):
+            return self
+        problems = list(self.reference_problems())
+        if problems:
+            # One ValueError carrying every problem; the loader maps each to its location.
+            raise ValueError(
+                "; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in problems)
+            )
+        return self
+
+    def reference_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Cross-field problems as (field path, message) pairs."""
+        topology = self.app.topology
+        services = set(topology.service_names)
+        phases = self.phase_names()
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+
+        def unknown(kind: str, value: str, valid: list[str] | set[str]) -> str:
+            return f"unknown {kind} {value!r}; valid: {', '.join(sorted(valid))}"
+
+        for section, mapping in (
+            ("replicas", self.app.replicas),
+            ("serviceTime", self.app.service_time),
+        ):
+            for key in mapping:
+                if key not in services:
+                    problems.append((("app", section, key), unknown("service", key, services)))
+        for key in self.mesh.destinations:
+            if key not in services:
+                problems.append((("mesh", "destinations", key), unknown("service", key, services)))
+        seen: set[str] = set()
+        for index, phase in enumerate(self.phases):
+            if phase.name in seen:
+                problems.append((("phases", index, "name"), f"duplicate phase name {phase.name!r}"))
+            seen.add(phase.name)
+        for index, fault in enumerate(self.faults):
+            if fault.phase not in phases:
+                problems.append((("faults", index, "phase"), unknown("phase", fault.phase, phases)))
+            if fault.target.service not in services:
+                problems.append(
+                    (
+                        ("faults", index, "target", "service"),
+                        unknown("service", fault.target.service, services),
+                    )
+                )
+            if fault.source is not None:
+                callers = topology.callers_of(fault.target.service)
+                if fault.source not in callers:
+                    valid = list(callers) or ["(none: only the ingress calls it)"]
+                    problems.append(
+                        (
+                            ("faults", index, "source"),
+                            f"{fault.source!r} does not call {fault.target.service!r}; "
+                            f"its callers: {', '.join(valid)}",
+                        )
+                    )
+        fault_names = [self.fault_name(i) for i in range(len(self.faults))]
+        for index, name in enumerate(fault_names):
+            if fault_names.index(name) != index:
+                problems.append((("faults", index, "name"), f"duplicate fault name {name!r}"))
+        slo_names: set[str] = set()
+        for index, slo in enumerate(self.slos):
+            if slo.name in slo_names:
+                problems.append((("slos", index, "name"), f"duplicate SLO name {slo.name!r}"))
+            slo_names.add(slo.name)
+            for p_index, phase_name in enumerate(slo.phases):
+                if phase_name not in phases:
+                    problems.append(
+                        (("slos", index, "phases", p_index), unknown("phase", phase_name, phases))
+                    )
+        return problems

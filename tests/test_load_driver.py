@@ -1,0 +1,495 @@
+"""The load layer (``harness.load``): the driver in process, Locust out of process.
+
+The integration tests run the real Locust against a tiny threaded HTTP server on 127.0.0.1
+that records every ``x-request-id`` and answers 503 for the ids divisible by
+``FAIL_EVERY`` (200 otherwise), so each sample can be checked against what the server
+actually saw and answered. Load is bounded: a few seconds at 30 req/s, loopback only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from harness.errors import LoadError
+from harness.load import (
+    CPU_SATURATION,
+    LOCUSTFILE,
+    LoadPlan,
+    Sample,
+    SampleTail,
+    generator_warnings,
+    locust_command,
+    locust_environment,
+    read_samples,
+    run_load,
+    summarize,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+FAIL_EVERY = 5
+DEADLINE_S = 30.0  # generous: a busy 2-core machine may be slow to start Locust
+
+
+# ---------------------------------------------------------------- target server
+
+
+@dataclass
+class TargetServer:
+    """Answers ``GET /product/<id>``: 503 when ``id % fail_every == 0``, else 200.
+
+    ``seen`` maps each ``x-request-id`` to the statuses answered for it (a list, so a
+    repeated id shows up as a list longer than one).
+    """
+
+    fail_every: int = FAIL_EVERY
+    seen: dict[str, list[int]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def answer(self, path: str, request_id: str) -> int:
+        try:
+            item = int(path.rsplit("/", 1)[-1])
+        except ValueError:
+            status = 404
+        else:
+            status = 503 if item % self.fail_every == 0 else 200
+        with self.lock:
+            self.seen.setdefault(request_id, []).append(status)
+        return status
+
+    def statuses(self) -> dict[str, list[int]]:
+        with self.lock:
+            return {rid: list(statuses) for rid, statuses in self.seen.items()}
+
+
+@pytest.fixture
+def target() -> Iterator[TargetServer]:
+    state = TargetServer()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status = state.answer(self.path, self.headers.get("x-request-id", ""))
+            body = b'{"ok":true}' if status == 200 else b'{"ok":false}'
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, name="target-server", daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def plan_for(target: TargetServer, samples_path: Path, **overrides: object) -> LoadPlan:
+    settings: dict[str, object] = {
+        "host": target.url,
+        "rate": 30.0,
+        "users": 6,
+        "run_time_s": 4.0,
+        "request_timeout_s": 2.0,
+        "samples_path": samples_path,
+        "seed": 7,
+    }
+    settings.update(overrides)
+    return LoadPlan(**settings)  # type: ignore[arg-type]
+
+
+def sample_line(sample: Sample) -> str:
+    """A sample as the locustfile writes it."""
+    return json.dumps(asdict(sample), separators=(",", ":")) + "\n"
+
+
+def make_sample(t: float, *, status: int = 200, ms: float = 2.5, rid: str = "r") -> Sample:
+    ok = 200 <= status < 300
+    return Sample(t=t, ms=ms, status=status, ok=ok, err=None if ok else f"HTTP {status}", rid=rid)
+
+
+# ---------------------------------------------------------------- isolation from locust
+
+
+def test_importing_harness_load_does_not_import_locust_or_gevent() -> None:
+    import harness.load  # noqa: F401
+
+    assert "locust" not in sys.modules
+    code = (
+        "import sys, harness.load, harness.load.driver\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('locust', 'gevent'))\n"
+        "print(','.join(bad))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", f"importing harness.load imported: {result.stdout}"
+
+
+def test_cpu_warning_markers_match_the_installed_locust_source() -> None:
+    """generator_warnings looks for Locust's own words; fail loudly if an upgrade changed them."""
+    spec = importlib.util.find_spec("locust")  # finds the package without importing it
+    assert spec is not None and spec.submodule_search_locations
+    source = (Path(next(iter(spec.submodule_search_locations))) / "runners.py").read_text()
+    for marker in (
+        "CPU usage above",
+        "CPU usage was too high at some point during the test",
+        "CPU usage threshold was exceeded on workers",
+    ):
+        assert marker in source
+
+
+# ---------------------------------------------------------------- plan and command
+
+
+def test_locust_command_builds_a_headless_bounded_run(tmp_path: Path) -> None:
+    plan = LoadPlan(
+        host="http://127.0.0.1:8080",
+        rate=25,
+        users=5,
+        run_time_s=4.2,
+        request_timeout_s=1.5,
+        samples_path=tmp_path / "s.jsonl",
+        path_template="/catalog/{id}",
+        seed=3,
+    )
+    argv, env = locust_command(plan)
+
+    assert argv[:5] == [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE)]
+    assert LOCUSTFILE.is_file()
+
+    def option(name: str) -> str:
+        return argv[argv.index(name) + 1]
+
+    assert "--headless" in argv and "--only-summary" in argv
+    assert option("--users") == "5"
+    assert option("--spawn-rate") == "5"
+    assert option("--host") == "http://127.0.0.1:8080"
+    assert option("--run-time") == "5s"  # rounded up: Locust takes whole seconds
+    assert option("--stop-timeout") == "3"  # in-flight requests (<= 1.5 s) finish and count
+    assert option("--exit-code-on-error") == "0"  # failed requests are data, not a crash
+    assert env["HARNESS_LOAD_RATE"] == "25.0"
+    assert env["HARNESS_LOAD_USERS"] == "5"
+    assert env["HARNESS_SAMPLES_PATH"] == str(tmp_path / "s.jsonl")
+    assert env["HARNESS_REQUEST_TIMEOUT"] == "1.5"
+    assert env["HARNESS_LOAD_PATH_TEMPLATE"] == "/catalog/{id}"
+    assert env["HARNESS_LOAD_SEED"] == "3"
+
+
+def test_locust_environment_drops_stray_locust_settings(tmp_path: Path) -> None:
+    plan = LoadPlan("http://127.0.0.1:1", 1, 1, 1, 1, tmp_path / "s.jsonl")
+    env = locust_environment(plan, {"PATH": "/bin", "LOCUST_PROCESSES": "4", "LOCUST_HTML": "x"})
+    assert env["PATH"] == "/bin"
+    assert not any(key.startswith("LOCUST_") for key in env)
+    assert env["HARNESS_LOAD_USERS"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field_name"),
+    [
+        ({"host": "127.0.0.1:8080"}, "host"),
+        ({"host": "http://127.0.0.1:8080/api"}, "host"),
+        ({"rate": 0}, "rate"),
+        ({"rate": float("nan")}, "rate"),
+        ({"users": 0}, "users"),
+        ({"users": 2.5}, "users"),
+        ({"run_time_s": -1}, "run_time_s"),
+        ({"request_timeout_s": 0}, "request_timeout_s"),
+        ({"path_template": "product/{id}"}, "path_template"),
+        ({"path_template": "/product/{sku}"}, "path_template"),
+    ],
+)
+def test_load_plan_rejects_bad_values_and_names_the_field(
+    tmp_path: Path, overrides: dict[str, object], field_name: str
+) -> None:
+    settings: dict[str, object] = {
+        "host": "http://127.0.0.1:8080",
+        "rate": 10,
+        "users": 2,
+        "run_time_s": 5,
+        "request_timeout_s": 1,
+        "samples_path": tmp_path / "s.jsonl",
+    }
+    settings.update(overrides)
+    with pytest.raises(ValueError, match=field_name):
+        LoadPlan(**settings)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- reading samples
+
+
+def test_read_samples_skips_a_truncated_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "samples.jsonl"
+    whole = [make_sample(100.0, rid="a"), make_sample(100.1, status=503, rid="b")]
+    cut = sample_line(make_sample(100.2, rid="c"))[:25]
+    path.write_text("".join(sample_line(s) for s in whole) + cut)
+
+    assert read_samples(path) == whole
+
+
+def test_read_samples_accepts_a_complete_last_line_without_newline(tmp_path: Path) -> None:
+    path = tmp_path / "samples.jsonl"
+    sample = make_sample(5.0)
+    path.write_text(sample_line(sample).rstrip("\n"))
+    assert read_samples(path) == [sample]
+
+
+def test_read_samples_of_a_missing_file_is_empty(tmp_path: Path) -> None:
+    assert read_samples(tmp_path / "never-written.jsonl") == []
+
+
+def test_read_samples_names_file_and_line_of_a_corrupt_line(tmp_path: Path) -> None:
+    path = tmp_path / "samples.jsonl"
+    good = sample_line(make_sample(1.0))
+    path.write_text(good + '{"t": 2.0, "ms": "slow"}\n' + good)
+    with pytest.raises(LoadError, match=r"samples\.jsonl:2: a sample needs exactly the keys"):
+        read_samples(path)
+
+
+def test_read_samples_rejects_a_field_of_the_wrong_type(tmp_path: Path) -> None:
+    path = tmp_path / "samples.jsonl"
+    line = json.dumps({"t": 1.0, "ms": 2.0, "status": "200", "ok": True, "err": None, "rid": ""})
+    path.write_text(line + "\n")
+    with pytest.raises(LoadError, match=r"samples\.jsonl:1: a sample field has the wrong type"):
+        read_samples(path)
+
+
+@given(
+    t=st.floats(min_value=0, max_value=4e9, allow_nan=False),
+    ms=st.floats(min_value=0, max_value=1e7, allow_nan=False),
+    status=st.integers(min_value=0, max_value=599),
+    err=st.none() | st.text(max_size=200),
+    rid=st.text(max_size=40),
+)
+def test_a_sample_survives_the_json_line_round_trip(
+    t: float, ms: float, status: int, err: str | None, rid: str
+) -> None:
+    sample = Sample(t=t, ms=ms, status=status, ok=err is None, err=err, rid=rid)
+    assert Sample.from_line(sample_line(sample), "here") == sample
+
+
+def test_sample_tail_returns_only_completed_lines(tmp_path: Path) -> None:
+    path = tmp_path / "samples.jsonl"
+    first, second, third = (make_sample(float(i), rid=str(i)) for i in range(3))
+    with SampleTail(path) as tail:
+        assert tail.poll() == []  # the file does not exist yet
+        line = sample_line(second)
+        with path.open("a") as out:
+            out.write(sample_line(first) + line[:10])
+            out.flush()
+            assert tail.poll() == [first]
+            assert tail.poll() == []
+            out.write(line[10:] + sample_line(third))
+            out.flush()
+            assert tail.poll() == [second, third]
+            assert tail.poll() == []
+
+
+# ---------------------------------------------------------------- summary
+
+
+def test_summarize_counts_the_half_open_window_and_keeps_up() -> None:
+    samples = [make_sample(10 + i * 0.1, status=503 if i % 4 == 0 else 200) for i in range(100)]
+    summary = summarize(samples, start=10.0, end=15.0, target_rate=10.0)
+
+    assert summary.count == 50  # t = 10.0 .. 14.9; 15.0 is outside [10, 15)
+    assert summary.ok_count == 37  # i = 0, 4, ..., 48 failed
+    assert summary.error_count == 13
+    assert summary.achieved_rate == pytest.approx(10.0)
+    assert summary.achieved_ratio == pytest.approx(1.0)
+    assert summary.offered_rate == 10.0
+    assert not summary.coordinated_omission
+    assert summary.message is None
+
+
+def test_summarize_flags_coordinated_omission_and_says_how_many_users() -> None:
+    samples = [make_sample(float(i) / 5, ms=400.0) for i in range(50)]  # 5 req/s, 400 ms
+    summary = summarize(samples, start=0.0, end=10.0, target_rate=20.0)
+
+    assert summary.coordinated_omission
+    assert summary.achieved_rate == pytest.approx(5.0)
+    assert summary.message is not None
+    assert "25% of the offered 20 req/s" in summary.message
+    assert "at least 12 users" in summary.message  # 20 req/s x 0.4 s x 1.5
+
+
+def test_summarize_flags_an_empty_window() -> None:
+    summary = summarize([make_sample(100.0)], start=0.0, end=10.0, target_rate=5.0)
+    assert summary.count == 0
+    assert summary.coordinated_omission
+    assert summary.message is not None and "did Locust start" in summary.message
+
+
+def test_summarize_at_exactly_ninety_percent_is_not_flagged() -> None:
+    samples = [make_sample(i / 9) for i in range(90)]  # 9 req/s for 10 s
+    assert not summarize(samples, 0.0, 10.0, target_rate=10.0).coordinated_omission
+
+
+def test_summarize_rejects_an_empty_interval() -> None:
+    with pytest.raises(ValueError, match="end > start"):
+        summarize([], start=5.0, end=5.0, target_rate=1.0)
+
+
+# ---------------------------------------------------------------- generator warnings
+
+_CPU_RUNNING = (
+    "[2025-01-01 10:00:00,000] box/WARNING/root: CPU usage above 90%! This may constrain "
+    "your throughput and may even give inconsistent response time measurements! See "
+    "https://docs.locust.io/en/stable/running-distributed.html for how to distribute the "
+    "load over multiple CPU cores or machines"
+)
+_CPU_AT_END = (
+    "[2025-01-01 10:00:09,000] box/WARNING/locust.runners: CPU usage was too high at some "
+    "point during the test! See https://docs.locust.io/en/stable/running-distributed.html "
+    "for how to distribute the load over multiple CPU cores or machines"
+)
+
+
+def test_generator_warnings_reports_cpu_saturation_once_and_first() -> None:
+    stderr = "\n".join(
+        [
+            "[2025-01-01 10:00:00,000] box/INFO/locust.main: Run time limit set to 4 seconds",
+            "[2025-01-01 10:00:01,000] box/ERROR/locust.user.task: boom in a task",
+            _CPU_RUNNING,
+            _CPU_AT_END,
+            "Type     Name    # reqs",
+        ]
+    )
+    found = generator_warnings(stderr)
+    assert len(found) == 2
+    assert found[0].startswith(CPU_SATURATION)
+    assert found[1] == "locust error (locust.user.task): boom in a task"
+
+
+def test_generator_warnings_keeps_other_warnings_without_repeats() -> None:
+    spawn = (
+        "[2025-01-01 10:00:00,000] box/WARNING/locust.runners: Your selected spawn rate is "
+        "very high (>100), and this is known to sometimes cause issues. Do you really need "
+        "to ramp up that fast?"
+    )
+    stderr = "\n".join([spawn, spawn, "Traceback (most recent call last):", '  File "x"'])
+    found = generator_warnings(stderr)
+    assert found == [
+        "locust warning (locust.runners): Your selected spawn rate is very high (>100), and "
+        "this is known to sometimes cause issues. Do you really need to ramp up that fast?",
+        "locust printed a Python traceback (see its stderr)",
+    ]
+
+
+def test_generator_warnings_of_a_quiet_run_is_empty() -> None:
+    assert generator_warnings("") == []
+    assert generator_warnings("Response time percentiles (approximated)\n") == []
+
+
+# ---------------------------------------------------------------- real Locust
+
+
+@pytest.mark.integration
+def test_run_load_offers_the_target_rate_and_records_every_request(
+    target: TargetServer, tmp_path: Path
+) -> None:
+    plan = plan_for(target, tmp_path / "samples.jsonl")
+    result = run_load(plan, timeout=DEADLINE_S + plan.run_time_s)
+
+    assert result.exit_code == 0, result.stderr[-2000:]
+    samples = list(result.samples)
+    assert samples == read_samples(plan.samples_path)
+    assert len(samples) >= 20
+
+    for sample in samples:
+        assert result.started_at <= sample.t <= result.ended_at
+        assert 0 < sample.ms < plan.request_timeout_s * 1000
+        assert sample.status in (200, 503)
+        assert sample.ok is (sample.status == 200)
+        assert sample.err == (None if sample.ok else "HTTP 503")
+    assert any(not sample.ok for sample in samples), "no id divisible by 5 was requested"
+
+    # Every request reached the server once, under the id its sample carries, and got the
+    # status the sample records; nothing the server answered is missing from the samples.
+    seen = target.statuses()
+    assert all(len(statuses) == 1 for statuses in seen.values()), "x-request-id reused"
+    assert {s.rid: s.status for s in samples} == {rid: st[0] for rid, st in seen.items()}
+    assert len({s.rid for s in samples}) == len(samples)
+
+    first = min(sample.t for sample in samples)
+    window = plan.run_time_s - 0.5  # the last half second may be cut by the stop
+    summary = summarize(samples, first, first + window, target_rate=plan.rate)
+    assert 0.6 <= summary.achieved_ratio <= 1.15, summary
+
+
+@pytest.mark.integration
+def test_sigterm_mid_run_leaves_only_complete_samples(target: TargetServer, tmp_path: Path) -> None:
+    plan = plan_for(target, tmp_path / "samples.jsonl", run_time_s=60.0)
+    argv, _ = locust_command(plan)
+    process = subprocess.Popen(
+        argv,
+        cwd=tmp_path,
+        env=locust_environment(plan),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        live: list[Sample] = []
+        with SampleTail(plan.samples_path) as tail:
+            deadline = time.monotonic() + DEADLINE_S
+            while len(live) < 20 and time.monotonic() < deadline and process.poll() is None:
+                live.extend(tail.poll())
+                time.sleep(0.1)
+        assert len(live) >= 20, "Locust wrote too few samples before the deadline"
+
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=plan.stop_timeout_s + DEADLINE_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+    assert process.returncode == 0, stderr.decode(errors="replace")[-2000:]
+    data = plan.samples_path.read_bytes()
+    assert data.endswith(b"\n"), "the last sample line was cut short"
+    samples = read_samples(plan.samples_path)
+    assert len(samples) == data.count(b"\n")
+    assert samples[: len(live)] == live  # what a live reader saw stays the record's prefix
+    assert {s.rid for s in samples} == set(target.statuses()), "a request was not recorded"
+
+
+@pytest.mark.integration
+def test_run_load_past_its_timeout_stops_locust_and_keeps_the_samples(
+    target: TargetServer, tmp_path: Path
+) -> None:
+    plan = plan_for(target, tmp_path / "samples.jsonl", run_time_s=60.0)
+    with pytest.raises(LoadError, match=r"did not finish within 3 s \(run time 60 s\)"):
+        run_load(plan, timeout=5.0)
+
+    data = plan.samples_path.read_bytes()
+    assert data.endswith(b"\n")  # SIGTERM first: Locust flushed whole lines
+    assert read_samples(plan.samples_path)
+    time.sleep(1.0)
+    assert plan.samples_path.read_bytes() == data, "Locust still sends load after the timeout"
