@@ -103,6 +103,7 @@ class Journal(Record):
     platform: str
     isolation: str
     isolation_note: str
+    namespaces: dict[str, str] = Field(default_factory=dict)
     environment: dict[str, str]
     started_at: float
     ended_at: float | None = None

@@ -445,6 +445,7 @@ def run_scenario(
             with LocalPlatform(options.isolation).deploy(scenario, run_dir) as deployment:
                 journal.isolation = deployment.isolation
                 journal.isolation_note = deployment.sandbox.note
+                journal.namespaces = deployment.sandbox.namespaces
                 log(
                     f"deployed {len(deployment.instances)} instances + ingress "
                     f"({deployment.sandbox.note})"

@@ -437,11 +437,17 @@ def run_load(plan: LoadPlan, timeout: float | None = None, cwd: Path | None = No
     :class:`LoadError` is raised. Locust runs in its own session, in ``cwd`` (default: the
     samples file's directory, so no stray ``locust.conf`` is read), without ``LOCUST_*``
     variables. Any exception here, Ctrl-C included, stops the child before propagating.
+    ``plan.samples_path`` must be new (or empty): the locustfile appends to it.
     """
     argv, _ = locust_command(plan)
     env = locust_environment(plan)
     limit = timeout if timeout is not None else _default_timeout(plan)
     workdir = cwd if cwd is not None else plan.samples_path.parent
+    if plan.samples_path.exists() and plan.samples_path.stat().st_size:
+        raise LoadError(
+            f"{plan.samples_path} already holds samples, and Locust appends to it: give each "
+            "run a fresh samples_path (or delete the old file first)"
+        )
     plan.samples_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
     process = subprocess.Popen(
@@ -457,9 +463,13 @@ def run_load(plan: LoadPlan, timeout: float | None = None, cwd: Path | None = No
         _, stderr = process.communicate(timeout=limit)
     except subprocess.TimeoutExpired:
         _, stderr = _stop(process, grace_s=plan.stop_timeout_s + 5)
+        warnings = generator_warnings(stderr.decode(errors="replace"))
         raise LoadError(
-            f"Locust did not finish within {limit:g} s (run time {plan.run_time_arg_s} s) and "
-            f"was stopped; its stderr ended with:\n{_tail(stderr)}\ncommand: {argv}"
+            f"Locust did not finish within {limit:g} s (run time {plan.run_time_arg_s} s, "
+            f"stop timeout {plan.stop_timeout_s} s) and was stopped; give it a longer timeout "
+            f"(default: run time + stop timeout + {STARTUP_ALLOWANCE_S:g} s). Its warnings: "
+            f"{'; '.join(warnings) or 'none'}. Samples so far are in {plan.samples_path}."
+            f"\ncommand: {argv}"
         ) from None
     except BaseException:
         _stop(process, grace_s=2)

@@ -17,7 +17,9 @@ harness reaches it from outside the run's network namespace.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from harness.scenario.models import DestinationPolicy, LbAlgorithm, Retries
@@ -128,6 +130,26 @@ def percent_to_runtime(percent: float) -> int:
     return round(percent * 10_000)
 
 
+# Istio's parseRetryOn takes a retryOn part as a status code when strconv.Atoi reads it and
+# Go's http.StatusText knows it; Python's HTTPStatus lists the same codes, and the pattern is
+# what Atoi accepts (ASCII digits, optional sign).
+_KNOWN_STATUS_CODES = frozenset(int(status) for status in HTTPStatus)
+_ATOI = re.compile(r"[+-]?[0-9]+")
+
+
+def _status_code(part: str) -> int | None:
+    """``"503"`` → 503; None for a retry condition (``"5xx"``) or an unknown code (``"599"``)."""
+    if _ATOI.fullmatch(part) is None:
+        return None
+    code = int(part)
+    return code if code in _KNOWN_STATUS_CODES else None
+
+
+def _type_url(message: str) -> str:
+    """The ``@type`` of a typed config: ``type.googleapis.com/<proto message>``."""
+    return f"type.googleapis.com/{message}"
+
+
 def _seconds(value: float) -> str:
     return f"{value:.6f}".rstrip("0").rstrip(".") + "s"
 
@@ -144,7 +166,9 @@ def retry_policy(retries: Retries | None, *, hash_policy: bool = False) -> dict[
         {
             "name": "envoy.retry_host_predicates.previous_hosts",
             "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                "@type": _type_url(
+                    "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                )
             },
         }
     ]
@@ -161,8 +185,9 @@ def retry_policy(retries: Retries | None, *, hash_policy: bool = False) -> dict[
         for part in (p.strip() for p in retries.retry_on.split(",")):
             if not part:
                 continue
-            if part.isdigit() and 100 <= int(part) <= 599:
-                codes.append(int(part))
+            code = _status_code(part)
+            if code is not None:
+                codes.append(code)
             else:
                 words.append(part)
         if codes and "retriable-status-codes" not in words:
@@ -190,10 +215,14 @@ def _outbound_cluster(upstream: Upstream, bind_ip: str | None) -> dict[str, Any]
     pool = policy.connection_pool
     tcp = pool.tcp if pool else None
     http = pool.http if pool else None
+    # Deliberate difference: Istio copies any connectTimeout (its validation refuses < 1ms);
+    # a 0s here would make Envoy refuse the cluster, so it falls back to the mesh default.
     connect_timeout = (tcp.connect_timeout if tcp else None) or ISTIO_DEFAULT_CONNECT_TIMEOUT_S
 
     def limit(value: int | None) -> int:
-        return UNLIMITED if value is None else value
+        # Istio (applyConnectionPool) only overrides a threshold with a value > 0: an unset or
+        # zero field keeps the "unlimited" default, so maxRetries: 0 does not disable retries.
+        return value if value else UNLIMITED
 
     thresholds = {
         "max_connections": limit(tcp.max_connections if tcp else None),
@@ -224,7 +253,7 @@ def _outbound_cluster(upstream: Upstream, bind_ip: str | None) -> dict[str, Any]
     if http is not None and http.max_requests_per_connection:
         cluster["typed_extension_protocol_options"] = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "@type": _type_url("envoy.extensions.upstreams.http.v3.HttpProtocolOptions"),
                 "common_http_protocol_options": {
                     "max_requests_per_connection": http.max_requests_per_connection
                 },
@@ -248,7 +277,8 @@ def _outbound_cluster(upstream: Upstream, bind_ip: str | None) -> dict[str, Any]
             detection["interval"] = _seconds(outlier.interval)
         if outlier.base_ejection_time is not None:
             detection["base_ejection_time"] = _seconds(outlier.base_ejection_time)
-        if outlier.max_ejection_percent is not None:
+        # Istio (applyOutlierDetection) only sets a maxEjectionPercent > 0; 0 leaves Envoy's 10%.
+        if outlier.max_ejection_percent:
             detection["max_ejection_percent"] = outlier.max_ejection_percent
         cluster["outlier_detection"] = detection
         # Istio: with outlier detection, minHealthPercent (default 0) is the panic threshold.
@@ -267,7 +297,7 @@ def _access_log(path: str, direction: str) -> list[dict[str, Any]]:
         {
             "name": "envoy.access_loggers.file",
             "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "@type": _type_url("envoy.extensions.access_loggers.file.v3.FileAccessLog"),
                 "path": path,
                 "log_format": {"json_format": fmt},
             },
@@ -278,7 +308,7 @@ def _access_log(path: str, direction: str) -> list[dict[str, Any]]:
 def _fault_filter(source: str | None) -> dict[str, Any]:
     keys = fault_keys(source)
     config: dict[str, Any] = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+        "@type": _type_url("envoy.extensions.filters.http.fault.v3.HTTPFault"),
         "abort": {
             "http_status": 503,
             "percentage": {"numerator": 0, "denominator": FAULT_DENOMINATOR},
@@ -294,13 +324,14 @@ def _fault_filter(source: str | None) -> dict[str, Any]:
     }
     if source is not None:
         config["headers"] = [{"name": "x-harness-source", "string_match": {"exact": source}}]
-    name = "any" if source is None else source
+    # Named like the runtime keys, so a caller service called "any" gets a filter of its own.
+    name = "any" if source is None else f"from.{source}"
     return {"name": f"envoy.filters.http.fault.{name}", "typed_config": config}
 
 
 _ROUTER = {
     "name": "envoy.filters.http.router",
-    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+    "typed_config": {"@type": _type_url("envoy.extensions.filters.http.router.v3.Router")},
 }
 
 
@@ -313,7 +344,9 @@ def _hcm(
     return {
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "@type": _type_url(
+                "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+            ),
             "stat_prefix": stat_prefix,
             "codec_type": "AUTO",
             "route_config": routes,
@@ -377,7 +410,10 @@ def _bootstrap(
 def sidecar_bootstrap(spec: SidecarSpec) -> dict[str, Any]:
     """The bootstrap of one app instance's sidecar (inbound + outbound listeners)."""
     inbound_cluster = f"inbound|{SERVICE_PORT}||"
-    faults = [_fault_filter(None), *(_fault_filter(src) for src in spec.fault_sources)]
+    # A source listed twice would stack two filters on the same runtime keys: the fault would
+    # hit twice (two 50% aborts abort 75%, two delays add up), so each source gets one filter.
+    sources = dict.fromkeys(spec.fault_sources)
+    faults = [_fault_filter(None), *(_fault_filter(src) for src in sources)]
     inbound_routes = {
         "name": "inbound",
         "virtual_hosts": [
@@ -497,6 +533,9 @@ class EnvoyCommand:
             "--concurrency",
             str(self.concurrency),
             "--disable-hot-restart",
+            # Access logs reach disk within 250 ms (Envoy's default is 10 s).
+            "--file-flush-interval-msec",
+            "250",
             "--log-level",
             "warn",
             "--log-path",

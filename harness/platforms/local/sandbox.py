@@ -50,6 +50,7 @@ class Sandbox:
         self.run_id = run_id
         self.note = note  # why this isolation was chosen, for the output and the journal
         self.supervisor_pid = proc.pid
+        self.namespaces: dict[str, str] = {}  # e.g. {"net": "net:[4026532…]"}, for leak checks
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -110,6 +111,10 @@ class Sandbox:
             proc.wait()
             detail = stderr_path.read_text(errors="replace").strip().splitlines()
             raise PlatformError(detail[-1] if detail else f"supervisor did not start: {hello}")
+        if mode is Isolation.NAMESPACE:
+            from harness.platforms.local.processes import child_namespaces
+
+            sandbox.namespaces = child_namespaces(proc.pid)
         return sandbox
 
     def close(self, grace: float = 2.0) -> None:

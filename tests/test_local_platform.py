@@ -1,0 +1,179 @@
+"""The local platform with the real Envoy and the real app: mesh semantics and fault switches."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.faults.http import HttpFaultInjector
+from harness.platforms.local import LocalDeployment, LocalPlatform
+from harness.platforms.local.processes import namespace_members, run_processes
+from harness.scenario.models import HttpFault, Scenario
+
+pytestmark = pytest.mark.integration
+
+SCENARIO = {
+    "metadata": {"name": "platform-test"},
+    "app": {"replicas": {"catalog": 2, "inventory": 1}},
+    "mesh": {
+        "destinations": {
+            # catalog: no retries block → Istio's default policy (2 retries on 503).
+            "pricing": {"timeout": "250ms", "retries": {"attempts": 0}},
+            "inventory": {"retries": {"attempts": 0}},
+        }
+    },
+    "load": {"rate": 1},
+    "phases": [{"name": "only", "duration": "1s"}],
+    "slos": [{"kind": "errorRate", "name": "errors", "max": "1%"}],
+}
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDeployment]:
+    scenario = Scenario.model_validate(SCENARIO)
+    run_dir = tmp_path_factory.mktemp("platform") / "platform-test-run"
+    with LocalPlatform().deploy(scenario, run_dir) as deployed:
+        yield deployed
+    # Teardown proof: nothing of the run survives the block.
+    assert run_processes(run_dir.name) == []
+    for namespace in deployed.sandbox.namespaces.values():
+        assert namespace_members(namespace) == []
+
+
+def fault(**spec: object) -> HttpFault:
+    return HttpFault.model_validate({"kind": "http", "phase": "only", **spec})
+
+
+def injector_for(deployment: LocalDeployment, spec: HttpFault) -> HttpFaultInjector:
+    instances = deployment.instances_of(spec.target.service)
+    instances = instances[: spec.target.count(len(instances))]
+    admins = {inst.name: deployment.admin(inst.name) for inst in instances}
+    return HttpFaultInjector(spec, "test-fault", admins, spec.target.service)
+
+
+def get(deployment: LocalDeployment, path: str = "/product/7") -> tuple[int, dict[str, object]]:
+    status, body = deployment.sandbox.http_get(deployment.ingress_url + path, timeout=10)
+    return status, json.loads(body) if body.startswith("{") else {"raw": body}
+
+
+def counter(deployment: LocalDeployment, proxy: str, name: str) -> int:
+    return deployment.admin(proxy).counters().get(name, 0)
+
+
+def access_log(
+    deployment: LocalDeployment, proxy: str, match: Callable[[dict[str, str]], bool]
+) -> list[dict[str, str]]:
+    """Entries of ``proxy``'s access log that ``match`` (waits: Envoy flushes asynchronously)."""
+    path = Path(deployment.run_dir) / "access" / f"{proxy}.jsonl"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        found = [entry for entry in lines if match(entry)]
+        if found:
+            return found
+        time.sleep(0.1)
+    return []
+
+
+def test_request_crosses_every_sidecar(deployment: LocalDeployment) -> None:
+    status, body = get(deployment)
+    assert status == 200
+    assert body["deps"] == {"catalog": 200, "pricing": 200}
+    assert deployment.isolation == "namespace"
+    assert {i.ip for i in deployment.instances} == {
+        "127.10.1.1",
+        "127.10.2.1",
+        "127.10.2.2",
+        "127.10.3.1",
+        "127.10.4.1",
+    }
+
+
+def test_request_id_links_hops_in_access_logs(deployment: LocalDeployment) -> None:
+    status, _ = get(deployment, "/product/4242")
+    assert status == 200
+    ingress = access_log(deployment, "ingress", lambda e: e["path"] == "/product/4242")[-1]
+    rid = ingress["rid"]
+    hops = {
+        proxy: access_log(deployment, proxy, lambda e: e["rid"] == rid)
+        for proxy in ("frontend-0", "inventory-0")
+    }
+    assert {e["dir"] for e in hops["frontend-0"]} == {"inbound", "outbound"}
+    assert hops["inventory-0"], "the request id must reach the last hop"
+
+
+def test_abort_takes_effect_on_next_request_and_reverts(deployment: LocalDeployment) -> None:
+    spec = fault(target={"service": "inventory"}, abort={"httpStatus": 503})
+    injector = injector_for(deployment, spec)
+    injector.inject()
+    try:
+        runtime = deployment.admin("inventory-0").runtime()
+        assert runtime["harness.fault.any.abort_percent"] == "1000000"
+        status, body = get(deployment)
+        # inventory aborts → catalog (no retries to inventory) answers 502 → frontend 502.
+        assert status == 502, body
+        assert injector.evidence()["aborts_injected"] >= 1
+        assert injector.judge_effect(injector.evidence())[0]
+    finally:
+        assert injector.revert()
+    assert not any(k.startswith("harness.fault") for k in deployment.admin("inventory-0").runtime())
+    assert get(deployment)[0] == 200
+
+
+def test_default_istio_retries_mask_503_from_one_instance(deployment: LocalDeployment) -> None:
+    before = counter(deployment, "frontend-0", "cluster.outbound|8080||catalog.upstream_rq_retry")
+    injector = injector_for(
+        deployment, fault(target={"service": "catalog", "instances": 1}, abort={"httpStatus": 503})
+    )
+    injector.inject()
+    try:
+        replies = [get(deployment, f"/product/{i}") for i in range(12)]
+        statuses = [status for status, _ in replies]
+    finally:
+        injector.revert()
+    assert statuses == [200] * 12, replies[0]
+    assert injector.evidence()["aborts_injected"] >= 1
+    after = counter(deployment, "frontend-0", "cluster.outbound|8080||catalog.upstream_rq_retry")
+    assert after - before >= 1
+
+
+def test_route_timeout_cuts_a_delayed_dependency(deployment: LocalDeployment) -> None:
+    injector = injector_for(
+        deployment, fault(target={"service": "pricing"}, delay={"fixedDelay": "600ms"})
+    )
+    injector.inject()
+    try:
+        status, body = get(deployment)
+    finally:
+        injector.revert()
+    assert status == 502
+    assert "pricing" in json.dumps(body)
+    timed_out = access_log(
+        deployment,
+        "frontend-0",
+        lambda e: e["dir"] == "outbound" and e["authority"] == "pricing" and e["flags"] == "UT",
+    )
+    assert timed_out, "frontend's sidecar must answer 504 with response flag UT"
+    assert injector.evidence()["delays_injected"] >= 1
+
+
+def test_source_scoped_fault_hits_only_that_caller(deployment: LocalDeployment) -> None:
+    # A fault on frontend for calls from the ingress; a direct call (no source) is untouched.
+    injector = injector_for(
+        deployment,
+        fault(target={"service": "frontend"}, source="ingress", abort={"httpStatus": 500}),
+    )
+    frontend = deployment.instances_of("frontend")[0]
+    direct = f"http://{frontend.ip}:{frontend.inbound_port}/product/1"
+    injector.inject()
+    try:
+        via_ingress = get(deployment)[0]
+        direct_status, _ = deployment.sandbox.http_get(direct, timeout=10)
+    finally:
+        injector.revert()
+    assert via_ingress == 500
+    assert direct_status == 200
