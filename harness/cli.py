@@ -101,7 +101,8 @@ def run(
     isolation: Annotated[
         Isolation,
         typer.Option(
-            help="namespace: private user+net+PID namespace; host: host loopback; auto: try the first."
+            help="namespace: private user+net+PID namespace; host: host loopback; "
+            "auto: the namespace where the system allows it."
         ),
     ] = Isolation.AUTO,
     seed: Annotated[int | None, typer.Option(help="Seed for the load generator.")] = None,

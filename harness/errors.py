@@ -69,7 +69,7 @@ class LoadError(HarnessError):
     """The load generator failed to start or to produce samples."""
 
 
-class Interrupted(HarnessError):  # noqa: N818 - it is a condition, not a bug
+class Interrupted(HarnessError):
     """The run received SIGINT, SIGTERM or SIGHUP; faults were reverted."""
 
     def __init__(self, signal_name: str) -> None:

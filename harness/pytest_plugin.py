@@ -72,7 +72,7 @@ def harness_run(harness_reports: Path) -> Callable[..., ScenarioOutcome]:
     """Run a scenario file on the local platform and return its outcome."""
 
     def run(path: str | os.PathLike[str], **options: object) -> ScenarioOutcome:
-        scenario = load_scenario(path)
+        scenario = load_scenario(Path(path))
         run_options = RunOptions(reports_dir=harness_reports, handle_signals=False)
         for key, value in options.items():
             setattr(run_options, key, value)

@@ -99,7 +99,7 @@ class SignalGuard:
         self.enabled = enabled
         self.shielded = False
         self.received: list[str] = []
-        self._previous: dict[int, object] = {}
+        self._previous: dict[signal.Signals, object] = {}
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
@@ -271,7 +271,8 @@ class Run:
                     return
                 if not deployment.running(locust):
                     raise LoadError(
-                        f"Locust exited before its first request; see {self.run_dir}/logs/locust.log"
+                        "Locust exited before its first request; "
+                        f"see {self.run_dir}/logs/locust.log"
                     )
                 time.sleep(0.05)
         raise LoadError(f"no request sample within {FIRST_SAMPLE_TIMEOUT_S:g}s of starting Locust")
@@ -284,29 +285,33 @@ class Run:
             f"phase {name}: {duration:g}s"
             + (f", faults: {', '.join(inj.record.name for _, inj in active)}" if active else "")
         )
-        with contextlib.ExitStack() as stack:
-            start = time.time()
+        try:
+            with contextlib.ExitStack() as stack:
+                start = time.time()
+                for _, injector in active:
+                    stack.enter_context(applied(injector, self.undo))
+                    self.journal.faults.append(FaultEntry(**asdict(injector.record)))
+                    self.journal.write(self.run_dir / "journal.json")
+                end = start + duration
+                next_check = 0.0
+                while (remaining := end - time.time()) > 0:
+                    time.sleep(min(0.2, remaining))
+                    if time.monotonic() > next_check:
+                        next_check = time.monotonic() + 1.0
+                        if not deployment.running(locust):
+                            raise LoadError(
+                                "Locust stopped in the middle of the run; see logs/locust.log"
+                            )
+                self.snapshots.append(deployment.mesh_counters())
+                self.journal.phases.append(PhaseWindow(name=name, start=start, end=end))
+        finally:
+            # The faults of this phase are reverted now (also on errors and signals).
             for _, injector in active:
-                stack.enter_context(applied(injector, self.undo))
-                self.journal.faults.append(FaultEntry(**asdict(injector.record)))
-            end = start + duration
-            next_check = 0.0
-            while (remaining := end - time.time()) > 0:
-                time.sleep(min(0.2, remaining))
-                if time.monotonic() > next_check:
-                    next_check = time.monotonic() + 1.0
-                    if not deployment.running(locust):
-                        raise LoadError(
-                            "Locust stopped in the middle of the run; see logs/locust.log"
-                        )
-            self.snapshots.append(deployment.mesh_counters())
-            self.journal.phases.append(PhaseWindow(name=name, start=start, end=end))
-        # The faults of this phase are reverted now; record what they did.
+                entry = FaultEntry(**asdict(injector.record))
+                self.journal.faults = [
+                    entry if f.name == entry.name else f for f in self.journal.faults
+                ]
         for _, injector in active:
-            entry = FaultEntry(**asdict(injector.record))
-            self.journal.faults = [
-                entry if f.name == entry.name else f for f in self.journal.faults
-            ]
             self.log(
                 ("  " if injector.record.took_effect else "  ✗ ") + injector.record.effect_message
             )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -104,6 +105,19 @@ class UndoJournal:
         return list(open_intents.values())
 
 
+_DEFERRED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM/SIGHUP until the block ends, so a revert is never cut short."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 @contextmanager
 def applied(injector: Injector, journal: UndoJournal) -> Iterator[FaultRecord]:
     """Inject for the duration of the block; always revert, even on exceptions."""
@@ -114,9 +128,10 @@ def applied(injector: Injector, journal: UndoJournal) -> Iterator[FaultRecord]:
         record.injected_at = time.time()
         yield record
     finally:
-        if record.injected_at is not None:
-            record.evidence = injector.evidence()
-            record.took_effect, record.effect_message = injector.judge_effect(record.evidence)
-        record.revert_verified = injector.revert()
-        record.reverted_at = time.time()
-        journal.reverted(record)
+        with signals_deferred():
+            if record.injected_at is not None:
+                record.evidence = injector.evidence()
+                record.took_effect, record.effect_message = injector.judge_effect(record.evidence)
+            record.revert_verified = injector.revert()
+            record.reverted_at = time.time()
+            journal.reverted(record)

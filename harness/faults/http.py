@@ -83,12 +83,11 @@ class HttpFaultInjector:
 
     def judge_effect(self, evidence: dict[str, int]) -> tuple[bool, str]:
         problems = []
-        if self.fault.abort is not None and self.fault.abort.percentage.value > 0:
-            if evidence.get("aborts_injected", 0) <= 0:
-                problems.append("no abort was injected")
-        if self.fault.delay is not None and self.fault.delay.percentage.value > 0:
-            if evidence.get("delays_injected", 0) <= 0:
-                problems.append("no delay was injected")
+        abort, delay = self.fault.abort, self.fault.delay
+        if abort and abort.percentage.value > 0 and evidence.get("aborts_injected", 0) <= 0:
+            problems.append("no abort was injected")
+        if delay and delay.percentage.value > 0 and evidence.get("delays_injected", 0) <= 0:
+            problems.append("no delay was injected")
         where = ", ".join(self.record.targets)
         if problems:
             return (

@@ -204,7 +204,8 @@ class LocalDeployment:
             running, code = self.sandbox.running(proxy.pid)
             if not running:
                 raise PlatformError(
-                    f"Envoy {proxy.name} exited with {code} during startup:\n{self._tail(proxy.log)}"
+                    f"Envoy {proxy.name} exited with {code} during startup:\n"
+                    + self._tail(proxy.log)
                 )
         for name, pid in self.app_pids.items():
             running, code = self.sandbox.running(pid)

@@ -8,6 +8,7 @@ network namespace and dies with it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -120,10 +121,8 @@ class Sandbox:
     def close(self, grace: float = 2.0) -> None:
         """Stop every process of the run and the supervisor (and so the namespaces)."""
         if self._proc.poll() is None:
-            try:
+            with contextlib.suppress(PlatformError):
                 self.request("shutdown", grace=grace, wait=grace + 10.0)
-            except PlatformError:
-                pass
             try:
                 self._proc.wait(timeout=grace + 5.0)
             except subprocess.TimeoutExpired:

@@ -13,7 +13,8 @@ Requests: ``{"op": "spawn", "argv": [...], "env": {...}, "stdout": path, "stderr
 ``{"op": "signal", "pid": n, "sig": "SIGTERM"}``, ``{"op": "status", "pid": n}``,
 ``{"op": "wait_tcp", "host": h, "port": p, "timeout": s}``,
 ``{"op": "run", "argv": [...], "timeout": s, "input": text}``,
-``{"op": "http_get", "url": u, "timeout": s}``, ``{"op": "shutdown", "grace": s}``. Replies: ``{"ok": true, ...}`` or ``{"ok": false, "error": msg}``.
+``{"op": "http_get", "url": u, "timeout": s}``, ``{"op": "shutdown", "grace": s}``.
+Replies: ``{"ok": true, ...}`` or ``{"ok": false, "error": msg}``.
 """
 
 from __future__ import annotations
