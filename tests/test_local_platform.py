@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -177,3 +178,27 @@ def test_source_scoped_fault_hits_only_that_caller(deployment: LocalDeployment) 
         injector.revert()
     assert via_ingress == 500
     assert direct_status == 200
+
+
+def test_host_fallback_when_user_namespaces_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stand-in for util-linux's unshare on a system that forbids user namespaces: it fails
+    # the way the real one does there. Everything else (Envoy, app, supervisor) is real.
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    unshare = fake_bin / "unshare"
+    unshare.write_text(
+        "#!/bin/sh\necho 'unshare: unshare failed: Operation not permitted' >&2\nexit 1\n"
+    )
+    unshare.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
+    scenario = Scenario.model_validate({**SCENARIO, "app": {"replicas": {"catalog": 1}}})
+    run_dir = tmp_path / "host-run"
+    with LocalPlatform().deploy(scenario, run_dir) as deployed:
+        assert deployed.isolation == "host"
+        assert "Operation not permitted" in deployed.sandbox.note
+        assert {inst.ip for inst in deployed.instances} == {"127.0.0.1"}
+        assert get(deployed)[0] == 200
+        assert run_processes(run_dir.name)
+    assert run_processes(run_dir.name) == []

@@ -106,10 +106,15 @@ class Sandbox:
                 bufsize=1,
             )
         sandbox = cls(proc, mode, run_id, note)
-        hello = sandbox._read_reply(timeout=15.0)
+        try:
+            hello = sandbox._read_reply(timeout=15.0)
+        except PlatformError as exc:
+            hello = {"error": str(exc)}
         if not hello.get("ready"):
-            proc.kill()
+            if proc.poll() is None:
+                proc.kill()
             proc.wait()
+            sandbox._close_pipes()
             detail = stderr_path.read_text(errors="replace").strip().splitlines()
             raise PlatformError(detail[-1] if detail else f"supervisor did not start: {hello}")
         if mode is Isolation.NAMESPACE:
@@ -128,6 +133,9 @@ class Sandbox:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
         for stream in (self._proc.stdin, self._proc.stdout):
             if stream is not None:
                 stream.close()
