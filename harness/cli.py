@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness.errors import ExitCode, HarnessError, ScenarioError
@@ -41,38 +42,58 @@ _STYLE = {
 }
 
 
+def _format_ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2%}"
+
+
+def _format_seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value * 1000:.0f}ms"
+
+
+def _format_bounds(lower: float | None, upper: float | None, unit: str) -> str:
+    scale, suffix, digits = (100.0, "%", 1) if unit == "ratio" else (1000.0, "ms", 0)
+
+    def one(value: float | None) -> str:
+        return "?" if value is None else f"{value * scale:.{digits}f}"
+
+    return f"{one(lower)}–{one(upper)}{suffix}"
+
+
 def _fail_input(exc: HarnessError) -> typer.Exit:
-    errors.print(f"[red]error:[/red] {exc}", markup=True, soft_wrap=True)
+    errors.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
     return typer.Exit(ExitCode.ERROR)
 
 
 def print_summary(journal: Journal, journal_path: Path) -> None:
     """The readable verdict: SLO table, fault evidence, problems, where the record is."""
     table = Table(title=f"{journal.scenario_name} — {journal.run_id}", title_justify="left")
-    for column in ("SLO", "phase", "verdict", "measured", "n", "detail"):
-        table.add_column(column, overflow="fold")
+    for column in ("SLO", "phase", "verdict", "measured", "bounds", "max", "n"):
+        table.add_column(column, no_wrap=True, min_width=12 if column == "bounds" else None)
     for entry in journal.slos:
-        if entry.measured is None:
-            measured = "—"
-        elif entry.unit == "ratio":
-            measured = f"{entry.measured:.2%}"
-        else:
-            measured = f"{entry.measured * 1000:.0f}ms"
+        show = _format_ratio if entry.unit == "ratio" else _format_seconds
+        bounds = _format_bounds(entry.lower, entry.upper, entry.unit)
         style = _STYLE.get(entry.verdict, "")
         table.add_row(
             entry.slo,
             entry.phase,
             f"[{style}]{entry.verdict}[/{style}]",
-            measured,
+            show(entry.measured),
+            bounds,
+            show(entry.objective),
             str(entry.n),
-            entry.message,
         )
     if journal.slos:
         console.print(table)
+    for entry in journal.slos:
+        if entry.verdict != "PASS":
+            console.print(
+                f"[{_STYLE[entry.verdict]}]{entry.verdict}[/]: {escape(entry.message)}",
+                soft_wrap=True,
+            )
     for fault in journal.faults:
         mark = "[green]✓[/green]" if fault.took_effect else "[red]✗[/red]"
         reverted = "reverted ✓" if fault.revert_verified else "[red]revert not verified[/red]"
-        console.print(f"{mark} {fault.effect_message}; {reverted}")
+        console.print(f"{mark} {escape(fault.effect_message)}; {reverted}", soft_wrap=True)
     for edge in journal.edges:
         retries = edge.total.get("upstream_rq_retry", 0)
         if retries:
@@ -82,16 +103,21 @@ def print_summary(journal: Journal, journal_path: Path) -> None:
             )
     if journal.load is not None:
         for warning in journal.load.warnings:
-            console.print(f"[yellow]load warning:[/yellow] {warning}")
+            console.print(f"[yellow]load warning:[/yellow] {escape(warning)}")
         for phase in journal.load.phases:
             if phase.message:
-                console.print(f"[yellow]load warning ({phase.phase}):[/yellow] {phase.message}")
+                console.print(
+                    f"[yellow]load warning ({phase.phase}):[/yellow] {escape(phase.message)}"
+                )
     for problem in journal.problems:
-        console.print(f"[red]problem:[/red] {problem}")
+        console.print(f"[red]problem:[/red] {escape(problem)}")
     if journal.error:
-        console.print(f"[red]{journal.status}:[/red] {journal.error}")
+        console.print(f"[red]{journal.status}:[/red] {escape(journal.error)}")
     style = _STYLE.get(journal.verdict, "")
-    console.print(f"[bold {style}]{journal.verdict}[/bold {style}]  journal: {journal_path}")
+    console.print(
+        f"[bold {style}]{journal.verdict}[/bold {style}]  journal: {escape(str(journal_path))}",
+        soft_wrap=True,
+    )
 
 
 @app.command()
@@ -112,7 +138,7 @@ def run(
         loaded = load_scenario(scenario)
     except HarnessError as exc:
         raise _fail_input(exc) from None
-    console.print(f"scenario {loaded.metadata.name}: {loaded.metadata.description}")
+    console.print(f"scenario {loaded.metadata.name}: {loaded.metadata.description}", markup=False)
     result = run_scenario(
         loaded,
         source=str(scenario),

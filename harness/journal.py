@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from harness.slo.verdict import SloResult
+
 SCHEMA_VERSION = 1
 
 
@@ -27,6 +29,11 @@ class PhaseWindow(Record):
 
 
 class FaultEntry(Record):
+    """What a fault did: its targets, when, the proof it took effect, and its revert.
+
+    Injectors fill it in as they act (``harness.faults``); the journal keeps it as is.
+    """
+
     name: str
     kind: str
     phase: str
@@ -78,22 +85,6 @@ class EdgeStats(Record):
     total: dict[str, int]
 
 
-class SloEntry(Record):
-    slo: str
-    kind: str
-    phase: str
-    verdict: str
-    measured: float | None
-    lower: float | None
-    upper: float | None
-    objective: float
-    confidence: float
-    n: int
-    unit: str
-    message: str
-    samples_needed: int | None
-
-
 class Journal(Record):
     schema_version: int = SCHEMA_VERSION
     run_id: str
@@ -114,7 +105,7 @@ class Journal(Record):
     load: LoadRecord | None = None
     edges: list[EdgeStats] = Field(default_factory=list)
     injected: dict[str, dict[str, int]] = Field(default_factory=dict)  # instance → fault counters
-    slos: list[SloEntry] = Field(default_factory=list)
+    slos: list[SloResult] = Field(default_factory=list)
     problems: list[str] = Field(default_factory=list)
     verdict: str = "ERROR"  # PASS | FAIL | INCONCLUSIVE | ERROR | INTERRUPTED
 

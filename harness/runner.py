@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -25,13 +25,11 @@ from harness.faults.base import Injector, UndoJournal, applied
 from harness.faults.http import HttpFaultInjector
 from harness.journal import (
     EdgeStats,
-    FaultEntry,
     Journal,
     LatencySummary,
     LoadRecord,
     PhaseLoad,
     PhaseWindow,
-    SloEntry,
 )
 from harness.load.driver import (
     LoadPlan,
@@ -290,7 +288,7 @@ class Run:
                 start = time.time()
                 for _, injector in active:
                     stack.enter_context(applied(injector, self.undo))
-                    self.journal.faults.append(FaultEntry(**asdict(injector.record)))
+                    self.journal.faults.append(injector.record)
                     self.journal.write(self.run_dir / "journal.json")
                 end = start + duration
                 next_check = 0.0
@@ -305,12 +303,9 @@ class Run:
                 self.snapshots.append(deployment.mesh_counters())
                 self.journal.phases.append(PhaseWindow(name=name, start=start, end=end))
         finally:
-            # The faults of this phase are reverted now (also on errors and signals).
-            for _, injector in active:
-                entry = FaultEntry(**asdict(injector.record))
-                self.journal.faults = [
-                    entry if f.name == entry.name else f for f in self.journal.faults
-                ]
+            # The faults of this phase are reverted now (also on errors and signals); their
+            # records in the journal are the injectors' own, so they are up to date.
+            self.journal.write(self.run_dir / "journal.json")
         for _, injector in active:
             self.log(
                 ("  " if injector.record.took_effect else "  ✗ ") + injector.record.effect_message
@@ -382,9 +377,7 @@ class Run:
                     result = evaluate_latency(
                         slo.name, phase, latencies, slo.quantile, slo.max, slo.confidence
                     )
-                entry = asdict(result)
-                entry["verdict"] = result.verdict.value
-                self.journal.slos.append(SloEntry(**entry))
+                self.journal.slos.append(result)
 
     def _judge_faults(self) -> None:
         for fault in self.journal.faults:

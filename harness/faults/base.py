@@ -20,30 +20,14 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-
-@dataclass
-class FaultRecord:
-    """What a fault did: its targets, when, the proof it took effect, and its revert."""
-
-    name: str
-    kind: str
-    phase: str
-    targets: list[str]
-    detail: dict[str, Any] = field(default_factory=dict)
-    injected_at: float | None = None
-    reverted_at: float | None = None
-    revert_verified: bool = False
-    evidence: dict[str, int] = field(default_factory=dict)
-    took_effect: bool | None = None
-    effect_message: str = ""
+from harness.journal import FaultEntry
 
 
 class Injector(Protocol):
-    record: FaultRecord
+    record: FaultEntry
 
     def inject(self) -> None:
         """Apply the fault (idempotent) and confirm it by reading back."""
@@ -75,10 +59,10 @@ class UndoJournal:
             handle.flush()
             os.fsync(handle.fileno())
 
-    def intent(self, record: FaultRecord) -> None:
-        self._append({"event": "intent", "at": time.time(), **asdict(record)})
+    def intent(self, record: FaultEntry) -> None:
+        self._append({"event": "intent", "at": time.time(), **record.model_dump(mode="json")})
 
-    def reverted(self, record: FaultRecord) -> None:
+    def reverted(self, record: FaultEntry) -> None:
         self._append(
             {
                 "event": "reverted",
@@ -119,7 +103,7 @@ def signals_deferred() -> Iterator[None]:
 
 
 @contextmanager
-def applied(injector: Injector, journal: UndoJournal) -> Iterator[FaultRecord]:
+def applied(injector: Injector, journal: UndoJournal) -> Iterator[FaultEntry]:
     """Inject for the duration of the block; always revert, even on exceptions."""
     record = injector.record
     journal.intent(record)

@@ -9,7 +9,7 @@ admin-layer overrides and reads ``/runtime`` back to prove none is left.
 from __future__ import annotations
 
 from harness.errors import FaultError, HarnessError
-from harness.faults.base import FaultRecord
+from harness.journal import FaultEntry
 from harness.mesh.envoy import fault_keys, percent_to_runtime
 from harness.observe.envoy_admin import EnvoyAdmin
 from harness.scenario.models import HttpFault
@@ -32,7 +32,7 @@ class HttpFaultInjector:
         if fault.delay is not None:
             self.values[self.keys.delay_percent] = percent_to_runtime(fault.delay.percentage.value)
             self.values[self.keys.delay_duration_ms] = max(1, round(fault.delay.fixed_delay * 1000))
-        self.record = FaultRecord(
+        self.record = FaultEntry(
             name=name,
             kind="http",
             phase=fault.phase,
