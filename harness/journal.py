@@ -85,6 +85,64 @@ class EdgeStats(Record):
     total: dict[str, int]
 
 
+class LoadTimeline(Record):
+    """Per-second view of the load at the ingress; bucket ``i`` covers ``[t[i], t[i] + 1)``.
+
+    ``t`` is in seconds since the run's ``load_started_at``; lists have equal lengths.
+    """
+
+    t: list[float]
+    offered: list[float]  # target arrival rate, req/s
+    achieved: list[int]  # requests started in the bucket
+    errors: list[int]  # of those, failed (non-2xx or transport error)
+    p50_ms: list[float | None]
+    p95_ms: list[float | None]
+    p99_ms: list[float | None]
+
+
+class EdgeSeries(Record):
+    """Per-second increases of one edge's Envoy counters (summed over the caller's sidecars)."""
+
+    caller: str
+    callee: str
+    counters: dict[str, list[int]]  # e.g. "upstream_rq_retry" → one value per second
+
+
+class MeshTimeline(Record):
+    """Mesh signals sampled about once a second from every sidecar's admin API."""
+
+    t: list[float]  # seconds since load_started_at, one per sample
+    edges: list[EdgeSeries]
+    # "caller→instance" → health per sample: "healthy", "ejected" (failed_outlier_check), ...
+    endpoints: dict[str, list[str]] = Field(default_factory=dict)
+    # instance → faults injected by its sidecar during each interval ("aborts"/"delays")
+    injected: dict[str, dict[str, list[int]]] = Field(default_factory=dict)
+
+
+class Hop(Record):
+    """One proxy's access-log entry for a request."""
+
+    proxy: str  # "ingress", "frontend-0", ...
+    direction: str  # "ingress" | "inbound" | "outbound"
+    authority: str
+    path: str
+    status: int
+    flags: str  # Envoy %RESPONSE_FLAGS%, "-" when none
+    upstream: str
+    attempts: int
+    ms: int
+    start: float
+
+
+class RequestPath(Record):
+    """A request rebuilt from the access logs by its x-request-id, hop by hop."""
+
+    rid: str
+    status: int  # as the client saw it (0: transport error)
+    phase: str
+    hops: list[Hop]
+
+
 class Journal(Record):
     schema_version: int = SCHEMA_VERSION
     run_id: str
@@ -106,6 +164,14 @@ class Journal(Record):
     edges: list[EdgeStats] = Field(default_factory=list)
     injected: dict[str, dict[str, int]] = Field(default_factory=dict)  # instance → fault counters
     slos: list[SloResult] = Field(default_factory=list)
+    load_started_at: float | None = None  # epoch seconds; timelines count from here
+    timeline: LoadTimeline | None = None
+    mesh_timeline: MeshTimeline | None = None
+    # "caller→callee" (from the caller's outbound access log) → response flag → count
+    response_flags: dict[str, dict[str, int]] = Field(default_factory=dict)
+    request_paths: list[RequestPath] = Field(default_factory=list)
+    # phase → HdrHistogram of successful request latencies (microseconds), base64-encoded
+    latency_histograms: dict[str, str] = Field(default_factory=dict)
     problems: list[str] = Field(default_factory=list)
     verdict: str = "ERROR"  # PASS | FAIL | INCONCLUSIVE | ERROR | INTERRUPTED
 

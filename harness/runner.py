@@ -250,6 +250,7 @@ class Run:
         )
         try:
             self._wait_first_sample(deployment, locust)
+            self.journal.load_started_at = time.time()
             self.snapshots.append(deployment.mesh_counters())
             for phase in scenario.phases:
                 self._run_phase(deployment, locust, phase.name, phase.duration)
