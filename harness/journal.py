@@ -112,11 +112,17 @@ class MeshTimeline(Record):
     """Mesh signals sampled about once a second from every sidecar's admin API."""
 
     t: list[float]  # seconds since load_started_at, one per sample
+    # each series value: the increase since the previous sample (the first: since t≈0)
     edges: list[EdgeSeries]
-    # "caller→instance" → health per sample: "healthy", "ejected" (failed_outlier_check), ...
+    # "caller proxy→instance" (e.g. "frontend-0→catalog-1") → health per sample: "healthy",
+    # "ejected" (failed_outlier_check), "unhealthy", "unknown" (no answer), ...
     endpoints: dict[str, list[str]] = Field(default_factory=dict)
     # instance → faults injected by its sidecar during each interval ("aborts"/"delays")
     injected: dict[str, dict[str, list[int]]] = Field(default_factory=dict)
+    # proxy → the sample times (t) at which its admin API did not answer (its values are 0)
+    gaps: dict[str, list[float]] = Field(default_factory=dict)
+    scrape_errors: dict[str, str] = Field(default_factory=dict)  # proxy → last error seen
+    scrape_ms: list[float] = Field(default_factory=list)  # how long each sample's scrape took
 
 
 class Hop(Record):
@@ -158,6 +164,9 @@ class Journal(Record):
     ended_at: float | None = None
     status: str = "running"  # running | completed | interrupted | error
     error: str | None = None
+    aborted: str | None = None  # why the guard stopped the faults early
+    aborted_at: float | None = None
+    scratch_dir: str | None = None  # short-path directory of admin sockets (removed at the end)
     phases: list[PhaseWindow] = Field(default_factory=list)
     faults: list[FaultEntry] = Field(default_factory=list)
     load: LoadRecord | None = None
@@ -167,8 +176,12 @@ class Journal(Record):
     load_started_at: float | None = None  # epoch seconds; timelines count from here
     timeline: LoadTimeline | None = None
     mesh_timeline: MeshTimeline | None = None
-    # "caller→callee" (from the caller's outbound access log) → response flag → count
+    # "caller→callee" → response flag → count, from the caller's outbound access log and
+    # the callee's inbound one (caller = x-harness-source); "ingress→<entry service>" too
     response_flags: dict[str, dict[str, int]] = Field(default_factory=dict)
+    # "caller→callee" → status class ("2xx", "5xx", "0" = no response) as the caller's
+    # sidecar answered it
+    response_codes: dict[str, dict[str, int]] = Field(default_factory=dict)
     request_paths: list[RequestPath] = Field(default_factory=list)
     # phase → HdrHistogram of successful request latencies (microseconds), base64-encoded
     latency_histograms: dict[str, str] = Field(default_factory=dict)

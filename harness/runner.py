@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import assert_never
 
 from harness.errors import ExitCode, HarnessError, Interrupted, LoadError
+from harness.faults import build_injector
 from harness.faults.base import Injector, UndoJournal, applied
-from harness.faults.http import HttpFaultInjector
 from harness.journal import (
     EdgeStats,
     Journal,
@@ -39,9 +40,30 @@ from harness.load.driver import (
     read_samples,
     summarize,
 )
+from harness.observe.access_logs import request_paths, summarize_responses
+from harness.observe.sampler import MeshSampler
+from harness.observe.timeline import latency_histograms, load_timeline
 from harness.platforms.local.platform import LocalDeployment, LocalPlatform
 from harness.platforms.local.sandbox import Isolation
-from harness.scenario.models import ErrorRateSlo, HttpFault, LatencySlo, Scenario
+from harness.scenario.models import (
+    EjectionSlo,
+    ErrorRateSlo,
+    Guard,
+    LatencyShiftSlo,
+    LatencySlo,
+    RecoverySlo,
+    RetryAmplificationSlo,
+    Scenario,
+    SheddingSlo,
+)
+from harness.slo.mesh import (
+    evaluate_ejections,
+    evaluate_recovery,
+    evaluate_retry_amplification,
+    evaluate_sheds,
+    recovery_phases,
+)
+from harness.slo.shift import evaluate_latency_shift
 from harness.slo.verdict import Verdict, evaluate_error_rate, evaluate_latency
 
 EDGE_COUNTERS = (
@@ -198,6 +220,59 @@ def edge_stats(
     return result
 
 
+@dataclass(order=True)
+class _Event:
+    at: float  # epoch seconds
+    order: int  # at the same instant: revert (0) before inject (1) before adjust (2)
+    action: str = field(compare=False)
+    fault: int = field(compare=False)
+    injector: Injector = field(compare=False)
+    value: float = field(compare=False, default=0.0)
+
+
+class GuardWatch:
+    """Trips when the ingress error rate stays above the guard's limit for ``for`` seconds.
+
+    Reads the samples Locust writes as the run goes; requests are counted in the second in
+    which they completed, and a second is judged once it is over.
+    """
+
+    MIN_REQUESTS = 3  # a second with fewer requests says nothing either way
+
+    def __init__(self, guard: Guard, samples_path: Path) -> None:
+        self.guard = guard
+        self.tail = SampleTail(samples_path)
+        self.buckets: dict[int, list[int]] = {}  # second → [requests, errors]
+        self.judged_until = 0
+        self.streak = 0
+
+    def poll(self, now: float) -> str | None:
+        for sample in self.tail.poll():
+            second = int(sample.t + sample.ms / 1000.0)
+            bucket = self.buckets.setdefault(second, [0, 0])
+            bucket[0] += 1
+            bucket[1] += 0 if sample.ok else 1
+        needed = max(1, math.ceil(self.guard.for_))
+        for second in sorted(s for s in self.buckets if s < int(now) - 1 and s > self.judged_until):
+            requests, errors = self.buckets.pop(second)
+            self.judged_until = second
+            if requests < self.MIN_REQUESTS:
+                continue
+            if errors / requests > self.guard.error_rate:
+                self.streak += 1
+                if self.streak >= needed:
+                    return (
+                        f"guard tripped: error rate above {self.guard.error_rate:.0%} for "
+                        f"{self.streak} s (last second: {errors}/{requests} failed)"
+                    )
+            else:
+                self.streak = 0
+        return None
+
+    def close(self) -> None:
+        self.tail.close()
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -216,19 +291,13 @@ class Run:
         self.samples_path = run_dir / "samples.jsonl"
         self.snapshots: list[dict[str, dict[str, int]]] = []
         self.injectors: list[tuple[int, Injector]] = []
+        self.sampler: MeshSampler | None = None
+        self.guard = GuardWatch(scenario.guard, self.samples_path) if scenario.guard else None
 
     def build_injectors(self, deployment: LocalDeployment) -> None:
         for index, fault in enumerate(self.scenario.faults):
             name = self.scenario.fault_name(index)
-            if isinstance(fault, HttpFault):
-                instances = deployment.instances_of(fault.target.service)
-                chosen = instances[: fault.target.count(len(instances))]
-                if not chosen:
-                    raise HarnessError(f"fault {name}: the target selection is empty")
-                admins = {inst.name: deployment.admin(inst.name) for inst in chosen}
-                self.injectors.append(
-                    (index, HttpFaultInjector(fault, name, admins, fault.target.service))
-                )
+            self.injectors.append((index, build_injector(fault, name, deployment)))
 
     def execute(self, deployment: LocalDeployment) -> None:
         scenario = self.scenario
@@ -251,10 +320,19 @@ class Run:
         try:
             self._wait_first_sample(deployment, locust)
             self.journal.load_started_at = time.time()
+            self.sampler = MeshSampler.for_deployment(
+                deployment,
+                t0=self.journal.load_started_at,
+                counters=EDGE_COUNTERS,
+                max_duration=scenario.duration + 60.0,
+            )
+            self.sampler.start()
             self.snapshots.append(deployment.mesh_counters())
             for phase in scenario.phases:
                 self._run_phase(deployment, locust, phase.name, phase.duration)
         finally:
+            if self.sampler is not None:
+                self.sampler.stop()
             code = deployment.stop(locust, grace=plan.stop_timeout_s + 3.0)
             self.journal.load.exit_code = code
         log_text = (self.run_dir / "logs" / "locust.log").read_text(errors="replace")
@@ -276,41 +354,97 @@ class Run:
                 time.sleep(0.05)
         raise LoadError(f"no request sample within {FIRST_SAMPLE_TIMEOUT_S:g}s of starting Locust")
 
+    def _phase_events(self, name: str, phase_start: float, duration: float) -> list[_Event]:
+        """Inject / ramp / revert moments of this phase's faults, in time order."""
+        events: list[_Event] = []
+        for index, injector in self.injectors:
+            fault = self.scenario.faults[index]
+            if fault.phase != name:
+                continue
+            begin, finish = fault.window(duration)
+            events.append(_Event(phase_start + begin, 1, "inject", index, injector))
+            for step in getattr(fault, "steps", []):
+                if step.at > 0:  # a step at 0 is the starting intensity (from_scenario)
+                    at = phase_start + begin + step.at
+                    events.append(_Event(at, 2, "adjust", index, injector, step.percentage))
+            if finish < duration:
+                events.append(_Event(phase_start + finish, 0, "revert", index, injector))
+        return sorted(events)
+
     def _run_phase(
         self, deployment: LocalDeployment, locust: int, name: str, duration: float
     ) -> None:
-        active = [(i, inj) for i, inj in self.injectors if inj.record.phase == name]
+        phase_faults = [
+            inj.record.name for i, inj in self.injectors if self.scenario.faults[i].phase == name
+        ]
         self.log(
             f"phase {name}: {duration:g}s"
-            + (f", faults: {', '.join(inj.record.name for _, inj in active)}" if active else "")
+            + (f", faults: {', '.join(phase_faults)}" if phase_faults else "")
         )
+        start = time.time()
+        end = start + duration
+        events = self._phase_events(name, start, duration)
+        applied_now: dict[int, contextlib.ExitStack] = {}
+        next_check = 0.0
         try:
-            with contextlib.ExitStack() as stack:
-                start = time.time()
-                for _, injector in active:
-                    stack.enter_context(applied(injector, self.undo))
-                    self.journal.faults.append(injector.record)
-                    self.journal.write(self.run_dir / "journal.json")
-                end = start + duration
-                next_check = 0.0
-                while (remaining := end - time.time()) > 0:
-                    time.sleep(min(0.2, remaining))
-                    if time.monotonic() > next_check:
-                        next_check = time.monotonic() + 1.0
-                        if not deployment.running(locust):
-                            raise LoadError(
-                                "Locust stopped in the middle of the run; see logs/locust.log"
-                            )
-                self.snapshots.append(deployment.mesh_counters())
-                self.journal.phases.append(PhaseWindow(name=name, start=start, end=end))
+            while True:
+                now = time.time()
+                while events and events[0].at <= now:
+                    self._handle(events.pop(0), applied_now)
+                if now >= end:
+                    break
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + 0.5
+                    if not deployment.running(locust):
+                        raise LoadError(
+                            "Locust stopped in the middle of the run; see logs/locust.log"
+                        )
+                    if self.guard is not None and self.journal.aborted is None:
+                        reason = self.guard.poll(now)
+                        if reason is not None:
+                            self._abort(reason, applied_now)
+                wake = min(end, events[0].at if events else end)
+                time.sleep(max(0.0, min(0.1, wake - time.time())))
+            self.snapshots.append(deployment.mesh_counters())
+            self.journal.phases.append(PhaseWindow(name=name, start=start, end=end))
         finally:
-            # The faults of this phase are reverted now (also on errors and signals); their
-            # records in the journal are the injectors' own, so they are up to date.
+            # Whatever is still applied is reverted now (also on errors and signals).
+            for index in list(applied_now):
+                applied_now.pop(index).close()
             self.journal.write(self.run_dir / "journal.json")
-        for _, injector in active:
-            self.log(
-                ("  " if injector.record.took_effect else "  ✗ ") + injector.record.effect_message
-            )
+        for index, injector in self.injectors:
+            record = injector.record
+            if self.scenario.faults[index].phase == name and record.injected_at is not None:
+                self.log(("  " if record.took_effect else "  ✗ ") + record.effect_message)
+
+    def _handle(self, event: _Event, applied_now: dict[int, contextlib.ExitStack]) -> None:
+        if event.action == "inject":
+            if self.journal.aborted is not None:
+                self.log(
+                    f"  {event.injector.record.name}: not injected, the guard stopped the faults"
+                )
+                return
+            stack = contextlib.ExitStack()
+            applied_now[event.fault] = stack
+            stack.enter_context(applied(event.injector, self.undo))
+            self.journal.faults.append(event.injector.record)
+            self.journal.write(self.run_dir / "journal.json")
+        elif event.action == "adjust" and event.fault in applied_now:
+            adjust = getattr(event.injector, "adjust", None)
+            if adjust is not None:
+                adjust(event.value)
+        elif event.action == "revert" and event.fault in applied_now:
+            applied_now.pop(event.fault).close()
+            self.journal.write(self.run_dir / "journal.json")
+
+    def _abort(self, reason: str, applied_now: dict[int, contextlib.ExitStack]) -> None:
+        """The guard tripped: revert every fault now; no further fault starts."""
+        self.journal.aborted = reason
+        self.journal.aborted_at = time.time()
+        self.log(f"GUARD: {reason}; reverting all faults")
+        for index in list(applied_now):
+            applied_now.pop(index).close()
+        self.journal.write(self.run_dir / "journal.json")
 
     # ------------------------------------------------------------------ judging
 
@@ -356,31 +490,117 @@ class Run:
             }
             if any(injected.values()):
                 journal.injected[proxy] = injected
+        self._observe(deployment, samples)
         self._judge_slos(samples)
         self._judge_faults()
 
+    def _observe(self, deployment: LocalDeployment, samples: list[Sample]) -> None:
+        """Timelines, histograms, response flags and request paths for the report."""
+        journal = self.journal
+        assert journal.load is not None
+        if journal.load_started_at is not None and journal.phases:
+            t_end = max(window.end for window in journal.phases)
+            journal.timeline = load_timeline(
+                samples, journal.load_started_at, t_end, journal.load.target_rate
+            )
+        if self.sampler is not None:
+            journal.mesh_timeline = self.sampler.timeline()
+        journal.latency_histograms = latency_histograms(samples, journal.phases)
+        access = self.run_dir / "access"
+        service_of = {inst.name: inst.service for inst in deployment.instances}
+        responses = summarize_responses(access, service_of)
+        journal.response_flags = responses.flags
+        journal.response_codes = responses.codes
+        journal.request_paths = request_paths(access, samples, journal.phases)
+
     def _judge_slos(self, samples: list[Sample]) -> None:
-        windows = {w.name: w for w in self.journal.phases}
+        journal = self.journal
+        windows = {w.name: w for w in journal.phases}
+        run_phases = list(windows)
+
+        def successful_latencies_s(phase: str) -> list[float]:
+            window = windows.get(phase)
+            in_phase = [] if window is None else _in_window(samples, window)
+            return [s.ms / 1000.0 for s in in_phase if s.ok]
+
         for slo in self.scenario.slos:
-            for phase in slo.phases or [w.name for w in self.journal.phases]:
-                window = windows.get(phase)
-                if window is None:
-                    continue
-                in_phase = _in_window(samples, window)
-                if isinstance(slo, ErrorRateSlo):
-                    failures = sum(1 for s in in_phase if not s.ok)
-                    result = evaluate_error_rate(
-                        slo.name, phase, failures, len(in_phase), slo.max, slo.confidence
-                    )
-                else:
-                    assert isinstance(slo, LatencySlo)
-                    latencies = [s.ms / 1000.0 for s in in_phase if s.ok]
-                    result = evaluate_latency(
-                        slo.name, phase, latencies, slo.quantile, slo.max, slo.confidence
-                    )
-                self.journal.slos.append(result)
+            if slo.phases:
+                phases = [phase for phase in slo.phases if phase in windows]
+            elif isinstance(slo, LatencyShiftSlo):
+                phases = [phase for phase in run_phases if phase != slo.baseline]
+            elif isinstance(slo, RecoverySlo):
+                phases = recovery_phases(journal)
+            else:
+                phases = run_phases
+            for phase in phases:
+                match slo:
+                    case ErrorRateSlo():
+                        in_phase = _in_window(samples, windows[phase])
+                        failures = sum(1 for s in in_phase if not s.ok)
+                        result = evaluate_error_rate(
+                            slo.name, phase, failures, len(in_phase), slo.max, slo.confidence
+                        )
+                    case LatencySlo():
+                        result = evaluate_latency(
+                            slo.name,
+                            phase,
+                            successful_latencies_s(phase),
+                            slo.quantile,
+                            slo.max,
+                            slo.confidence,
+                        )
+                    case LatencyShiftSlo():
+                        result = evaluate_latency_shift(
+                            slo.name,
+                            phase,
+                            slo.baseline,
+                            successful_latencies_s(slo.baseline),
+                            successful_latencies_s(phase),
+                            slo.max,
+                            slo.confidence,
+                        )
+                    case RetryAmplificationSlo():
+                        result = evaluate_retry_amplification(
+                            slo.name,
+                            phase,
+                            journal,
+                            slo.edge.from_,
+                            slo.edge.to,
+                            slo.max,
+                            slo.confidence,
+                        )
+                    case EjectionSlo():
+                        result = evaluate_ejections(
+                            slo.name,
+                            phase,
+                            journal,
+                            slo.edge.from_,
+                            slo.edge.to,
+                            slo.min,
+                            slo.within,
+                            slo.confidence,
+                        )
+                    case SheddingSlo():
+                        result = evaluate_sheds(
+                            slo.name,
+                            phase,
+                            journal,
+                            slo.edge.from_,
+                            slo.edge.to,
+                            slo.min,
+                            slo.confidence,
+                        )
+                    case RecoverySlo():
+                        result = evaluate_recovery(
+                            slo.name, phase, journal, slo.max, slo.error_rate, slo.confidence
+                        )
+                    case _:
+                        assert_never(slo)
+                journal.slos.append(result)
 
     def _judge_faults(self) -> None:
+        if self.journal.aborted:
+            self.journal.problems.append(f"run aborted: {self.journal.aborted}")
         for fault in self.journal.faults:
             if fault.took_effect is False:
                 self.journal.problems.append(fault.effect_message)

@@ -67,7 +67,7 @@ def wait_gone(run_dir: Path, namespaces: dict[str, str], within: float = 30.0) -
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         left = run_processes(run_dir.name)
-        members = [pid for ns in namespaces.values() for pid in namespace_members(ns)]
+        members = [pid for ns in namespaces.values() for pid in namespace_members(ns, run_dir.name)]
         if not left and not members:
             return
         time.sleep(0.1)
@@ -78,7 +78,7 @@ def wait_gone(run_dir: Path, namespaces: dict[str, str], within: float = 30.0) -
 def test_signal_mid_fault_reverts_and_cleans_up(tmp_path: Path, signum: signal.Signals) -> None:
     proc, run_dir = start_run(tmp_path)
     namespaces = Journal.read(run_dir / "journal.json").namespaces
-    assert namespaces and all(namespace_members(ns) for ns in namespaces.values())
+    assert namespaces and all(namespace_members(ns, run_dir.name) for ns in namespaces.values())
     os.killpg(proc.pid, signum)
     if signum == signal.SIGINT:
         time.sleep(0.05)

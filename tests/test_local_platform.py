@@ -42,7 +42,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDeploy
     # Teardown proof: nothing of the run survives the block.
     assert run_processes(run_dir.name) == []
     for namespace in deployed.sandbox.namespaces.values():
-        assert namespace_members(namespace) == []
+        assert namespace_members(namespace, run_dir.name) == []
 
 
 def fault(**spec: object) -> HttpFault:

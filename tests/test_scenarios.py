@@ -22,7 +22,7 @@ def assert_nothing_left(outcome: ScenarioOutcome) -> None:
     assert run_processes(journal.run_id) == []
     assert journal.namespaces, "the run must have had its own namespaces"
     for namespace in journal.namespaces.values():
-        assert namespace_members(namespace) == []
+        assert namespace_members(namespace, journal.run_id) == []
 
 
 def edge(outcome: ScenarioOutcome, caller: str, callee: str) -> dict[str, dict[str, int]]:
@@ -46,7 +46,47 @@ def test_retries_mask_transient_errors(harness_run: Run) -> None:
     assert retries["baseline"]["upstream_rq_retry"] == 0
     fault_slo = next(e for e in journal.slos if e.slo == "e2e-error-rate" and e.phase == "fault")
     assert fault_slo.verdict == "PASS" and fault_slo.n > 300
+    assert_retry_series_follow_the_fault(outcome)
     assert_nothing_left(outcome)
+
+
+def assert_retry_series_follow_the_fault(outcome: ScenarioOutcome) -> None:
+    """The 1 Hz timeline shows the retries during the fault, and the access logs say why."""
+    journal = outcome.journal
+    assert journal.mesh_timeline is not None and journal.load_started_at is not None
+    mesh = journal.mesh_timeline
+    series = next(
+        e.counters["upstream_rq_retry"]
+        for e in mesh.edges
+        if (e.caller, e.callee) == ("frontend", "catalog")
+    )
+    windows = {w.name: (w.start - journal.load_started_at, w.end - journal.load_started_at)
+               for w in journal.phases}  # fmt: skip
+
+    def retries_in(phase: str, settle: float = 0.0) -> int:
+        # A value at t covers the second before t; skip the first `settle` seconds of a phase.
+        start, end = windows[phase]
+        return sum(v for t, v in zip(mesh.t, series, strict=True) if start + settle < t <= end)
+
+    during, after = retries_in("fault", settle=1.0), retries_in("recovery", settle=1.5)
+    assert during > 0 and after < during, (during, after, mesh.t, series)
+    assert retries_in("baseline") < during
+    assert (
+        sum(mesh.injected["catalog-0"]["aborts"])
+        == journal.injected["catalog-0"]["aborts_injected"]
+    )
+    assert len(mesh.t) >= 35 and not mesh.gaps
+    # Response flags: FI where catalog-0's fault filter aborted, on the frontend → catalog edge.
+    assert journal.response_flags["frontend→catalog"].get("FI", 0) > 0, journal.response_flags
+    assert journal.response_codes["ingress→frontend"].get("2xx", 0) > 1000
+    # Timelines and histograms cover the run; request paths show a retry that saved a request.
+    assert journal.timeline is not None and len(journal.timeline.t) == 40
+    assert set(journal.latency_histograms) == {"baseline", "fault", "recovery", "all"}
+    assert any(
+        (hop.proxy, hop.flags) == ("catalog-0", "FI")
+        for path in journal.request_paths
+        for hop in path.hops
+    ), journal.request_paths
 
 
 def test_negative_control_without_retries_fails(harness_run: Run) -> None:

@@ -21,9 +21,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from harness.errors import FaultError
 from harness.journal import FaultEntry
+from harness.platforms.base import InstanceInfo
+from harness.scenario.models import Target
+
+if TYPE_CHECKING:
+    from harness.platforms.local.platform import LocalDeployment
 
 
 class Injector(Protocol):
@@ -44,6 +50,28 @@ class Injector(Protocol):
     def judge_effect(self, evidence: dict[str, int]) -> tuple[bool, str]:
         """Whether the evidence shows the fault took effect, and a sentence saying so."""
         ...
+
+
+class Adjustable(Protocol):
+    """An injector whose intensity can change while it is applied (``steps`` ramps)."""
+
+    def adjust(self, percentage: float) -> None:
+        """Set the share of requests (or connections) hit, 0–100, effective immediately."""
+        ...
+
+
+def select_instances(
+    deployment: LocalDeployment, target: Target, fault: str
+) -> tuple[InstanceInfo, ...]:
+    """The instances a fault hits: the first N (or N%) of the service, never none."""
+    instances = deployment.instances_of(target.service)
+    chosen = instances[: target.count(len(instances))]
+    if not chosen:
+        raise FaultError(
+            f"fault {fault}: selects no instance of {target.service!r} "
+            f"({len(instances)} running); check target.instances"
+        )
+    return chosen
 
 
 class UndoJournal:

@@ -8,11 +8,17 @@ admin-layer overrides and reads ``/runtime`` back to prove none is left.
 
 from __future__ import annotations
 
+import time
+from typing import TYPE_CHECKING
+
 from harness.errors import FaultError, HarnessError
 from harness.journal import FaultEntry
 from harness.mesh.envoy import fault_keys, percent_to_runtime
 from harness.observe.envoy_admin import EnvoyAdmin
 from harness.scenario.models import HttpFault
+
+if TYPE_CHECKING:
+    from harness.platforms.local.platform import LocalDeployment
 
 
 class HttpFaultInjector:
@@ -61,6 +67,20 @@ class HttpFaultInjector:
             if wrong:
                 raise FaultError(f"fault {self.record.name}: {name} did not take {wrong}")
 
+    def adjust(self, percentage: float) -> None:
+        """Ramp step: hit ``percentage`` % of requests from the next request on."""
+        values: dict[str, int | str] = {}
+        if self.fault.abort is not None:
+            values[self.keys.abort_percent] = percent_to_runtime(percentage)
+        if self.fault.delay is not None:
+            values[self.keys.delay_percent] = percent_to_runtime(percentage)
+        for admin in self.targets.values():
+            admin.runtime_modify(values)
+        self.values.update(values)
+        self.record.detail.setdefault("steps", []).append(
+            {"at": time.time(), "percentage": percentage}
+        )
+
     def revert(self) -> bool:
         clear: dict[str, int | str] = {key: "" for key in self.keys.all()}
         verified = True
@@ -96,3 +116,22 @@ class HttpFaultInjector:
             )
         shown = ", ".join(f"{k}={v}" for k, v in evidence.items() if v)
         return True, f"fault {self.record.name} took effect on {where} ({shown})"
+
+
+def from_scenario(fault: HttpFault, name: str, deployment: LocalDeployment) -> HttpFaultInjector:
+    from harness.faults.base import select_instances
+
+    chosen = select_instances(deployment, fault.target, name)
+    admins = {inst.name: deployment.admin(inst.name) for inst in chosen}
+    injector = HttpFaultInjector(fault, name, admins, fault.target.service)
+    if fault.steps:
+        first = fault.steps[0]
+        if first.at == 0:
+            injector.values.update(
+                {
+                    k: percent_to_runtime(first.percentage)
+                    for k in (injector.keys.abort_percent, injector.keys.delay_percent)
+                    if k in injector.values
+                }
+            )
+    return injector

@@ -242,7 +242,11 @@ def _validation_problem(root: Node, detail: ErrorDetails) -> _Problem:
 def _reference_problem(root: Node, loc: _Loc, message: str) -> _Problem:
     path, key, node = _locate(root, loc)
     # An unknown name used as a mapping key (e.g. replicas: {catalgo: 2}) points at the key.
-    at_key = key is not None and isinstance(loc[-1], str) and _model_at(loc[:-1]) is None
+    at_key = (
+        key is not None
+        and isinstance(loc[-1], str)
+        and _model_at(loc[:-1], any_member=True) is None
+    )
     return (key if at_key and key is not None else node).start_mark, path, message
 
 
@@ -318,8 +322,12 @@ def _dotted(path: Sequence[str | int]) -> str:
 # --------------------------------------------------------------------------- model lookup
 
 
-def _model_at(loc: _Loc) -> type[BaseModel] | None:
-    """The scenario model found at ``loc`` (``None`` for a dict, a list or a scalar)."""
+def _model_at(loc: _Loc, *, any_member: bool = False) -> type[BaseModel] | None:
+    """The scenario model found at ``loc`` (``None`` for a dict, a list or a scalar).
+
+    Where ``loc`` names a union of models without its discriminator (``faults[0]``),
+    ``any_member`` returns one of them instead of ``None``.
+    """
     candidates: list[Any] = [Scenario]
     for part in loc:
         tagged = [c for c in candidates if _is_model(c) and part in _kinds_of(c)]
@@ -338,6 +346,8 @@ def _model_at(loc: _Loc) -> type[BaseModel] | None:
                 following.append(args[1])
         candidates = [member for c in following for member in _members(c)]
     models = [c for c in candidates if _is_model(c)]
+    if any_member and models and len(models) == len(candidates):
+        return models[0]
     return models[0] if len(models) == 1 else None
 
 

@@ -234,20 +234,43 @@ class Target(Model):
         return min(replicas, math.ceil(share * replicas))
 
 
-class HttpFault(Model):
+class Step(Model):
+    """From ``at`` (after the fault starts) on, the fault acts at ``percentage`` intensity."""
+
+    at: Duration
+    percentage: float = Field(ge=0, le=100)
+
+
+class FaultTiming(Model):
+    """When a fault acts: within its phase, from ``start`` for ``duration`` (default: the rest)."""
+
+    name: str | None = None
+    phase: str = Field(description="The phase the fault belongs to.")
+    start: Duration = Field(default=0.0, description="Offset from the start of the phase.")
+    duration: Duration | None = Field(
+        default=None, description="How long it lasts (default: until the phase ends)."
+    )
+
+    def window(self, phase_duration: float) -> tuple[float, float]:
+        """(start, end) offsets within the phase."""
+        end = phase_duration if self.duration is None else self.start + self.duration
+        return self.start, min(end, phase_duration)
+
+
+class HttpFault(FaultTiming):
     """HTTP delay / abort injected by the destination instances' sidecars (Envoy fault filter).
 
     With ``source`` only calls from that service are hit. The fault sits in the callee's
     sidecar, one hop away from the caller, so the caller's retries and timeouts still apply.
+    ``steps`` ramp the share of requests hit (e.g. 10% → 30% → 60%).
     """
 
     kind: Literal["http"]
-    name: str | None = None
-    phase: str = Field(description="The phase during which the fault is active.")
     target: Target
     source: str | None = Field(default=None, description="Only calls from this service.")
     abort: Abort | None = None
     delay: Delay | None = None
+    steps: list[Step] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _something(self) -> HttpFault:
@@ -256,36 +279,213 @@ class HttpFault(Model):
         return self
 
 
-Fault = Annotated[HttpFault, Field(discriminator="kind")]
-FAULT_KINDS: tuple[str, ...] = ("http",)
+class ToxicKind(StrEnum):
+    LATENCY = "latency"
+    BANDWIDTH = "bandwidth"
+    SLOW_CLOSE = "slow_close"
+    TIMEOUT = "timeout"
+    RESET_PEER = "reset_peer"
+    SLICER = "slicer"
+    LIMIT_DATA = "limit_data"
+
+
+_TOXIC_FIELDS: dict[ToxicKind, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # toxic → (required fields, optional fields)
+    ToxicKind.LATENCY: (("latency",), ("jitter",)),
+    ToxicKind.BANDWIDTH: (("rate",), ()),
+    ToxicKind.SLOW_CLOSE: (("delay",), ()),
+    ToxicKind.TIMEOUT: ((), ("timeout",)),
+    ToxicKind.RESET_PEER: ((), ("timeout",)),
+    ToxicKind.SLICER: (("average_size",), ("size_variation", "delay")),
+    ToxicKind.LIMIT_DATA: (("bytes",), ()),
+}
+
+
+class ToxicFault(FaultTiming):
+    """An L4 toxic (toxiproxy) on the edge ``source`` → ``target``, between the caller's
+    sidecar and the callee's instances. Toxicity applies per connection, not per request."""
+
+    kind: Literal["toxic"]
+    toxic: ToxicKind
+    source: str = Field(description="The calling service (the edge's caller).")
+    target: Target
+    stream: Literal["upstream", "downstream"] = Field(
+        default="downstream",
+        description="downstream: callee → caller bytes; upstream: the other way.",
+    )
+    toxicity: float = Field(default=1.0, ge=0, le=1, description="Share of connections hit.")
+    latency: Duration | None = None
+    jitter: Duration | None = None
+    rate: int | None = Field(default=None, ge=1, description="bandwidth: KB/s.")
+    delay: Duration | None = None
+    timeout: Duration | None = None
+    average_size: int | None = Field(default=None, ge=1)
+    size_variation: int | None = Field(default=None, ge=0)
+    bytes: int | None = Field(default=None, ge=0)
+    steps: list[Step] = Field(default_factory=list, description="Toxicity ramp (percent).")
+
+    @model_validator(mode="after")
+    def _fields_fit_the_toxic(self) -> ToxicFault:
+        required, optional = _TOXIC_FIELDS[self.toxic]
+        every = {f for req, opt in _TOXIC_FIELDS.values() for f in (*req, *opt)}
+        missing = [to_camel(f) for f in required if getattr(self, f) is None]
+        stray = [
+            to_camel(f) for f in every - {*required, *optional} if getattr(self, f) is not None
+        ]
+        problems = []
+        if missing:
+            problems.append(f"a {self.toxic.value} toxic needs {', '.join(missing)}")
+        if stray:
+            allowed = [to_camel(f) for f in (*required, *optional)] or ["no attributes"]
+            problems.append(
+                f"{', '.join(sorted(stray))} not used by a {self.toxic.value} toxic "
+                f"(it takes {', '.join(allowed)})"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class PartitionFault(FaultTiming):
+    """A packet-level cut between instances (nftables in the run's network namespace).
+
+    ``drop``: packets vanish, callers see connect timeouts. ``reject``: callers see TCP
+    resets / refused connections. ``oneway`` cuts only ``from`` → ``to`` packets.
+    """
+
+    kind: Literal["partition"]
+    from_: Target = Field(alias="from")
+    to: Target
+    mode: Literal["drop", "reject"] = "drop"
+    direction: Literal["oneway", "both"] = "both"
+
+
+class KillFault(FaultTiming):
+    """SIGKILL the selected instances' app (or sidecar); optionally restart after a delay."""
+
+    kind: Literal["kill"]
+    target: Target
+    process: Literal["app", "sidecar"] = "app"
+    restart_after: Duration | None = Field(
+        default=None, description="Start it again after this long (like a pod restart)."
+    )
+
+
+class PauseFault(FaultTiming):
+    """SIGSTOP the selected instances' app (or sidecar) for the fault's window: a hang."""
+
+    kind: Literal["pause"]
+    target: Target
+    process: Literal["app", "sidecar"] = "app"
+
+
+Fault = Annotated[
+    HttpFault | ToxicFault | PartitionFault | KillFault | PauseFault,
+    Field(discriminator="kind"),
+]
+FAULT_KINDS: tuple[str, ...] = ("http", "toxic", "partition", "kill", "pause")
+
+
+class Guard(Model):
+    """Stop every fault early when the end-to-end error rate stays above ``errorRate`` for
+    ``for`` (consecutive seconds); the run is then marked aborted and fails."""
+
+    error_rate: Fraction = Field(description="E.g. 50%.")
+    for_: Duration = Field(default=5.0, alias="for")
 
 
 # --------------------------------------------------------------------------- SLOs
 
 
-class ErrorRateSlo(Model):
+class SloBase(Model):
+    name: str
+    phases: list[str] = Field(default_factory=list, description="Empty: every phase.")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+
+
+class ErrorRateSlo(SloBase):
     """End-to-end error rate at the ingress (non-2xx or transport error) must stay below ``max``."""
 
     kind: Literal["errorRate"]
-    name: str
     max: Fraction
-    phases: list[str] = Field(default_factory=list, description="Empty: every phase.")
-    confidence: float = Field(default=0.95, gt=0.5, lt=1)
 
 
-class LatencySlo(Model):
+class LatencySlo(SloBase):
     """A latency quantile at the ingress (successful requests) must stay below ``max``."""
 
     kind: Literal["latency"]
-    name: str
     quantile: float = Field(gt=0, lt=1, description="E.g. 0.99 for p99.")
     max: Duration
-    phases: list[str] = Field(default_factory=list, description="Empty: every phase.")
-    confidence: float = Field(default=0.95, gt=0.5, lt=1)
 
 
-Slo = Annotated[ErrorRateSlo | LatencySlo, Field(discriminator="kind")]
-SLO_KINDS: tuple[str, ...] = ("errorRate", "latency")
+class Edge(Model):
+    """A mesh edge, caller → callee (the caller may be ``ingress``)."""
+
+    from_: str = Field(alias="from")
+    to: str
+
+
+class LatencyShiftSlo(SloBase):
+    """How much slower a phase is than ``baseline`` (Hodges–Lehmann shift of successful
+    latencies, with its Mann–Whitney interval) must stay below ``max``."""
+
+    kind: Literal["latencyShift"]
+    baseline: str = Field(description="The phase to compare against.")
+    max: Duration
+
+
+class RetryAmplificationSlo(SloBase):
+    """Upstream attempts per downstream request on an edge must stay below ``max``."""
+
+    kind: Literal["retryAmplification"]
+    edge: Edge
+    max: float = Field(ge=1)
+
+
+class EjectionSlo(SloBase):
+    """At least ``min`` outlier ejections on the edge within ``within`` of a phase's start."""
+
+    kind: Literal["ejections"]
+    edge: Edge
+    min: int = Field(default=1, ge=1)
+    within: Duration | None = None
+
+
+class SheddingSlo(SloBase):
+    """Circuit-breaker sheds (pending / connection overflow) on the edge: at least ``min``."""
+
+    kind: Literal["sheds"]
+    edge: Edge
+    min: int = Field(default=1, ge=1)
+
+
+class RecoverySlo(SloBase):
+    """After the faults end, the per-second error rate is back under ``errorRate`` in ``max``."""
+
+    kind: Literal["recoveryTime"]
+    max: Duration
+    error_rate: Fraction = Field(default=0.01)
+
+
+Slo = Annotated[
+    ErrorRateSlo
+    | LatencySlo
+    | LatencyShiftSlo
+    | RetryAmplificationSlo
+    | EjectionSlo
+    | SheddingSlo
+    | RecoverySlo,
+    Field(discriminator="kind"),
+]
+SLO_KINDS: tuple[str, ...] = (
+    "errorRate",
+    "latency",
+    "latencyShift",
+    "retryAmplification",
+    "ejections",
+    "sheds",
+    "recoveryTime",
+)
 
 
 # --------------------------------------------------------------------------- scenario
@@ -302,6 +502,7 @@ class Scenario(Model):
     phases: list[Phase] = Field(min_length=1)
     faults: list[Fault] = Field(default_factory=list)
     slos: list[Slo] = Field(min_length=1)
+    guard: Guard | None = None
 
     @property
     def duration(self) -> float:
@@ -353,27 +554,56 @@ class Scenario(Model):
             if phase.name in seen:
                 problems.append((("phases", index, "name"), f"duplicate phase name {phase.name!r}"))
             seen.add(phase.name)
-        for index, fault in enumerate(self.faults):
-            if fault.phase not in phases:
-                problems.append((("faults", index, "phase"), unknown("phase", fault.phase, phases)))
-            if fault.target.service not in services:
+        durations = {phase.name: phase.duration for phase in self.phases}
+
+        def check_service(path: tuple[str | int, ...], service: str) -> None:
+            if service not in services:
+                problems.append((path, unknown("service", service, services)))
+
+        def check_edge(path: tuple[str | int, ...], caller: str, callee: str) -> None:
+            if callee not in services:
+                problems.append((path, unknown("service", callee, services)))
+                return
+            callers = self.callers_of(callee)
+            if caller not in callers:
                 problems.append(
                     (
-                        ("faults", index, "target", "service"),
-                        unknown("service", fault.target.service, services),
+                        path,
+                        f"{caller!r} does not call {callee!r}; its callers: {', '.join(callers)}",
                     )
                 )
-            if fault.source is not None:
-                callers = topology.callers_of(fault.target.service)
-                if fault.source not in callers:
-                    valid = list(callers) or ["(none: only the ingress calls it)"]
+
+        for index, fault in enumerate(self.faults):
+            where: tuple[str | int, ...] = ("faults", index)
+            if fault.phase not in phases:
+                problems.append(((*where, "phase"), unknown("phase", fault.phase, phases)))
+            else:
+                phase_duration = durations[fault.phase]
+                begin, finish = fault.window(phase_duration)
+                if begin >= phase_duration:
                     problems.append(
                         (
-                            ("faults", index, "source"),
-                            f"{fault.source!r} does not call {fault.target.service!r}; "
-                            f"its callers: {', '.join(valid)}",
+                            (*where, "start"),
+                            f"starts after its phase {fault.phase!r} ends ({phase_duration:g}s)",
                         )
                     )
+                elif finish <= begin:
+                    problems.append(((*where, "duration"), "the fault's window is empty"))
+                for s_index, step in enumerate(getattr(fault, "steps", [])):
+                    if step.at >= finish - begin:
+                        problems.append(
+                            (
+                                (*where, "steps", s_index, "at"),
+                                "the step starts after the fault ends",
+                            )
+                        )
+            if isinstance(fault, PartitionFault):
+                check_service((*where, "from", "service"), fault.from_.service)
+                check_service((*where, "to", "service"), fault.to.service)
+            elif isinstance(fault, HttpFault | ToxicFault) and fault.source is not None:
+                check_edge((*where, "source"), fault.source, fault.target.service)
+            else:
+                check_service((*where, "target", "service"), fault.target.service)
         fault_names = [self.fault_name(i) for i in range(len(self.faults))]
         for index, name in enumerate(fault_names):
             if fault_names.index(name) != index:
@@ -388,4 +618,17 @@ class Scenario(Model):
                     problems.append(
                         (("slos", index, "phases", p_index), unknown("phase", phase_name, phases))
                     )
+            if isinstance(slo, LatencyShiftSlo) and slo.baseline not in phases:
+                problems.append(
+                    (("slos", index, "baseline"), unknown("phase", slo.baseline, phases))
+                )
+            edge = getattr(slo, "edge", None)
+            if isinstance(edge, Edge):
+                check_edge(("slos", index, "edge"), edge.from_, edge.to)
         return problems
+
+    def callers_of(self, service: str) -> tuple[str, ...]:
+        """Who calls ``service``: other services, and ``ingress`` for the entry service."""
+        topology = self.app.topology
+        ingress = ("ingress",) if service == topology.entry else ()
+        return (*ingress, *topology.callers_of(service))

@@ -51,18 +51,25 @@ def run_processes(run_id: str) -> list[RunProcess]:
     return found
 
 
-def namespace_members(namespace: str) -> list[int]:
-    """PIDs of processes inside a namespace given as ``net:[4026532…]``."""
+def namespace_members(namespace: str, run_id: str | None = None) -> list[int]:
+    """PIDs of processes inside a namespace given as ``net:[4026532…]``.
+
+    The kernel reuses a freed namespace's inode number for new namespaces (another run's,
+    another program's), so with ``run_id`` only members carrying that run's id count.
+    """
     kind = namespace.split(":", 1)[0]
+    marker = f"{RUN_ID_ENV}={run_id}".encode() if run_id else None
     members = []
     for pid_dir in PROC.iterdir():
         if not pid_dir.name.isdigit():
             continue
         try:
-            if os.readlink(pid_dir / "ns" / kind) == namespace:
-                members.append(int(pid_dir.name))
+            if os.readlink(pid_dir / "ns" / kind) != namespace:
+                continue
         except OSError:
             continue
+        if marker is None or marker in _environ(pid_dir).split(b"\0"):
+            members.append(int(pid_dir.name))
     return members
 
 

@@ -22,12 +22,15 @@ from typing import IO, Any
 from harness.errors import PlatformError
 
 RUN_ID_ENV = "HARNESS_RUN_ID"
+# --mount-proc gives the namespace its own /proc, so processes inside (Locust's CPU monitor,
+# psutil, the supervisor) see their own PIDs rather than unrelated host processes.
 NAMESPACE_ARGV = [
     "unshare",
     "--user",
     "--map-root-user",
     "--net",
     "--pid",
+    "--mount-proc",
     "--fork",
     "--kill-child",
 ]
@@ -191,6 +194,12 @@ class Sandbox:
         reply = self.request("status", pid=pid)
         return bool(reply["running"]), reply.get("exit_code")
 
+    def state(self, pid: int) -> str | None:
+        """The kernel's state letter of a process started with :meth:`spawn` (``R``, ``S``,
+        ``T`` for stopped, ...), read from ``/proc`` inside the sandbox; None once it is gone."""
+        state = self.request("state", pid=pid).get("state")
+        return None if state is None else str(state)
+
     def wait_tcp(self, host: str, port: int, timeout: float) -> bool:
         reply = self.request("wait_tcp", host=host, port=port, timeout=timeout, wait=timeout + 5.0)
         return bool(reply["ready"])
@@ -198,6 +207,28 @@ class Sandbox:
     def http_get(self, url: str, *, timeout: float = 5.0) -> tuple[int, str]:
         """GET ``url`` from inside the sandbox: (status, body); status 0 on transport errors."""
         reply = self.request("http_get", url=url, timeout=timeout, wait=timeout + 5.0)
+        return int(reply["status"]), str(reply["body"])
+
+    def http(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: str | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 5.0,
+    ) -> tuple[int, str]:
+        """Any HTTP call from inside the sandbox (for APIs that listen only in the namespace):
+        (status, body); status 0 on transport errors, with the reason as the body."""
+        reply = self.request(
+            "http",
+            method=method,
+            url=url,
+            body=body,
+            headers=headers or {},
+            timeout=timeout,
+            wait=timeout + 5.0,
+        )
         return int(reply["status"]), str(reply["body"])
 
     def run(
