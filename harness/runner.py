@@ -665,6 +665,7 @@ def run_scenario(
                 journal.isolation = deployment.isolation
                 journal.isolation_note = deployment.sandbox.note
                 journal.namespaces = deployment.sandbox.namespaces
+                journal.scratch_dir = str(deployment.scratch_dir)
                 log(
                     f"deployed {len(deployment.instances)} instances + ingress "
                     f"({deployment.sandbox.note})"

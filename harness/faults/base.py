@@ -91,13 +91,11 @@ class UndoJournal:
         self._append({"event": "intent", "at": time.time(), **record.model_dump(mode="json")})
 
     def reverted(self, record: FaultEntry) -> None:
+        self.record_revert(record.name, verified=record.revert_verified, how="revert")
+
+    def record_revert(self, name: str, *, verified: bool, how: str) -> None:
         self._append(
-            {
-                "event": "reverted",
-                "at": time.time(),
-                "name": record.name,
-                "verified": record.revert_verified,
-            }
+            {"event": "reverted", "at": time.time(), "name": name, "verified": verified, "how": how}
         )
 
     def outstanding(self) -> list[dict[str, Any]]:

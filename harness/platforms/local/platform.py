@@ -8,18 +8,22 @@ on 127.0.0.1 instead. Sidecar admin APIs are Unix sockets in a short temporary d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import urllib.parse
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from harness.errors import PlatformError, ToolMissingError
+from harness.faults.toxiproxy import Toxiproxy, ToxiproxyError, find_toxiproxy, sandbox_transport
 from harness.mesh.envoy import (
     Addr,
     EnvoyCommand,
@@ -32,14 +36,19 @@ from harness.mesh.envoy import (
 from harness.observe.envoy_admin import EnvoyAdmin
 from harness.platforms.base import InstanceInfo
 from harness.platforms.local.sandbox import Isolation, Sandbox
-from harness.scenario.models import Scenario
+from harness.scenario.models import Scenario, ToxicFault
 from harness.scenario.units import format_duration
 
 APP_PORT = 8080
 INBOUND_PORT = 15006
 OUTBOUND_PORT = 15001
 INGRESS_IP = "127.10.0.1"
+TOXIPROXY_IP = "127.10.0.2"  # toxiproxy's API and every edge proxy (namespace mode)
+TOXIPROXY_API_PORT = 8474
+TOXIC_PROXY_FIRST_PORT = 20000
 STARTUP_TIMEOUT_S = 60.0
+PROCESS_SIGNAL_TIMEOUT_S = 5.0
+ProcessKind = Literal["app", "sidecar"]
 STAT_PATTERN = (
     r"^(cluster\.outbound\|.*|http\.inbound_.*\.fault\..*|http\.ingress\..*downstream_rq_.xx)$"
 )
@@ -68,6 +77,17 @@ def _free_port() -> int:
 
 
 @dataclass(frozen=True)
+class EdgeProxy:
+    """A toxiproxy proxy on one edge: ``source``'s sidecars reach ``instance`` through it."""
+
+    name: str  # "<source>-><instance>", also its name in toxiproxy
+    source: str  # the calling service (or "ingress")
+    instance: str
+    listen: Addr
+    upstream: Addr  # the instance's sidecar inbound
+
+
+@dataclass(frozen=True)
 class _Proxy:
     name: str
     admin: EnvoyAdmin
@@ -88,9 +108,15 @@ class LocalDeployment:
         self.sandbox = sandbox
         self.isolation = sandbox.mode.value
         self._sock_dir = sock_dir
+        self.scratch_dir = sock_dir  # admin sockets; short path (Unix socket paths are short)
         self._envoy = envoy_binary
         self._namespaced = sandbox.mode is Isolation.NAMESPACE
         self.instances = self._plan_instances()
+        # L4 toxics: one toxiproxy server; a proxy per (source service, instance) edge that a
+        # toxic fault targets. Only that source's sidecars are sent through it.
+        self.toxic_proxies: dict[tuple[str, str], EdgeProxy] = self._plan_toxic_proxies()
+        self.toxiproxy: Toxiproxy | None = None
+        self.toxiproxy_pid: int | None = None
         self._outbound: dict[str, Addr] = {}
         self.ingress = (
             Addr(INGRESS_IP, APP_PORT) if self._namespaced else Addr("127.0.0.1", _free_port())
@@ -99,6 +125,11 @@ class LocalDeployment:
         self.proxies: dict[str, _Proxy] = {}
         self.app_pids: dict[str, int] = {}
         self.extra_pids: set[int] = set()
+        # Processes a fault has killed or paused, and the counters that bridge a sidecar's
+        # restart (a new Envoy starts from zero): see mesh_counters().
+        self.disrupted: set[tuple[str, ProcessKind]] = set()
+        self._last_counters: dict[str, dict[str, int]] = {}
+        self._carried: dict[str, dict[str, int]] = {}
 
     # ------------------------------------------------------------------ plan
 
@@ -114,13 +145,40 @@ class LocalDeployment:
                 planned.append(InstanceInfo(f"{service}-{r}", service, r, ip, inbound, app_port))
         return tuple(planned)
 
+    def _plan_toxic_proxies(self) -> dict[tuple[str, str], EdgeProxy]:
+        planned: dict[tuple[str, str], EdgeProxy] = {}
+        for fault in self.scenario.faults:
+            if not isinstance(fault, ToxicFault):
+                continue
+            instances = self.instances_of(fault.target.service)
+            for inst in instances[: fault.target.count(len(instances))]:
+                if (fault.source, inst.name) in planned:
+                    continue
+                if self._namespaced:
+                    listen = Addr(TOXIPROXY_IP, TOXIC_PROXY_FIRST_PORT + len(planned))
+                else:
+                    listen = Addr("127.0.0.1", _free_port())
+                planned[(fault.source, inst.name)] = EdgeProxy(
+                    name=f"{fault.source}->{inst.name}",
+                    source=fault.source,
+                    instance=inst.name,
+                    listen=listen,
+                    upstream=Addr(inst.ip, inst.inbound_port),
+                )
+        return planned
+
     def instances_of(self, service: str) -> tuple[InstanceInfo, ...]:
         return tuple(inst for inst in self.instances if inst.service == service)
 
-    def _upstream(self, service: str) -> Upstream:
+    def _upstream(self, service: str, caller: str) -> Upstream:
+        """``service`` as ``caller`` sees it: through a toxic proxy where an edge has one."""
+        endpoints = []
+        for inst in self.instances_of(service):
+            proxy = self.toxic_proxies.get((caller, inst.name))
+            endpoints.append(proxy.listen if proxy else Addr(inst.ip, inst.inbound_port))
         return Upstream(
             service=service,
-            endpoints=tuple(Addr(i.ip, i.inbound_port) for i in self.instances_of(service)),
+            endpoints=tuple(endpoints),
             policy=self.scenario.mesh.destinations.get(service),
         )
 
@@ -130,6 +188,8 @@ class LocalDeployment:
         topology = self.scenario.app.topology
         for directory in ("envoy", "logs", "access"):
             (self.run_dir / directory).mkdir(parents=True, exist_ok=True)
+        if self.toxic_proxies:
+            self._start_toxiproxy()
         for inst in self.instances:
             spec = topology.service(inst.service)
             outbound = Addr(inst.ip, OUTBOUND_PORT if self._namespaced else _free_port())
@@ -142,7 +202,7 @@ class LocalDeployment:
                 outbound=outbound if spec.calls else None,
                 admin_socket=str(self._sock_dir / f"{inst.name}.sock"),
                 access_log=str(self.run_dir / "access" / f"{inst.name}.jsonl"),
-                upstreams=tuple(self._upstream(callee) for callee in spec.calls),
+                upstreams=tuple(self._upstream(callee, inst.service) for callee in spec.calls),
                 fault_sources=(
                     *topology.callers_of(inst.service),
                     *(("ingress",) if inst.service == topology.entry else ()),
@@ -158,7 +218,7 @@ class LocalDeployment:
             listen=self.ingress,
             admin_socket=str(self._sock_dir / "ingress.sock"),
             access_log=str(self.run_dir / "access" / "ingress.jsonl"),
-            upstream=self._upstream(topology.entry),
+            upstream=self._upstream(topology.entry, "ingress"),
             bind_ip=INGRESS_IP if self._namespaced else None,
         )
         self._start_envoy("ingress", ingress_bootstrap(ingress), ingress.admin_socket)
@@ -193,6 +253,51 @@ class LocalDeployment:
         pid = self.sandbox.spawn(command.argv(self._envoy), log_path=log)
         self.proxies[name] = _Proxy(name, EnvoyAdmin(admin_socket, name=name), pid, log)
 
+    def _start_toxiproxy(self) -> None:
+        """Start toxiproxy in the sandbox, wait for its API, create every edge's proxy."""
+        binary = find_toxiproxy()
+        api = (
+            Addr(TOXIPROXY_IP, TOXIPROXY_API_PORT)
+            if self._namespaced
+            else Addr("127.0.0.1", _free_port())
+        )
+        log = self.run_dir / "logs" / "toxiproxy.log"
+        self.toxiproxy_pid = self.sandbox.spawn(
+            [binary, "-host", api.host, "-port", str(api.port)],
+            env={"LOG_LEVEL": "warn"},
+            log_path=log,
+        )
+        client = Toxiproxy(f"http://{api.host}:{api.port}", sandbox_transport(self.sandbox))
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            try:
+                client.version()
+                break
+            except ToxiproxyError as exc:
+                running, code = self.sandbox.running(self.toxiproxy_pid)
+                if not running or time.monotonic() > deadline:
+                    state = f"exited with {code}" if not running else "not answering"
+                    raise PlatformError(f"toxiproxy {state} ({exc}):\n{self._tail(log)}") from exc
+                time.sleep(0.05)
+        try:
+            for edge in self.toxic_proxies.values():
+                client.create_proxy(
+                    edge.name,
+                    listen=f"{edge.listen.host}:{edge.listen.port}",
+                    upstream=f"{edge.upstream.host}:{edge.upstream.port}",
+                )
+            present = client.proxies()
+        except ToxiproxyError as exc:
+            raise PlatformError(f"toxiproxy refused the edge proxies: {exc}") from exc
+        missing = sorted(
+            e.name
+            for e in self.toxic_proxies.values()
+            if e.name not in present or not present[e.name].enabled
+        )
+        if missing:
+            raise PlatformError(f"toxiproxy does not show the edge proxies {missing}")
+        self.toxiproxy = client
+
     def _tail(self, path: Path, lines: int = 5) -> str:
         try:
             return "\n".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
@@ -212,6 +317,11 @@ class LocalDeployment:
             if not running:
                 log = self.run_dir / "logs" / f"{name}.app.log"
                 raise PlatformError(f"app instance {name} exited with {code}:\n{self._tail(log)}")
+        if self.toxiproxy_pid is not None:
+            running, code = self.sandbox.running(self.toxiproxy_pid)
+            if not running:
+                log = self.run_dir / "logs" / "toxiproxy.log"
+                raise PlatformError(f"toxiproxy exited with {code}:\n{self._tail(log)}")
 
     def _wait_ready(self) -> None:
         """Poll until every process listens and a request crosses the whole mesh."""
@@ -281,7 +391,131 @@ class LocalDeployment:
         return self.proxies[proxy].admin
 
     def mesh_counters(self) -> dict[str, dict[str, int]]:
-        return {name: proxy.admin.counters(STAT_PATTERN) for name, proxy in self.proxies.items()}
+        """Every proxy's counters. A sidecar that a fault killed or paused keeps its last
+        reading (its admin API cannot answer); a restarted one continues from the counters of
+        the one that was killed, so per-phase differences stay meaningful."""
+        snapshot: dict[str, dict[str, int]] = {}
+        for name, proxy in list(self.proxies.items()):
+            if (name, "sidecar") in self.disrupted:
+                snapshot[name] = dict(self._last_counters.get(name, {}))
+                continue
+            values = proxy.admin.counters(STAT_PATTERN)
+            for key, value in self._carried.get(name, {}).items():
+                values[key] = values.get(key, 0) + value
+            self._last_counters[name] = values
+            snapshot[name] = values
+        return snapshot
+
+    # ------------------------------------------------------------------ process faults
+
+    def instance(self, name: str) -> InstanceInfo:
+        for inst in self.instances:
+            if inst.name == name:
+                return inst
+        raise KeyError(name)
+
+    def process_pid(self, instance: str, process: ProcessKind) -> int:
+        """The sandbox PID of an instance's app or sidecar (the current one, after restarts)."""
+        return self.proxies[instance].pid if process == "sidecar" else self.app_pids[instance]
+
+    def process_state(self, pid: int) -> str | None:
+        """The kernel's state letter of a process (``T``: stopped), None when it is gone."""
+        return self.sandbox.state(pid)
+
+    def _await_state(self, pid: int, done: Callable[[str | None], bool], what: str) -> None:
+        deadline = time.monotonic() + PROCESS_SIGNAL_TIMEOUT_S
+        while not done(state := self.sandbox.state(pid)):
+            if time.monotonic() > deadline:
+                raise PlatformError(
+                    f"process {pid} not {what} after {PROCESS_SIGNAL_TIMEOUT_S:g}s "
+                    f"(state {state!r})"
+                )
+            time.sleep(0.02)
+
+    def kill_process(self, instance: str, process: ProcessKind) -> int:
+        """SIGKILL an instance's app or sidecar; returns its PID once the process is gone."""
+        pid = self.process_pid(instance, process)
+        if process == "sidecar" and (instance, process) not in self.disrupted:
+            self._carry_counters(instance)
+        self.disrupted.add((instance, process))
+        self.sandbox.signal(pid, "SIGKILL")
+        self._await_state(pid, lambda state: state is None, "gone")
+        return pid
+
+    def _carry_counters(self, proxy: str) -> None:
+        """Remember a sidecar's counters (not gauges) before it dies, for mesh_counters()."""
+        with contextlib.suppress(PlatformError):
+            self.mesh_counters()  # refresh its last reading while it can still answer
+            status, body = self.proxies[proxy].admin.request(
+                "GET", "/stats?usedonly&type=Counters&filter=" + urllib.parse.quote(STAT_PATTERN)
+            )
+            if status == 200:
+                counters = {}
+                for line in body.splitlines():
+                    key, sep, value = line.rpartition(": ")
+                    if sep and value.strip().isdigit():
+                        counters[key] = int(value)
+                self._carried[proxy] = {
+                    key: self._last_counters.get(proxy, {}).get(key, value)
+                    for key, value in counters.items()
+                }
+
+    def restart_process(self, instance: str, process: ProcessKind) -> int:
+        """Start a killed app or sidecar again, same argv and config (a pod restart); returns
+        the new PID once it serves: the app answers ``/healthz``, the sidecar is ``LIVE``."""
+        old = self.process_pid(instance, process)
+        if self.sandbox.state(old) is not None:
+            raise PlatformError(f"{instance} {process} (pid {old}) is still running")
+        inst = self.instance(instance)
+        if process == "app":
+            spec = self.scenario.app.topology.service(inst.service)
+            log = self.run_dir / "logs" / f"{instance}.app.log"
+            argv = self._app_argv(inst, self._outbound[instance], spec.calls)
+            pid = self.sandbox.spawn(argv, log_path=log)
+            self.app_pids[instance] = pid
+            url = f"http://{inst.ip}:{inst.app_port}/healthz"
+            self._await_ready(pid, log, lambda: self.sandbox.http_get(url, timeout=1.0)[0] == 200)
+        else:
+            proxy = self.proxies[instance]
+            config = self.run_dir / "envoy" / f"{instance}.json"
+            command = EnvoyCommand(config_path=str(config), log_path=str(proxy.log))
+            pid = self.sandbox.spawn(command.argv(self._envoy), log_path=proxy.log)
+            self.proxies[instance] = _Proxy(instance, proxy.admin, pid, proxy.log)
+            inbound = (inst.ip, inst.inbound_port)
+            self._await_ready(
+                pid, proxy.log, lambda: proxy.admin.ready() and self.sandbox.wait_tcp(*inbound, 1.0)
+            )
+        self.disrupted.discard((instance, process))
+        return pid
+
+    def _await_ready(self, pid: int, log: Path, ready: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not ready():
+            running, code = self.sandbox.running(pid)
+            if not running:
+                raise PlatformError(f"restarted process exited with {code}:\n{self._tail(log)}")
+            if time.monotonic() > deadline:
+                raise PlatformError(f"restarted process not ready after {STARTUP_TIMEOUT_S:g}s")
+            time.sleep(0.05)
+
+    def pause_process(self, instance: str, process: ProcessKind) -> int:
+        """SIGSTOP an instance's app or sidecar (a hang); returns its PID once it is stopped."""
+        pid = self.process_pid(instance, process)
+        if process == "sidecar" and (instance, process) not in self.disrupted:
+            with contextlib.suppress(PlatformError):
+                self.mesh_counters()  # its last reading stands in while it cannot answer
+        self.disrupted.add((instance, process))
+        self.sandbox.signal(pid, "SIGSTOP")
+        self._await_state(pid, lambda state: state in ("T", "t"), "stopped")
+        return pid
+
+    def resume_process(self, instance: str, process: ProcessKind) -> int:
+        """SIGCONT a paused app or sidecar; returns its PID once it runs again."""
+        pid = self.process_pid(instance, process)
+        self.sandbox.signal(pid, "SIGCONT")
+        self._await_state(pid, lambda state: state not in ("T", "t"), "running")
+        self.disrupted.discard((instance, process))
+        return pid
 
 
 class LocalPlatform:
