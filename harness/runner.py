@@ -333,6 +333,8 @@ class Run:
         finally:
             if self.sampler is not None:
                 self.sampler.stop()
+            if self.guard is not None:
+                self.guard.close()
             code = deployment.stop(locust, grace=plan.stop_timeout_s + 3.0)
             self.journal.load.exit_code = code
         log_text = (self.run_dir / "logs" / "locust.log").read_text(errors="replace")
