@@ -11,9 +11,13 @@ kernel kill whatever is left, and the network namespace (with its nft rules) dis
 
 Requests: ``{"op": "spawn", "argv": [...], "env": {...}, "stdout": path, "stderr": path}``,
 ``{"op": "signal", "pid": n, "sig": "SIGTERM"}``, ``{"op": "status", "pid": n}``,
+``{"op": "state", "pid": n}`` (the process's state letter from ``/proc``, e.g. ``T`` stopped),
 ``{"op": "wait_tcp", "host": h, "port": p, "timeout": s}``,
 ``{"op": "run", "argv": [...], "timeout": s, "input": text}``,
-``{"op": "http_get", "url": u, "timeout": s}``, ``{"op": "shutdown", "grace": s}``.
+``{"op": "http_get", "url": u, "timeout": s}``,
+``{"op": "http", "method": m, "url": u, "body": text, "headers": {...}, "timeout": s}``
+(any HTTP call, e.g. to an API that listens only inside the namespace: toxiproxy's),
+``{"op": "shutdown", "grace": s}``.
 Replies: ``{"ok": true, ...}`` or ``{"ok": false, "error": msg}``.
 """
 
@@ -38,6 +42,7 @@ _PR_SET_PDEATHSIG = 1
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
+_HTTP_BODY_MAX = 1 << 20
 
 
 def bring_loopback_up() -> None:
@@ -51,6 +56,47 @@ def bring_loopback_up() -> None:
 def _die_with_parent() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _nspid(host_pid: int | str) -> int | None:
+    """The innermost PID of a process (its ``NSpid`` line's last field), or None if gone."""
+    try:
+        with open(f"/proc/{host_pid}/status", encoding="utf-8") as status:
+            for line in status:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _same_pid_namespace(host_pid: int | str, own: str) -> bool:
+    try:
+        return os.readlink(f"/proc/{host_pid}/ns/pid") == own
+    except OSError:
+        return False
+
+
+def _host_pid(ns_pid: int) -> int | None:
+    """Translate a PID of our namespace to the PID ``/proc`` knows it by."""
+    own = os.readlink("/proc/self/ns/pid")
+    # Host mode (or a procfs of our own namespace): the numbers agree.
+    if _same_pid_namespace(ns_pid, own) and _nspid(ns_pid) == ns_pid:
+        return ns_pid
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and _same_pid_namespace(entry, own) and _nspid(entry) == ns_pid:
+            return int(entry)
+    return None
+
+
+def _proc_state(host_pid: int) -> str | None:
+    """Field 3 of ``/proc/<pid>/stat`` (after the parenthesised command, which may hold spaces)."""
+    try:
+        with open(f"/proc/{host_pid}/stat", encoding="utf-8", errors="replace") as stat:
+            text = stat.read()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split(" ", 1)[0] or None
 
 
 class Supervisor:
@@ -110,6 +156,22 @@ class Supervisor:
             return {"running": True, "exit_code": None}
         return {"running": False, "exit_code": self.exited.get(pid)}
 
+    def state(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The kernel's view of a child: its state letter (``R``, ``S``, ``T``...) or gone.
+
+        PIDs here are the namespace's, but ``/proc`` is the host's procfs (there is no mount
+        namespace), where the same number names another process. The child is found by its
+        ``NSpid`` line among the processes of our own PID namespace.
+        """
+        self.reap()
+        pid = int(req["pid"])
+        if pid not in self.children:
+            return {"state": None, "host_pid": None, "exit_code": self.exited.get(pid)}
+        host_pid = _host_pid(pid)
+        if host_pid is None:
+            return {"state": None, "host_pid": None, "exit_code": None}
+        return {"state": _proc_state(host_pid), "host_pid": host_pid, "exit_code": None}
+
     def wait_tcp(self, req: dict[str, Any]) -> dict[str, Any]:
         deadline = time.monotonic() + float(req.get("timeout", 10.0))
         last = ""
@@ -131,6 +193,27 @@ class Supervisor:
                 return {"status": resp.status, "body": resp.read(4096).decode("utf-8", "replace")}
         except urllib.error.HTTPError as exc:
             return {"status": exc.code, "body": exc.read(4096).decode("utf-8", "replace")}
+        except OSError as exc:
+            return {"status": 0, "body": str(exc)}
+
+    def http(self, req: dict[str, Any]) -> dict[str, Any]:
+        """One HTTP call from inside the namespace; any HTTP status is a reply, status 0 a
+        transport error (the body says which). Bodies are UTF-8 text, at most 1 MiB back."""
+        body = req.get("body")
+        request = urllib.request.Request(
+            req["url"],
+            data=None if body is None else str(body).encode("utf-8"),
+            headers=dict(req.get("headers") or {}),
+            method=str(req.get("method", "GET")).upper(),
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=float(req.get("timeout", 5.0))) as resp:
+                return {
+                    "status": resp.status,
+                    "body": resp.read(_HTTP_BODY_MAX).decode("utf-8", "replace"),
+                }
+        except urllib.error.HTTPError as exc:
+            return {"status": exc.code, "body": exc.read(_HTTP_BODY_MAX).decode("utf-8", "replace")}
         except OSError as exc:
             return {"status": 0, "body": str(exc)}
 
@@ -176,9 +259,11 @@ def serve(mode: str) -> int:
         "spawn": sup.spawn,
         "signal": sup.signal,
         "status": sup.status,
+        "state": sup.state,
         "wait_tcp": sup.wait_tcp,
         "run": sup.run,
         "http_get": sup.http_get,
+        "http": sup.http,
     }
     for line in sys.stdin:
         try:
