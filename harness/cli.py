@@ -50,8 +50,14 @@ def _format_seconds(value: float | None) -> str:
     return "—" if value is None else f"{value * 1000:.0f}ms"
 
 
+def _format_count(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f}"
+
+
 def _format_bounds(lower: float | None, upper: float | None, unit: str) -> str:
-    scale, suffix, digits = (100.0, "%", 1) if unit == "ratio" else (1000.0, "ms", 0)
+    scale, suffix, digits = {"ratio": (100.0, "%", 1), "count": (1.0, "", 0)}.get(
+        unit, (1000.0, "ms", 0)
+    )
 
     def one(value: float | None) -> str:
         return "?" if value is None else f"{value * scale:.{digits}f}"
@@ -70,7 +76,7 @@ def print_summary(journal: Journal, journal_path: Path) -> None:
     for column in ("SLO", "phase", "verdict", "measured", "bounds", "max", "n"):
         table.add_column(column, no_wrap=True, min_width=12 if column == "bounds" else None)
     for entry in journal.slos:
-        show = _format_ratio if entry.unit == "ratio" else _format_seconds
+        show = {"ratio": _format_ratio, "count": _format_count}.get(entry.unit, _format_seconds)
         bounds = _format_bounds(entry.lower, entry.upper, entry.unit)
         style = _STYLE.get(entry.verdict, "")
         table.add_row(
@@ -132,6 +138,9 @@ def run(
         ),
     ] = Isolation.AUTO,
     seed: Annotated[int | None, typer.Option(help="Seed for the load generator.")] = None,
+    report: Annotated[
+        bool, typer.Option(help="Write report.html beside the journal after the run.")
+    ] = True,
 ) -> None:
     """Run a scenario on the local platform and print its verdict."""
     try:
@@ -146,6 +155,21 @@ def run(
         log=lambda message: console.print(message, markup=False),
     )
     print_summary(result.journal, result.journal_path)
+    if report:
+        from harness.report import write_report
+
+        try:
+            console.print(
+                f"report: {write_report(result.journal_path)}", markup=False, soft_wrap=True
+            )
+        except Exception as exc:
+            # The verdict stands and the journal is safe; a report that failed is a harness
+            # error, so a run that passed must not exit 0 (re-render: harness report JOURNAL).
+            errors.print(
+                f"error: the report could not be written: {exc!r}", markup=False, soft_wrap=True
+            )
+            if result.exit_code == ExitCode.PASSED:
+                raise typer.Exit(ExitCode.ERROR) from None
     raise typer.Exit(result.exit_code)
 
 
@@ -186,6 +210,56 @@ def show(journal: Annotated[Path, typer.Argument(help="A run's journal.json.")])
     from harness.runner import verdict_of
 
     raise typer.Exit(verdict_of(record)[1])
+
+
+@app.command("report")
+def report_command(
+    journal: Annotated[Path, typer.Argument(help="A run's journal.json.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write the HTML (default: report.html beside it).")
+    ] = None,
+) -> None:
+    """Render (again) the HTML report of a finished run from its journal."""
+    from harness.report import write_report
+
+    try:
+        written = write_report(journal, out)
+    except (OSError, ValueError) as exc:
+        errors.print(
+            f"error: cannot render a report from {journal}: {exc}", markup=False, soft_wrap=True
+        )
+        raise typer.Exit(ExitCode.ERROR) from None
+    console.print(f"report: {written}", markup=False, soft_wrap=True)
+
+
+@app.command()
+def cleanup(
+    reports: Annotated[Path, typer.Option(help="Directory of run records.")] = Path("reports"),
+) -> None:
+    """Find runs that died unfinished, remove what they left, and prove nothing remains."""
+    from harness.cleanup import cleanup_run, unfinished_runs
+
+    journals = unfinished_runs(reports)
+    if not journals:
+        console.print(f"no unfinished runs under {reports}", markup=False)
+        raise typer.Exit(ExitCode.PASSED)
+    dirty = 0
+    for path in journals:
+        result = cleanup_run(path)
+        state = "clean" if result.clean else "NOT CLEAN"
+        console.print(
+            f"{result.run_id}: killed {len(result.killed)} leftover processes; {state}",
+            markup=False,
+        )
+        for line in result.faults:
+            console.print(f"  fault {line}", markup=False)
+        for proc in result.remaining:
+            console.print(f"  still running: {proc.pid} {' '.join(proc.argv)}", markup=False)
+        for kind, members in result.namespace_members.items():
+            if members:
+                console.print(f"  {kind} namespace still has processes {members}", markup=False)
+        dirty += 0 if result.clean else 1
+    raise typer.Exit(ExitCode.FAILED if dirty else ExitCode.PASSED)
 
 
 def main() -> None:
