@@ -54,10 +54,16 @@ def _format_count(value: float | None) -> str:
     return "—" if value is None else f"{value:.0f}"
 
 
+def _format_factor(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}×"
+
+
 def _format_bounds(lower: float | None, upper: float | None, unit: str) -> str:
-    scale, suffix, digits = {"ratio": (100.0, "%", 1), "count": (1.0, "", 0)}.get(
-        unit, (1000.0, "ms", 0)
-    )
+    scale, suffix, digits = {
+        "ratio": (100.0, "%", 1),
+        "count": (1.0, "", 0),
+        "factor": (1.0, "×", 2),
+    }.get(unit, (1000.0, "ms", 0))
 
     def one(value: float | None) -> str:
         return "?" if value is None else f"{value * scale:.{digits}f}"
@@ -76,7 +82,9 @@ def print_summary(journal: Journal, journal_path: Path) -> None:
     for column in ("SLO", "phase", "verdict", "measured", "bounds", "max", "n"):
         table.add_column(column, no_wrap=True, min_width=12 if column == "bounds" else None)
     for entry in journal.slos:
-        show = {"ratio": _format_ratio, "count": _format_count}.get(entry.unit, _format_seconds)
+        show = {"ratio": _format_ratio, "count": _format_count, "factor": _format_factor}.get(
+            entry.unit, _format_seconds
+        )
         bounds = _format_bounds(entry.lower, entry.upper, entry.unit)
         style = _STYLE.get(entry.verdict, "")
         table.add_row(

@@ -373,7 +373,7 @@ def test_retry_amplification_is_attempts_per_first_try(
     assert result.verdict is verdict
     assert result.measured == pytest.approx(total / (total - retries))
     assert result.lower == result.upper == result.measured
-    assert (result.n, result.unit, result.kind) == (total - retries, "ratio", "retryAmplification")
+    assert (result.n, result.unit, result.kind) == (total - retries, "factor", "retryAmplification")
     assert f"{total} attempts for {total - retries} requests" in result.message
 
 

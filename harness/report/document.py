@@ -260,7 +260,7 @@ def _duration(seconds: float) -> str:
 def _slo_value(value: float | None, unit: str, kind: str) -> str:
     if value is None:
         return "—"
-    if kind == "retryAmplification":  # a ratio of counts, read as "times"
+    if unit == "factor" or kind == "retryAmplification":  # a ratio of counts: "times"
         return f"{value:.2f}×"
     if unit == "ratio":
         return _percent(value)

@@ -345,7 +345,7 @@ def _model_at(loc: _Loc, *, any_member: bool = False) -> type[BaseModel] | None:
             elif get_origin(candidate) is dict:
                 following.append(args[1])
         candidates = [member for c in following for member in _members(c)]
-    models = [c for c in candidates if _is_model(c)]
+    models: list[type[BaseModel]] = [c for c in candidates if _is_model(c)]
     if any_member and models and len(models) == len(candidates):
         return models[0]
     return models[0] if len(models) == 1 else None

@@ -143,7 +143,7 @@ def evaluate_retry_amplification(
             objective=max_ratio,
             confidence=confidence,
             n=n,
-            unit="ratio",
+            unit="factor",
             message=message,
         )
 
