@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ExitCode
+from harness.journal import Journal
 from harness.platforms.local.processes import namespace_members, run_processes
 from harness.pytest_plugin import ScenarioOutcome
+from harness.report import render_report
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -47,7 +49,16 @@ def test_retries_mask_transient_errors(harness_run: Run) -> None:
     fault_slo = next(e for e in journal.slos if e.slo == "e2e-error-rate" and e.phase == "fault")
     assert fault_slo.verdict == "PASS" and fault_slo.n > 300
     assert_retry_series_follow_the_fault(outcome)
+    assert_report_names_the_flags(outcome)
     assert_nothing_left(outcome)
+
+
+def assert_report_names_the_flags(outcome: ScenarioOutcome) -> None:
+    """The report (rendered from the journal alone) breaks failures down by response flag."""
+    html = render_report(Journal.read(outcome.result.journal_path))
+    start = html.index('<section id="flags">')
+    breakdown = html[start : html.index("</section>", start)]
+    assert "frontend→catalog" in breakdown and "FI" in breakdown
 
 
 def assert_retry_series_follow_the_fault(outcome: ScenarioOutcome) -> None:
