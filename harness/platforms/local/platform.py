@@ -398,13 +398,16 @@ class LocalDeployment:
         for name, proxy in list(self.proxies.items()):
             if (name, "sidecar") in self.disrupted:
                 snapshot[name] = dict(self._last_counters.get(name, {}))
-                continue
-            values = proxy.admin.counters(STAT_PATTERN)
-            for key, value in self._carried.get(name, {}).items():
-                values[key] = values.get(key, 0) + value
-            self._last_counters[name] = values
-            snapshot[name] = values
+            else:
+                snapshot[name] = self._read_counters(name, proxy.admin)
         return snapshot
+
+    def _read_counters(self, name: str, admin: EnvoyAdmin) -> dict[str, int]:
+        values = admin.counters(STAT_PATTERN)
+        for key, value in self._carried.get(name, {}).items():
+            values[key] = values.get(key, 0) + value
+        self._last_counters[name] = values
+        return values
 
     # ------------------------------------------------------------------ process faults
 
@@ -443,22 +446,22 @@ class LocalDeployment:
         return pid
 
     def _carry_counters(self, proxy: str) -> None:
-        """Remember a sidecar's counters (not gauges) before it dies, for mesh_counters()."""
+        """Before a sidecar dies: refresh its last reading, and carry its counters (not its
+        gauges) over to the Envoy that replaces it, for mesh_counters()."""
+        admin = self.proxies[proxy].admin
         with contextlib.suppress(PlatformError):
-            self.mesh_counters()  # refresh its last reading while it can still answer
-            status, body = self.proxies[proxy].admin.request(
+            self._read_counters(proxy, admin)
+            status, body = admin.request(
                 "GET", "/stats?usedonly&type=Counters&filter=" + urllib.parse.quote(STAT_PATTERN)
             )
-            if status == 200:
-                counters = {}
-                for line in body.splitlines():
-                    key, sep, value = line.rpartition(": ")
-                    if sep and value.strip().isdigit():
-                        counters[key] = int(value)
-                self._carried[proxy] = {
-                    key: self._last_counters.get(proxy, {}).get(key, value)
-                    for key, value in counters.items()
-                }
+            if status != 200:
+                return
+            carried = dict(self._carried.get(proxy, {}))
+            for line in body.splitlines():
+                key, sep, value = line.rpartition(": ")
+                if sep and value.strip().isdigit():
+                    carried[key] = carried.get(key, 0) + int(value)
+            self._carried[proxy] = carried
 
     def restart_process(self, instance: str, process: ProcessKind) -> int:
         """Start a killed app or sidecar again, same argv and config (a pod restart); returns
@@ -503,7 +506,8 @@ class LocalDeployment:
         pid = self.process_pid(instance, process)
         if process == "sidecar" and (instance, process) not in self.disrupted:
             with contextlib.suppress(PlatformError):
-                self.mesh_counters()  # its last reading stands in while it cannot answer
+                # Its last reading stands in for it while it cannot answer.
+                self._read_counters(instance, self.proxies[instance].admin)
         self.disrupted.add((instance, process))
         self.sandbox.signal(pid, "SIGSTOP")
         self._await_state(pid, lambda state: state in ("T", "t"), "stopped")

@@ -1,0 +1,325 @@
+"""Partitions: packet filters between instances, nftables inside the run's network namespace.
+
+Every instance owns an address there (``127.10.<service>.<n>``), and the mesh's traffic
+between instances carries those addresses on the wire: a caller's sidecar binds its instance
+IP as the source of its upstream connections, a callee's sidecar listens on its instance IP.
+A request frontend-0 → catalog-1 is thus ``127.10.1.1:<ephemeral> → 127.10.2.2:15006`` (and
+the replies the other way). An app and its own sidecar talk from ``127.0.0.1``, so a partition
+never cuts an instance off from itself.
+
+One table per run, created on first use; one base chain per fault::
+
+    table inet harness {
+        chain fault_frontend_cut_3f2a1c {
+            type filter hook input priority filter; policy accept;
+            ip saddr { 127.10.1.1 } ip daddr { 127.10.2.1 } counter drop comment "forward"
+            ip saddr { 127.10.2.1 } ip daddr { 127.10.1.1 } counter drop comment "reverse"
+        }
+    }
+
+``mode: reject`` writes ``… tcp flags & rst == 0 counter reject with tcp reset`` (callers see
+a refused connection at once, or a reset on a pooled one) and ``… meta l4proto udp counter
+reject`` (ICMP port unreachable); RSTs themselves pass, or the reverse rule would swallow the
+resets the forward rule sends (and turn the reject into a drop); other protocols pass.
+``direction: oneway`` keeps only the ``forward`` rules. TCP needs packets both ways, so a
+one-way cut still stops connections opened from either side; it differs for datagrams and in
+which side's packets vanish.
+
+Why the ``input`` hook: loopback packets traverse ``output`` and then ``input``. Dropped at
+``input`` they vanish the way a blackholed network loses them: the sender's kernel sent them and
+its TCP retransmits until the caller's connect timeout (Envoy: ``upstream_cx_connect_timeout``,
+response flag ``UF``). Dropped at ``output``, the sending socket gets ``EPERM`` instead, which no
+real network does. Connections that were open before a ``drop`` partition hang (their requests
+end in the caller's per-try or route timeout, flag ``UT``), as they would across a real cut.
+
+The counter of every rule is the fault's evidence; the revert deletes the chain (and the table
+once it is empty) and reads the ruleset back. In host mode there is no namespace of the run's
+own, so no partitions; a ``kind: toxic`` fault (toxiproxy) cuts an edge there instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from typing import TYPE_CHECKING, Any
+
+from harness.errors import FaultError, HarnessError
+from harness.journal import FaultEntry
+from harness.mesh.envoy import outbound_cluster_name
+from harness.observe.envoy_admin import EnvoyAdmin
+from harness.platforms.base import InstanceInfo
+from harness.platforms.local.sandbox import Isolation, Sandbox
+from harness.scenario.models import PartitionFault
+
+if TYPE_CHECKING:
+    from harness.platforms.local.platform import LocalDeployment
+
+TABLE_FAMILY = "inet"
+TABLE_NAME = "harness"
+TABLE = f"{TABLE_FAMILY} {TABLE_NAME}"
+NFT_TIMEOUT_S = 10.0
+# Caller-side Envoy counters that show what a cut does to the edge (from → to).
+CALLER_COUNTERS = (
+    "upstream_cx_connect_timeout",
+    "upstream_cx_connect_fail",
+    "upstream_rq_per_try_timeout",
+    "upstream_rq_timeout",
+)
+
+
+def find_nft() -> str:
+    """The ``nft`` binary (often in /usr/sbin, which a user's PATH may lack)."""
+    found = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
+    if found is None:
+        raise FaultError(
+            "partitions need nftables, and 'nft' is not installed: apt-get install nftables"
+        )
+    return found
+
+
+def chain_name(fault: str) -> str:
+    """An nft identifier unique to a fault name: ``fault_<letters>_<hash>``."""
+    readable = re.sub(r"[^A-Za-z0-9_]", "_", fault)[:40]
+    digest = hashlib.sha256(fault.encode()).hexdigest()[:6]
+    return f"fault_{readable}_{digest}"
+
+
+def _ips(instances: tuple[InstanceInfo, ...]) -> str:
+    return "{ " + ", ".join(sorted({inst.ip for inst in instances})) + " }"
+
+
+def _describe(instances: tuple[InstanceInfo, ...]) -> str:
+    return ", ".join(inst.name for inst in instances)
+
+
+class PartitionInjector:
+    """Cut ``sources`` off from ``destinations`` with one nft chain in the run's namespace."""
+
+    def __init__(
+        self,
+        fault: PartitionFault,
+        name: str,
+        sandbox: Sandbox,
+        nft: str,
+        sources: tuple[InstanceInfo, ...],
+        destinations: tuple[InstanceInfo, ...],
+        callers: dict[str, EnvoyAdmin] | None = None,
+    ) -> None:
+        self.fault = fault
+        self.sandbox = sandbox
+        self.nft = nft
+        self.sources = sources
+        self.destinations = destinations
+        self.chain = chain_name(name)
+        # Sidecars of the source instances, when ``from`` calls ``to``: their counters for the
+        # destination's cluster show the cut from the caller's side.
+        self.callers = callers or {}
+        self.caller_pattern = (
+            "^cluster\\."
+            + re.escape(outbound_cluster_name(destinations[0].service))
+            + "\\.("
+            + "|".join(CALLER_COUNTERS)
+            + ")$"
+        )
+        self.rules = self._rules()
+        self.record = FaultEntry(
+            name=name,
+            kind="partition",
+            phase=fault.phase,
+            targets=sorted({inst.name for inst in (*sources, *destinations)}),
+            detail={
+                "mode": fault.mode,
+                "direction": fault.direction,
+                "from": {inst.name: inst.ip for inst in sources},
+                "to": {inst.name: inst.ip for inst in destinations},
+                "table": TABLE,
+                "chain": self.chain,
+                "hook": "input",
+                "rules": list(self.rules),
+            },
+        )
+        self._baseline: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ nft
+
+    def _rules(self) -> list[str]:
+        pairs = [("forward", self.sources, self.destinations)]
+        if self.fault.direction == "both":
+            pairs.append(("reverse", self.destinations, self.sources))
+        rules = []
+        for label, src, dst in pairs:
+            match = f"ip saddr {_ips(src)} ip daddr {_ips(dst)}"
+            if self.fault.mode == "drop":
+                rules.append(f'{match} counter drop comment "{label}"')
+            else:
+                # A reset (or ICMP error) the kernel sends for the other direction's rule
+                # crosses the cut the other way: RSTs must pass, or "reject" becomes "drop".
+                rules.append(
+                    f'{match} tcp flags & rst == 0 counter reject with tcp reset comment "{label}"'
+                )
+                rules.append(f'{match} meta l4proto udp counter reject comment "{label}"')
+        return rules
+
+    def _nft(self, *args: str, script: str | None = None) -> tuple[int, str, str]:
+        argv = [self.nft, *args] if script is None else [self.nft, "-f", "-"]
+        try:
+            return self.sandbox.run(argv, timeout=NFT_TIMEOUT_S, input_text=script)
+        except HarnessError as exc:
+            raise FaultError(f"fault {self.record.name}: nft failed: {exc}") from exc
+
+    def _apply(self, script: str) -> None:
+        code, _, err = self._nft(script=script)
+        if code != 0:
+            raise FaultError(
+                f"fault {self.record.name}: nft refused the change (exit {code}): "
+                f"{err.strip()}\nscript:\n{script}"
+            )
+
+    def ruleset(self) -> list[dict[str, Any]]:
+        """The namespace's whole ruleset as nft's JSON objects (``nft -j list ruleset``)."""
+        code, out, err = self._nft("-j", "list", "ruleset")
+        if code != 0:
+            raise FaultError(f"fault {self.record.name}: nft list ruleset: {err.strip()}")
+        objects: list[dict[str, Any]] = json.loads(out).get("nftables", [])
+        return objects
+
+    def installed(self) -> list[tuple[str, int]]:
+        """The chain's rules as (comment, packets matched); empty when the chain is absent."""
+        rules = []
+        for item in self.ruleset():
+            rule = item.get("rule")
+            if not rule or rule.get("table") != TABLE_NAME or rule.get("chain") != self.chain:
+                continue
+            packets = sum(
+                int(expr["counter"]["packets"])
+                for expr in rule.get("expr", [])
+                if isinstance(expr, dict) and "counter" in expr
+            )
+            rules.append((str(rule.get("comment", "")), packets))
+        return rules
+
+    def _chain_present(self, ruleset: list[dict[str, Any]]) -> bool:
+        return any(
+            (item.get("chain") or {}).get("table") == TABLE_NAME
+            and item["chain"].get("name") == self.chain
+            for item in ruleset
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def inject(self) -> None:
+        self._baseline = self._caller_counters()
+        script = "\n".join(
+            [
+                f"add table {TABLE}",
+                f"add chain {TABLE} {self.chain} "
+                "{ type filter hook input priority filter; policy accept; }",
+                f"flush chain {TABLE} {self.chain}",  # idempotent: a second inject rewrites
+                *(f"add rule {TABLE} {self.chain} {rule}" for rule in self.rules),
+                "",
+            ]
+        )
+        self._apply(script)
+        found = [comment for comment, _ in self.installed()]
+        expected = [rule.rsplit('comment "', 1)[1].rstrip('"') for rule in self.rules]
+        if found != expected:
+            raise FaultError(
+                f"fault {self.record.name}: read back {len(found)} rule(s) {found} in chain "
+                f"{self.chain}, expected {expected}"
+            )
+
+    def revert(self) -> bool:
+        try:
+            ruleset = self.ruleset()
+            if self._chain_present(ruleset):
+                self._apply(
+                    f"flush chain {TABLE} {self.chain}\ndelete chain {TABLE} {self.chain}\n"
+                )
+                ruleset = self.ruleset()
+            chains_left = [
+                item for item in ruleset if (item.get("chain") or {}).get("table") == TABLE_NAME
+            ]
+            table_left = any(
+                (item.get("table") or {}).get("name") == TABLE_NAME for item in ruleset
+            )
+            if table_left and not chains_left:
+                self._apply(f"delete table {TABLE}\n")
+                ruleset = self.ruleset()
+        except HarnessError:
+            return False  # the sandbox is gone (its rules with it), but nothing can prove it
+        return not self._chain_present(ruleset)
+
+    # ------------------------------------------------------------------ effect
+
+    def _caller_counters(self) -> dict[str, int]:
+        totals = dict.fromkeys(CALLER_COUNTERS, 0)
+        for admin in self.callers.values():
+            try:
+                counters = admin.counters(self.caller_pattern)
+            except HarnessError:
+                continue
+            for key, value in counters.items():
+                stat = key.rsplit(".", 1)[-1]
+                if stat in totals:
+                    totals[stat] += value
+        return totals
+
+    def evidence(self) -> dict[str, int]:
+        try:
+            rules = self.installed()
+        except HarnessError:
+            return {}
+        evidence = {"packets_forward": sum(p for c, p in rules if c == "forward")}
+        if self.fault.direction == "both":
+            evidence["packets_reverse"] = sum(p for c, p in rules if c == "reverse")
+        if self.callers:
+            now = self._caller_counters()
+            for stat, value in now.items():
+                evidence[f"callers_{stat}"] = value - self._baseline.get(stat, 0)
+        return evidence
+
+    def judge_effect(self, evidence: dict[str, int]) -> tuple[bool, str]:
+        packets = evidence.get("packets_forward", 0) + evidence.get("packets_reverse", 0)
+        edge = f"{_describe(self.sources)} → {_describe(self.destinations)}"
+        verb = "dropped" if self.fault.mode == "drop" else "rejected"
+        if packets <= 0:
+            return (
+                False,
+                f"fault {self.record.name} showed no effect: no packet crossed the cut {edge} "
+                f"({self.fault.direction}); is there traffic between them?",
+            )
+        shown = ", ".join(f"{k}={v}" for k, v in evidence.items() if v)
+        return (
+            True,
+            f"fault {self.record.name} took effect: {packets} packets {verb} {edge} ({shown})",
+        )
+
+
+def from_scenario(
+    fault: PartitionFault, name: str, deployment: LocalDeployment
+) -> PartitionInjector:
+    from harness.faults.base import select_instances
+
+    if deployment.sandbox.mode is Isolation.HOST:
+        raise FaultError(
+            f"fault {name}: a partition needs the run's private network namespace, and this run "
+            f"is on the host's loopback ({deployment.sandbox.note}). Allow user namespaces "
+            "(--isolation namespace), or cut the edge with toxiproxy instead: a 'kind: toxic' "
+            "fault with 'toxic: timeout' (a blackhole) or 'toxic: reset_peer'."
+        )
+    sources = select_instances(deployment, fault.from_, name)
+    destinations = select_instances(deployment, fault.to, name)
+    both = sorted({i.name for i in sources} & {i.name for i in destinations})
+    if both:
+        raise FaultError(
+            f"fault {name}: 'from' and 'to' both select {', '.join(both)}; an instance cannot "
+            "be partitioned from itself"
+        )
+    topology = deployment.scenario.app.topology
+    calls = fault.to.service in topology.service(fault.from_.service).calls
+    callers = {inst.name: deployment.admin(inst.name) for inst in sources} if calls else {}
+    return PartitionInjector(
+        fault, name, deployment.sandbox, find_nft(), sources, destinations, callers
+    )
