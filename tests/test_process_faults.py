@@ -58,7 +58,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDeploy
         yield deployed
     assert run_processes(run_dir.name) == []
     for namespace in deployed.sandbox.namespaces.values():
-        assert namespace_members(namespace) == []
+        assert namespace_members(namespace, run_dir.name) == []
 
 
 @pytest.fixture(autouse=True)

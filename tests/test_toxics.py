@@ -101,7 +101,7 @@ def deployment(
         yield deployed
     assert run_processes(run_dir.name) == []
     for namespace in deployed.sandbox.namespaces.values():
-        assert namespace_members(namespace) == []
+        assert namespace_members(namespace, run_dir.name) == []
 
 
 def injector(deployment: LocalDeployment, **spec: object) -> ToxicInjector:
