@@ -428,8 +428,8 @@ class Run:
                 return
             stack = contextlib.ExitStack()
             applied_now[event.fault] = stack
+            self.journal.faults.append(event.injector.record)  # a failed inject shows too
             stack.enter_context(applied(event.injector, self.undo))
-            self.journal.faults.append(event.injector.record)
             self.journal.write(self.run_dir / "journal.json")
         elif event.action == "adjust" and event.fault in applied_now:
             adjust = getattr(event.injector, "adjust", None)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from mesh_logs import access_entries
 
 from harness.faults.http import HttpFaultInjector
 from harness.platforms.local import LocalDeployment, LocalPlatform
@@ -68,16 +68,7 @@ def counter(deployment: LocalDeployment, proxy: str, name: str) -> int:
 def access_log(
     deployment: LocalDeployment, proxy: str, match: Callable[[dict[str, str]], bool]
 ) -> list[dict[str, str]]:
-    """Entries of ``proxy``'s access log that ``match`` (waits: Envoy flushes asynchronously)."""
-    path = Path(deployment.run_dir) / "access" / f"{proxy}.jsonl"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        found = [entry for entry in lines if match(entry)]
-        if found:
-            return found
-        time.sleep(0.1)
-    return []
+    return access_entries(deployment.run_dir, proxy, match)
 
 
 def test_request_crosses_every_sidecar(deployment: LocalDeployment) -> None:

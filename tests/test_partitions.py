@@ -6,13 +6,13 @@ is balanced round robin, so each request shows what a cut does to a connection a
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from mesh_logs import access_entries
 
 from harness.errors import FaultError
 from harness.faults import build_injector
@@ -102,18 +102,7 @@ def access_log(
     match: Callable[[dict[str, str]], bool],
     expected: int = 1,
 ) -> list[dict[str, str]]:
-    """``proxy``'s access-log entries that ``match``, once ``expected`` of them are there
-    (Envoy flushes access logs every 250 ms) or after 5 s."""
-    path = Path(deployment.run_dir) / "access" / f"{proxy}.jsonl"
-    found: list[dict[str, str]] = []
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        found = [entry for entry in entries if match(entry)]
-        if len(found) >= expected:
-            break
-        time.sleep(0.1)
-    return found
+    return access_entries(deployment.run_dir, proxy, match, expected=expected, within=5)
 
 
 def to_catalog(

@@ -137,7 +137,10 @@ def edge_log(
         for caller in callers:
             path = Path(deployment.run_dir) / "access" / f"{caller}.jsonl"
             for line in path.read_text().splitlines():
-                entry = json.loads(line)
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # Envoy is still writing the last line
                 if entry["dir"] == "outbound" and entry["path"] in paths:
                     found.append(entry)
         if len(found) >= len(paths):
