@@ -298,12 +298,30 @@ def test_an_instance_cannot_be_cut_from_itself(deployment: LocalDeployment) -> N
         partition(deployment, **{"from": {"service": "catalog"}})
 
 
-def test_host_mode_has_no_partitions(tmp_path: Path) -> None:
+def test_host_mode_emulates_a_partition_with_toxiproxy_and_says_so(tmp_path: Path) -> None:
+    cut = {
+        "kind": "partition",
+        "name": "cut",
+        "phase": "only",
+        "from": {"service": "frontend"},
+        "to": {"service": "catalog", "instances": 1},
+        "mode": "reject",
+    }
     scenario = Scenario.model_validate(
-        {**SCENARIO, "app": {"replicas": {"catalog": 1, "inventory": 1}}}
+        {**SCENARIO, "app": {"replicas": {"catalog": 2, "inventory": 1}}, "faults": [cut]}
     )
-    with (
-        LocalPlatform(Isolation.HOST).deploy(scenario, tmp_path / "host-run") as deployed,
-        pytest.raises(FaultError, match=r"private network namespace.*kind: toxic"),
-    ):
-        partition(deployed)
+    with LocalPlatform(Isolation.HOST).deploy(scenario, tmp_path / "host-run") as deployed:
+        injector = build_injector(scenario.faults[0], "cut", deployed)
+        assert injector.record.kind == "partition"
+        assert "toxiproxy" in injector.record.detail["emulation"]
+        injector.inject()
+        try:
+            statuses = [get(deployed, i) for i in range(8)]
+            evidence = injector.evidence()
+        finally:
+            assert injector.revert()
+        # Round robin over two catalog instances: the calls to catalog-0 are reset.
+        assert 502 in statuses and 200 in statuses, statuses
+        took_effect, message = injector.judge_effect(evidence)
+        assert took_effect, message
+        assert [get(deployed, i) for i in range(4)] == [200] * 4

@@ -34,7 +34,7 @@ end in the caller's per-try or route timeout, flag ``UT``), as they would across
 
 The counter of every rule is the fault's evidence; the revert deletes the chain (and the table
 once it is empty) and reads the ruleset back. In host mode there is no namespace of the run's
-own, so no partitions; a ``kind: toxic`` fault (toxiproxy) cuts an edge there instead.
+own: the partition is then emulated with toxiproxy on the edge, and the journal says so.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ import shutil
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import FaultError, HarnessError
+from harness.faults.base import Injector
 from harness.journal import FaultEntry
 from harness.mesh.envoy import outbound_cluster_name
 from harness.observe.envoy_admin import EnvoyAdmin
@@ -297,18 +298,11 @@ class PartitionInjector:
         )
 
 
-def from_scenario(
-    fault: PartitionFault, name: str, deployment: LocalDeployment
-) -> PartitionInjector:
+def from_scenario(fault: PartitionFault, name: str, deployment: LocalDeployment) -> Injector:
     from harness.faults.base import select_instances
 
     if deployment.sandbox.mode is Isolation.HOST:
-        raise FaultError(
-            f"fault {name}: a partition needs the run's private network namespace, and this run "
-            f"is on the host's loopback ({deployment.sandbox.note}). Allow user namespaces "
-            "(--isolation namespace), or cut the edge with toxiproxy instead: a 'kind: toxic' "
-            "fault with 'toxic: timeout' (a blackhole) or 'toxic: reset_peer'."
-        )
+        return _toxiproxy_fallback(fault, name, deployment)
     sources = select_instances(deployment, fault.from_, name)
     destinations = select_instances(deployment, fault.to, name)
     both = sorted({i.name for i in sources} & {i.name for i in destinations})
@@ -323,3 +317,50 @@ def from_scenario(
     return PartitionInjector(
         fault, name, deployment.sandbox, find_nft(), sources, destinations, callers
     )
+
+
+def _toxiproxy_fallback(fault: PartitionFault, name: str, deployment: LocalDeployment) -> Injector:
+    """Without a network namespace, cut the edge with toxiproxy, and say so.
+
+    ``drop`` becomes a ``timeout`` toxic with no timeout (data vanishes, the connection stays
+    open: callers see request timeouts rather than connect timeouts); ``reject`` becomes
+    ``reset_peer`` (callers see resets). The cut is per service edge: toxiproxy sits between
+    the calling service's sidecars and the callee's instances.
+    """
+    from harness.faults import toxic
+    from harness.scenario.models import ToxicFault, ToxicKind
+
+    note = (
+        f"fault {name}: no network namespace on this run ({deployment.sandbox.note}); the "
+        "partition is emulated with toxiproxy"
+    )
+    topology = deployment.scenario.app.topology
+    caller, callee = fault.from_.service, fault.to.service
+    if callee not in topology.service(caller).calls:
+        raise FaultError(
+            f"{note}, which can only cut an edge the app uses, and {caller!r} does not call "
+            f"{callee!r}. Use --isolation namespace for packet-level partitions."
+        )
+    if fault.from_.instances is not None:
+        raise FaultError(
+            f"{note}, which cuts whole services' edges: omit from.instances (all of {caller!r})"
+        )
+    stand_in = ToxicFault.model_validate(
+        {
+            "kind": "toxic",
+            "name": fault.name,
+            "phase": fault.phase,
+            "toxic": (ToxicKind.TIMEOUT if fault.mode == "drop" else ToxicKind.RESET_PEER).value,
+            "source": caller,
+            "target": fault.to.model_dump(by_alias=True, exclude_none=True),
+            "stream": "upstream",
+            "timeout": "0s",  # timeout: hold the data forever; reset_peer: reset at once
+        }
+    )
+    injector = toxic.from_scenario(stand_in, name, deployment)
+    injector.record.kind = "partition"
+    injector.record.detail["emulation"] = (
+        f"toxiproxy {stand_in.toxic.value} toxic on {caller} → {callee} (host mode: no network "
+        "namespace, so no packet-level partition)"
+    )
+    return injector

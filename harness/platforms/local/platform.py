@@ -36,7 +36,7 @@ from harness.mesh.envoy import (
 from harness.observe.envoy_admin import EnvoyAdmin
 from harness.platforms.base import InstanceInfo
 from harness.platforms.local.sandbox import Isolation, Sandbox
-from harness.scenario.models import Scenario, ToxicFault
+from harness.scenario.models import PartitionFault, Scenario, ToxicFault
 from harness.scenario.units import format_duration
 
 APP_PORT = 8080
@@ -148,19 +148,24 @@ class LocalDeployment:
     def _plan_toxic_proxies(self) -> dict[tuple[str, str], EdgeProxy]:
         planned: dict[tuple[str, str], EdgeProxy] = {}
         for fault in self.scenario.faults:
-            if not isinstance(fault, ToxicFault):
+            if isinstance(fault, ToxicFault):
+                source, target = fault.source, fault.target
+            elif isinstance(fault, PartitionFault) and not self._namespaced:
+                # No network namespace: partitions are emulated with toxiproxy on the edge.
+                source, target = fault.from_.service, fault.to
+            else:
                 continue
-            instances = self.instances_of(fault.target.service)
-            for inst in instances[: fault.target.count(len(instances))]:
-                if (fault.source, inst.name) in planned:
+            instances = self.instances_of(target.service)
+            for inst in instances[: target.count(len(instances))]:
+                if (source, inst.name) in planned:
                     continue
                 if self._namespaced:
                     listen = Addr(TOXIPROXY_IP, TOXIC_PROXY_FIRST_PORT + len(planned))
                 else:
                     listen = Addr("127.0.0.1", _free_port())
-                planned[(fault.source, inst.name)] = EdgeProxy(
-                    name=f"{fault.source}->{inst.name}",
-                    source=fault.source,
+                planned[(source, inst.name)] = EdgeProxy(
+                    name=f"{source}->{inst.name}",
+                    source=source,
                     instance=inst.name,
                     listen=listen,
                     upstream=Addr(inst.ip, inst.inbound_port),
