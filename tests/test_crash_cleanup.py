@@ -1,6 +1,8 @@
 """``kill -9`` of the runner mid-fault, then ``harness cleanup``: nothing is left.
 
-The runner is killed at three different moments of a fault's life; each time the test reads
+Three faults are active at once — an HTTP abort ramp (Envoy runtime overrides), a latency
+toxic (toxiproxy) and a reject partition (nftables). The runner is killed at three different
+moments of their life; each time the test reads
 ``/proc`` back (processes carrying the run id, members of the run's namespaces — the nft
 tables, Envoy runtime overrides and toxics of a run live only there) before and after
 ``harness cleanup``, and checks that cleanup closes the journal and the undo journal.
@@ -36,6 +38,10 @@ faults:
     target: {service: catalog, instances: 1}
     abort: {httpStatus: 503}
     steps: [{at: 0s, percentage: 10}, {at: 2s, percentage: 30}, {at: 4s, percentage: 60}]
+  - {name: pricing-latency, kind: toxic, toxic: latency, latency: 50ms, phase: fault,
+     source: frontend, target: {service: pricing}}
+  - {name: inventory-cut, kind: partition, mode: reject, phase: fault,
+     from: {service: catalog, instances: 1}, to: {service: inventory, instances: 1}}
 slos:
   - {name: errors, kind: errorRate, max: 1%}
 """
@@ -80,6 +86,11 @@ def fault_state(reports: Path) -> str:
     return "injected" if faults[0].get("injected_at") else "intent"
 
 
+def all_injected(reports: Path) -> bool:
+    faults = Journal.read(journal_of(reports)).faults
+    return len(faults) == 3 and all(f.injected_at for f in faults)
+
+
 @pytest.mark.parametrize(
     "moment", ["as-the-intent-is-written", "one-second-into-the-fault", "after-a-ramp-step"]
 )
@@ -101,6 +112,8 @@ def test_kill_9_mid_fault_then_cleanup(tmp_path: Path, moment: str) -> None:
             time.sleep(1.0 if moment == "one-second-into-the-fault" else 3.0)
         run_id = journal_of(reports).parent.name
         assert run_processes(run_id), "the run must be alive when it is killed"
+        if moment != "as-the-intent-is-written":
+            wait_for(lambda: all_injected(reports), "all three faults")
         runner.kill()  # SIGKILL: no handler, no finally, no revert by the runner
         runner.wait(timeout=10)
     finally:
