@@ -8,11 +8,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from mesh_logs import access_entries
+from meshkit import access_entries, deployed
 
 from harness.faults.http import HttpFaultInjector
 from harness.platforms.local import LocalDeployment, LocalPlatform
-from harness.platforms.local.processes import namespace_members, run_processes
+from harness.platforms.local.processes import run_processes
 from harness.scenario.models import HttpFault, Scenario
 
 pytestmark = pytest.mark.integration
@@ -35,14 +35,10 @@ SCENARIO = {
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDeployment]:
-    scenario = Scenario.model_validate(SCENARIO)
-    run_dir = tmp_path_factory.mktemp("platform") / "platform-test-run"
-    with LocalPlatform().deploy(scenario, run_dir) as deployed:
-        yield deployed
-    # Teardown proof: nothing of the run survives the block.
-    assert run_processes(run_dir.name) == []
-    for namespace in deployed.sandbox.namespaces.values():
-        assert namespace_members(namespace, run_dir.name) == []
+    with deployed(
+        SCENARIO, tmp_path_factory.mktemp("platform") / "platform-test-run"
+    ) as deployment:
+        yield deployment
 
 
 def fault(**spec: object) -> HttpFault:

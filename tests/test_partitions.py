@@ -12,13 +12,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from mesh_logs import access_entries
+from meshkit import access_entries, deployed
 
 from harness.errors import FaultError
 from harness.faults import build_injector
 from harness.faults.partition import PartitionInjector
 from harness.platforms.local import LocalDeployment, LocalPlatform
-from harness.platforms.local.processes import namespace_members, run_processes
 from harness.platforms.local.sandbox import Isolation
 from harness.scenario.models import PartitionFault, Scenario
 
@@ -50,13 +49,10 @@ CATALOG = "cluster.outbound|8080||catalog."
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDeployment]:
-    scenario = Scenario.model_validate(SCENARIO)
-    run_dir = tmp_path_factory.mktemp("partitions") / "partition-test-run"
-    with LocalPlatform().deploy(scenario, run_dir) as deployed:
-        yield deployed
-    assert run_processes(run_dir.name) == []
-    for namespace in deployed.sandbox.namespaces.values():
-        assert namespace_members(namespace, run_dir.name) == []
+    with deployed(
+        SCENARIO, tmp_path_factory.mktemp("partitions") / "partition-test-run"
+    ) as deployment:
+        yield deployment
 
 
 @pytest.fixture(autouse=True)

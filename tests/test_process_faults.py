@@ -6,14 +6,13 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from mesh_logs import access_entries
+from meshkit import access_entries, deployed
 
 from harness.faults import build_injector
 from harness.faults.process import ProcessFaultInjector
-from harness.platforms.local import LocalDeployment, LocalPlatform
+from harness.platforms.local import LocalDeployment
 from harness.platforms.local.platform import ProcessKind
-from harness.platforms.local.processes import namespace_members, run_processes
-from harness.scenario.models import KillFault, PauseFault, Scenario
+from harness.scenario.models import KillFault, PauseFault
 
 pytestmark = pytest.mark.integration
 
@@ -51,13 +50,10 @@ RETRIES = "cluster.outbound|8080||catalog.upstream_rq_retry"
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDeployment]:
-    scenario = Scenario.model_validate(SCENARIO)
-    run_dir = tmp_path_factory.mktemp("processes") / "process-test-run"
-    with LocalPlatform().deploy(scenario, run_dir) as deployed:
-        yield deployed
-    assert run_processes(run_dir.name) == []
-    for namespace in deployed.sandbox.namespaces.values():
-        assert namespace_members(namespace, run_dir.name) == []
+    with deployed(
+        SCENARIO, tmp_path_factory.mktemp("processes") / "process-test-run"
+    ) as deployment:
+        yield deployment
 
 
 @pytest.fixture(autouse=True)

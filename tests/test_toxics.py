@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from meshkit import deployed
 
 from harness.errors import ExitCode, FaultError, ToolMissingError
 from harness.faults.toxic import ToxicInjector, from_scenario, toxic_attributes
@@ -29,7 +30,7 @@ from harness.faults.toxiproxy import (
     find_toxiproxy,
 )
 from harness.platforms.local import LocalDeployment, LocalPlatform
-from harness.platforms.local.processes import namespace_members, run_processes
+from harness.platforms.local.processes import run_processes
 from harness.platforms.local.sandbox import Isolation
 from harness.pytest_plugin import ScenarioOutcome
 from harness.scenario.models import Scenario, ToxicFault
@@ -95,13 +96,8 @@ def toxiproxy_server() -> str:
 def deployment(
     toxiproxy_server: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalDeployment]:
-    scenario = Scenario.model_validate(SCENARIO)
-    run_dir = tmp_path_factory.mktemp("toxics") / "toxics-test-run"
-    with LocalPlatform().deploy(scenario, run_dir) as deployed:
-        yield deployed
-    assert run_processes(run_dir.name) == []
-    for namespace in deployed.sandbox.namespaces.values():
-        assert namespace_members(namespace, run_dir.name) == []
+    with deployed(SCENARIO, tmp_path_factory.mktemp("toxics") / "toxics-test-run") as deployment:
+        yield deployment
 
 
 def injector(deployment: LocalDeployment, **spec: object) -> ToxicInjector:

@@ -1,13 +1,18 @@
-"""Test helper: read a proxy's JSON access log while Envoy is still writing it."""
+"""Test helpers shared by the integration tests: a deployment that must leave nothing
+behind, and reading a proxy's JSON access log while Envoy is still writing it."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from harness.platforms.local import LocalDeployment, LocalPlatform
+from harness.platforms.local.processes import namespace_members, run_processes
+from harness.scenario.models import Scenario
 
 Entry = dict[str, Any]
 
@@ -35,3 +40,13 @@ def access_entries(
         if len(found) >= expected or time.monotonic() >= deadline:
             return found
         time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def deployed(spec: dict[str, Any], run_dir: Path) -> Iterator[LocalDeployment]:
+    """Deploy ``spec`` (a scenario as a dict); afterwards prove nothing of the run survives."""
+    with LocalPlatform().deploy(Scenario.model_validate(spec), run_dir) as deployment:
+        yield deployment
+    assert run_processes(run_dir.name) == []
+    for namespace in deployment.sandbox.namespaces.values():
+        assert namespace_members(namespace, run_dir.name) == []
