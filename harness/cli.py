@@ -21,6 +21,7 @@ from harness.journal import Journal
 from harness.platforms.local.sandbox import Isolation
 from harness.runner import RunOptions, run_scenario
 from harness.scenario import load_scenario, scenario_json_schema
+from harness.scenario.models import Scenario
 
 app = typer.Typer(
     name="harness",
@@ -136,7 +137,9 @@ def print_summary(journal: Journal, journal_path: Path) -> None:
 
 @app.command()
 def run(
-    scenario: Annotated[Path, typer.Argument(help="Scenario file (YAML).")],
+    scenarios: Annotated[
+        list[Path], typer.Argument(help="Scenario files (YAML); several make a suite.")
+    ],
     reports: Annotated[Path, typer.Option(help="Directory for run records.")] = Path("reports"),
     isolation: Annotated[
         Isolation,
@@ -147,38 +150,79 @@ def run(
     ] = Isolation.AUTO,
     seed: Annotated[int | None, typer.Option(help="Seed for the load generator.")] = None,
     report: Annotated[
-        bool, typer.Option(help="Write report.html beside the journal after the run.")
+        bool, typer.Option(help="Write report.html beside each journal after its run.")
     ] = True,
 ) -> None:
-    """Run a scenario on the local platform and print its verdict."""
-    try:
-        loaded = load_scenario(scenario)
-    except HarnessError as exc:
-        raise _fail_input(exc) from None
-    console.print(f"scenario {loaded.metadata.name}: {loaded.metadata.description}", markup=False)
+    """Run scenarios on the local platform and print their verdicts.
+
+    Every file is checked before the first run starts. With several scenarios the suite's
+    exit code is the worst of theirs (error, then fail, then inconclusive), and
+    ``<reports>/index.html`` links every report of the suite.
+    """
+    loaded = []
+    for path in scenarios:
+        try:
+            loaded.append(load_scenario(path))
+        except HarnessError as exc:
+            raise _fail_input(exc) from None
+    codes: list[ExitCode] = []
+    written: list[Path] = []
+    for path, scenario in zip(scenarios, loaded, strict=True):
+        code, report_path = _run_one(path, scenario, reports, isolation, seed, report)
+        codes.append(code)
+        if report_path is not None:
+            written.append(report_path)
+        if code == ExitCode.INTERRUPTED:
+            break
+    if report and len(scenarios) > 1 and written:
+        from harness.report import write_index
+
+        index = write_index(written, reports / "index.html")
+        console.print(f"suite index: {index}", markup=False, soft_wrap=True)
+    raise typer.Exit(_worst(codes))
+
+
+def _worst(codes: list[ExitCode]) -> ExitCode:
+    for code in (ExitCode.INTERRUPTED, ExitCode.ERROR, ExitCode.FAILED, ExitCode.INCONCLUSIVE):
+        if code in codes:
+            return code
+    return ExitCode.PASSED
+
+
+def _run_one(
+    path: Path,
+    scenario: Scenario,
+    reports: Path,
+    isolation: Isolation,
+    seed: int | None,
+    report: bool,
+) -> tuple[ExitCode, Path | None]:
+    console.print(
+        f"scenario {scenario.metadata.name}: {scenario.metadata.description}", markup=False
+    )
     result = run_scenario(
-        loaded,
-        source=str(scenario),
+        scenario,
+        source=str(path),
         options=RunOptions(reports_dir=reports, isolation=isolation, seed=seed),
         log=lambda message: console.print(message, markup=False),
     )
     print_summary(result.journal, result.journal_path)
-    if report:
-        from harness.report import write_report
+    if not report:
+        return result.exit_code, None
+    from harness.report import write_report
 
-        try:
-            console.print(
-                f"report: {write_report(result.journal_path)}", markup=False, soft_wrap=True
-            )
-        except Exception as exc:
-            # The verdict stands and the journal is safe; a report that failed is a harness
-            # error, so a run that passed must not exit 0 (re-render: harness report JOURNAL).
-            errors.print(
-                f"error: the report could not be written: {exc!r}", markup=False, soft_wrap=True
-            )
-            if result.exit_code == ExitCode.PASSED:
-                raise typer.Exit(ExitCode.ERROR) from None
-    raise typer.Exit(result.exit_code)
+    try:
+        written = write_report(result.journal_path)
+    except Exception as exc:
+        # The verdict stands and the journal is safe; a report that failed is a harness
+        # error, so a run that passed must not exit 0 (re-render: harness report JOURNAL).
+        errors.print(
+            f"error: the report could not be written: {exc!r}", markup=False, soft_wrap=True
+        )
+        code = ExitCode.ERROR if result.exit_code == ExitCode.PASSED else result.exit_code
+        return code, None
+    console.print(f"report: {written}", markup=False, soft_wrap=True)
+    return result.exit_code, written
 
 
 @app.command()

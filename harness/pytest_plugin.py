@@ -7,8 +7,9 @@
         assert result.exit_code == 0, result.summary
 
 The library does the work; this file only adds fixtures and an option:
-``--harness-reports DIR`` (or ``HARNESS_REPORTS``) keeps the run records; by default they go
-to pytest's temporary directory.
+``--harness-reports DIR`` (or ``HARNESS_REPORTS``) keeps the run records, with each run's
+``report.html`` and, at the end of the session, an ``index.html`` linking them all; by
+default they go to pytest's temporary directory.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from harness.errors import ExitCode
-from harness.journal import Journal
-from harness.runner import RunOptions, RunResult, run_scenario
-from harness.scenario import load_scenario
+if TYPE_CHECKING:  # the heavy parts load only when a test runs a scenario
+    from harness.errors import ExitCode
+    from harness.journal import Journal
+    from harness.runner import RunResult
 
 
 @dataclass(frozen=True)
@@ -67,15 +69,38 @@ def harness_reports(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     return Path(option) if option else tmp_path / "reports"
 
 
+_WRITTEN = pytest.StashKey[list[Path]]()
+
+
 @pytest.fixture
-def harness_run(harness_reports: Path) -> Callable[..., ScenarioOutcome]:
-    """Run a scenario file on the local platform and return its outcome."""
+def harness_run(
+    harness_reports: Path, request: pytest.FixtureRequest
+) -> Callable[..., ScenarioOutcome]:
+    """Run a scenario file on the local platform, write its report, return its outcome."""
 
     def run(path: str | os.PathLike[str], **options: object) -> ScenarioOutcome:
+        from harness.report import write_report
+        from harness.runner import RunOptions, run_scenario
+        from harness.scenario import load_scenario
+
         scenario = load_scenario(Path(path))
         run_options = RunOptions(reports_dir=harness_reports, handle_signals=False)
         for key, value in options.items():
             setattr(run_options, key, value)
-        return ScenarioOutcome(run_scenario(scenario, source=str(path), options=run_options))
+        outcome = ScenarioOutcome(run_scenario(scenario, source=str(path), options=run_options))
+        request.config.stash.setdefault(_WRITTEN, []).append(
+            write_report(outcome.result.journal_path)
+        )
+        return outcome
 
     return run
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """With --harness-reports, link every report of the session from one index page."""
+    option = session.config.getoption("--harness-reports")
+    written = session.config.stash.get(_WRITTEN, [])
+    if option and written:
+        from harness.report import write_index
+
+        write_index(written, Path(option) / "index.html")

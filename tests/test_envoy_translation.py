@@ -553,17 +553,22 @@ def test_fault_filters_have_unique_names_and_runtime_keys(sources: tuple[str, ..
 def test_fault_filters_are_off_until_runtime_keys_are_set() -> None:
     for config in inbound_faults(sidecar(fault_sources=("ingress",))):
         for kind in ("abort", "delay"):
-            assert config[kind]["percentage"] == {"numerator": 0, "denominator": "MILLION"}
+            assert config[kind]["percentage"] == {"numerator": 0, "denominator": "HUNDRED"}
         assert config["abort"]["http_status"] == 503
-    assert FAULT_DENOMINATOR == "MILLION"
+    # Envoy reads an integer runtime override as a whole percentage (and > 100 as always),
+    # whatever the denominator configured in the filter.
+    assert FAULT_DENOMINATOR == "HUNDRED"
 
 
-@pytest.mark.parametrize(
-    ("percent", "expected"),
-    [(50, 500_000), (100, 1_000_000), (0, 0), (0.1, 1_000), (1, 10_000), (33.3333, 333_333)],
-)
-def test_percent_to_runtime_counts_out_of_a_million(percent: float, expected: int) -> None:
+@pytest.mark.parametrize(("percent", "expected"), [(50, 50), (100, 100), (0, 0), (1, 1), (7.0, 7)])
+def test_percent_to_runtime_is_a_whole_percentage(percent: float, expected: int) -> None:
     assert percent_to_runtime(percent) == expected
+
+
+@pytest.mark.parametrize("percent", [0.5, 33.3333, -1, 101])
+def test_percent_to_runtime_refuses_what_envoy_would_misread(percent: float) -> None:
+    with pytest.raises(ValueError, match="whole percentages"):
+        percent_to_runtime(percent)
 
 
 def test_default_retry_on_constant_matches_istio() -> None:

@@ -100,7 +100,7 @@ def test_abort_takes_effect_on_next_request_and_reverts(deployment: LocalDeploym
     injector.inject()
     try:
         runtime = deployment.admin("inventory-0").runtime()
-        assert runtime["harness.fault.any.abort_percent"] == "1000000"
+        assert runtime["harness.fault.any.abort_percent"] == "100"
         status, body = get(deployment)
         # inventory aborts → catalog (no retries to inventory) answers 502 → frontend 502.
         assert status == 502, body

@@ -123,7 +123,7 @@ def synthetic_journal(
             kind="http",
             phase="fault",
             targets=["catalog-0"],
-            detail={"runtime": {"harness.fault.any.abort_percent": "500000"}, "source": "any"},
+            detail={"runtime": {"harness.fault.any.abort_percent": "50"}, "source": "any"},
             injected_at=fault_window.start + 0.002,
             reverted_at=fault_window.end + 0.008,
             revert_verified=True,

@@ -267,7 +267,8 @@ durations = st.one_of(
     st.integers(1, 60).map(lambda n: f"{n}m"),
 )
 fractions = st.floats(0, 1)
-percentages = st.builds(lambda value: {"value": value}, st.floats(0, 100))
+# HTTP faults are switched through Envoy's runtime, which takes whole percentages.
+percentages = st.builds(lambda value: {"value": value}, st.integers(0, 100))
 
 
 def optional(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:

@@ -112,3 +112,25 @@ def test_negative_control_without_retries_fails(harness_run: Run) -> None:
     assert "e2e-error-rate" in message and "exceeds the objective 1.00%" in message
     assert f"{failed[0].measured:.1%}".rstrip("%") in message
     assert_nothing_left(outcome)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "expected"),
+    [
+        ("partition-outlier-ejection.yaml", ExitCode.PASSED),
+        ("partition-outlier-ejection-negative.yaml", ExitCode.FAILED),
+        ("kill-instance-restart.yaml", ExitCode.PASSED),
+        ("pause-instance-timeouts.yaml", ExitCode.PASSED),
+    ],
+)
+def test_shipped_fault_scenarios(harness_run: Run, scenario: str, expected: ExitCode) -> None:
+    """Every shipped scenario gives its verdict, and its faults took effect and were undone.
+    (The toxic scenarios run in tests/test_toxics.py.)"""
+    outcome = harness_run(SCENARIOS / scenario)
+    assert outcome.exit_code == expected, outcome.summary
+    journal = outcome.journal
+    assert journal.faults and all(f.took_effect and f.revert_verified for f in journal.faults)
+    if expected == ExitCode.FAILED:
+        assert not journal.problems, "a negative control fails on its SLOs, not on its faults"
+        assert any(entry.verdict == "FAIL" for entry in journal.slos)
+    assert_nothing_left(outcome)

@@ -32,7 +32,10 @@ ISTIO_DEFAULT_RETRY_ON = (
 ISTIO_DEFAULT_RETRIES = 2
 ISTIO_DEFAULT_CONNECT_TIMEOUT_S = 10.0
 UNLIMITED = 4294967295  # Istio programs circuit-breaker thresholds to "unlimited" by default.
-FAULT_DENOMINATOR = "MILLION"  # runtime percentages are integers out of a million
+# Envoy reads an integer runtime override of a fractional percent as a whole percentage
+# (denominator HUNDRED, and anything above 100 as "always"), whatever the filter's own
+# denominator: runtime-switched faults therefore work in whole percents.
+FAULT_DENOMINATOR = "HUNDRED"
 ACCESS_LOG_FORMAT: dict[str, str] = {
     "start": "%START_TIME(%s.%3f)%",
     "dir": "%DYNAMIC_METADATA(harness:dir)%",
@@ -126,8 +129,10 @@ def fault_keys(source: str | None) -> FaultKeys:
 
 
 def percent_to_runtime(percent: float) -> int:
-    """50.0 (%) → 500000: fault filter runtime values count out of a million."""
-    return round(percent * 10_000)
+    """50.0 (%) → 50: the runtime value Envoy reads as a whole percentage."""
+    if not 0 <= percent <= 100 or percent != int(percent):
+        raise ValueError(f"{percent!r}: runtime fault switches take whole percentages 0–100")
+    return int(percent)
 
 
 # Istio's parseRetryOn takes a retryOn part as a status code when strconv.Atoi reads it and

@@ -220,8 +220,11 @@ class Target(Model):
     def _instances(cls, value: int | str | None) -> int | str | None:
         if isinstance(value, int) and value < 1:
             raise ValueError("instances must be at least 1 (an empty selection hits nothing)")
-        if isinstance(value, str) and not re.fullmatch(r"\d+(\.\d+)?%", value.strip()):
-            raise ValueError(f"{value!r}: write a count like 1 or a percentage like '50%'")
+        if isinstance(value, str):
+            if not re.fullmatch(r"\d+(\.\d+)?%", value.strip()):
+                raise ValueError(f"{value!r}: write a count like 1 or a percentage like '50%'")
+            if float(value.strip()[:-1]) <= 0:
+                raise ValueError(f"{value!r} selects no instance; give more than 0%")
         return value
 
     def count(self, replicas: int) -> int:
@@ -276,6 +279,17 @@ class HttpFault(FaultTiming):
     def _something(self) -> HttpFault:
         if self.abort is None and self.delay is None:
             raise ValueError("an http fault needs 'abort', 'delay' or both")
+        shares = [p.percentage.value for p in (self.abort, self.delay) if p is not None]
+        shares += [step.percentage for step in self.steps]
+        fractional = [share for share in shares if share != int(share)]
+        if fractional:
+            # Envoy's runtime reads an integer override as whole percent; a fraction cannot
+            # be switched on at run time exactly.
+            raise ValueError(
+                f"percentages {', '.join(f'{f:g}' for f in fractional)} are not whole: "
+                "HTTP faults are switched through Envoy's runtime, which takes whole percents "
+                "(0-100)"
+            )
         return self
 
 
