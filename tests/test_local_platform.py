@@ -189,3 +189,24 @@ def test_host_fallback_when_user_namespaces_are_refused(
         assert get(deployed)[0] == 200
         assert run_processes(run_dir.name)
     assert run_processes(run_dir.name) == []
+
+
+def test_ramp_steps_change_the_share_of_requests_hit(deployment: LocalDeployment) -> None:
+    spec = fault(
+        target={"service": "pricing"},
+        abort={"httpStatus": 503},
+        steps=[{"at": "0s", "percentage": 10}, {"at": "1s", "percentage": 60}],
+    )
+    injector = injector_for(deployment, spec)
+    runtime_key = "harness.fault.any.abort_percent"
+    injector.inject()
+    try:
+        assert deployment.admin("pricing-0").runtime()[runtime_key] == "10"
+        injector.adjust(60)
+        assert deployment.admin("pricing-0").runtime()[runtime_key] == "60"
+        statuses = [get(deployment, f"/product/{i}")[0] for i in range(60)]
+    finally:
+        assert injector.revert()
+    # 60% of pricing calls abort (no retries on pricing): about 36 of 60; far from 10%.
+    assert 20 <= statuses.count(502) <= 50, statuses.count(502)
+    assert [step["percentage"] for step in injector.record.detail["steps"]] == [60]

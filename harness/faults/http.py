@@ -32,11 +32,15 @@ class HttpFaultInjector:
         self.keys = fault_keys(fault.source)
         self.stat_prefix = f"http.inbound_{target_service}.fault."
         self.values: dict[str, int | str] = {}
+        # A ramp whose first step starts at 0 s sets the starting share of requests hit.
+        ramp_start = fault.steps[0].percentage if fault.steps and fault.steps[0].at == 0 else None
         if fault.abort is not None:
-            self.values[self.keys.abort_percent] = percent_to_runtime(fault.abort.percentage.value)
+            share = fault.abort.percentage.value if ramp_start is None else ramp_start
+            self.values[self.keys.abort_percent] = percent_to_runtime(share)
             self.values[self.keys.abort_http_status] = fault.abort.http_status
         if fault.delay is not None:
-            self.values[self.keys.delay_percent] = percent_to_runtime(fault.delay.percentage.value)
+            share = fault.delay.percentage.value if ramp_start is None else ramp_start
+            self.values[self.keys.delay_percent] = percent_to_runtime(share)
             self.values[self.keys.delay_duration_ms] = max(1, round(fault.delay.fixed_delay * 1000))
         self.record = FaultEntry(
             name=name,
@@ -123,15 +127,4 @@ def from_scenario(fault: HttpFault, name: str, deployment: LocalDeployment) -> H
 
     chosen = select_instances(deployment, fault.target, name)
     admins = {inst.name: deployment.admin(inst.name) for inst in chosen}
-    injector = HttpFaultInjector(fault, name, admins, fault.target.service)
-    if fault.steps:
-        first = fault.steps[0]
-        if first.at == 0:
-            injector.values.update(
-                {
-                    k: percent_to_runtime(first.percentage)
-                    for k in (injector.keys.abort_percent, injector.keys.delay_percent)
-                    if k in injector.values
-                }
-            )
-    return injector
+    return HttpFaultInjector(fault, name, admins, fault.target.service)
