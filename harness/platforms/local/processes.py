@@ -10,9 +10,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.platforms.local.sandbox import RUN_ID_ENV
-
 PROC = Path("/proc")
+# Every process a run starts carries this variable; its value is the run id.
+RUN_ID_ENV = "HARNESS_RUN_ID"
 
 
 @dataclass(frozen=True)

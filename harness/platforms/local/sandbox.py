@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from harness.errors import PlatformError
+from harness.platforms.local.processes import RUN_ID_ENV, child_namespaces
 
-RUN_ID_ENV = "HARNESS_RUN_ID"
 # --mount-proc gives the namespace its own /proc, so processes inside (Locust's CPU monitor,
 # psutil, the supervisor) see their own PIDs rather than unrelated host processes.
 NAMESPACE_ARGV = [
@@ -121,8 +121,6 @@ class Sandbox:
             detail = stderr_path.read_text(errors="replace").strip().splitlines()
             raise PlatformError(detail[-1] if detail else f"supervisor did not start: {hello}")
         if mode is Isolation.NAMESPACE:
-            from harness.platforms.local.processes import child_namespaces
-
             sandbox.namespaces = child_namespaces(proc.pid)
         return sandbox
 
