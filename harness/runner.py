@@ -37,6 +37,7 @@ from harness.load.driver import (
     Sample,
     SampleTail,
     locust_command,
+    locust_environment,
     read_samples,
     summarize,
 )
@@ -311,9 +312,12 @@ class Run:
             samples_path=self.samples_path,
             seed=self.seed,
         )
-        argv, env = locust_command(plan)
+        argv, _ = locust_command(plan)
         self.log(f"load: {plan.rate:g} req/s from {plan.users} Locust users → {plan.host}")
-        locust = deployment.spawn(argv, env=env, log_name="locust.log")
+        # Locust reads LOCUST_* variables: the run's own settings must not be overridden.
+        locust = deployment.spawn(
+            argv, env=locust_environment(plan), log_name="locust.log", replace_env=True
+        )
         self.journal.load = LoadRecord(
             target_rate=plan.rate, users=plan.users, samples_file=str(self.samples_path), phases=[]
         )

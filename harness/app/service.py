@@ -43,7 +43,7 @@ import aiohttp
 from aiohttp import web
 
 from harness.errors import ExitCode
-from harness.scenario.units import format_duration, parse_duration
+from harness.units import format_duration, parse_duration
 
 __all__ = ["DependencyOutcome", "ServiceConfig", "ServiceTime", "build_app", "main", "serve"]
 

@@ -32,8 +32,11 @@ class Deployment(Protocol):
 
     def instances_of(self, service: str) -> tuple[InstanceInfo, ...]: ...
 
-    def spawn(self, argv: list[str], *, env: dict[str, str], log_name: str) -> int:
-        """Start a process beside the app (e.g. Locust), where it can reach the ingress."""
+    def spawn(
+        self, argv: list[str], *, env: dict[str, str], log_name: str, replace_env: bool = False
+    ) -> int:
+        """Start a process beside the app (e.g. Locust), where it can reach the ingress;
+        ``env`` adds to the environment, or with ``replace_env`` is all of it."""
         ...
 
     def stop(self, pid: int, *, grace: float) -> int | None:

@@ -360,8 +360,12 @@ class LocalDeployment:
 
     # ------------------------------------------------------------------ runtime services
 
-    def spawn(self, argv: list[str], *, env: dict[str, str], log_name: str) -> int:
-        pid = self.sandbox.spawn(argv, env=env, log_path=self.run_dir / "logs" / log_name)
+    def spawn(
+        self, argv: list[str], *, env: dict[str, str], log_name: str, replace_env: bool = False
+    ) -> int:
+        pid = self.sandbox.spawn(
+            argv, env=env, log_path=self.run_dir / "logs" / log_name, replace_env=replace_env
+        )
         self.extra_pids.add(pid)
         return pid
 

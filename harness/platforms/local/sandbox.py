@@ -178,10 +178,24 @@ class Sandbox:
             raise PlatformError(f"{op} failed inside the sandbox: {reply.get('error')}")
         return reply
 
-    def spawn(self, argv: list[str], *, log_path: Path, env: dict[str, str] | None = None) -> int:
-        full_env = {RUN_ID_ENV: self.run_id, **(env or {})}
+    def spawn(
+        self,
+        argv: list[str],
+        *,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        replace_env: bool = False,
+    ) -> int:
+        """Start ``argv`` in the sandbox; ``env`` adds to (or, with ``replace_env``, replaces)
+        the supervisor's environment. The run id is always set."""
+        full_env = {**(env or {}), RUN_ID_ENV: self.run_id}
         reply = self.request(
-            "spawn", argv=argv, env=full_env, stdout=str(log_path), stderr=str(log_path)
+            "spawn",
+            argv=argv,
+            env=full_env,
+            replace_env=replace_env,
+            stdout=str(log_path),
+            stderr=str(log_path),
         )
         return int(reply["pid"])
 

@@ -120,7 +120,8 @@ class Supervisor:
                 return
 
     def spawn(self, req: dict[str, Any]) -> dict[str, Any]:
-        env = dict(os.environ)
+        # "replace_env": the request's env is the whole environment (e.g. without LOCUST_*).
+        env = {} if req.get("replace_env") else dict(os.environ)
         env.update(req.get("env") or {})
         with (
             open(req.get("stdout") or os.devnull, "ab") as out,
