@@ -103,3 +103,6 @@ def test_kill_9_of_the_runner_leaves_nothing(tmp_path: Path) -> None:
     proc.communicate(timeout=10)
     # The supervisor reads EOF and exits; as PID 1 its exit kills the namespace's processes.
     wait_gone(run_dir, namespaces)
+    # It also removed the scratch directory of admin sockets the dead runner left.
+    scratch = Journal.read(run_dir / "journal.json").scratch_dir
+    assert scratch and not Path(scratch).exists()

@@ -543,7 +543,7 @@ class LocalPlatform:
     def deploy(self, scenario: Scenario, run_dir: Path) -> Iterator[LocalDeployment]:
         envoy = find_envoy()
         sock_dir = Path(tempfile.mkdtemp(prefix="hrn-"))
-        sandbox = Sandbox.start(run_dir.name, run_dir / "logs", self.isolation)
+        sandbox = Sandbox.start(run_dir.name, run_dir / "logs", self.isolation, sock_dir)
         try:
             deployment = LocalDeployment(scenario, run_dir, sandbox, sock_dir, envoy)
             deployment.start()

@@ -22,6 +22,8 @@ from typing import IO, Any
 from harness.errors import PlatformError
 from harness.platforms.local.processes import RUN_ID_ENV, child_namespaces
 
+SCRATCH_ENV = "HARNESS_SCRATCH_DIR"
+
 # --mount-proc gives the namespace its own /proc, so processes inside (Locust's CPU monitor,
 # psutil, the supervisor) see their own PIDs rather than unrelated host processes.
 NAMESPACE_ARGV = [
@@ -59,8 +61,18 @@ class Sandbox:
     # ------------------------------------------------------------------ lifecycle
 
     @classmethod
-    def start(cls, run_id: str, log_dir: Path, isolation: Isolation = Isolation.AUTO) -> Sandbox:
-        """Start the supervisor; with ``AUTO`` fall back to the host when namespaces fail."""
+    def start(
+        cls,
+        run_id: str,
+        log_dir: Path,
+        isolation: Isolation = Isolation.AUTO,
+        scratch_dir: Path | None = None,
+    ) -> Sandbox:
+        """Start the supervisor; with ``AUTO`` fall back to the host when namespaces fail.
+
+        ``scratch_dir`` (a ``hrn-*`` temporary directory) is removed by the supervisor if the
+        harness dies without tearing down.
+        """
         log_dir.mkdir(parents=True, exist_ok=True)
         requested = Isolation(os.environ.get("HARNESS_ISOLATION", isolation))
         if requested in (Isolation.AUTO, Isolation.NAMESPACE):
@@ -70,7 +82,11 @@ class Sandbox:
             else:
                 try:
                     return cls._launch(
-                        run_id, log_dir, Isolation.NAMESPACE, "private user+network+PID namespace"
+                        run_id,
+                        log_dir,
+                        Isolation.NAMESPACE,
+                        "private user+network+PID namespace",
+                        scratch_dir,
                     )
                 except PlatformError as exc:
                     reason = str(exc)
@@ -82,20 +98,24 @@ class Sandbox:
                 )
             note = (
                 f"user namespaces unavailable ({reason}); running on the host's loopback "
-                "with free ports — no packet-level partitions in this mode"
+                "with free ports — partitions are emulated with toxiproxy in this mode"
             )
-            return cls._launch(run_id, log_dir, Isolation.HOST, note)
+            return cls._launch(run_id, log_dir, Isolation.HOST, note, scratch_dir)
         return cls._launch(
-            run_id, log_dir, Isolation.HOST, "host loopback (HARNESS_ISOLATION=host)"
+            run_id, log_dir, Isolation.HOST, "host loopback (HARNESS_ISOLATION=host)", scratch_dir
         )
 
     @classmethod
-    def _launch(cls, run_id: str, log_dir: Path, mode: Isolation, note: str) -> Sandbox:
+    def _launch(
+        cls, run_id: str, log_dir: Path, mode: Isolation, note: str, scratch_dir: Path | None
+    ) -> Sandbox:
         argv = [sys.executable, "-m", "harness.platforms.local.supervisor", mode.value]
         if mode is Isolation.NAMESPACE:
             argv = [*NAMESPACE_ARGV, *argv]
         env = dict(os.environ)
         env[RUN_ID_ENV] = run_id
+        if scratch_dir is not None:
+            env[SCRATCH_ENV] = str(scratch_dir)
         stderr_path = log_dir / f"supervisor-{mode.value}.log"
         with open(stderr_path, "ab") as stderr:
             proc = subprocess.Popen(

@@ -28,6 +28,7 @@ import ctypes
 import fcntl
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -281,8 +282,12 @@ def serve(mode: str) -> int:
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         out.write(json.dumps(reply) + "\n")
         out.flush()
-    # EOF: the harness is gone (maybe kill -9). Take everything down with us.
+    # EOF: the harness is gone (maybe kill -9). Take everything down with us, and the
+    # harness's scratch directory of admin sockets too (only ever a hrn-* directory).
     sup.shutdown(0.5)
+    scratch = os.environ.get("HARNESS_SCRATCH_DIR")
+    if scratch and os.path.basename(scratch).startswith("hrn-"):
+        shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 
