@@ -19,7 +19,7 @@ from rich.table import Table
 from harness.errors import ExitCode, HarnessError, ScenarioError
 from harness.journal import Journal
 from harness.platforms.local.sandbox import Isolation
-from harness.runner import RunOptions, run_scenario
+from harness.runner import RunOptions, run_scenario, verdict_of
 from harness.scenario import load_scenario, scenario_json_schema
 from harness.scenario.models import Scenario
 
@@ -259,8 +259,6 @@ def show(journal: Annotated[Path, typer.Argument(help="A run's journal.json.")])
         errors.print(f"error: {exc}", markup=False)
         raise typer.Exit(ExitCode.ERROR) from None
     print_summary(record, journal)
-    from harness.runner import verdict_of
-
     raise typer.Exit(verdict_of(record)[1])
 
 

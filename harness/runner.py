@@ -14,6 +14,7 @@ import secrets
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from harness.load.driver import (
     LoadPlan,
     Sample,
     SampleTail,
+    generator_warnings,
     locust_command,
     locust_environment,
     read_samples,
@@ -43,7 +45,7 @@ from harness.load.driver import (
 )
 from harness.observe.access_logs import request_paths, summarize_responses
 from harness.observe.sampler import MeshSampler
-from harness.observe.timeline import latency_histograms, load_timeline
+from harness.observe.timeline import latency_histograms, load_timeline, nearest_rank
 from harness.platforms.local.platform import LocalDeployment, LocalPlatform
 from harness.platforms.local.sandbox import Isolation
 from harness.scenario.models import (
@@ -101,7 +103,6 @@ class RunResult:
     run_dir: Path
     journal_path: Path
     exit_code: ExitCode
-    problems: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- signals
@@ -119,12 +120,10 @@ class SignalGuard:
         self.log = log
         self.enabled = enabled
         self.shielded = False
-        self.received: list[str] = []
         self._previous: dict[signal.Signals, object] = {}
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
-        self.received.append(name)
         if self.shielded:
             self.log(f"{name} received: still reverting faults and cleaning up, please wait")
             return
@@ -166,14 +165,6 @@ def _environment() -> dict[str, str]:
         except PackageNotFoundError:
             env[package] = "not installed"
     return env
-
-
-def _quantile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
-    return ordered[index]
 
 
 def _in_window(samples: list[Sample], window: PhaseWindow) -> list[Sample]:
@@ -342,8 +333,6 @@ class Run:
             code = deployment.stop(locust, grace=plan.stop_timeout_s + 3.0)
             self.journal.load.exit_code = code
         log_text = (self.run_dir / "logs" / "locust.log").read_text(errors="replace")
-        from harness.load.driver import generator_warnings
-
         self.journal.load.warnings = generator_warnings(log_text)
 
     def _wait_first_sample(self, deployment: LocalDeployment, locust: int) -> None:
@@ -460,11 +449,9 @@ class Run:
         assert journal.load is not None
         for window in journal.phases:
             in_phase = _in_window(samples, window)
-            latencies = [s.ms for s in in_phase if s.ok]
+            latencies = sorted(s.ms for s in in_phase if s.ok)
             summary = summarize(in_phase, window.start, window.end, journal.load.target_rate)
-            statuses: dict[str, int] = {}
-            for s in in_phase:
-                statuses[str(s.status)] = statuses.get(str(s.status), 0) + 1
+            statuses = Counter(str(s.status) for s in in_phase)
             journal.load.phases.append(
                 PhaseLoad(
                     phase=window.name,
@@ -475,12 +462,12 @@ class Run:
                     achieved_rate=summary.achieved_rate,
                     coordinated_omission=summary.coordinated_omission,
                     latency=LatencySummary(
-                        p50_ms=_quantile(latencies, 0.5),
-                        p95_ms=_quantile(latencies, 0.95),
-                        p99_ms=_quantile(latencies, 0.99),
-                        max_ms=max(latencies) if latencies else None,
+                        p50_ms=nearest_rank(latencies, 0.5),
+                        p95_ms=nearest_rank(latencies, 0.95),
+                        p99_ms=nearest_rank(latencies, 0.99),
+                        max_ms=latencies[-1] if latencies else None,
                     ),
-                    status_counts=statuses,
+                    status_counts=dict(statuses),
                     message=summary.message,
                 )
             )
@@ -702,5 +689,4 @@ def run_scenario(
         run_dir=run_dir,
         journal_path=journal_path,
         exit_code=exit_code,
-        problems=list(journal.problems),
     )

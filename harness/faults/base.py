@@ -18,7 +18,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from harness.errors import FaultError
 from harness.journal import FaultEntry
 from harness.platforms.base import InstanceInfo
-from harness.scenario.models import Target
+from harness.scenario.models import Step, Target
 
 if TYPE_CHECKING:
     from harness.platforms.local.platform import LocalDeployment
@@ -58,6 +58,14 @@ class Adjustable(Protocol):
     def adjust(self, percentage: float) -> None:
         """Set the share of requests (or connections) hit, 0–100, effective immediately."""
         ...
+
+
+def ramp_start(steps: Sequence[Step]) -> float | None:
+    """The starting intensity (percent) of a ramp whose first step is at 0 s, else None.
+
+    Injectors start at it; the runner schedules only the later steps.
+    """
+    return steps[0].percentage if steps and steps[0].at == 0 else None
 
 
 def select_instances(

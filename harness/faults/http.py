@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 from harness.errors import FaultError, HarnessError
+from harness.faults.base import ramp_start, select_instances
 from harness.journal import FaultEntry
 from harness.mesh.envoy import fault_keys, percent_to_runtime
 from harness.observe.envoy_admin import EnvoyAdmin
@@ -32,14 +33,13 @@ class HttpFaultInjector:
         self.keys = fault_keys(fault.source)
         self.stat_prefix = f"http.inbound_{target_service}.fault."
         self.values: dict[str, int | str] = {}
-        # A ramp whose first step starts at 0 s sets the starting share of requests hit.
-        ramp_start = fault.steps[0].percentage if fault.steps and fault.steps[0].at == 0 else None
+        start = ramp_start(fault.steps)  # a ramp's first step sets the starting share
         if fault.abort is not None:
-            share = fault.abort.percentage.value if ramp_start is None else ramp_start
+            share = fault.abort.percentage.value if start is None else start
             self.values[self.keys.abort_percent] = percent_to_runtime(share)
             self.values[self.keys.abort_http_status] = fault.abort.http_status
         if fault.delay is not None:
-            share = fault.delay.percentage.value if ramp_start is None else ramp_start
+            share = fault.delay.percentage.value if start is None else start
             self.values[self.keys.delay_percent] = percent_to_runtime(share)
             self.values[self.keys.delay_duration_ms] = max(1, round(fault.delay.fixed_delay * 1000))
         self.record = FaultEntry(
@@ -123,8 +123,6 @@ class HttpFaultInjector:
 
 
 def from_scenario(fault: HttpFault, name: str, deployment: LocalDeployment) -> HttpFaultInjector:
-    from harness.faults.base import select_instances
-
     chosen = select_instances(deployment, fault.target, name)
     admins = {inst.name: deployment.admin(inst.name) for inst in chosen}
     return HttpFaultInjector(fault, name, admins, fault.target.service)

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import FaultError, HarnessError
-from harness.faults.base import select_instances
+from harness.faults.base import ramp_start, select_instances
 from harness.faults.toxiproxy import Toxic, Toxiproxy, ToxiproxyError
 from harness.journal import FaultEntry
 from harness.mesh.envoy import outbound_cluster_name
@@ -257,8 +257,9 @@ def from_scenario(fault: ToxicFault, name: str, deployment: LocalDeployment) -> 
     )
     callers = {caller: deployment.admin(caller) for caller in caller_names}
     injector = ToxicInjector(fault, name, deployment.toxiproxy, edges, callers)
-    if fault.steps and fault.steps[0].at == 0:
-        first = fault.steps[0].percentage / 100.0
+    start = ramp_start(fault.steps)
+    if start is not None:
+        first = start / 100.0
         toxic = injector.toxic
         injector.toxic = Toxic(toxic.name, toxic.type, toxic.stream, first, toxic.attributes)
         injector.record.detail["toxic"] = injector.toxic.json()

@@ -124,7 +124,6 @@ class LocalDeployment:
         self.ingress_url = f"http://{self.ingress.host}:{self.ingress.port}"
         self.proxies: dict[str, _Proxy] = {}
         self.app_pids: dict[str, int] = {}
-        self.extra_pids: set[int] = set()
         # Processes a fault has killed or paused, and the counters that bridge a sidecar's
         # restart (a new Envoy starts from zero): see mesh_counters().
         self.disrupted: set[tuple[str, ProcessKind]] = set()
@@ -363,11 +362,9 @@ class LocalDeployment:
     def spawn(
         self, argv: list[str], *, env: dict[str, str], log_name: str, replace_env: bool = False
     ) -> int:
-        pid = self.sandbox.spawn(
+        return self.sandbox.spawn(
             argv, env=env, log_path=self.run_dir / "logs" / log_name, replace_env=replace_env
         )
-        self.extra_pids.add(pid)
-        return pid
 
     def stop(self, pid: int, *, grace: float) -> int | None:
         self.sandbox.signal(pid, "SIGTERM")
@@ -386,15 +383,6 @@ class LocalDeployment:
 
     def running(self, pid: int) -> bool:
         return self.sandbox.running(pid)[0]
-
-    def wait_exit(self, pid: int, timeout: float) -> int | None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            running, code = self.sandbox.running(pid)
-            if not running:
-                return code
-            time.sleep(0.1)
-        return None
 
     def admin(self, proxy: str) -> EnvoyAdmin:
         return self.proxies[proxy].admin
