@@ -274,7 +274,6 @@ def test_cluster_without_destination_rule_has_istio_defaults() -> None:
             "max_pending_requests": UNLIMITED,
             "max_requests": UNLIMITED,
             "max_retries": UNLIMITED,
-            "track_remaining": True,
         }
     ]
     assert UNLIMITED == 2**32 - 1
@@ -316,7 +315,7 @@ def test_connection_pool_sets_circuit_breaker_thresholds(
 ) -> None:
     found = thresholds({"connectionPool": pool})
     assert found[field] == expected
-    assert found["track_remaining"] is True
+    assert "track_remaining" not in found  # istiod: DISABLE_TRACK_REMAINING_CB_METRICS=true
 
 
 @pytest.mark.parametrize(
@@ -562,7 +561,6 @@ def test_inbound_cluster_without_destination_rule_has_istio_defaults() -> None:
             "max_pending_requests": UNLIMITED,
             "max_requests": UNLIMITED,
             "max_retries": UNLIMITED,
-            "track_remaining": True,
         }
     ]
 

@@ -265,7 +265,8 @@ def _apply_connection_pool(cluster: dict[str, Any], policy: DestinationPolicy | 
                 "max_pending_requests": limit(http.http1_max_pending_requests if http else None),
                 "max_requests": limit(http.http2_max_requests if http else None),
                 "max_retries": limit(http.max_retries if http else None),
-                "track_remaining": True,
+                # No track_remaining: istiod leaves it off (features.DisableTrackRemainingMetrics
+                # defaults to true in pilot/pkg/features/pilot.go); it only adds gauges.
             }
         ]
     }
