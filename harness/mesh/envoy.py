@@ -9,8 +9,12 @@ Where each policy lives decides what a fault does, so this follows Istio exactly
 * Every inbound route retries ``reset-before-request`` twice (Istio ≥ 1.24).
 * Injected HTTP faults → fault filters on the **callee's** inbound listener, every one switched
   off until the harness flips its runtime keys with ``POST /runtime_modify``. The fault thus
-  sits one hop away from the retrying caller (a VirtualService fault would disable the
-  caller's retries, see Istio's route builder).
+  sits one hop away from the retrying caller: a VirtualService fault acts in the caller's
+  own fault filter, before its router, so the caller would never retry an injected abort
+  and its route timeout would not cover an injected delay (Istio's ``TranslateRoute``).
+
+Every rule is read in the pinned istio module; docs/istio-semantics.md lists them with the
+differences that stay.
 
 Names follow Istio: clusters ``outbound|8080||<service>`` and ``inbound|8080||``; stat
 prefixes ``inbound_<service>`` / ``outbound``. Every admin API is a Unix socket, so the
