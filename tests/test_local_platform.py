@@ -25,7 +25,12 @@ SCENARIO = {
             # catalog: no retries block → Istio's default policy (no retry of a 503 since
             # Istio 1.24; 2 retries on connect failures, refused streams and resets).
             "pricing": {"timeout": "250ms", "retries": {"attempts": 0}},
-            "inventory": {"retries": {"attempts": 0}},
+            "inventory": {
+                "retries": {"attempts": 0},
+                # Limits high enough never to shed here; istiod also puts them on the
+                # callee's inbound cluster.
+                "connectionPool": {"tcp": {"maxConnections": 900}, "http": {"maxRetries": 7}},
+            },
         }
     },
     "load": {"rate": 1},
@@ -143,6 +148,41 @@ def test_default_istio_retries_do_not_retry_503(deployment: LocalDeployment) -> 
     )
     assert len(aborted) == statuses.count(502)
     assert {entry["attempts"] for entry in aborted} == {1}
+
+
+def test_live_sidecars_carry_istiods_inbound_policy(deployment: LocalDeployment) -> None:
+    # Read back from the running Envoys: the DestinationRule connection pool limits the
+    # caller's outbound cluster and the callee's inbound cluster alike, and the callee's
+    # inbound route retries reset-before-request twice (Istio >= 1.24).
+    def thresholds(proxy: str, cluster: str) -> dict[str, str]:
+        status, text = deployment.admin(proxy).request("GET", "/clusters")
+        assert status == 200
+        prefix = f"{cluster}::default_priority::"
+        return {
+            line[len(prefix) :].split("::")[0]: line.rsplit("::", 1)[1]
+            for line in text.splitlines()
+            if line.startswith(prefix)
+        }
+
+    for proxy, cluster in (
+        ("inventory-0", "inbound|8080||"),
+        ("catalog-0", "outbound|8080||inventory"),
+    ):
+        found = thresholds(proxy, cluster)
+        assert (found["max_connections"], found["max_retries"]) == ("900", "7"), (proxy, found)
+        assert found["max_pending_requests"] == str(2**32 - 1)
+    status, text = deployment.admin("inventory-0").request(
+        "GET", "/config_dump?resource=static_listeners"
+    )
+    assert status == 200
+    dump = json.loads(text)
+    inbound = next(
+        item["listener"] for item in dump["configs"] if item["listener"]["name"] == "virtualInbound"
+    )
+    config = inbound["filter_chains"][0]["filters"][0]["typed_config"]
+    (route,) = config["route_config"]["virtual_hosts"][0]["routes"]
+    assert route["route"]["retry_policy"] == {"retry_on": "reset-before-request", "num_retries": 2}
+    assert config["stream_idle_timeout"] == "0s"
 
 
 def test_route_timeout_cuts_a_delayed_dependency(deployment: LocalDeployment) -> None:

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from harness.cli import app
 from harness.errors import ExitCode
 from harness.kube import Manifest, RenderError, RenderOptions, render, to_yaml
-from harness.kube.render import DEFAULT_IMAGE, RUN_ID_LABEL, istio_problems
+from harness.kube.render import DEFAULT_IMAGE, RUN_ID_LABEL, istio_problems, run_namespace
 from harness.mesh.envoy import (
     Addr,
     IngressSpec,
@@ -477,6 +477,14 @@ def test_bad_options_are_refused() -> None:
         render(scenario_with({}), RenderOptions(run_id="x" * 64))
     with pytest.raises(RenderError, match="image"):
         render(scenario_with({}), RenderOptions(image="two words"))
+
+
+def test_a_run_gets_its_own_namespace_labelled_with_its_id() -> None:
+    run_id = "20261201T153253Z-abc123"
+    objects = render(scenario_with({}), RenderOptions.for_run(run_id))
+    assert {m.namespace for m in objects[1:]} == {objects[0].name}
+    assert objects[0].name == run_namespace(run_id) == "harness-20261201t153253z-abc123"
+    assert {m.labels[RUN_ID_LABEL] for m in objects} == {run_id}
 
 
 def test_no_security_objects_until_the_scenario_has_them() -> None:

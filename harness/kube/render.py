@@ -169,8 +169,22 @@ class RenderOptions:
         default_factory=lambda: dict(DEFAULT_GATEWAY_SELECTOR)
     )
 
+    @classmethod
+    def for_run(cls, run_id: str, *, image: str = DEFAULT_IMAGE) -> RenderOptions:
+        """The options of one run: its own namespace (:func:`run_namespace`) and run id label.
+
+        >>> RenderOptions.for_run("20261201T153253Z-abc123").namespace
+        'harness-20261201t153253z-abc123'
+        """
+        return cls(namespace=run_namespace(run_id), run_id=run_id, image=image)
+
     def namespace_for(self, scenario: Scenario) -> str:
         return self.namespace or f"harness-{scenario.metadata.name}"[:63].rstrip("-")
+
+
+def run_namespace(run_id: str) -> str:
+    """The namespace of one run: ``harness-<run id>``, lowercased (namespaces are DNS labels)."""
+    return f"harness-{run_id.lower()}"[:63].rstrip("-")
 
 
 def render(scenario: Scenario, options: RenderOptions | None = None) -> list[Manifest]:
