@@ -44,6 +44,29 @@ class Isolation(StrEnum):
     HOST = "host"
 
 
+ISOLATION_ENV = "HARNESS_ISOLATION"
+
+
+def isolation_requested(default: Isolation = Isolation.AUTO) -> Isolation:
+    """The isolation to use: ``HARNESS_ISOLATION`` when set, else ``default``.
+
+    Raises :class:`~harness.errors.PlatformError` naming the valid values for anything else.
+    """
+    value = os.environ.get(ISOLATION_ENV)
+    if value is None:
+        return default
+    try:
+        return Isolation(value)
+    except ValueError:
+        valid = ", ".join(mode.value for mode in Isolation)
+        raise PlatformError(f"{ISOLATION_ENV}={value!r} is not one of: {valid}") from None
+
+
+def _no_follow(path: str, flags: int) -> int:
+    """Open a log without following a symlink planted at its name."""
+    return os.open(path, flags | os.O_NOFOLLOW, 0o644)
+
+
 class Sandbox:
     """A running supervisor and the channel to it. Use :meth:`start`; always :meth:`close`."""
 
@@ -74,7 +97,7 @@ class Sandbox:
         harness dies without tearing down.
         """
         log_dir.mkdir(parents=True, exist_ok=True)
-        requested = Isolation(os.environ.get("HARNESS_ISOLATION", isolation))
+        requested = isolation_requested(isolation)
         if requested in (Isolation.AUTO, Isolation.NAMESPACE):
             reason = ""
             if shutil.which("unshare") is None:
@@ -117,7 +140,7 @@ class Sandbox:
         if scratch_dir is not None:
             env[SCRATCH_ENV] = str(scratch_dir)
         stderr_path = log_dir / f"supervisor-{mode.value}.log"
-        with open(stderr_path, "ab") as stderr:
+        with open(stderr_path, "ab", opener=_no_follow) as stderr:
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.PIPE,
