@@ -26,6 +26,7 @@ from harness.platforms.local.processes import namespace_members, run_processes
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SCENARIO = """
+apiVersion: harness/v1
 metadata: {name: crash-me}
 load: {rate: 20}
 phases:
