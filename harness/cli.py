@@ -7,6 +7,7 @@ error, 3 inconclusive, 130 interrupted (see :mod:`harness.errors`).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -345,7 +346,15 @@ def cleanup(
 
 
 def main() -> None:
-    app()
+    """The ``harness`` command. An unexpected exception is a harness bug: it exits 2 with one
+    line (``HARNESS_DEBUG=1`` shows the traceback), never 1, which means an SLO failed."""
+    try:
+        app()
+    except Exception as exc:
+        if os.environ.get("HARNESS_DEBUG"):
+            raise
+        say(f"internal error: {type(exc).__name__}: {exc} (HARNESS_DEBUG=1 shows where)", err=True)
+        sys.exit(ExitCode.ERROR)
 
 
 if __name__ == "__main__":
