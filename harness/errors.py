@@ -12,13 +12,13 @@
 
 Exit codes of ``harness run`` (also in the README):
 
-====  ==========================================================
+====  ================================================================================
 0     every SLO passed and every fault took effect
 1     an SLO failed, or a fault showed no effect
-2     bad input (scenario file, arguments) or an error of the harness
+2     bad input (scenario, journal, arguments) or a harness error, in one line
 3     inconclusive: no SLO failed, but at least one could not be decided
 130   interrupted (SIGINT / SIGTERM / SIGHUP); faults were reverted
-====  ==========================================================
+====  ================================================================================
 """
 
 from __future__ import annotations
