@@ -188,6 +188,13 @@ def test_markup_in_journal_names_prints_literally(run_dir: Path, name: str) -> N
     assert f"{name} failed" in output
 
 
+def test_emoji_codes_in_data_stay_text(run_dir: Path) -> None:
+    journal = run_dir / "journal.json"
+    a_journal(slos=[slo("e2e", Verdict.FAIL, ":red_circle: failed")]).write(journal)
+    _, output = cli("show", str(journal))
+    assert ":red_circle: failed" in output
+
+
 def test_escape_sequences_from_data_never_reach_the_terminal(run_dir: Path) -> None:
     journal = run_dir / "journal.json"
     evil = "\x1b[2J\x1b]0;pwned\x07\u202e"
@@ -277,6 +284,7 @@ def test_yaml_nested_326_deep_is_exit_2(tmp_path: Path) -> None:
         (("duration: 20s", "duration: 25h"), "longer than a day"),
         (("duration: 20s", "duration: \u0662\u0660s"), "not a duration"),
         (("description: ", "description: " + "x" * 5000 + " "), "at most 4096 characters"),
+        (("  rate: 40\n", '  rate: 40\n  "\\e]0;pwned\\a": 1\n'), "unknown field '\\x1b]0;"),
     ],
 )
 def test_what_cannot_run_does_not_validate(
