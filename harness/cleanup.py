@@ -39,8 +39,13 @@ from pathlib import Path
 from harness.errors import HarnessError
 from harness.faults.base import UndoJournal
 from harness.journal import Journal
-from harness.platforms.local.processes import RunProcess, namespace_members, run_processes
-from harness.runlock import claim_dead_run
+from harness.platforms.local.processes import (
+    RunProcess,
+    environ_value,
+    namespace_members,
+    run_processes,
+)
+from harness.runlock import RUNNER_ENV, claim_dead_run, marker_alive
 
 WHERE_FAULTS_LIVE = {
     "http": "Envoy runtime overrides live in the run's sidecars",
@@ -189,8 +194,24 @@ def cleanup_run(journal_path: Path) -> CleanupReport:
         report.skipped = claim
         return report
     with claim:  # held while cleaning, so two cleanups never work on one run
+        # The journal may lie (or be a copy naming another run's id): the run's processes
+        # name their runner themselves, and a live one keeps them safe.
+        live = _live_runner(journal.run_id)
+        if live is not None:
+            report.skipped = live
+            return report
         _cleanup_dead_run(journal, journal_path, report)
     return report
+
+
+def _live_runner(run_id: str) -> str | None:
+    """Why the run must be left alone if one of its processes names a live runner."""
+    for proc in run_processes(run_id):
+        marker = environ_value(proc.pid, RUNNER_ENV)
+        if marker is not None and marker_alive(marker):
+            runner = marker.partition(":")[0]
+            return f"its runner is alive (pid {runner}, named by the run's process {proc.pid})"
+    return None
 
 
 def _cleanup_dead_run(journal: Journal, journal_path: Path, report: CleanupReport) -> None:

@@ -23,6 +23,8 @@ from pathlib import Path
 from harness.errors import OutputError
 
 LOCK_NAME = "runner.lock"
+# Set in the environment of every process a run starts: "<runner pid>:<its start time>".
+RUNNER_ENV = "HARNESS_RUNNER"
 
 
 def process_start(pid: int) -> int | None:
@@ -33,6 +35,19 @@ def process_start(pid: int) -> int | None:
         return None if fields[0] == "Z" else int(fields[19])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def runner_marker(pid: int) -> str:
+    """``"<pid>:<start time>"``, the value of :data:`RUNNER_ENV` for a runner."""
+    return f"{pid}:{process_start(pid)}"
+
+
+def marker_alive(marker: str) -> bool:
+    """Whether the runner a :func:`runner_marker` names is still alive (same PID and start)."""
+    pid, _, start = marker.partition(":")
+    if not pid.isdigit() or not start.isdigit():
+        return False
+    return process_start(int(pid)) == int(start)
 
 
 class RunnerLock:

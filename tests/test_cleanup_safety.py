@@ -26,7 +26,7 @@ from harness.errors import ExitCode
 from harness.faults.base import UndoJournal
 from harness.journal import Journal
 from harness.platforms.local.processes import run_processes
-from harness.runlock import RunnerLock, process_start
+from harness.runlock import RUNNER_ENV, RunnerLock, process_start, runner_marker
 
 
 def cleanup(reports: Path) -> tuple[int, str]:
@@ -134,8 +134,10 @@ import os, subprocess, sys, time
 from pathlib import Path
 from harness.runlock import RunnerLock
 run_dir, run_id, ready = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+from harness.runlock import RUNNER_ENV, runner_marker
 lock = RunnerLock.acquire(run_dir) if sys.argv[4] == "lock" else None
-child = subprocess.Popen(["sleep", "60"], env={**os.environ, "HARNESS_RUN_ID": run_id})
+marker = {RUNNER_ENV: runner_marker(os.getpid())} if sys.argv[4] == "marker" else {}
+child = subprocess.Popen(["sleep", "60"], env={**os.environ, "HARNESS_RUN_ID": run_id, **marker})
 ready.write_text(str(child.pid))
 time.sleep(60)
 """
@@ -267,3 +269,37 @@ def test_reports_naming_a_file_is_exit_2(tmp_path: Path) -> None:
     file.write_text("")
     code, output = cleanup(file)
     assert code == ExitCode.ERROR and "not a directory" in output
+
+
+def test_a_journal_copy_naming_a_live_run_cannot_get_it_killed(tmp_path: Path) -> None:
+    """A record elsewhere (free lock, no PID) names a live run's id: its processes say whose
+    they are, and their runner is alive."""
+    run_id = "20260101T000000Z-444444"
+    live_dir = tmp_path / "live" / "victimized" / run_id
+    live_dir.mkdir(parents=True)
+    ready = tmp_path / "ready"
+    runner = subprocess.Popen(
+        [sys.executable, "-c", LIVE_RUNNER, str(live_dir), run_id, str(ready), "marker"]
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready.exists(), "the stand-in runner did not start"
+        copy = make_run(tmp_path / "elsewhere", run_id)
+        code, output = cleanup(tmp_path / "elsewhere")
+        assert code == ExitCode.PASSED, output
+        assert f"{run_id}: left alone: its runner is alive (pid {runner.pid}" in output
+        assert [p.pid for p in run_processes(run_id)] == [int(ready.read_text())]
+        assert Journal.read(copy).status == "running"
+    finally:
+        for proc in run_processes(run_id):
+            os.kill(proc.pid, 9)
+        runner.kill()
+        runner.wait()
+
+
+def test_the_runner_marker_names_this_process() -> None:
+    marker = runner_marker(os.getpid())
+    assert marker == f"{os.getpid()}:{process_start(os.getpid())}"
+    assert RUNNER_ENV == "HARNESS_RUNNER"

@@ -21,6 +21,7 @@ from typing import IO, Any
 
 from harness.errors import PlatformError
 from harness.platforms.local.processes import RUN_ID_ENV, child_namespaces
+from harness.runlock import RUNNER_ENV, runner_marker
 
 SCRATCH_ENV = "HARNESS_SCRATCH_DIR"
 
@@ -139,6 +140,9 @@ class Sandbox:
         env[RUN_ID_ENV] = run_id
         if scratch_dir is not None:
             env[SCRATCH_ENV] = str(scratch_dir)
+        # Every process of the run names its runner, so cleanup can tell a live run from a
+        # dead one by the processes themselves, whatever a journal says (harness.runlock).
+        env[RUNNER_ENV] = runner_marker(os.getpid())
         stderr_path = log_dir / f"supervisor-{mode.value}.log"
         with open(stderr_path, "ab", opener=_no_follow) as stderr:
             proc = subprocess.Popen(
