@@ -194,6 +194,11 @@ def cleanup_run(journal_path: Path) -> CleanupReport:
         report.skipped = claim
         return report
     with claim:  # held while cleaning, so two cleanups never work on one run
+        # The runner writes its final journal before it drops the lock: read it again.
+        journal = Journal.read(journal_path)
+        if journal.status != "running":
+            report.skipped = f"it finished meanwhile ({journal.status})"
+            return report
         # The journal may lie (or be a copy naming another run's id): the run's processes
         # name their runner themselves, and a live one keeps them safe.
         live = _live_runner(journal.run_id)

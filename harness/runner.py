@@ -696,8 +696,10 @@ def run_scenario(
             guard.shield()
             journal.ended_at = time.time()
             journal.verdict, exit_code = verdict_of(journal)
-            journal.write(journal_path)
-            runner_lock.release()
+            try:
+                journal.write(journal_path)
+            finally:
+                runner_lock.release()  # only after the final journal: cleanup reads it next
     return RunResult(
         journal=journal,
         run_dir=run_dir,
