@@ -277,6 +277,7 @@ def test_yaml_nested_326_deep_is_exit_2(tmp_path: Path) -> None:
         (("name: e2e-error-rate", "name: '[/]'"), "is not a valid name"),
         (("name: catalog-0-aborts", 'name: "a\\e[2Jb"'), "is not a valid name"),
         (("rate: 40", "rate: true"), "load.rate: expected a valid number"),
+        (("quantile: 0.99", "quantile: .nan"), "expected a finite number"),
         (("catalog: 3", "catalog: '3'"), "expected a valid integer"),
         (("apiVersion: harness/v1\n", ""), "missing required field 'apiVersion'"),
         (("  rate: 40\n", "  rate: 40\n  requestTimeout: 0s\n"), "greater than 0"),

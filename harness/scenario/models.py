@@ -38,7 +38,8 @@ class Model(BaseModel):
     """Base of every scenario model: strict about unknown fields, camelCase aliases.
 
     ``strict``: no bool for a number (``rate: true``), no string for a number
-    (``replicas: '3'``); an int is still a float. Enums take their string values.
+    (``replicas: '3'``), no ``.inf`` or ``.nan``; an int is still a float. Enums take their
+    string values.
     """
 
     model_config = ConfigDict(
@@ -47,6 +48,7 @@ class Model(BaseModel):
         populate_by_name=True,
         frozen=True,
         strict=True,
+        allow_inf_nan=False,  # .inf / .nan are no objective; a journal holds finite numbers
     )
 
 
