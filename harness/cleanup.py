@@ -98,6 +98,8 @@ def unfinished_runs(reports_dir: Path) -> tuple[list[Path], list[Unreadable]]:
     """
     found: list[Path] = []
     unreadable: list[Unreadable] = []
+    if not reports_dir.exists():
+        return found, unreadable  # no runs at all
     if not reports_dir.is_dir():
         raise HarnessError(f"{reports_dir}: not a directory of run records (--reports)")
     for path in sorted(reports_dir.glob("*/*/journal.json")):

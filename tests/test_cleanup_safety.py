@@ -269,6 +269,8 @@ def test_reports_naming_a_file_is_exit_2(tmp_path: Path) -> None:
     file.write_text("")
     code, output = cleanup(file)
     assert code == ExitCode.ERROR and "not a directory" in output
+    code, output = cleanup(tmp_path / "missing")
+    assert code == ExitCode.PASSED and "no unfinished runs" in output
 
 
 def test_a_journal_copy_naming_a_live_run_cannot_get_it_killed(tmp_path: Path) -> None:
