@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import assert_never
 
-from harness.errors import ExitCode, HarnessError, Interrupted, LoadError
+from harness.errors import ExitCode, HarnessError, Interrupted, LoadError, OutputError
 from harness.faults import build_injector
 from harness.faults.base import Injector, UndoJournal, applied
 from harness.journal import (
@@ -48,6 +48,7 @@ from harness.observe.sampler import MeshSampler
 from harness.observe.timeline import latency_histograms, load_timeline, nearest_rank
 from harness.platforms.local.platform import LocalDeployment, LocalPlatform
 from harness.platforms.local.sandbox import Isolation
+from harness.runlock import RunnerLock, process_start
 from harness.scenario.models import (
     EjectionSlo,
     ErrorRateSlo,
@@ -636,7 +637,13 @@ def run_scenario(
     options = options or RunOptions()
     run_id = new_run_id()
     run_dir = (options.reports_dir / scenario.metadata.name / run_id).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the run directory {run_dir}: {exc.strerror}") from None
+    # Held until this function returns (the kernel drops it if the process dies): how
+    # `harness cleanup` knows this run is alive. See harness.runlock.
+    runner_lock = RunnerLock.acquire(run_dir)
     journal_path = run_dir / "journal.json"
     journal = Journal(
         run_id=run_id,
@@ -648,6 +655,8 @@ def run_scenario(
         isolation_note="",
         environment=_environment(),
         started_at=time.time(),
+        runner_pid=os.getpid(),
+        runner_start=process_start(os.getpid()),
     )
     journal.write(journal_path)
     run = Run(scenario, run_dir, journal, log, options.seed)
@@ -679,11 +688,18 @@ def run_scenario(
             guard.shield()
             journal.status = "error"
             journal.error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # a harness bug: still recorded, reverted and stopped
+            guard.shield()
+            journal.status = "error"
+            journal.error = f"internal error: {type(exc).__name__}: {exc}"
         finally:
             guard.shield()
             journal.ended_at = time.time()
             journal.verdict, exit_code = verdict_of(journal)
-            journal.write(journal_path)
+            try:
+                journal.write(journal_path)
+            finally:
+                runner_lock.release()  # only after the final journal: cleanup reads it next
     return RunResult(
         journal=journal,
         run_dir=run_dir,
