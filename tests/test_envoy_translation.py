@@ -325,10 +325,8 @@ def test_connection_pool_sets_circuit_breaker_thresholds(
         ({"tcp": {"maxConnections": 1}}, "10s"),
         ({"tcp": {"connectTimeout": "250ms"}}, "0.25s"),
         ({"tcp": {"connectTimeout": "3s"}}, "3s"),
-        # Deliberate difference: Envoy refuses 0s (see the integration test), so the default.
-        ({"tcp": {"connectTimeout": "0s"}}, "10s"),
     ],
-    ids=["no-pool", "no-timeout", "250ms", "3s", "0s-falls-back"],
+    ids=["no-pool", "no-timeout", "250ms", "3s"],
 )
 def test_connect_timeout(pool: dict[str, Any], expected: str) -> None:
     assert cluster(sidecar(upstream({"connectionPool": pool})))["connect_timeout"] == expected
@@ -706,7 +704,6 @@ POLICIES: dict[str, dict[str, Any] | None] = {
         "timeout": "0s",
         "retries": {"attempts": 0},
         "connectionPool": {
-            "tcp": {"connectTimeout": "0s"},
             "http": {"maxRetries": 0, "maxRequestsPerConnection": 0},
         },
         "outlierDetection": {
