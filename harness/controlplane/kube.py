@@ -22,13 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
 import shutil
-import signal
-import socket
 import ssl
-import subprocess
 import tempfile
 import time
 import urllib.error
@@ -43,6 +39,7 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from harness.controlplane.certs import write_serving_certificates, write_signing_key
+from harness.controlplane.process import LOOPBACK, ChildProcess, free_port
 from harness.errors import ControlPlaneError
 from harness.toolchain import KUBERNETES_VERSION, Toolchain, installed
 
@@ -54,9 +51,7 @@ __all__ = [
     "kube_control_plane",
 ]
 
-LOOPBACK = "127.0.0.1"
 SERVICE_CIDR = "10.96.0.0/16"  # never routed: only stored in Service objects
-STOP_GRACE_S = 2.0  # etcd and kube-apiserver take >10 s to honour SIGTERM; nothing to flush
 READY_TIMEOUT_S = 90.0  # a cold start on a busy 2-core machine: ~5 s idle, far more loaded
 ESTABLISHED_TIMEOUT_S = 60.0
 POLL_S = 0.1
@@ -112,13 +107,6 @@ class KubeControlPlane:
     versions: Mapping[str, str] = field(default_factory=dict)
 
 
-def free_port() -> int:
-    """A loopback TCP port free right now (the caller binds it soon after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
 def api_error(exc: ApiException, what: str) -> ControlPlaneError:
     """Translate the client's exception once, here: status, reason and the server's message
     (which names the rejected field) for ``what`` (e.g. ``VirtualService default/cart``)."""
@@ -129,49 +117,8 @@ def api_error(exc: ApiException, what: str) -> ControlPlaneError:
     return ControlPlaneError(f"the API server refused {what}: {exc.status} {message}")
 
 
-class _Process:
-    """A child process with its output in a log file; stopped by PID, never by name."""
-
-    def __init__(
-        self, name: str, argv: Sequence[str], log: Path, environment: Mapping[str, str]
-    ) -> None:
-        self.name = name
-        self.log = log
-        with log.open("ab") as out:
-            self.popen = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **environment},
-                start_new_session=True,  # a Ctrl-C to the harness is the harness's to handle
-            )
-
-    def exited(self) -> int | None:
-        return self.popen.poll()
-
-    def tail(self, lines: int = 12) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
-        """SIGTERM, a short grace, then SIGKILL; reaps the child."""
-        if self.popen.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.popen.send_signal(signal.SIGTERM)
-        try:
-            self.popen.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                self.popen.kill()
-            self.popen.wait(10.0)
-
-
 def _wait_ready(
-    url: str, token: str, ca_file: Path, processes: Sequence[_Process], timeout_s: float
+    url: str, token: str, ca_file: Path, processes: Sequence[ChildProcess], timeout_s: float
 ) -> None:
     context = ssl.create_default_context(cafile=str(ca_file))
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
@@ -362,7 +309,7 @@ def kube_control_plane(
     crd_file = toolchain.path("crd-all.gen.yaml") if istio_crds else None
     extra = dict(environment or {})
     directory = Path(tempfile.mkdtemp(prefix="harness-kube-"))
-    processes: list[_Process] = []
+    processes: list[ChildProcess] = []
     try:
         started = time.monotonic()
         token = secrets.token_urlsafe(32)
@@ -371,7 +318,7 @@ def kube_control_plane(
         token_file.write_text(f'{token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
         etcd_port, peer_port, port = free_port(), free_port(), free_port()
         processes.append(
-            _Process(
+            ChildProcess(
                 "etcd",
                 _etcd_argv(etcd, directory / "etcd", etcd_port, peer_port),
                 directory / "etcd.log",
@@ -380,7 +327,9 @@ def kube_control_plane(
         )
         # The API server retries etcd until it answers: no need to wait for etcd first.
         argv = _apiserver_argv(apiserver, directory, port, etcd_port, token_file)
-        processes.append(_Process("kube-apiserver", argv, directory / "kube-apiserver.log", extra))
+        processes.append(
+            ChildProcess("kube-apiserver", argv, directory / "kube-apiserver.log", extra)
+        )
         server = f"https://{LOOPBACK}:{port}"
         ca_file = directory / "apiserver-ca.crt"
         log(f"kube-apiserver {KUBERNETES_VERSION}: starting on {server} (etcd :{etcd_port})")
