@@ -321,28 +321,24 @@ def kube_control_plane(
     etcd = toolchain.path("etcd")
     crd_file = toolchain.path("crd-all.gen.yaml") if istio_crds else None
     extra = dict(environment or {})
-    directory = Path(tempfile.mkdtemp(prefix="harness-kube-"))
-    processes: list[ChildProcess] = []
-    try:
+    with contextlib.ExitStack() as stack:
+        directory = Path(tempfile.mkdtemp(prefix="harness-kube-"))
+        stack.callback(shutil.rmtree, directory, ignore_errors=True)
         started = time.monotonic()
         token = secrets.token_urlsafe(32)
         token_file = directory / "tokens.csv"
         token_file.touch(mode=0o600)
         token_file.write_text(f'{token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
         etcd_port, peer_port, port = free_port(), free_port(), free_port()
-        processes.append(
-            ChildProcess(
-                "etcd",
-                _etcd_argv(etcd, directory / "etcd", etcd_port, peer_port),
-                directory / "etcd.log",
-                extra,
-            )
-        )
+        etcd_argv = _etcd_argv(etcd, directory / "etcd", etcd_port, peer_port)
+        processes = [ChildProcess("etcd", etcd_argv, directory / "etcd.log", extra)]
+        stack.callback(processes[0].stop)  # callbacks run last-in first-out: etcd stops last
         # The API server retries etcd until it answers: no need to wait for etcd first.
         argv = _apiserver_argv(apiserver, directory, port, etcd_port, token_file)
         processes.append(
             ChildProcess("kube-apiserver", argv, directory / "kube-apiserver.log", extra)
         )
+        stack.callback(processes[1].stop)
         server = f"https://{LOOPBACK}:{port}"
         ca_file = directory / "apiserver-ca.crt"
         log(f"kube-apiserver {KUBERNETES_VERSION}: starting on {server} (etcd :{etcd_port})")
@@ -350,17 +346,15 @@ def kube_control_plane(
         ready = time.monotonic() - started
         log(f"kube-apiserver ready in {ready:.1f} s")
         client = _client(server, ca_file, token)
+        stack.callback(_close, client)
         applied = established = None
         if crd_file is not None:
             crds = read_crds(crd_file)
-            try:
-                applying, establishing = apply_crds(client, crds)
-            except ControlPlaneError:
-                _close(client)
-                raise
-            applied, established = ready + applying, ready + establishing
+            begun = time.monotonic() - started
+            applying, establishing = apply_crds(client, crds)
+            applied, established = begun + applying, begun + establishing
             log(f"{len(crds)} Istio CRDs Established {established:.1f} s after start")
-        plane = KubeControlPlane(
+        yield KubeControlPlane(
             server=server,
             token=token,
             ca_file=ca_file,
@@ -371,11 +365,3 @@ def kube_control_plane(
             pids={process.name: process.popen.pid for process in processes},
             versions={"kubernetes": KUBERNETES_VERSION},
         )
-        try:
-            yield plane
-        finally:
-            _close(client)
-    finally:
-        for process in reversed(processes):
-            process.stop()
-        shutil.rmtree(directory, ignore_errors=True)
