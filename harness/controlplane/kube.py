@@ -61,8 +61,8 @@ APPLY_WORKERS = 4
 FIELD_MANAGER = "harness"
 ADMIN_USER = "harness-admin"
 # On by default in kube-apiserver, but each needs a controller (or webhook server) that does
-# not run here: pods would wait for a "default" ServiceAccount that nobody creates, quota
-# would never be computed, ...
+# not run here: pods would be refused until a "default" ServiceAccount exists, which nobody
+# creates; quota would never be computed; webhooks have no server; ...
 DISABLED_ADMISSION = (
     "ServiceAccount",
     "ResourceQuota",
