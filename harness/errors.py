@@ -5,7 +5,9 @@
     HarnessError                  every error the harness raises on purpose (exit 2)
     ├── ScenarioError             a scenario file is malformed or inconsistent
     ├── PlatformError             the platform could not deploy, probe or tear down
-    │   └── ToolMissingError      a required binary (envoy, locust, nft, ...) is missing
+    │   ├── ToolMissingError      a required binary (envoy, locust, nft, go, ...) is missing
+    │   └── ControlPlaneError     etcd / kube-apiserver / istiod did not start or refused
+    ├── ToolchainError            building the control-plane toolchain failed
     ├── FaultError                a fault could not be injected or reverted
     ├── LoadError                 the load generator failed
     └── OutputError               a file could not be written safely (link, directory, input)
@@ -60,6 +62,15 @@ class PlatformError(HarnessError):
 
 class ToolMissingError(PlatformError):
     """A binary the harness needs is not installed; the message says how to install it."""
+
+
+class ControlPlaneError(PlatformError):
+    """etcd, kube-apiserver or istiod did not start, did not become ready, or refused an
+    object; the message names the process or object and quotes its reason."""
+
+
+class ToolchainError(HarnessError):
+    """``harness toolchain install`` could not build or fetch a pinned artifact."""
 
 
 class FaultError(HarnessError):

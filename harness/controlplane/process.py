@@ -1,0 +1,73 @@
+"""Child processes of the control plane: output to a log file, stopped by PID, never by name."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+__all__ = ["LOOPBACK", "STOP_GRACE_S", "ChildProcess", "free_port"]
+
+LOOPBACK = "127.0.0.1"
+# etcd, kube-apiserver and istiod take more than 10 s to honour SIGTERM, and hold nothing
+# worth flushing (their data directory is thrown away): a short grace, then SIGKILL.
+STOP_GRACE_S = 2.0
+
+
+def free_port() -> int:
+    """A loopback TCP port free right now (the caller binds it soon after)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+class ChildProcess:
+    """A child process with its output in a log file; stopped by PID, never by name."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log: Path,
+        environment: Mapping[str, str],
+        *,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.log = log
+        with log.open("ab") as out:
+            self.popen = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **environment},
+                cwd=cwd,
+                start_new_session=True,  # a Ctrl-C to the harness is the harness's to handle
+            )
+
+    def exited(self) -> int | None:
+        return self.popen.poll()
+
+    def tail(self, lines: int = 12) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """SIGTERM, a short grace, then SIGKILL; reaps the child."""
+        if self.popen.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.kill()
+            self.popen.wait(10.0)
