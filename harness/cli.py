@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from harness import formats
 from harness.errors import ExitCode, HarnessError, ScenarioError
 from harness.journal import Journal
 from harness.platforms.local.sandbox import Isolation
@@ -43,35 +44,6 @@ _STYLE = {
 }
 
 
-def _format_ratio(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2%}"
-
-
-def _format_seconds(value: float | None) -> str:
-    return "—" if value is None else f"{value * 1000:.0f}ms"
-
-
-def _format_count(value: float | None) -> str:
-    return "—" if value is None else f"{value:.0f}"
-
-
-def _format_factor(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f}×"
-
-
-def _format_bounds(lower: float | None, upper: float | None, unit: str) -> str:
-    scale, suffix, digits = {
-        "ratio": (100.0, "%", 1),
-        "count": (1.0, "", 0),
-        "factor": (1.0, "×", 2),
-    }.get(unit, (1000.0, "ms", 0))
-
-    def one(value: float | None) -> str:
-        return "?" if value is None else f"{value * scale:.{digits}f}"
-
-    return f"{one(lower)}–{one(upper)}{suffix}"
-
-
 def _fail_input(exc: HarnessError) -> typer.Exit:
     errors.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
     return typer.Exit(ExitCode.ERROR)
@@ -83,18 +55,14 @@ def print_summary(journal: Journal, journal_path: Path) -> None:
     for column in ("SLO", "phase", "verdict", "measured", "bounds", "max", "n"):
         table.add_column(column, no_wrap=True, min_width=12 if column == "bounds" else None)
     for entry in journal.slos:
-        show = {"ratio": _format_ratio, "count": _format_count, "factor": _format_factor}.get(
-            entry.unit, _format_seconds
-        )
-        bounds = _format_bounds(entry.lower, entry.upper, entry.unit)
         style = _STYLE.get(entry.verdict, "")
         table.add_row(
             entry.slo,
             entry.phase,
             f"[{style}]{entry.verdict}[/{style}]",
-            show(entry.measured),
-            bounds,
-            show(entry.objective),
+            formats.slo_value(entry.measured, entry.unit),
+            formats.bounds(entry.lower, entry.upper, entry.unit),
+            formats.slo_value(entry.objective, entry.unit),
             str(entry.n),
         )
     if journal.slos:

@@ -32,6 +32,7 @@ from harness.journal import (
     LoadRecord,
     PhaseLoad,
     PhaseWindow,
+    RunVerdict,
 )
 from harness.load.driver import (
     LoadPlan,
@@ -603,7 +604,7 @@ class Run:
                 )
 
 
-def verdict_of(journal: Journal) -> tuple[str, ExitCode]:
+def verdict_of(journal: Journal) -> tuple[RunVerdict, ExitCode]:
     """The run's verdict and exit code, from the journal alone."""
     if journal.status == "interrupted":
         return "INTERRUPTED", ExitCode.INTERRUPTED

@@ -21,7 +21,8 @@ from typing import Any
 import jinja2
 import yaml
 
-from harness.journal import EdgeStats, Journal, RequestPath
+from harness import formats
+from harness.journal import EdgeStats, Journal, RequestPath, SloResult
 from harness.report.flags import RESPONSE_FLAGS, FlagInfo, split_flags
 from harness.report.graph import HEALTH_SCALE, NO_TRAFFIC, ServiceGraph, service_graph
 from harness.report.plots import (
@@ -34,7 +35,6 @@ from harness.report.plots import (
     load_timeline_plot,
     mesh_signal_plot,
 )
-from harness.slo.verdict import SloResult
 
 __all__ = ["render_report", "write_index", "write_report"]
 
@@ -241,34 +241,10 @@ class Sections:
 # --------------------------------------------------------------------------- formatting
 
 
-def _percent(value: float | None, digits: int = 2) -> str:
-    return "—" if value is None else f"{value * 100:.{digits}f}%"
-
-
-def _ms(value: float | None) -> str:
-    if value is None:
-        return "—"
-    return f"{value:.1f} ms" if value < 100 else f"{value:.0f} ms"
-
-
-def _duration(seconds: float) -> str:
-    sign = "-" if seconds < 0 else ""
-    value = abs(seconds)
-    return sign + (_ms(value * 1000.0) if value < 1.0 else f"{value:.2f} s")
-
-
 def _slo_value(value: float | None, unit: str, kind: str) -> str:
-    if value is None:
-        return "—"
-    if unit == "factor" or kind == "retryAmplification":  # a ratio of counts: "times"
-        return f"{value:.2f}×"
-    if unit == "ratio":
-        return _percent(value)
-    if unit == "s":
-        return _duration(value)
-    if unit == "count":
-        return f"{value:,.0f}"
-    return f"{value:g}"
+    if kind == "retryAmplification":  # a ratio of counts: "times", whatever the unit says
+        unit = "factor"
+    return formats.slo_value(value, unit)
 
 
 def _clock(epoch: float | None) -> str:
@@ -279,12 +255,6 @@ def _clock(epoch: float | None) -> str:
 
 def _relative(epoch: float | None, origin: float) -> str:
     return "—" if epoch is None else f"{epoch - origin:+.1f} s"
-
-
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return "—"
-    return f"{value:.1f} s" if value < 120 else f"{int(value // 60)} min {value % 60:.0f} s"
 
 
 # --------------------------------------------------------------------------- sections
@@ -355,7 +325,7 @@ def _fault_rows(journal: Journal, origin: float) -> list[FaultRow]:
                 targets=", ".join(fault.targets),
                 injected=_relative(fault.injected_at, origin),
                 reverted=_relative(fault.reverted_at, origin),
-                active_for=_seconds(active),
+                active_for=formats.elapsed(active),
                 revert_verified=fault.revert_verified,
                 evidence=sorted(fault.evidence.items()),
                 took_effect=fault.took_effect,
@@ -462,7 +432,11 @@ def _code_table(codes: dict[str, dict[str, int]]) -> CodeTable | None:
         total = sum(counts.values())
         bad = sum(v for c, v in counts.items() if c not in ("1xx", "2xx", "3xx"))
         rows.append(
-            (edge, [counts.get(c, 0) for c in classes], _percent(bad / total if total else None))
+            (
+                edge,
+                [counts.get(c, 0) for c in classes],
+                formats.percent(bad / total if total else None),
+            )
         )
     return CodeTable(classes, rows)
 
@@ -563,13 +537,13 @@ def _load_rows(journal: Journal) -> list[LoadRow]:
             count=p.count,
             ok=p.ok,
             errors=p.errors,
-            error_share=_percent(p.errors / p.count if p.count else None),
+            error_share=formats.percent(p.errors / p.count if p.count else None),
             offered=f"{p.offered_rate:.1f}",
             achieved=f"{p.achieved_rate:.1f}",
-            p50=_ms(p.latency.p50_ms),
-            p95=_ms(p.latency.p95_ms),
-            p99=_ms(p.latency.p99_ms),
-            max=_ms(p.latency.max_ms),
+            p50=formats.milliseconds(p.latency.p50_ms),
+            p95=formats.milliseconds(p.latency.p95_ms),
+            p99=formats.milliseconds(p.latency.p99_ms),
+            max=formats.milliseconds(p.latency.max_ms),
             statuses=", ".join(f"{k}: {v:,}" for k, v in sorted(p.status_counts.items())),
             coordinated_omission=p.coordinated_omission,
             message=p.message,
@@ -608,11 +582,11 @@ def _spectra(
             SpectrumRow(
                 phase=phase,
                 count=count,
-                p50=_ms(at(50.0)),
-                p90=_ms(at(90.0)),
-                p99=_ms(at(99.0)),
-                p999=_ms(at(99.9)),
-                max=_ms(float(histogram.get_max_value()) / 1000.0),
+                p50=formats.milliseconds(at(50.0)),
+                p90=formats.milliseconds(at(90.0)),
+                p99=formats.milliseconds(at(99.0)),
+                p999=formats.milliseconds(at(99.9)),
+                max=formats.milliseconds(float(histogram.get_max_value()) / 1000.0),
             )
         )
     return spectra, rows, notes
@@ -658,7 +632,7 @@ def _sections(journal: Journal) -> Sections:
     return Sections(
         origin=origin,
         description=str(metadata.get("description", "")) if isinstance(metadata, dict) else "",
-        duration=_seconds(end - journal.started_at if end is not None else None),
+        duration=formats.elapsed(end - journal.started_at if end is not None else None),
         started=_clock(journal.started_at),
         ended=_clock(end),
         slos=_slo_rows(journal.slos),
@@ -697,10 +671,6 @@ def _sections(journal: Journal) -> Sections:
 # --------------------------------------------------------------------------- rendering
 
 
-def _count(value: int) -> str:
-    return f"{value:,}"
-
-
 def _templates() -> jinja2.Environment:
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("harness.report", "templates"),
@@ -710,7 +680,7 @@ def _templates() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    environment.filters["count"] = _count
+    environment.filters["count"] = formats.count
     return environment
 
 
@@ -778,7 +748,7 @@ def _index_row(report: Path, base: Path) -> IndexRow:
         run_id=journal.run_id,
         verdict=journal.verdict,
         status=journal.status,
-        duration=_seconds(end - journal.started_at if end is not None else None),
+        duration=formats.elapsed(end - journal.started_at if end is not None else None),
         started=_clock(journal.started_at),
         slo_counts=counts,
         faults=f"{effective}/{len(journal.faults)} took effect" if journal.faults else "none",

@@ -29,9 +29,11 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from harness.slo.verdict import SloResult, Verdict, _percent, _seconds
+from harness.formats import percent_short as _percent
+from harness.formats import seconds as _seconds
+from harness.journal import SloKind, SloResult, Unit, Verdict
 
-if TYPE_CHECKING:  # the journal imports harness.slo.verdict: no import cycle at run time
+if TYPE_CHECKING:
     from harness.journal import Journal, PhaseWindow
 
 __all__ = [
@@ -55,7 +57,7 @@ _EPSILON_S = 1e-6  # clock rounding in the journal's times
 
 def _result(
     name: str,
-    kind: str,
+    kind: SloKind,
     phase: str,
     verdict: Verdict,
     *,
@@ -65,14 +67,14 @@ def _result(
     objective: float,
     confidence: float,
     n: int,
-    unit: str,
+    unit: Unit,
     message: str,
 ) -> SloResult:
-    return SloResult(
-        slo=name,
-        kind=kind,
-        phase=phase,
-        verdict=verdict,
+    return SloResult.judged(
+        name,
+        kind,
+        phase,
+        verdict,
         measured=measured,
         lower=lower,
         upper=upper,
@@ -80,8 +82,7 @@ def _result(
         confidence=confidence,
         n=n,
         unit=unit,
-        message=f"{name} [{phase}]: {message}",
-        samples_needed=None,
+        detail=message,
     )
 
 
