@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from harness.faults.http import HttpFaultInjector
 from harness.journal import PhaseWindow, RequestPath
 from harness.load.driver import Sample
+from harness.mesh.admin import EnvoyAdmin
 from harness.observe.access_logs import (
     read_access_log,
     request_paths,
@@ -27,7 +28,6 @@ from harness.observe.access_logs import (
     status_class,
     summarize_responses,
 )
-from harness.observe.envoy_admin import EnvoyAdmin
 from harness.observe.sampler import (
     MeshSampler,
     MeshTimelineBuilder,

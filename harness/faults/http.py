@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from harness.errors import FaultError, HarnessError
 from harness.faults.base import ramp_start, select_instances
 from harness.journal import FaultEntry
+from harness.mesh.admin import EnvoyAdmin
 from harness.mesh.envoy import fault_keys, percent_to_runtime
-from harness.observe.envoy_admin import EnvoyAdmin
 from harness.scenario.models import HttpFault
 
 if TYPE_CHECKING:

@@ -48,8 +48,8 @@ from typing import TYPE_CHECKING, Any
 from harness.errors import FaultError, HarnessError
 from harness.faults.base import Injector
 from harness.journal import FaultEntry
+from harness.mesh.admin import EnvoyAdmin
 from harness.mesh.envoy import outbound_cluster_name
-from harness.observe.envoy_admin import EnvoyAdmin
 from harness.platforms.base import InstanceInfo
 from harness.platforms.local.sandbox import Isolation, Sandbox
 from harness.scenario.models import PartitionFault

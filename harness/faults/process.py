@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 
 from harness.errors import FaultError, HarnessError
 from harness.journal import FaultEntry
+from harness.mesh.admin import EnvoyAdmin
 from harness.mesh.envoy import SERVICE_PORT, outbound_cluster_name
-from harness.observe.envoy_admin import EnvoyAdmin
 from harness.platforms.base import InstanceInfo
 from harness.scenario.models import KillFault, PauseFault
 

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from harness.errors import FaultError, HarnessError
 from harness.faults.base import ramp_start, select_instances
-from harness.faults.toxiproxy import Toxic, Toxiproxy, ToxiproxyError
 from harness.journal import FaultEntry
+from harness.mesh.admin import EnvoyAdmin
 from harness.mesh.envoy import outbound_cluster_name
-from harness.observe.envoy_admin import EnvoyAdmin
+from harness.platforms.local.toxiproxy import Toxic, Toxiproxy, ToxiproxyError
 from harness.scenario.models import ToxicFault, ToxicKind
 
 if TYPE_CHECKING:

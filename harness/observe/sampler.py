@@ -32,7 +32,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from harness.journal import EdgeSeries, MeshTimeline
-from harness.observe.envoy_admin import EnvoyAdmin
+from harness.mesh.admin import EnvoyAdmin
 
 if TYPE_CHECKING:
     from harness.platforms.local.platform import LocalDeployment

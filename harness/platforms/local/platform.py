@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from harness.errors import PlatformError, ToolMissingError
-from harness.faults.toxiproxy import Toxiproxy, ToxiproxyError, find_toxiproxy, sandbox_transport
+from harness.mesh.admin import EnvoyAdmin
 from harness.mesh.envoy import (
     Addr,
     EnvoyCommand,
@@ -33,9 +33,14 @@ from harness.mesh.envoy import (
     ingress_bootstrap,
     sidecar_bootstrap,
 )
-from harness.observe.envoy_admin import EnvoyAdmin
 from harness.platforms.base import InstanceInfo
 from harness.platforms.local.sandbox import Isolation, Sandbox
+from harness.platforms.local.toxiproxy import (
+    Toxiproxy,
+    ToxiproxyError,
+    find_toxiproxy,
+    sandbox_transport,
+)
 from harness.scenario.models import PartitionFault, Scenario, ToxicFault
 from harness.scenario.units import format_duration
 
