@@ -26,7 +26,6 @@ from harness.errors import ExitCode, HarnessError, Interrupted, LoadError
 from harness.faults import build_injector
 from harness.faults.base import Injector, UndoJournal, applied
 from harness.journal import (
-    EdgeStats,
     Journal,
     LatencySummary,
     LoadRecord,
@@ -44,6 +43,7 @@ from harness.load.driver import (
     read_samples,
     summarize,
 )
+from harness.mesh.stats import EDGE_COUNTERS, edge_stats, injected_totals
 from harness.observe.access_logs import request_paths, summarize_responses
 from harness.observe.sampler import MeshSampler
 from harness.observe.timeline import latency_histograms, load_timeline, nearest_rank
@@ -70,21 +70,6 @@ from harness.slo.mesh import (
 from harness.slo.shift import evaluate_latency_shift
 from harness.slo.verdict import Verdict, evaluate_error_rate, evaluate_latency
 
-EDGE_COUNTERS = (
-    "upstream_rq_total",
-    "upstream_rq_retry",
-    "upstream_rq_retry_success",
-    "upstream_rq_retry_overflow",
-    "upstream_rq_retry_limit_exceeded",
-    "upstream_rq_pending_overflow",
-    "upstream_cx_overflow",
-    "upstream_rq_timeout",
-    "upstream_rq_per_try_timeout",
-    "upstream_cx_connect_fail",
-    "upstream_rq_5xx",
-    "outlier_detection.ejections_enforced_total",
-)
-FAULT_COUNTERS = ("aborts_injected", "delays_injected")
 FIRST_SAMPLE_TIMEOUT_S = 30.0
 
 Log = Callable[[str], None]
@@ -170,47 +155,6 @@ def _environment() -> dict[str, str]:
 
 def _in_window(samples: list[Sample], window: PhaseWindow) -> list[Sample]:
     return [s for s in samples if window.start <= s.t < window.end]
-
-
-def edge_stats(
-    counters: list[dict[str, dict[str, int]]],
-    phases: list[PhaseWindow],
-    service_of: Callable[[str], str],
-) -> list[EdgeStats]:
-    """Per-phase increases of each edge's counters, from snapshots at the phase boundaries."""
-
-    def by_edge(snapshot: dict[str, dict[str, int]]) -> dict[tuple[str, str], dict[str, int]]:
-        edges: dict[tuple[str, str], dict[str, int]] = {}
-        for proxy, values in snapshot.items():
-            caller = service_of(proxy)
-            for key, value in values.items():
-                if not key.startswith("cluster.outbound|"):
-                    continue
-                cluster, _, stat = key[len("cluster.") :].partition(".")
-                if stat not in EDGE_COUNTERS:
-                    continue
-                callee = cluster.rsplit("|", 1)[-1]
-                bucket = edges.setdefault((caller, callee), dict.fromkeys(EDGE_COUNTERS, 0))
-                bucket[stat] += value
-        return edges
-
-    snapshots = [by_edge(s) for s in counters]
-    keys = sorted({edge for snap in snapshots for edge in snap})
-    result = []
-    for caller, callee in keys:
-        per_phase: dict[str, dict[str, int]] = {}
-        zero = dict.fromkeys(EDGE_COUNTERS, 0)
-        for index, window in enumerate(phases):
-            before = snapshots[index].get((caller, callee), zero)
-            after = snapshots[index + 1].get((caller, callee), zero)
-            per_phase[window.name] = {k: after[k] - before[k] for k in EDGE_COUNTERS}
-        total = {
-            k: snapshots[-1].get((caller, callee), zero)[k]
-            - snapshots[0].get((caller, callee), zero)[k]
-            for k in EDGE_COUNTERS
-        }
-        result.append(EdgeStats(caller=caller, callee=callee, phases=per_phase, total=total))
-    return result
 
 
 @dataclass(order=True)
@@ -476,14 +420,7 @@ class Run:
         journal.edges = edge_stats(
             self.snapshots, journal.phases, lambda proxy: service_of.get(proxy, proxy)
         )
-        final = self.snapshots[-1] if self.snapshots else {}
-        for proxy, values in final.items():
-            injected = {
-                stat: sum(v for k, v in values.items() if k.endswith(f".fault.{stat}"))
-                for stat in FAULT_COUNTERS
-            }
-            if any(injected.values()):
-                journal.injected[proxy] = injected
+        journal.injected.update(injected_totals(self.snapshots[-1] if self.snapshots else {}))
         self._observe(deployment, samples)
         self._judge_slos(samples)
         self._judge_faults()

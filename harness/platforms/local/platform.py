@@ -33,6 +33,7 @@ from harness.mesh.envoy import (
     ingress_bootstrap,
     sidecar_bootstrap,
 )
+from harness.mesh.stats import SCRAPE_PATTERN
 from harness.platforms.base import InstanceInfo
 from harness.platforms.local.sandbox import Isolation, Sandbox
 from harness.platforms.local.toxiproxy import (
@@ -54,9 +55,6 @@ TOXIC_PROXY_FIRST_PORT = 20000
 STARTUP_TIMEOUT_S = 60.0
 PROCESS_SIGNAL_TIMEOUT_S = 5.0
 ProcessKind = Literal["app", "sidecar"]
-STAT_PATTERN = (
-    r"^(cluster\.outbound\|.*|http\.inbound_.*\.fault\..*|http\.ingress\..*downstream_rq_.xx)$"
-)
 
 
 def find_envoy() -> str:
@@ -405,7 +403,7 @@ class LocalDeployment:
         return snapshot
 
     def _read_counters(self, name: str, admin: EnvoyAdmin) -> dict[str, int]:
-        values = admin.counters(STAT_PATTERN)
+        values = admin.counters(SCRAPE_PATTERN)
         for key, value in self._carried.get(name, {}).items():
             values[key] = values.get(key, 0) + value
         self._last_counters[name] = values
@@ -454,7 +452,7 @@ class LocalDeployment:
         with contextlib.suppress(PlatformError):
             self._read_counters(proxy, admin)
             status, body = admin.request(
-                "GET", "/stats?usedonly&type=Counters&filter=" + urllib.parse.quote(STAT_PATTERN)
+                "GET", "/stats?usedonly&type=Counters&filter=" + urllib.parse.quote(SCRAPE_PATTERN)
             )
             if status != 200:
                 return
