@@ -14,24 +14,19 @@ import secrets
 import signal
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import assert_never
 
 from harness.errors import ExitCode, HarnessError, Interrupted, LoadError
 from harness.faults import build_injector
 from harness.faults.base import Injector, UndoJournal, applied
 from harness.journal import (
     Journal,
-    LatencySummary,
     LoadRecord,
-    PhaseLoad,
     PhaseWindow,
-    RunVerdict,
 )
 from harness.load.driver import (
     LoadPlan,
@@ -41,34 +36,17 @@ from harness.load.driver import (
     locust_command,
     locust_environment,
     read_samples,
-    summarize,
 )
 from harness.mesh.stats import EDGE_COUNTERS, edge_stats, injected_totals
 from harness.observe.access_logs import request_paths, summarize_responses
 from harness.observe.sampler import MeshSampler
-from harness.observe.timeline import latency_histograms, load_timeline, nearest_rank
+from harness.observe.timeline import latency_histograms, load_timeline, phase_loads
 from harness.platforms.local.platform import LocalDeployment, LocalPlatform
 from harness.platforms.local.sandbox import Isolation
-from harness.scenario.models import (
-    EjectionSlo,
-    ErrorRateSlo,
-    Guard,
-    LatencyShiftSlo,
-    LatencySlo,
-    RecoverySlo,
-    RetryAmplificationSlo,
-    Scenario,
-    SheddingSlo,
-)
-from harness.slo.mesh import (
-    evaluate_ejections,
-    evaluate_recovery,
-    evaluate_retry_amplification,
-    evaluate_sheds,
-    recovery_phases,
-)
-from harness.slo.shift import evaluate_latency_shift
-from harness.slo.verdict import Verdict, evaluate_error_rate, evaluate_latency
+from harness.scenario.models import Guard, Scenario
+from harness.slo.judge import fault_problems, judge_slos, verdict_of
+
+__all__ = ["RunOptions", "RunResult", "run_scenario", "verdict_of"]
 
 FIRST_SAMPLE_TIMEOUT_S = 30.0
 
@@ -151,10 +129,6 @@ def _environment() -> dict[str, str]:
         except PackageNotFoundError:
             env[package] = "not installed"
     return env
-
-
-def _in_window(samples: list[Sample], window: PhaseWindow) -> list[Sample]:
-    return [s for s in samples if window.start <= s.t < window.end]
 
 
 @dataclass(order=True)
@@ -392,38 +366,15 @@ class Run:
         journal = self.journal
         samples = read_samples(self.samples_path) if self.samples_path.exists() else []
         assert journal.load is not None
-        for window in journal.phases:
-            in_phase = _in_window(samples, window)
-            latencies = sorted(s.ms for s in in_phase if s.ok)
-            summary = summarize(in_phase, window.start, window.end, journal.load.target_rate)
-            statuses = Counter(str(s.status) for s in in_phase)
-            journal.load.phases.append(
-                PhaseLoad(
-                    phase=window.name,
-                    count=summary.count,
-                    ok=summary.ok_count,
-                    errors=summary.error_count,
-                    offered_rate=summary.offered_rate,
-                    achieved_rate=summary.achieved_rate,
-                    coordinated_omission=summary.coordinated_omission,
-                    latency=LatencySummary(
-                        p50_ms=nearest_rank(latencies, 0.5),
-                        p95_ms=nearest_rank(latencies, 0.95),
-                        p99_ms=nearest_rank(latencies, 0.99),
-                        max_ms=latencies[-1] if latencies else None,
-                    ),
-                    status_counts=dict(statuses),
-                    message=summary.message,
-                )
-            )
+        journal.load.phases.extend(phase_loads(samples, journal.phases, journal.load.target_rate))
         service_of = {inst.name: inst.service for inst in deployment.instances}
         journal.edges = edge_stats(
             self.snapshots, journal.phases, lambda proxy: service_of.get(proxy, proxy)
         )
         journal.injected.update(injected_totals(self.snapshots[-1] if self.snapshots else {}))
         self._observe(deployment, samples)
-        self._judge_slos(samples)
-        self._judge_faults()
+        journal.slos.extend(judge_slos(self.scenario.slos, journal, samples))
+        journal.problems.extend(fault_problems(journal))
 
     def _observe(self, deployment: LocalDeployment, samples: list[Sample]) -> None:
         """Timelines, histograms, response flags and request paths for the report."""
@@ -443,116 +394,6 @@ class Run:
         journal.response_flags = responses.flags
         journal.response_codes = responses.codes
         journal.request_paths = request_paths(access, samples, journal.phases)
-
-    def _judge_slos(self, samples: list[Sample]) -> None:
-        journal = self.journal
-        windows = {w.name: w for w in journal.phases}
-        run_phases = list(windows)
-
-        def successful_latencies_s(phase: str) -> list[float]:
-            window = windows.get(phase)
-            in_phase = [] if window is None else _in_window(samples, window)
-            return [s.ms / 1000.0 for s in in_phase if s.ok]
-
-        for slo in self.scenario.slos:
-            if slo.phases:
-                phases = [phase for phase in slo.phases if phase in windows]
-            elif isinstance(slo, LatencyShiftSlo):
-                phases = [phase for phase in run_phases if phase != slo.baseline]
-            elif isinstance(slo, RecoverySlo):
-                phases = recovery_phases(journal)
-            else:
-                phases = run_phases
-            for phase in phases:
-                match slo:
-                    case ErrorRateSlo():
-                        in_phase = _in_window(samples, windows[phase])
-                        failures = sum(1 for s in in_phase if not s.ok)
-                        result = evaluate_error_rate(
-                            slo.name, phase, failures, len(in_phase), slo.max, slo.confidence
-                        )
-                    case LatencySlo():
-                        result = evaluate_latency(
-                            slo.name,
-                            phase,
-                            successful_latencies_s(phase),
-                            slo.quantile,
-                            slo.max,
-                            slo.confidence,
-                        )
-                    case LatencyShiftSlo():
-                        result = evaluate_latency_shift(
-                            slo.name,
-                            phase,
-                            slo.baseline,
-                            successful_latencies_s(slo.baseline),
-                            successful_latencies_s(phase),
-                            slo.max,
-                            slo.confidence,
-                        )
-                    case RetryAmplificationSlo():
-                        result = evaluate_retry_amplification(
-                            slo.name,
-                            phase,
-                            journal,
-                            slo.edge.from_,
-                            slo.edge.to,
-                            slo.max,
-                            slo.confidence,
-                        )
-                    case EjectionSlo():
-                        result = evaluate_ejections(
-                            slo.name,
-                            phase,
-                            journal,
-                            slo.edge.from_,
-                            slo.edge.to,
-                            slo.min,
-                            slo.within,
-                            slo.confidence,
-                        )
-                    case SheddingSlo():
-                        result = evaluate_sheds(
-                            slo.name,
-                            phase,
-                            journal,
-                            slo.edge.from_,
-                            slo.edge.to,
-                            slo.min,
-                            slo.confidence,
-                        )
-                    case RecoverySlo():
-                        result = evaluate_recovery(
-                            slo.name, phase, journal, slo.max, slo.error_rate, slo.confidence
-                        )
-                    case _:
-                        assert_never(slo)
-                journal.slos.append(result)
-
-    def _judge_faults(self) -> None:
-        if self.journal.aborted:
-            self.journal.problems.append(f"run aborted: {self.journal.aborted}")
-        for fault in self.journal.faults:
-            if fault.took_effect is False:
-                self.journal.problems.append(fault.effect_message)
-            if not fault.revert_verified:
-                self.journal.problems.append(
-                    f"fault {fault.name}: the revert could not be verified"
-                )
-
-
-def verdict_of(journal: Journal) -> tuple[RunVerdict, ExitCode]:
-    """The run's verdict and exit code, from the journal alone."""
-    if journal.status == "interrupted":
-        return "INTERRUPTED", ExitCode.INTERRUPTED
-    if journal.status != "completed":
-        return "ERROR", ExitCode.ERROR
-    verdicts = {entry.verdict for entry in journal.slos}
-    if journal.problems or Verdict.FAIL.value in verdicts:
-        return "FAIL", ExitCode.FAILED
-    if Verdict.INCONCLUSIVE.value in verdicts:
-        return "INCONCLUSIVE", ExitCode.INCONCLUSIVE
-    return "PASS", ExitCode.PASSED
 
 
 def new_run_id() -> str:
