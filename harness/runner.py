@@ -21,8 +21,8 @@ from pathlib import Path
 from types import FrameType
 
 from harness.errors import ExitCode, HarnessError, Interrupted, LoadError
-from harness.faults import build_injector
-from harness.faults.base import Injector, UndoJournal, applied
+from harness.faults import InjectorFactory, build_injector
+from harness.faults.base import Adjustable, Injector, UndoJournal, applied
 from harness.journal import (
     Journal,
     LoadRecord,
@@ -41,7 +41,8 @@ from harness.mesh.stats import EDGE_COUNTERS, edge_stats, injected_totals
 from harness.observe.access_logs import request_paths, summarize_responses
 from harness.observe.sampler import MeshSampler
 from harness.observe.timeline import latency_histograms, load_timeline, phase_loads
-from harness.platforms.local.platform import LocalDeployment, LocalPlatform
+from harness.platforms.base import Deployment
+from harness.platforms.local.platform import LocalPlatform
 from harness.platforms.local.sandbox import Isolation
 from harness.scenario.models import Guard, Scenario
 from harness.slo.judge import fault_problems, judge_slos, verdict_of
@@ -191,8 +192,15 @@ class Run:
     """One execution of a scenario against a deployment."""
 
     def __init__(
-        self, scenario: Scenario, run_dir: Path, journal: Journal, log: Log, seed: int | None
+        self,
+        scenario: Scenario,
+        run_dir: Path,
+        journal: Journal,
+        log: Log,
+        seed: int | None,
+        build: InjectorFactory = build_injector,
     ) -> None:
+        self.build = build
         self.scenario = scenario
         self.run_dir = run_dir
         self.journal = journal
@@ -205,12 +213,12 @@ class Run:
         self.sampler: MeshSampler | None = None
         self.guard = GuardWatch(scenario.guard, self.samples_path) if scenario.guard else None
 
-    def build_injectors(self, deployment: LocalDeployment) -> None:
+    def build_injectors(self, deployment: Deployment) -> None:
         for index, fault in enumerate(self.scenario.faults):
             name = self.scenario.fault_name(index)
-            self.injectors.append((index, build_injector(fault, name, deployment)))
+            self.injectors.append((index, self.build(fault, name, deployment)))
 
-    def execute(self, deployment: LocalDeployment) -> None:
+    def execute(self, deployment: Deployment) -> None:
         scenario = self.scenario
         self.build_injectors(deployment)
         plan = LoadPlan(
@@ -254,7 +262,7 @@ class Run:
         log_text = (self.run_dir / "logs" / "locust.log").read_text(errors="replace")
         self.journal.load.warnings = generator_warnings(log_text)
 
-    def _wait_first_sample(self, deployment: LocalDeployment, locust: int) -> None:
+    def _wait_first_sample(self, deployment: Deployment, locust: int) -> None:
         deadline = time.monotonic() + FIRST_SAMPLE_TIMEOUT_S
         with SampleTail(self.samples_path) as tail:
             while time.monotonic() < deadline:
@@ -277,7 +285,7 @@ class Run:
                 continue
             begin, finish = fault.window(duration)
             events.append(_Event(phase_start + begin, 1, "inject", index, injector))
-            for step in getattr(fault, "steps", []):
+            for step in fault.ramp:
                 if step.at > 0:  # a step at 0 is the starting intensity (from_scenario)
                     at = phase_start + begin + step.at
                     events.append(_Event(at, 2, "adjust", index, injector, step.percentage))
@@ -285,9 +293,7 @@ class Run:
                 events.append(_Event(phase_start + finish, 0, "revert", index, injector))
         return sorted(events)
 
-    def _run_phase(
-        self, deployment: LocalDeployment, locust: int, name: str, duration: float
-    ) -> None:
+    def _run_phase(self, deployment: Deployment, locust: int, name: str, duration: float) -> None:
         phase_faults = [
             inj.record.name for i, inj in self.injectors if self.scenario.faults[i].phase == name
         ]
@@ -344,9 +350,8 @@ class Run:
             stack.enter_context(applied(event.injector, self.undo))
             self.journal.write(self.run_dir / "journal.json")
         elif event.action == "adjust" and event.fault in applied_now:
-            adjust = getattr(event.injector, "adjust", None)
-            if adjust is not None:
-                adjust(event.value)
+            if isinstance(event.injector, Adjustable):
+                event.injector.adjust(event.value)
         elif event.action == "revert" and event.fault in applied_now:
             applied_now.pop(event.fault).close()
             self.journal.write(self.run_dir / "journal.json")
@@ -362,7 +367,7 @@ class Run:
 
     # ------------------------------------------------------------------ judging
 
-    def judge(self, deployment: LocalDeployment) -> None:
+    def judge(self, deployment: Deployment) -> None:
         journal = self.journal
         samples = read_samples(self.samples_path) if self.samples_path.exists() else []
         assert journal.load is not None
@@ -376,7 +381,7 @@ class Run:
         journal.slos.extend(judge_slos(self.scenario.slos, journal, samples))
         journal.problems.extend(fault_problems(journal))
 
-    def _observe(self, deployment: LocalDeployment, samples: list[Sample]) -> None:
+    def _observe(self, deployment: Deployment, samples: list[Sample]) -> None:
         """Timelines, histograms, response flags and request paths for the report."""
         journal = self.journal
         assert journal.load is not None
@@ -435,12 +440,12 @@ def run_scenario(
         try:
             with LocalPlatform(options.isolation).deploy(scenario, run_dir) as deployment:
                 journal.isolation = deployment.isolation
-                journal.isolation_note = deployment.sandbox.note
+                journal.isolation_note = deployment.isolation_note
                 journal.namespaces = deployment.sandbox.namespaces
                 journal.scratch_dir = str(deployment.scratch_dir)
                 log(
                     f"deployed {len(deployment.instances)} instances + ingress "
-                    f"({deployment.sandbox.note})"
+                    f"({deployment.isolation_note})"
                 )
                 journal.write(journal_path)
                 try:

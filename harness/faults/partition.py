@@ -43,19 +43,22 @@ import hashlib
 import json
 import re
 import shutil
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from harness.errors import FaultError, HarnessError
-from harness.faults.base import Injector
+from harness.faults.base import (
+    CounterDeltas,
+    Injector,
+    no_effect,
+    select_instances,
+    took_effect,
+)
 from harness.journal import FaultEntry
-from harness.mesh.admin import EnvoyAdmin
+from harness.mesh.admin import AdminApi
 from harness.mesh.envoy import outbound_cluster_name
-from harness.platforms.base import InstanceInfo
-from harness.platforms.local.sandbox import Isolation, Sandbox
-from harness.scenario.models import PartitionFault
-
-if TYPE_CHECKING:
-    from harness.platforms.local.platform import LocalDeployment
+from harness.mesh.stats import sum_cluster_counters
+from harness.platforms.base import Deployment, InstanceInfo, PacketFilter, toxic_edge_of
+from harness.scenario.models import PartitionFault, ToxicFault, ToxicKind
 
 TABLE_FAMILY = "inet"
 TABLE_NAME = "harness"
@@ -102,14 +105,14 @@ class PartitionInjector:
         self,
         fault: PartitionFault,
         name: str,
-        sandbox: Sandbox,
+        packet_filter: PacketFilter,
         nft: str,
         sources: tuple[InstanceInfo, ...],
         destinations: tuple[InstanceInfo, ...],
-        callers: dict[str, EnvoyAdmin] | None = None,
+        callers: dict[str, AdminApi] | None = None,
     ) -> None:
         self.fault = fault
-        self.sandbox = sandbox
+        self.packet_filter = packet_filter
         self.nft = nft
         self.sources = sources
         self.destinations = destinations
@@ -117,12 +120,9 @@ class PartitionInjector:
         # Sidecars of the source instances, when ``from`` calls ``to``: their counters for the
         # destination's cluster show the cut from the caller's side.
         self.callers = callers or {}
-        self.caller_pattern = (
-            "^cluster\\."
-            + re.escape(outbound_cluster_name(destinations[0].service))
-            + "\\.("
-            + "|".join(CALLER_COUNTERS)
-            + ")$"
+        cluster = outbound_cluster_name(destinations[0].service)
+        self.counters = CounterDeltas(
+            lambda: sum_cluster_counters(self.callers.values(), cluster, CALLER_COUNTERS)
         )
         self.rules = self._rules()
         self.record = FaultEntry(
@@ -141,7 +141,6 @@ class PartitionInjector:
                 "rules": list(self.rules),
             },
         )
-        self._baseline: dict[str, int] = {}
 
     # ------------------------------------------------------------------ nft
 
@@ -166,7 +165,7 @@ class PartitionInjector:
     def _nft(self, *args: str, script: str | None = None) -> tuple[int, str, str]:
         argv = [self.nft, *args] if script is None else [self.nft, "-f", "-"]
         try:
-            return self.sandbox.run(argv, timeout=NFT_TIMEOUT_S, input_text=script)
+            return self.packet_filter.run(argv, timeout=NFT_TIMEOUT_S, input_text=script)
         except HarnessError as exc:
             raise FaultError(f"fault {self.record.name}: nft failed: {exc}") from exc
 
@@ -211,7 +210,7 @@ class PartitionInjector:
     # ------------------------------------------------------------------ lifecycle
 
     def inject(self) -> None:
-        self._baseline = self._caller_counters()
+        self.counters.start()
         script = "\n".join(
             [
                 f"add table {TABLE}",
@@ -254,19 +253,6 @@ class PartitionInjector:
 
     # ------------------------------------------------------------------ effect
 
-    def _caller_counters(self) -> dict[str, int]:
-        totals = dict.fromkeys(CALLER_COUNTERS, 0)
-        for admin in self.callers.values():
-            try:
-                counters = admin.counters(self.caller_pattern)
-            except HarnessError:
-                continue
-            for key, value in counters.items():
-                stat = key.rsplit(".", 1)[-1]
-                if stat in totals:
-                    totals[stat] += value
-        return totals
-
     def evidence(self) -> dict[str, int]:
         try:
             rules = self.installed()
@@ -276,9 +262,7 @@ class PartitionInjector:
         if self.fault.direction == "both":
             evidence["packets_reverse"] = sum(p for c, p in rules if c == "reverse")
         if self.callers:
-            now = self._caller_counters()
-            for stat, value in now.items():
-                evidence[f"callers_{stat}"] = value - self._baseline.get(stat, 0)
+            evidence.update(self.counters.deltas("callers_"))
         return evidence
 
     def judge_effect(self, evidence: dict[str, int]) -> tuple[bool, str]:
@@ -286,22 +270,19 @@ class PartitionInjector:
         edge = f"{_describe(self.sources)} → {_describe(self.destinations)}"
         verb = "dropped" if self.fault.mode == "drop" else "rejected"
         if packets <= 0:
-            return (
-                False,
-                f"fault {self.record.name} showed no effect: no packet crossed the cut {edge} "
-                f"({self.fault.direction}); is there traffic between them?",
+            return no_effect(
+                self.record.name,
+                f": no packet crossed the cut {edge} ({self.fault.direction}); "
+                "is there traffic between them?",
             )
-        shown = ", ".join(f"{k}={v}" for k, v in evidence.items() if v)
-        return (
-            True,
-            f"fault {self.record.name} took effect: {packets} packets {verb} {edge} ({shown})",
-        )
+        return took_effect(self.record.name, f": {packets} packets {verb} {edge}", evidence)
 
 
-def from_scenario(fault: PartitionFault, name: str, deployment: LocalDeployment) -> Injector:
-    from harness.faults.base import select_instances
-
-    if deployment.sandbox.mode is Isolation.HOST:
+def from_scenario(fault: PartitionFault, name: str, deployment: Deployment) -> Injector:
+    """nft rules where the platform filters packets; else a toxic on the edge, said aloud."""
+    packet_filter = deployment.packet_filter
+    emulated = toxic_edge_of(fault, packet_filter=packet_filter is not None) is not None
+    if emulated or packet_filter is None:
         return _toxiproxy_fallback(fault, name, deployment)
     sources = select_instances(deployment, fault.from_, name)
     destinations = select_instances(deployment, fault.to, name)
@@ -314,12 +295,10 @@ def from_scenario(fault: PartitionFault, name: str, deployment: LocalDeployment)
     topology = deployment.scenario.app.topology
     calls = fault.to.service in topology.service(fault.from_.service).calls
     callers = {inst.name: deployment.admin(inst.name) for inst in sources} if calls else {}
-    return PartitionInjector(
-        fault, name, deployment.sandbox, find_nft(), sources, destinations, callers
-    )
+    return PartitionInjector(fault, name, packet_filter, find_nft(), sources, destinations, callers)
 
 
-def _toxiproxy_fallback(fault: PartitionFault, name: str, deployment: LocalDeployment) -> Injector:
+def _toxiproxy_fallback(fault: PartitionFault, name: str, deployment: Deployment) -> Injector:
     """Without a network namespace, cut the edge with toxiproxy, and say so.
 
     ``drop`` becomes a ``timeout`` toxic with no timeout (data vanishes, the connection stays
@@ -327,11 +306,10 @@ def _toxiproxy_fallback(fault: PartitionFault, name: str, deployment: LocalDeplo
     ``reset_peer`` (callers see resets). The cut is per service edge: toxiproxy sits between
     the calling service's sidecars and the callee's instances.
     """
-    from harness.faults import toxic
-    from harness.scenario.models import ToxicFault, ToxicKind
+    from harness.faults import toxic  # the toxic injector, for this stand-in only
 
     note = (
-        f"fault {name}: no network namespace on this run ({deployment.sandbox.note}); the "
+        f"fault {name}: no network namespace on this run ({deployment.isolation_note}); the "
         "partition is emulated with toxiproxy"
     )
     topology = deployment.scenario.app.topology

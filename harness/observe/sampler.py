@@ -31,11 +31,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from harness.journal import EdgeSeries, MeshTimeline
-from harness.mesh.admin import EnvoyAdmin
 from harness.mesh.stats import FAULT_LABELS, cluster_hosts, edge_stat, fault_stat, stat_pattern
 
 if TYPE_CHECKING:
-    from harness.platforms.local.platform import LocalDeployment
+    from harness.platforms.base import Deployment
 
 SCRAPE_TIMEOUT_S = 0.5
 """Per admin call: a paused (SIGSTOP) proxy must not hold the sampler for long."""
@@ -245,19 +244,17 @@ class MeshSampler:
     @classmethod
     def for_deployment(
         cls,
-        deployment: LocalDeployment,
+        deployment: Deployment,
         *,
         t0: float,
         counters: Sequence[str],
         interval: float = 1.0,
         max_duration: float = 3600.0,
     ) -> MeshSampler:
-        """A sampler over every proxy of a local deployment (short admin timeouts)."""
+        """A sampler over every proxy of a deployment (short admin timeouts)."""
         admins = {
-            name: EnvoyAdmin(
-                deployment.admin(name).socket_path, name=name, timeout=SCRAPE_TIMEOUT_S
-            )
-            for name in deployment.proxies
+            name: deployment.admin(name, timeout=SCRAPE_TIMEOUT_S)
+            for name in deployment.proxy_names()
         }
         topology = deployment.scenario.app.topology
         service_of = {inst.name: inst.service for inst in deployment.instances}
@@ -265,15 +262,11 @@ class MeshSampler:
         callers = [INGRESS] + [
             inst.name for inst in deployment.instances if topology.service(inst.service).calls
         ]
-        endpoint_names = {(i.ip, i.inbound_port): i.name for i in deployment.instances}
-        # A caller that reaches an instance through a toxiproxy sees the proxy's address.
-        for edge in deployment.toxic_proxies.values():
-            endpoint_names[(edge.listen.host, edge.listen.port)] = edge.instance
         return cls(
             admins,
             t0=t0,
             service_of=service_of,
-            endpoint_names=endpoint_names,
+            endpoint_names=deployment.endpoint_names(),
             counters=counters,
             health_proxies=[name for name in callers if name in admins],
             interval=interval,

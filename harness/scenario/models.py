@@ -259,6 +259,11 @@ class FaultTiming(Model):
         end = phase_duration if self.duration is None else self.start + self.duration
         return self.start, min(end, phase_duration)
 
+    @property
+    def ramp(self) -> tuple[Step, ...]:
+        """The intensity steps of a fault that ramps (``steps``); none for the others."""
+        return ()
+
 
 class HttpFault(FaultTiming):
     """HTTP delay / abort injected by the destination instances' sidecars (Envoy fault filter).
@@ -274,6 +279,10 @@ class HttpFault(FaultTiming):
     abort: Abort | None = None
     delay: Delay | None = None
     steps: list[Step] = Field(default_factory=list)
+
+    @property
+    def ramp(self) -> tuple[Step, ...]:
+        return tuple(self.steps)
 
     @model_validator(mode="after")
     def _something(self) -> HttpFault:
@@ -337,6 +346,10 @@ class ToxicFault(FaultTiming):
     size_variation: int | None = Field(default=None, ge=0)
     bytes: int | None = Field(default=None, ge=0)
     steps: list[Step] = Field(default_factory=list, description="Toxicity ramp (percent).")
+
+    @property
+    def ramp(self) -> tuple[Step, ...]:
+        return tuple(self.steps)
 
     @model_validator(mode="after")
     def _fields_fit_the_toxic(self) -> ToxicFault:
