@@ -28,6 +28,7 @@ import numpy as np
 from harness.formats import seconds
 from harness.journal import SloResult, Verdict
 from harness.slo.stats import (
+    ShiftInterval,
     fewest_samples_for_shift,
     hodges_lehmann_shift,
     samples_needed_for_shift,
@@ -37,8 +38,18 @@ from harness.slo.verdict import _check_confidence, _undecided
 __all__ = ["evaluate_latency_shift"]
 
 
-def _signedseconds(value: float) -> str:
+def _signed_seconds(value: float) -> str:
     return ("+" if value > 0 else "-" if value < 0 else "") + seconds(abs(value))
+
+
+def _shift_bounds(shift: ShiftInterval, level: str, sizes: str) -> str:
+    if shift.lower is None or shift.upper is None:
+        return f"too few samples for {level} bounds, {sizes}"
+    method = "exact" if shift.exact else "normal-approximation"
+    return (
+        f"{level} {method} Mann\u2013Whitney bounds {_signed_seconds(shift.lower)}"
+        f"\u2013{_signed_seconds(shift.upper)}, {sizes}"
+    )
 
 
 def evaluate_latency_shift(
@@ -112,17 +123,9 @@ def evaluate_latency_shift(
         verdict = Verdict.INCONCLUSIVE
         needed = samples_needed_for_shift(shift, max_s)
         outcome = _undecided(needed, objective, confidence, "latencies per phase")
-    sizes = f"n={y.size} vs {x.size} in {baseline}"
-    if shift.lower is None or shift.upper is None:
-        bounds = f"too few samples for {level} bounds, {sizes}"
-    else:
-        method = "exact" if shift.exact else "normal-approximation"
-        bounds = (
-            f"{level} {method} Mann\u2013Whitney bounds {_signedseconds(shift.lower)}"
-            f"\u2013{_signedseconds(shift.upper)}, {sizes}"
-        )
+    bounds = _shift_bounds(shift, level, f"n={y.size} vs {x.size} in {baseline}")
     message = (
-        f"latency shift vs {baseline} {_signedseconds(shift.estimate)} "
+        f"latency shift vs {baseline} {_signed_seconds(shift.estimate)} "
         f"(Hodges\u2013Lehmann; {bounds}) {outcome}"
     )
     return result(verdict, shift.estimate, shift.lower, shift.upper, message, needed)

@@ -162,25 +162,7 @@ def evaluate_latency(
     n = int(values.size)
     label = f"p{q * 100:g}"
     if n == 0:
-        minimum = samples_needed_for_quantile(q, confidence)
-        return SloResult.judged(
-            name,
-            "latency",
-            phase,
-            Verdict.INCONCLUSIVE,
-            measured=None,
-            lower=None,
-            upper=None,
-            objective=max_s,
-            confidence=confidence,
-            n=0,
-            unit="s",
-            detail=(
-                f"no latency samples were recorded in this phase; at least {minimum} "
-                f"are needed for one-sided {confidence * 100:g}% bounds on {label}"
-            ),
-            samples_needed=minimum,
-        )
+        return _no_latency_samples(name, phase, q, max_s, confidence, label)
     measured = empirical_quantile(values, q)
     lower = quantile_lower_bound(values, q, confidence)
     upper = quantile_upper_bound(values, q, confidence)
@@ -213,6 +195,30 @@ def evaluate_latency(
         unit="s",
         detail=f"{label} {seconds(measured)} ({bounds}) {outcome}",
         samples_needed=needed,
+    )
+
+
+def _no_latency_samples(
+    name: str, phase: str, q: float, max_s: float, confidence: float, label: str
+) -> SloResult:
+    minimum = samples_needed_for_quantile(q, confidence)
+    return SloResult.judged(
+        name,
+        "latency",
+        phase,
+        Verdict.INCONCLUSIVE,
+        measured=None,
+        lower=None,
+        upper=None,
+        objective=max_s,
+        confidence=confidence,
+        n=0,
+        unit="s",
+        detail=(
+            f"no latency samples were recorded in this phase; at least {minimum} "
+            f"are needed for one-sided {confidence * 100:g}% bounds on {label}"
+        ),
+        samples_needed=minimum,
     )
 
 
