@@ -30,7 +30,6 @@ from harness.journal import (
     PhaseWindow,
 )
 from harness.load.driver import Sample
-from harness.runner import Run
 from harness.scenario import load_scenario_text
 from harness.slo import (
     Verdict,
@@ -42,6 +41,7 @@ from harness.slo import (
     hodges_lehmann_shift,
     recovery_phases,
 )
+from harness.slo.judge import judge_slos
 from harness.slo.mesh import EJECTIONS
 from harness.slo.stats import (
     difference_order_statistics,
@@ -678,7 +678,7 @@ slos:
 """
 
 
-def test_the_runner_judges_every_slo_kind_in_its_phases(tmp_path: Path) -> None:
+def test_the_judge_judges_every_slo_kind_in_its_phases(tmp_path: Path) -> None:
     scenario = load_scenario_text(SCENARIO)
     journal = make_journal(
         edges=[
@@ -700,8 +700,7 @@ def test_the_runner_judges_every_slo_kind_in_its_phases(tmp_path: Path) -> None:
                ok=True, err=None, rid=str(i))
         for i in range(2000)
     ]  # fmt: skip
-    run = Run(scenario, tmp_path, journal, lambda message: None, seed=None)
-    run._judge_slos(samples)
+    journal.slos.extend(judge_slos(scenario.slos, journal, samples))
     judged = {(r.slo, r.phase): r.verdict for r in journal.slos}
     assert judged == {
         ("errors", "baseline"): Verdict.PASS,
