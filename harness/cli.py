@@ -19,6 +19,7 @@ from rich.table import Table
 from harness import formats
 from harness.errors import ExitCode, HarnessError, ScenarioError
 from harness.journal import Journal
+from harness.mesh.stats import RETRIES, RETRY_SUCCESS
 from harness.platforms.local.sandbox import Isolation
 from harness.runner import RunOptions, run_scenario, verdict_of
 from harness.scenario import load_scenario, scenario_json_schema
@@ -78,11 +79,11 @@ def print_summary(journal: Journal, journal_path: Path) -> None:
         reverted = "reverted ✓" if fault.revert_verified else "[red]revert not verified[/red]"
         console.print(f"{mark} {escape(fault.effect_message)}; {reverted}", soft_wrap=True)
     for edge in journal.edges:
-        retries = edge.total.get("upstream_rq_retry", 0)
+        retries = edge.total.get(RETRIES, 0)
         if retries:
             console.print(
                 f"  mesh: {edge.caller} → {edge.callee}: {retries} retries "
-                f"({edge.total.get('upstream_rq_retry_success', 0)} succeeded)"
+                f"({edge.total.get(RETRY_SUCCESS, 0)} succeeded)"
             )
     if journal.load is not None:
         for warning in journal.load.warnings:

@@ -56,7 +56,13 @@ from harness.faults.base import (
 from harness.journal import FaultEntry
 from harness.mesh.admin import AdminApi
 from harness.mesh.envoy import outbound_cluster_name
-from harness.mesh.stats import sum_cluster_counters
+from harness.mesh.stats import (
+    CONNECT_FAILURES,
+    CONNECT_TIMEOUTS,
+    PER_TRY_TIMEOUTS,
+    ROUTE_TIMEOUTS,
+    sum_cluster_counters,
+)
 from harness.platforms.base import Deployment, InstanceInfo, PacketFilter, toxic_edge_of
 from harness.scenario.models import PartitionFault, ToxicFault, ToxicKind
 
@@ -65,12 +71,7 @@ TABLE_NAME = "harness"
 TABLE = f"{TABLE_FAMILY} {TABLE_NAME}"
 NFT_TIMEOUT_S = 10.0
 # Caller-side Envoy counters that show what a cut does to the edge (from → to).
-CALLER_COUNTERS = (
-    "upstream_cx_connect_timeout",
-    "upstream_cx_connect_fail",
-    "upstream_rq_per_try_timeout",
-    "upstream_rq_timeout",
-)
+CALLER_COUNTERS = (CONNECT_TIMEOUTS, CONNECT_FAILURES, PER_TRY_TIMEOUTS, ROUTE_TIMEOUTS)
 
 
 def find_nft() -> str:

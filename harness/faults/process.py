@@ -28,18 +28,20 @@ from harness.faults.base import CounterDeltas, no_effect, select_instances, took
 from harness.journal import FaultEntry
 from harness.mesh.admin import AdminApi
 from harness.mesh.envoy import SERVICE_PORT, outbound_cluster_name
-from harness.mesh.stats import sum_cluster_counters
+from harness.mesh.stats import (
+    CONNECT_FAILURES,
+    PER_TRY_TIMEOUTS,
+    REMOTE_CLOSES,
+    RETRIES,
+    ROUTE_TIMEOUTS,
+    sum_cluster_counters,
+)
 from harness.platforms.base import Deployment, InstanceInfo
 from harness.scenario.models import KillFault, PauseFault
 
 STOPPED = ("T", "t")
-CALLER_COUNTERS = (
-    "upstream_cx_connect_fail",
-    "upstream_rq_per_try_timeout",
-    "upstream_rq_timeout",
-    "upstream_rq_retry",
-)
-INBOUND_COUNTERS = ("upstream_cx_connect_fail", "upstream_cx_destroy_remote")
+CALLER_COUNTERS = (CONNECT_FAILURES, PER_TRY_TIMEOUTS, ROUTE_TIMEOUTS, RETRIES)
+INBOUND_COUNTERS = (CONNECT_FAILURES, REMOTE_CLOSES)
 
 
 def _cluster_deltas(

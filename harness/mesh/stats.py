@@ -25,12 +25,26 @@ from harness.errors import HarnessError
 from harness.journal import EdgeStats, PhaseWindow
 
 __all__ = [
+    "ANSWERED_5XX",
+    "ATTEMPTS",
+    "CONNECTION_OVERFLOW",
+    "CONNECT_FAILURES",
+    "CONNECT_TIMEOUTS",
     "EDGE_COUNTERS",
     "EJECTIONS",
     "FAULT_COUNTERS",
     "FAULT_LABELS",
     "HOST_COUNTERS",
+    "PENDING_OVERFLOW",
+    "PER_TRY_TIMEOUTS",
+    "REMOTE_CLOSES",
+    "RETRIES",
+    "RETRY_LIMIT",
+    "RETRY_OVERFLOW",
+    "RETRY_SUCCESS",
+    "ROUTE_TIMEOUTS",
     "SCRAPE_PATTERN",
+    "SHEDS",
     "CounterSource",
     "Snapshot",
     "cluster_hosts",
@@ -45,19 +59,36 @@ __all__ = [
     "sum_cluster_counters",
 ]
 
+# The outbound cluster counters the harness reads, by what they count.
+ATTEMPTS = "upstream_rq_total"  # every attempt, retries included
+RETRIES = "upstream_rq_retry"
+RETRY_SUCCESS = "upstream_rq_retry_success"
+RETRY_OVERFLOW = "upstream_rq_retry_overflow"  # retry budget / maxRetries reached
+RETRY_LIMIT = "upstream_rq_retry_limit_exceeded"
+PENDING_OVERFLOW = "upstream_rq_pending_overflow"  # circuit breaker: request rejected
+CONNECTION_OVERFLOW = "upstream_cx_overflow"  # maxConnections reached
+ROUTE_TIMEOUTS = "upstream_rq_timeout"
+PER_TRY_TIMEOUTS = "upstream_rq_per_try_timeout"
+CONNECT_FAILURES = "upstream_cx_connect_fail"
+CONNECT_TIMEOUTS = "upstream_cx_connect_timeout"
+REMOTE_CLOSES = "upstream_cx_destroy_remote"
+ANSWERED_5XX = "upstream_rq_5xx"  # 5xx answers passed on (not the retried ones)
 EJECTIONS = "outlier_detection.ejections_enforced_total"
+SHEDS = (PENDING_OVERFLOW, CONNECTION_OVERFLOW)
+"""What the ``sheds`` SLO counts as circuit-breaker sheds."""
+
 EDGE_COUNTERS = (
-    "upstream_rq_total",
-    "upstream_rq_retry",
-    "upstream_rq_retry_success",
-    "upstream_rq_retry_overflow",
-    "upstream_rq_retry_limit_exceeded",
-    "upstream_rq_pending_overflow",
-    "upstream_cx_overflow",
-    "upstream_rq_timeout",
-    "upstream_rq_per_try_timeout",
-    "upstream_cx_connect_fail",
-    "upstream_rq_5xx",
+    ATTEMPTS,
+    RETRIES,
+    RETRY_SUCCESS,
+    RETRY_OVERFLOW,
+    RETRY_LIMIT,
+    PENDING_OVERFLOW,
+    CONNECTION_OVERFLOW,
+    ROUTE_TIMEOUTS,
+    PER_TRY_TIMEOUTS,
+    CONNECT_FAILURES,
+    ANSWERED_5XX,
     EJECTIONS,
 )
 """The counters of every edge the journal keeps per phase and the sampler per second."""

@@ -23,6 +23,7 @@ import yaml
 
 from harness import formats
 from harness.journal import EdgeStats, Journal, RequestPath, SloResult
+from harness.mesh import stats
 from harness.report.flags import RESPONSE_FLAGS, FlagInfo, split_flags
 from harness.report.graph import HEALTH_SCALE, NO_TRAFFIC, ServiceGraph, service_graph
 from harness.report.plots import (
@@ -43,21 +44,24 @@ SPECTRUM_PERCENTILES = (0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.
 
 # Edge counters in table order: Envoy stat → (column header, tooltip).
 EDGE_COLUMNS: dict[str, tuple[str, str]] = {
-    "upstream_rq_total": ("attempts", "upstream_rq_total: every attempt, retries included"),
-    "upstream_rq_retry": ("retries", "upstream_rq_retry"),
-    "upstream_rq_retry_success": ("retry ok", "upstream_rq_retry_success"),
-    "upstream_rq_retry_overflow": ("retry overflow", "upstream_rq_retry_overflow: retry budget"),
-    "upstream_rq_retry_limit_exceeded": ("retry limit", "upstream_rq_retry_limit_exceeded"),
-    "upstream_rq_pending_overflow": ("pending overflow", "upstream_rq_pending_overflow"),
-    "upstream_cx_overflow": ("cx overflow", "upstream_cx_overflow: maxConnections reached"),
-    "upstream_rq_timeout": ("timeouts", "upstream_rq_timeout: route timeout"),
-    "upstream_rq_per_try_timeout": ("per-try timeouts", "upstream_rq_per_try_timeout"),
-    "upstream_cx_connect_fail": ("connect fail", "upstream_cx_connect_fail"),
-    "upstream_rq_5xx": ("5xx", "upstream_rq_5xx: 5xx answers passed on (not retried ones)"),
-    "outlier_detection.ejections_enforced_total": (
-        "ejections",
-        "outlier_detection.ejections_enforced_total",
+    stats.ATTEMPTS: ("attempts", f"{stats.ATTEMPTS}: every attempt, retries included"),
+    stats.RETRIES: ("retries", stats.RETRIES),
+    stats.RETRY_SUCCESS: ("retry ok", stats.RETRY_SUCCESS),
+    stats.RETRY_OVERFLOW: ("retry overflow", f"{stats.RETRY_OVERFLOW}: retry budget"),
+    stats.RETRY_LIMIT: ("retry limit", stats.RETRY_LIMIT),
+    stats.PENDING_OVERFLOW: ("pending overflow", stats.PENDING_OVERFLOW),
+    stats.CONNECTION_OVERFLOW: (
+        "cx overflow",
+        f"{stats.CONNECTION_OVERFLOW}: maxConnections reached",
     ),
+    stats.ROUTE_TIMEOUTS: ("timeouts", f"{stats.ROUTE_TIMEOUTS}: route timeout"),
+    stats.PER_TRY_TIMEOUTS: ("per-try timeouts", stats.PER_TRY_TIMEOUTS),
+    stats.CONNECT_FAILURES: ("connect fail", stats.CONNECT_FAILURES),
+    stats.ANSWERED_5XX: (
+        "5xx",
+        f"{stats.ANSWERED_5XX}: 5xx answers passed on (not retried ones)",
+    ),
+    stats.EJECTIONS: ("ejections", stats.EJECTIONS),
 }
 AMPLIFICATION_NOTE = (
     "Retry amplification = attempts ÷ requests = upstream_rq_total ÷ (upstream_rq_total - "
@@ -351,7 +355,7 @@ def _edge_tables(
             for key, value in values.items():
                 present[key] = present.get(key, 0) + abs(value)
     ordered = [k for k in EDGE_COLUMNS if k in present] + sorted(set(present) - set(EDGE_COLUMNS))
-    always = ("upstream_rq_total", "upstream_rq_retry")
+    always = (stats.ATTEMPTS, stats.RETRIES)
     keys = [k for k in ordered if present[k] or k in always]
     zero = [k for k in ordered if k not in keys]
     tables = []
@@ -364,8 +368,8 @@ def _edge_tables(
             *((p, edge.phases[p], False) for p in phases),
             ("total", edge.total, True),
         ]:
-            attempts = values.get("upstream_rq_total", 0)
-            retries = values.get("upstream_rq_retry", 0)
+            attempts = values.get(stats.ATTEMPTS, 0)
+            retries = values.get(stats.RETRIES, 0)
             rows.append(
                 EdgeRow(
                     phase=name,

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from harness.journal import EdgeStats, FaultEntry
+from harness.mesh.stats import ANSWERED_5XX, ATTEMPTS, RETRIES
 
 __all__ = ["HEALTH_SCALE", "GraphEdge", "GraphNode", "ServiceGraph", "service_graph"]
 
@@ -140,9 +141,9 @@ def _edge(
     basis: str,
 ) -> GraphEdge:
     counted = _sum(edge, fault_phases) if fault_phases else dict(edge.total)
-    attempts = counted.get("upstream_rq_total", 0)
-    retries = counted.get("upstream_rq_retry", 0)
-    answered_5xx = counted.get("upstream_rq_5xx", 0)
+    attempts = counted.get(ATTEMPTS, 0)
+    retries = counted.get(RETRIES, 0)
+    answered_5xx = counted.get(ANSWERED_5XX, 0)
     # Envoy counts a 5xx only when it passes the answer on; every retry follows an attempt
     # that failed. Together they are the attempts the callee failed.
     failed = retries + answered_5xx

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from harness.formats import percent_short as _percent
 from harness.formats import seconds as _seconds
 from harness.journal import SloKind, SloResult, Unit, Verdict
+from harness.mesh.stats import ATTEMPTS, EJECTIONS, RETRIES, SHEDS
 
 if TYPE_CHECKING:
     from harness.journal import Journal, PhaseWindow
@@ -47,8 +48,6 @@ __all__ = [
     "recovery_phases",
 ]
 
-EJECTIONS = "outlier_detection.ejections_enforced_total"
-SHEDS = ("upstream_rq_pending_overflow", "upstream_cx_overflow")
 RECOVERY_STREAK_S = 3
 """Consecutive good seconds after which the error rate counts as recovered."""
 
@@ -150,8 +149,8 @@ def evaluate_retry_amplification(
 
     if counters is None:
         return result(Verdict.INCONCLUSIVE, None, 0, missing)
-    attempts = counters.get("upstream_rq_total", 0)
-    retries = counters.get("upstream_rq_retry", 0)
+    attempts = counters.get(ATTEMPTS, 0)
+    retries = counters.get(RETRIES, 0)
     requests = attempts - retries
     if requests <= 0:
         return result(
@@ -209,7 +208,7 @@ def evaluate_sheds(
         return result(Verdict.INCONCLUSIVE, None, 0, missing)
     pending, connections = (counters.get(stat, 0) for stat in SHEDS)
     sheds = pending + connections
-    attempts = counters.get("upstream_rq_total", 0)
+    attempts = counters.get(ATTEMPTS, 0)
     detail = (
         f"{sheds} circuit-breaker sheds on {caller} → {callee} "
         f"({pending} pending overflows, {connections} connection overflows, "
@@ -368,7 +367,7 @@ def evaluate_ejections(
     )
     when = _first_seen(first, intervals is not None, anchor, anchor_label)
     scope = "in the phase" if within_s is None else f"within {_seconds(within_s)} of {anchor_label}"
-    attempts = None if counters is None else counters.get("upstream_rq_total", 0)
+    attempts = None if counters is None else counters.get(ATTEMPTS, 0)
 
     def result(verdict: Verdict, low: int | None, high: int | None, message: str) -> SloResult:
         return _result(
