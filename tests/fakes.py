@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.journal import FaultEntry, Journal
+from harness.journal import FaultEntry
 from harness.mesh.admin import AdminApi
 from harness.platforms.base import InstanceInfo, PacketFilter, ProcessKind, ToxicEdges
 from harness.scenario.models import Fault, Scenario
@@ -180,22 +180,3 @@ def recording_factory(
         return RecordingInjector(fault, name, log, fail_inject=name in failing)
 
     return build
-
-
-def new_journal(
-    scenario_name: str = "fake", *, run_id: str = "20260101T000000Z-fake", **fields: Any
-) -> Journal:
-    """A journal as a run starts it (every required field set); ``fields`` override."""
-    values: dict[str, Any] = {
-        "run_id": run_id,
-        "scenario_name": scenario_name,
-        "scenario_file": None,
-        "scenario": {},
-        "platform": "fake",
-        "isolation": "none",
-        "isolation_note": "in memory",
-        "environment": {},
-        "started_at": 1_800_000_000.0,
-        **fields,
-    }
-    return Journal(**values)

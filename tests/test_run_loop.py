@@ -12,13 +12,14 @@ import signal
 from pathlib import Path
 
 import pytest
+from fakes import Call, FakeDeployment, recording_factory
+from journals import new_journal
 
 from harness.errors import Interrupted
 from harness.journal import Journal
 from harness.runner import GuardWatch, Run, SignalGuard
 from harness.scenario import load_scenario_text
 from harness.scenario.models import Guard, Scenario
-from tests.fakes import Call, FakeDeployment, new_journal, recording_factory
 
 TIMELINE = """
 metadata: {name: fake-timeline}
@@ -42,7 +43,7 @@ def scenario(text: str = TIMELINE) -> Scenario:
 
 
 def make_run(tmp_path: Path, spec: Scenario, log: list[Call], **failing: bool) -> Run:
-    journal = new_journal(spec.metadata.name)
+    journal = new_journal(scenario_name=spec.metadata.name, platform="fake")
     names = frozenset(name for name, fails in failing.items() if fails)
     return Run(spec, tmp_path, journal, lambda message: None, None, recording_factory(log, names))
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from journals import new_journal, phase_windows
 from scipy.stats import lognorm, mannwhitneyu
 
 import harness.slo.shift
@@ -27,7 +28,6 @@ from harness.journal import (
     Journal,
     LoadTimeline,
     MeshTimeline,
-    PhaseWindow,
 )
 from harness.load.driver import Sample
 from harness.scenario import load_scenario_text
@@ -315,22 +315,10 @@ def make_journal(
     timeline: LoadTimeline | None = None,
     mesh: MeshTimeline | None = None,
 ) -> Journal:
-    return Journal(
-        run_id="test",
-        scenario_name="test",
-        scenario_file=None,
-        scenario={},
-        platform="local",
-        isolation="none",
-        isolation_note="hand-built",
-        environment={},
+    return new_journal(
         started_at=T0 - 5,
         load_started_at=T0,
-        phases=[
-            PhaseWindow(name="baseline", start=T0, end=T0 + 10),
-            PhaseWindow(name="fault", start=T0 + 10, end=T0 + 30),
-            PhaseWindow(name="recovery", start=T0 + 30, end=T0 + 50),
-        ],
+        phases=phase_windows(T0, baseline=10, fault=20, recovery=20),
         edges=edges or [],
         faults=faults or [],
         timeline=timeline,
