@@ -32,6 +32,12 @@ response flag ``UF``). Dropped at ``output``, the sending socket gets ``EPERM`` 
 real network does. Connections that were open before a ``drop`` partition hang (their requests
 end in the caller's per-try or route timeout, flag ``UT``), as they would across a real cut.
 
+An edge that also has a toxic proxy (a ``kind: toxic`` fault planned on it) carries its
+traffic through toxiproxy: the caller's sidecar connects to the proxy's listen address, and
+the proxy connects onward from its own. The rules then also match the packets to the proxy
+(``ip saddr <from> ip daddr <proxy ip> tcp dport <proxy port>``) and its answers, so the cut
+holds on such an edge too (``detail.toxic_proxies`` lists them).
+
 The counter of every rule is the fault's evidence; the revert deletes the chain (and the table
 once it is empty) and reads the ruleset back. In host mode there is no namespace of the run's
 own: the partition is then emulated with toxiproxy on the edge, and the journal says so.
@@ -43,6 +49,7 @@ import hashlib
 import json
 import re
 import shutil
+from collections.abc import Sequence
 from typing import Any
 
 from harness.errors import FaultError, HarnessError
@@ -63,7 +70,13 @@ from harness.mesh.stats import (
     ROUTE_TIMEOUTS,
     sum_cluster_counters,
 )
-from harness.platforms.base import Deployment, InstanceInfo, PacketFilter, toxic_edge_of
+from harness.platforms.base import (
+    Deployment,
+    EdgeProxy,
+    InstanceInfo,
+    PacketFilter,
+    toxic_edge_of,
+)
 from harness.scenario.models import PartitionFault, ToxicFault, ToxicKind
 
 TABLE_FAMILY = "inet"
@@ -95,6 +108,27 @@ def _ips(instances: tuple[InstanceInfo, ...]) -> str:
     return "{ " + ", ".join(sorted({inst.ip for inst in instances})) + " }"
 
 
+def _matches(
+    src: tuple[InstanceInfo, ...],
+    dst: tuple[InstanceInfo, ...],
+    toward_dst: Sequence[EdgeProxy],
+    toward_src: Sequence[EdgeProxy],
+) -> list[str]:
+    """nft matches for the packets from ``src``'s side to ``dst``'s side: direct, to a toxic
+    proxy in front of a ``dst`` instance, and from a toxic proxy that answers for a ``src``
+    instance (a proxy speaks for the instance behind it)."""
+    matches = [f"ip saddr {_ips(src)} ip daddr {_ips(dst)}"]
+    matches += [
+        f"ip saddr {_ips(src)} ip daddr {edge.listen.host} tcp dport {edge.listen.port}"
+        for edge in toward_dst
+    ]
+    matches += [
+        f"ip saddr {edge.listen.host} tcp sport {edge.listen.port} ip daddr {_ips(dst)}"
+        for edge in toward_src
+    ]
+    return matches
+
+
 def _describe(instances: tuple[InstanceInfo, ...]) -> str:
     return ", ".join(inst.name for inst in instances)
 
@@ -111,9 +145,16 @@ class PartitionInjector:
         sources: tuple[InstanceInfo, ...],
         destinations: tuple[InstanceInfo, ...],
         callers: dict[str, AdminApi] | None = None,
+        detours: Sequence[EdgeProxy] = (),
+        detours_back: Sequence[EdgeProxy] = (),
     ) -> None:
         self.fault = fault
         self.packet_filter = packet_filter
+        # Toxic proxies on the cut's edges: the sources reach a destination through
+        # ``detours`` (and the destinations a source through ``detours_back``), so the rules
+        # match the traffic to and from their listen addresses too.
+        self.detours = tuple(detours)
+        self.detours_back = tuple(detours_back)
         self.nft = nft
         self.sources = sources
         self.destinations = destinations
@@ -140,27 +181,34 @@ class PartitionInjector:
                 "chain": self.chain,
                 "hook": "input",
                 "rules": list(self.rules),
+                "toxic_proxies": {
+                    edge.name: f"{edge.listen.host}:{edge.listen.port}"
+                    for edge in (*self.detours, *self.detours_back)
+                },
             },
         )
 
     # ------------------------------------------------------------------ nft
 
     def _rules(self) -> list[str]:
-        pairs = [("forward", self.sources, self.destinations)]
+        forward = _matches(self.sources, self.destinations, self.detours, self.detours_back)
+        pairs = [("forward", forward)]
         if self.fault.direction == "both":
-            pairs.append(("reverse", self.destinations, self.sources))
+            reverse = _matches(self.destinations, self.sources, self.detours_back, self.detours)
+            pairs.append(("reverse", reverse))
         rules = []
-        for label, src, dst in pairs:
-            match = f"ip saddr {_ips(src)} ip daddr {_ips(dst)}"
-            if self.fault.mode == "drop":
-                rules.append(f'{match} counter drop comment "{label}"')
-            else:
+        for label, matches in pairs:
+            for match in matches:
+                if self.fault.mode == "drop":
+                    rules.append(f'{match} counter drop comment "{label}"')
+                    continue
                 # A reset (or ICMP error) the kernel sends for the other direction's rule
                 # crosses the cut the other way: RSTs must pass, or "reject" becomes "drop".
                 rules.append(
                     f'{match} tcp flags & rst == 0 counter reject with tcp reset comment "{label}"'
                 )
-                rules.append(f'{match} meta l4proto udp counter reject comment "{label}"')
+                if " tcp " not in match:  # toxic proxies carry TCP only
+                    rules.append(f'{match} meta l4proto udp counter reject comment "{label}"')
         return rules
 
     def _nft(self, *args: str, script: str | None = None) -> tuple[int, str, str]:
@@ -296,7 +344,29 @@ def from_scenario(fault: PartitionFault, name: str, deployment: Deployment) -> I
     topology = deployment.scenario.app.topology
     calls = fault.to.service in topology.service(fault.from_.service).calls
     callers = {inst.name: deployment.admin(inst.name) for inst in sources} if calls else {}
-    return PartitionInjector(fault, name, packet_filter, find_nft(), sources, destinations, callers)
+    return PartitionInjector(
+        fault,
+        name,
+        packet_filter,
+        find_nft(),
+        sources,
+        destinations,
+        callers,
+        detours=_toxic_proxies(deployment, sources, destinations),
+        detours_back=_toxic_proxies(deployment, destinations, sources),
+    )
+
+
+def _toxic_proxies(
+    deployment: Deployment, callers: tuple[InstanceInfo, ...], callees: tuple[InstanceInfo, ...]
+) -> list[EdgeProxy]:
+    """The toxic proxies through which ``callers``' services reach ``callees``."""
+    toxics = deployment.toxics
+    if toxics is None:
+        return []
+    services = sorted({inst.service for inst in callers})
+    found = (toxics.edge(service, callee.name) for service in services for callee in callees)
+    return [edge for edge in found if edge is not None]
 
 
 def _toxiproxy_fallback(fault: PartitionFault, name: str, deployment: Deployment) -> Injector:
