@@ -7,21 +7,45 @@ runtime overrides in the sidecars, toxics in the toxiproxy server, nft rules in 
 namespace — so removing those processes removes every fault, and reading ``/proc`` back
 proves it. Normally the run's supervisor has already done this on its own (it exits when the
 runner's pipe closes); cleanup is the check, and the remedy when something survived.
+
+A safety tool must never be what does damage, so cleanup acts only on what the harness
+provably made, and only for runs whose runner is provably dead:
+
+* a run is touched only when its runner's lock can be taken, or, without a lock file, its
+  recorded PID and start time name no live process (:mod:`harness.runlock`); a live run is
+  reported and left alone;
+* processes are found by the run's id only; the run directory must be
+  ``<reports>/<scenario>/<run id>`` (no link on the way) and the journal's ``run_id`` must
+  be that directory's name;
+* the scratch directory is removed only if it is a ``hrn-*`` directory directly inside the
+  system temporary directory, owned by this user, and not a link;
+* an unreadable journal or a malformed undo line is reported and skipped; it never stops
+  the cleanup of the other runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
+import stat
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.errors import HarnessError
 from harness.faults.base import UndoJournal
 from harness.journal import Journal
-from harness.platforms.local.processes import RunProcess, namespace_members, run_processes
+from harness.platforms.local.processes import (
+    RunProcess,
+    environ_value,
+    namespace_members,
+    run_processes,
+)
+from harness.runlock import RUNNER_ENV, claim_dead_run, marker_alive
 
 WHERE_FAULTS_LIVE = {
     "http": "Envoy runtime overrides live in the run's sidecars",
@@ -32,8 +56,14 @@ WHERE_FAULTS_LIVE = {
 }
 
 
+# tempfile.mkdtemp(prefix="hrn-") names: the prefix and 8 characters of [a-z0-9_].
+_SCRATCH_NAME = re.compile(r"hrn-[a-z0-9_]{1,32}")
+
+
 @dataclass
 class CleanupReport:
+    """What cleanup did for one run (or, with ``skipped``, why it left the run alone)."""
+
     run_dir: Path
     run_id: str
     killed: list[RunProcess] = field(default_factory=list)
@@ -41,22 +71,99 @@ class CleanupReport:
     namespace_members: dict[str, list[int]] = field(default_factory=dict)
     faults: list[str] = field(default_factory=list)  # what happened to each open fault intent
     scratch_removed: bool = False
+    notes: list[str] = field(default_factory=list)  # skipped undo lines, a kept scratch dir
+    skipped: str | None = None  # why the run was not touched (a live runner, ...)
 
     @property
     def clean(self) -> bool:
-        return not self.remaining and not any(self.namespace_members.values())
+        return (
+            self.skipped is None and not self.remaining and not any(self.namespace_members.values())
+        )
 
 
-def unfinished_runs(reports_dir: Path) -> list[Path]:
-    """Journals of runs that never finished (status ``running``), oldest first."""
-    found = []
+@dataclass(frozen=True)
+class Unreadable:
+    """A journal cleanup could not use, and why (reported, then skipped)."""
+
+    path: Path
+    reason: str
+
+
+def unfinished_runs(reports_dir: Path) -> tuple[list[Path], list[Unreadable]]:
+    """Journals of runs that never finished (status ``running``), oldest first, and the
+    journals under ``reports_dir`` that could not be read (each with its reason).
+
+    Only ``<reports>/<scenario>/<run id>/journal.json`` counts, with no link on the way:
+    a link could point cleanup at another tree.
+    """
+    found: list[Path] = []
+    unreadable: list[Unreadable] = []
+    if not reports_dir.exists():
+        return found, unreadable  # no runs at all
+    if not reports_dir.is_dir():
+        raise HarnessError(f"{reports_dir}: not a directory of run records (--reports)")
     for path in sorted(reports_dir.glob("*/*/journal.json")):
+        reason = _not_a_run_record(reports_dir, path)
+        if reason is None:
+            try:
+                journal = Journal.read(path)
+            except (OSError, ValueError) as exc:
+                reason = str(exc)
+            else:
+                if journal.status == "running":
+                    if journal.run_id != path.parent.name:
+                        reason = (
+                            f"its run_id {journal.run_id!r} is not its directory's name "
+                            f"{path.parent.name!r}; not touching it"
+                        )
+                    else:
+                        found.append(path)
+        if reason is not None:
+            unreadable.append(Unreadable(path, reason))
+    return found, unreadable
+
+
+def _not_a_run_record(reports_dir: Path, journal_path: Path) -> str | None:
+    """Why ``journal_path`` is not a run record of ``reports_dir`` the harness made, or None."""
+    for part in (journal_path.parent.parent, journal_path.parent, journal_path):
         try:
-            if Journal.read(path).status == "running":
-                found.append(path)
-        except (OSError, ValueError):
-            continue
-    return found
+            mode = os.lstat(part).st_mode
+        except OSError as exc:
+            return f"{part}: {exc.strerror}"
+        if stat.S_ISLNK(mode):
+            return f"{part} is a symbolic link; run records are never links"
+    if not stat.S_ISREG(os.lstat(journal_path).st_mode):
+        return f"{journal_path} is not a regular file"
+    try:
+        journal_path.resolve().relative_to(reports_dir.resolve())
+    except ValueError:
+        return f"{journal_path} lies outside {reports_dir}"
+    return None
+
+
+def scratch_dir_problem(scratch: str) -> str | None:
+    """Why ``scratch`` is not a scratch directory the harness made, or None if it is one.
+
+    The harness makes it with ``tempfile.mkdtemp(prefix="hrn-")``: directly inside the
+    system temporary directory, owned by this user, a real directory (not a link).
+    """
+    path = Path(scratch)
+    temp = Path(tempfile.gettempdir())
+    if not path.is_absolute() or path.parent != temp or os.path.normpath(scratch) != scratch:
+        return f"{scratch!r} is not directly inside {temp}"
+    if not _SCRATCH_NAME.fullmatch(path.name):
+        return f"{scratch!r} is not named like a harness scratch directory (hrn-*)"
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None  # nothing to remove
+    except OSError as exc:
+        return f"{scratch!r}: {exc.strerror}"
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        return f"{scratch!r} is not a directory (a link?)"
+    if info.st_uid != os.getuid():
+        return f"{scratch!r} belongs to uid {info.st_uid}, not to this user"
+    return None
 
 
 def _kill_all(run_id: str, within: float = 10.0) -> tuple[list[RunProcess], list[RunProcess]]:
@@ -75,27 +182,75 @@ def _kill_all(run_id: str, within: float = 10.0) -> tuple[list[RunProcess], list
 
 
 def cleanup_run(journal_path: Path) -> CleanupReport:
-    """Remove what one unfinished run left, verify by reading back, and close its journal."""
+    """Remove what one unfinished run left, verify by reading back, and close its journal.
+
+    A run whose runner is still alive (or cannot be proven dead) is left untouched: the
+    report's ``skipped`` says why. Raises ``OSError``/``ValueError`` for a journal that
+    cannot be read.
+    """
     journal = Journal.read(journal_path)
     run_dir = journal_path.parent
     report = CleanupReport(run_dir=run_dir, run_id=journal.run_id)
+    claim = claim_dead_run(run_dir, journal.runner_pid, journal.runner_start)
+    if isinstance(claim, str):
+        report.skipped = claim
+        return report
+    with claim:  # held while cleaning, so two cleanups never work on one run
+        # The runner writes its final journal before it drops the lock: read it again.
+        journal = Journal.read(journal_path)
+        if journal.status != "running":
+            report.skipped = f"it finished meanwhile ({journal.status})"
+            return report
+        # The journal may lie (or be a copy naming another run's id): the run's processes
+        # name their runner themselves, and a live one keeps them safe.
+        live = _live_runner(journal.run_id)
+        if live is not None:
+            report.skipped = live
+            return report
+        _cleanup_dead_run(journal, journal_path, report)
+    return report
+
+
+def _live_runner(run_id: str) -> str | None:
+    """Why the run must be left alone if one of its processes names a live runner."""
+    for proc in run_processes(run_id):
+        marker = environ_value(proc.pid, RUNNER_ENV)
+        if marker is not None and marker_alive(marker):
+            runner = marker.partition(":")[0]
+            return f"its runner is alive (pid {runner}, named by the run's process {proc.pid})"
+    return None
+
+
+def _cleanup_dead_run(journal: Journal, journal_path: Path, report: CleanupReport) -> None:
     report.killed, report.remaining = _kill_all(journal.run_id)
     report.namespace_members = {
         kind: namespace_members(ns, journal.run_id) for kind, ns in journal.namespaces.items()
     }
-    undo = UndoJournal(run_dir / "undo.jsonl")
-    for intent in undo.outstanding():
-        where = WHERE_FAULTS_LIVE.get(intent.get("kind", ""), "the fault lived in the run")
+    undo = UndoJournal(journal_path.parent / "undo.jsonl")
+    try:
+        intents, skipped_lines = undo.read()
+    except (OSError, ValueError) as exc:
+        intents, skipped_lines = [], [f"undo journal unreadable: {exc}"]
+    report.notes.extend(skipped_lines)
+    for intent in intents:
+        kind = str(intent.get("kind", ""))
+        where = WHERE_FAULTS_LIVE.get(kind, "the fault lived in the run")
+        targets = intent.get("targets")
+        on = ", ".join(map(str, targets)) if isinstance(targets, list) else "?"
         gone = report.clean
         report.faults.append(
-            f"{intent['name']} ({intent.get('kind')} on {', '.join(intent.get('targets', []))}): "
+            f"{intent['name']} ({kind} on {on}): "
             + (f"reverted — {where}, and none of them is left" if gone else "STILL PRESENT")
         )
         if gone:
             undo.record_revert(intent["name"], verified=True, how="harness cleanup")
-    if journal.scratch_dir and Path(journal.scratch_dir).exists():
-        shutil.rmtree(journal.scratch_dir, ignore_errors=True)
-    report.scratch_removed = not (journal.scratch_dir and Path(journal.scratch_dir).exists())
+    if journal.scratch_dir:
+        problem = scratch_dir_problem(journal.scratch_dir)
+        if problem is None:
+            shutil.rmtree(journal.scratch_dir, ignore_errors=True)  # never follows links
+            report.scratch_removed = not os.path.lexists(journal.scratch_dir)
+        else:
+            report.notes.append(f"scratch directory left alone: {problem}")
     if report.clean:
         journal.status = "crashed"
         journal.verdict = "ERROR"
@@ -106,4 +261,3 @@ def cleanup_run(journal_path: Path) -> CleanupReport:
         )
         journal.ended_at = journal.ended_at or time.time()
         journal.write(journal_path)
-    return report

@@ -7,23 +7,24 @@ error, 3 inconclusive, 130 interrupted (see :mod:`harness.errors`).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from harness import formats
-from harness.errors import ExitCode, HarnessError, ScenarioError
+from harness.errors import ExitCode, HarnessError, OutputError, ScenarioError
 from harness.journal import Journal
 from harness.mesh.stats import RETRIES, RETRY_SUCCESS
-from harness.platforms.local.sandbox import Isolation
+from harness.platforms.local.sandbox import Isolation, isolation_requested
 from harness.runner import RunOptions, run_scenario, verdict_of
 from harness.scenario import load_scenario, scenario_json_schema
 from harness.scenario.models import Scenario
+from harness.terminal import markup_safe, plain
 
 app = typer.Typer(
     name="harness",
@@ -33,8 +34,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(highlight=False)
-errors = Console(stderr=True, highlight=False)
+# No highlighting and no :emoji: codes: data prints as it is (see harness.terminal).
+console = Console(highlight=False, emoji=False)
+errors = Console(stderr=True, highlight=False, emoji=False)
 
 _STYLE = {
     "PASS": "green",
@@ -45,21 +47,27 @@ _STYLE = {
 }
 
 
+def say(text: object, *, err: bool = False) -> None:
+    """Print data as plain text: no Rich markup, control characters made visible."""
+    (errors if err else console).print(plain(text, newlines=True), markup=False, soft_wrap=True)
+
+
 def _fail_input(exc: HarnessError) -> typer.Exit:
-    errors.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+    errors.print(f"[red]error:[/red] {markup_safe(exc, newlines=True)}", soft_wrap=True)
     return typer.Exit(ExitCode.ERROR)
 
 
 def print_summary(journal: Journal, journal_path: Path) -> None:
     """The readable verdict: SLO table, fault evidence, problems, where the record is."""
-    table = Table(title=f"{journal.scenario_name} — {journal.run_id}", title_justify="left")
+    title = f"{markup_safe(journal.scenario_name)} — {markup_safe(journal.run_id)}"
+    table = Table(title=title, title_justify="left")
     for column in ("SLO", "phase", "verdict", "measured", "bounds", "max", "n"):
         table.add_column(column, no_wrap=True, min_width=12 if column == "bounds" else None)
     for entry in journal.slos:
         style = _STYLE.get(entry.verdict, "")
         table.add_row(
-            entry.slo,
-            entry.phase,
+            markup_safe(entry.slo),
+            markup_safe(entry.phase),
             f"[{style}]{entry.verdict}[/{style}]",
             formats.slo_value(entry.measured, entry.unit),
             formats.bounds(entry.lower, entry.upper, entry.unit),
@@ -71,35 +79,37 @@ def print_summary(journal: Journal, journal_path: Path) -> None:
     for entry in journal.slos:
         if entry.verdict != "PASS":
             console.print(
-                f"[{_STYLE[entry.verdict]}]{entry.verdict}[/]: {escape(entry.message)}",
+                f"[{_STYLE[entry.verdict]}]{entry.verdict}[/]: {markup_safe(entry.message)}",
                 soft_wrap=True,
             )
     for fault in journal.faults:
         mark = "[green]✓[/green]" if fault.took_effect else "[red]✗[/red]"
         reverted = "reverted ✓" if fault.revert_verified else "[red]revert not verified[/red]"
-        console.print(f"{mark} {escape(fault.effect_message)}; {reverted}", soft_wrap=True)
+        console.print(f"{mark} {markup_safe(fault.effect_message)}; {reverted}", soft_wrap=True)
     for edge in journal.edges:
         retries = edge.total.get(RETRIES, 0)
         if retries:
-            console.print(
+            say(
                 f"  mesh: {edge.caller} → {edge.callee}: {retries} retries "
                 f"({edge.total.get(RETRY_SUCCESS, 0)} succeeded)"
             )
     if journal.load is not None:
         for warning in journal.load.warnings:
-            console.print(f"[yellow]load warning:[/yellow] {escape(warning)}")
+            console.print(f"[yellow]load warning:[/yellow] {markup_safe(warning)}")
         for phase in journal.load.phases:
             if phase.message:
                 console.print(
-                    f"[yellow]load warning ({phase.phase}):[/yellow] {escape(phase.message)}"
+                    f"[yellow]load warning ({markup_safe(phase.phase)}):[/yellow] "
+                    f"{markup_safe(phase.message)}"
                 )
     for problem in journal.problems:
-        console.print(f"[red]problem:[/red] {escape(problem)}")
+        console.print(f"[red]problem:[/red] {markup_safe(problem)}")
     if journal.error:
-        console.print(f"[red]{journal.status}:[/red] {escape(journal.error)}")
+        console.print(f"[red]{markup_safe(journal.status)}:[/red] {markup_safe(journal.error)}")
     style = _STYLE.get(journal.verdict, "")
     console.print(
-        f"[bold {style}]{journal.verdict}[/bold {style}]  journal: {escape(str(journal_path))}",
+        f"[bold {style}]{markup_safe(journal.verdict)}[/bold {style}]  "
+        f"journal: {markup_safe(journal_path)}",
         soft_wrap=True,
     )
 
@@ -134,6 +144,12 @@ def run(
             loaded.append(load_scenario(path))
         except HarnessError as exc:
             raise _fail_input(exc) from None
+    try:
+        isolation_requested(isolation)  # HARNESS_ISOLATION=bogus stops here, not mid-run
+        if reports.exists() and not reports.is_dir():
+            raise OutputError(f"--reports {reports}: not a directory")
+    except HarnessError as exc:
+        raise _fail_input(exc) from None
     codes: list[ExitCode] = []
     written: list[Path] = []
     for path, scenario in zip(scenarios, loaded, strict=True):
@@ -147,7 +163,7 @@ def run(
         from harness.report import write_index
 
         index = write_index(written, reports / "index.html")
-        console.print(f"suite index: {index}", markup=False, soft_wrap=True)
+        say(f"suite index: {index}")
     raise typer.Exit(_worst(codes))
 
 
@@ -166,15 +182,17 @@ def _run_one(
     seed: int | None,
     report: bool,
 ) -> tuple[ExitCode, Path | None]:
-    console.print(
-        f"scenario {scenario.metadata.name}: {scenario.metadata.description}", markup=False
-    )
-    result = run_scenario(
-        scenario,
-        source=str(path),
-        options=RunOptions(reports_dir=reports, isolation=isolation, seed=seed),
-        log=lambda message: console.print(message, markup=False),
-    )
+    say(f"scenario {scenario.metadata.name}: {scenario.metadata.description}")
+    try:
+        result = run_scenario(
+            scenario,
+            source=str(path),
+            options=RunOptions(reports_dir=reports, isolation=isolation, seed=seed),
+            log=say,
+        )
+    except HarnessError as exc:  # before the run could start: e.g. --reports is a file
+        say(f"error: {exc}", err=True)
+        return ExitCode.ERROR, None
     print_summary(result.journal, result.journal_path)
     if not report:
         return result.exit_code, None
@@ -185,12 +203,10 @@ def _run_one(
     except Exception as exc:
         # The verdict stands and the journal is safe; a report that failed is a harness
         # error, so a run that passed must not exit 0 (re-render: harness report JOURNAL).
-        errors.print(
-            f"error: the report could not be written: {exc!r}", markup=False, soft_wrap=True
-        )
+        say(f"error: the report could not be written: {exc}", err=True)
         code = ExitCode.ERROR if result.exit_code == ExitCode.PASSED else result.exit_code
         return code, None
-    console.print(f"report: {written}", markup=False, soft_wrap=True)
+    say(f"report: {written}")
     return result.exit_code, written
 
 
@@ -203,14 +219,46 @@ def validate(
     for path in scenarios:
         try:
             load_scenario(path)
-            console.print(f"{path}: ok")
+            say(f"{path}: ok")
         except ScenarioError as exc:
             failed = True
-            errors.print(str(exc), markup=False, soft_wrap=True)
+            say(exc, err=True)
         except HarnessError as exc:
             failed = True
-            errors.print(f"{path}: {exc}", markup=False, soft_wrap=True)
+            say(f"{path}: {exc}", err=True)
     raise typer.Exit(ExitCode.ERROR if failed else ExitCode.PASSED)
+
+
+@app.command()
+def manifests(
+    scenario: Annotated[Path, typer.Argument(help="A scenario file.")],
+    namespace: Annotated[
+        str | None, typer.Option(help="Namespace of every object (default: harness-<name>).")
+    ] = None,
+    image: Annotated[
+        str | None,
+        typer.Option(help="The sample app's container image (default: harness-app:local)."),
+    ] = None,
+    run_id: Annotated[str, typer.Option(help="Value of every object's harness/run-id label.")] = (
+        "manual"
+    ),
+) -> None:
+    """Print the scenario's Kubernetes + Istio objects as YAML for ``kubectl apply -f -``."""
+    from harness.kube import RenderOptions, render, to_yaml
+    from harness.kube.render import DEFAULT_IMAGE
+
+    try:
+        objects = render(
+            load_scenario(scenario),
+            RenderOptions(namespace=namespace, run_id=run_id, image=image or DEFAULT_IMAGE),
+        )
+    except ScenarioError as exc:
+        errors.print(str(exc), markup=False, soft_wrap=True)
+        raise typer.Exit(ExitCode.ERROR) from None
+    except HarnessError as exc:
+        errors.print(f"{scenario}: {exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(ExitCode.ERROR) from None
+    sys.stdout.write(to_yaml(objects))
 
 
 @app.command()
@@ -225,10 +273,13 @@ def show(journal: Annotated[Path, typer.Argument(help="A run's journal.json.")])
     try:
         record = Journal.read(journal)
     except (OSError, ValueError) as exc:
-        errors.print(f"error: {exc}", markup=False)
+        say(f"error: {exc}", err=True)
         raise typer.Exit(ExitCode.ERROR) from None
+    # One source for the printed verdict and the exit code: verdict_of, never the stored
+    # field, so a hand-edited journal cannot print PASS and exit 1.
+    record.verdict, code = verdict_of(record)
     print_summary(record, journal)
-    raise typer.Exit(verdict_of(record)[1])
+    raise typer.Exit(code)
 
 
 @app.command("report")
@@ -243,46 +294,69 @@ def report_command(
 
     try:
         written = write_report(journal, out)
-    except (OSError, ValueError) as exc:
-        errors.print(
-            f"error: cannot render a report from {journal}: {exc}", markup=False, soft_wrap=True
-        )
+    except (OSError, ValueError, HarnessError) as exc:
+        say(f"error: cannot render a report from {journal}: {exc}", err=True)
         raise typer.Exit(ExitCode.ERROR) from None
-    console.print(f"report: {written}", markup=False, soft_wrap=True)
+    say(f"report: {written}")
 
 
 @app.command()
 def cleanup(
     reports: Annotated[Path, typer.Option(help="Directory of run records.")] = Path("reports"),
 ) -> None:
-    """Find runs that died unfinished, remove what they left, and prove nothing remains."""
+    """Find runs that died unfinished, remove what they left, and prove nothing remains.
+
+    Runs whose runner is alive are reported and left alone. Exit 0: nothing left; 1: something
+    is still present; 2: a record could not be read (reported, the others still cleaned).
+    """
     from harness.cleanup import cleanup_run, unfinished_runs
 
-    journals = unfinished_runs(reports)
+    try:
+        journals, unreadable = unfinished_runs(reports)
+    except HarnessError as exc:
+        raise _fail_input(exc) from None
+    for bad in unreadable:
+        say(f"skipped {bad.path}: {bad.reason}", err=True)
     if not journals:
-        console.print(f"no unfinished runs under {reports}", markup=False)
-        raise typer.Exit(ExitCode.PASSED)
+        say(f"no unfinished runs under {reports}")
+        raise typer.Exit(ExitCode.ERROR if unreadable else ExitCode.PASSED)
     dirty = 0
+    failed = bool(unreadable)
     for path in journals:
-        result = cleanup_run(path)
+        try:
+            result = cleanup_run(path)
+        except (OSError, ValueError, HarnessError) as exc:
+            say(f"skipped {path}: {exc}", err=True)
+            failed = True
+            continue
+        if result.skipped is not None:  # a live run is not a leftover
+            say(f"{result.run_id}: left alone: {result.skipped}")
+            continue
         state = "clean" if result.clean else "NOT CLEAN"
-        console.print(
-            f"{result.run_id}: killed {len(result.killed)} leftover processes; {state}",
-            markup=False,
-        )
+        say(f"{result.run_id}: killed {len(result.killed)} leftover processes; {state}")
         for line in result.faults:
-            console.print(f"  fault {line}", markup=False)
+            say(f"  fault {line}")
+        for note in result.notes:
+            say(f"  {note}")
         for proc in result.remaining:
-            console.print(f"  still running: {proc.pid} {' '.join(proc.argv)}", markup=False)
+            say(f"  still running: {proc.pid} {' '.join(proc.argv)}")
         for kind, members in result.namespace_members.items():
             if members:
-                console.print(f"  {kind} namespace still has processes {members}", markup=False)
+                say(f"  {kind} namespace still has processes {members}")
         dirty += 0 if result.clean else 1
-    raise typer.Exit(ExitCode.FAILED if dirty else ExitCode.PASSED)
+    raise typer.Exit(ExitCode.FAILED if dirty else ExitCode.ERROR if failed else ExitCode.PASSED)
 
 
 def main() -> None:
-    app()
+    """The ``harness`` command. An unexpected exception is a harness bug: it exits 2 with one
+    line (``HARNESS_DEBUG=1`` shows the traceback), never 1, which means an SLO failed."""
+    try:
+        app()
+    except Exception as exc:
+        if os.environ.get("HARNESS_DEBUG"):
+            raise
+        say(f"internal error: {type(exc).__name__}: {exc} (HARNESS_DEBUG=1 shows where)", err=True)
+        sys.exit(ExitCode.ERROR)
 
 
 if __name__ == "__main__":

@@ -7,17 +7,18 @@
     ├── PlatformError             the platform could not deploy, probe or tear down
     │   └── ToolMissingError      a required binary (envoy, locust, nft, ...) is missing
     ├── FaultError                a fault could not be injected or reverted
-    └── LoadError                 the load generator failed
+    ├── LoadError                 the load generator failed
+    └── OutputError               a file could not be written safely (link, directory, input)
 
 Exit codes of ``harness run`` (also in the README):
 
-====  ==========================================================
+====  ================================================================================
 0     every SLO passed and every fault took effect
 1     an SLO failed, or a fault showed no effect
-2     bad input (scenario file, arguments) or an error of the harness
+2     bad input (scenario, journal, arguments) or a harness error, in one line
 3     inconclusive: no SLO failed, but at least one could not be decided
 130   interrupted (SIGINT / SIGTERM / SIGHUP); faults were reverted
-====  ==========================================================
+====  ================================================================================
 """
 
 from __future__ import annotations
@@ -67,6 +68,11 @@ class FaultError(HarnessError):
 
 class LoadError(HarnessError):
     """The load generator failed to start or to produce samples."""
+
+
+class OutputError(HarnessError):
+    """A file could not be written safely: the target is a directory, the input itself, a
+    planted link, or its directory is not writable."""
 
 
 class Interrupted(HarnessError):

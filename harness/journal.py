@@ -8,14 +8,19 @@ that an older reader could misread.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harness.files import read_bytes_limited, write_atomic
 
 SCHEMA_VERSION = 1
+MAX_JOURNAL_BYTES = 512 * 1024 * 1024
+MAX_DEPTH = 64  # a real journal nests about 8 deep (the scenario inside it, a little more)
 
 RunStatus = Literal["running", "completed", "interrupted", "error", "crashed"]
 """``crashed``: the run died without closing its journal, and ``harness cleanup`` closed it."""
@@ -253,6 +258,10 @@ class Journal(Record):
     aborted: str | None = None  # why the guard stopped the faults early
     aborted_at: float | None = None
     scratch_dir: str | None = None  # short-path directory of admin sockets (removed at the end)
+    # The runner's PID and start time (clock ticks since boot; a PID alone can be reused):
+    # with its lock on runner.lock, how `harness cleanup` tells a live run from a dead one.
+    runner_pid: int | None = None
+    runner_start: int | None = None
     phases: list[PhaseWindow] = Field(default_factory=list)
     faults: list[FaultEntry] = Field(default_factory=list)
     load: LoadRecord | None = None
@@ -275,17 +284,65 @@ class Journal(Record):
     verdict: RunVerdict = "ERROR"
 
     def write(self, path: Path) -> None:
-        """Write atomically (a killed run never leaves a torn journal)."""
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
-        tmp.replace(path)
+        """Write atomically through a fresh temporary name (see :mod:`harness.files`)."""
+        write_atomic(path, json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
 
     @classmethod
     def read(cls, path: Path) -> Journal:
-        data = json.loads(path.read_text())
+        """Read and validate a journal; ``OSError`` or a one-line ``ValueError`` otherwise."""
+        data = parse_record(read_bytes_limited(path, MAX_JOURNAL_BYTES, "journal"), path)
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if type(version) is not int or version != SCHEMA_VERSION:
             raise ValueError(
                 f"{path}: journal schema version {version!r}; this harness reads {SCHEMA_VERSION}"
             )
-        return cls.model_validate(data)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+            more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+            raise ValueError(f"{path}: {where}: {first['msg']}{more}") from None
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number a journal may hold")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def parse_record(raw: bytes, path: Path) -> dict[str, Any]:
+    """The JSON object in ``raw``: finite numbers only, bounded nesting, an object at top."""
+    try:
+        data = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite)
+    except RecursionError:
+        raise ValueError(f"{path}: nested too deeply to be a journal") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a journal is a JSON object, found {type(data).__name__}")
+    if _depth(data) > MAX_DEPTH:
+        raise ValueError(f"{path}: nested more than {MAX_DEPTH} levels deep; not a journal")
+    return data
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in ``value`` (iteratively: no recursion limit)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest

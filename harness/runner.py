@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from harness.errors import ExitCode, HarnessError, Interrupted, LoadError
+from harness.errors import ExitCode, HarnessError, Interrupted, LoadError, OutputError
 from harness.faults import InjectorFactory, build_injector
 from harness.faults.base import Adjustable, Injector, UndoJournal, applied
 from harness.journal import (
@@ -44,6 +44,7 @@ from harness.observe.timeline import latency_histograms, load_timeline, phase_lo
 from harness.platforms.base import Deployment
 from harness.platforms.local.platform import LocalPlatform
 from harness.platforms.local.sandbox import Isolation
+from harness.runlock import RunnerLock, process_start
 from harness.scenario.models import Guard, Scenario
 from harness.slo.judge import fault_problems, judge_slos, verdict_of
 
@@ -405,6 +406,44 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
+def _new_journal(scenario: Scenario, run_id: str, source: str | None) -> Journal:
+    """The journal as a run starts: what runs, where, and who runs it."""
+    return Journal(
+        run_id=run_id,
+        scenario_name=scenario.metadata.name,
+        scenario_file=source,
+        scenario=scenario.model_dump(mode="json", by_alias=True, exclude_none=True),
+        platform="local",
+        isolation="pending",
+        isolation_note="",
+        environment=_environment(),
+        started_at=time.time(),
+        runner_pid=os.getpid(),
+        runner_start=process_start(os.getpid()),
+    )
+
+
+def _deploy_and_run(run: Run, isolation: Isolation, guard: SignalGuard, log: Log) -> None:
+    """Pick the platform (local: the only place that names it), deploy, run, judge."""
+    journal, journal_path = run.journal, run.run_dir / "journal.json"
+    with LocalPlatform(isolation).deploy(run.scenario, run.run_dir) as deployment:
+        journal.isolation = deployment.isolation
+        journal.isolation_note = deployment.isolation_note
+        journal.namespaces = deployment.sandbox.namespaces
+        journal.scratch_dir = str(deployment.scratch_dir)
+        log(
+            f"deployed {len(deployment.instances)} instances + ingress "
+            f"({deployment.isolation_note})"
+        )
+        journal.write(journal_path)
+        try:
+            run.execute(deployment)
+        finally:
+            guard.shield()
+            if journal.load is not None and journal.phases:
+                run.judge(deployment)
+
+
 def run_scenario(
     scenario: Scenario,
     *,
@@ -420,40 +459,21 @@ def run_scenario(
     options = options or RunOptions()
     run_id = new_run_id()
     run_dir = (options.reports_dir / scenario.metadata.name / run_id).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the run directory {run_dir}: {exc.strerror}") from None
+    # Held until this function returns (the kernel drops it if the process dies): how
+    # `harness cleanup` knows this run is alive. See harness.runlock.
+    runner_lock = RunnerLock.acquire(run_dir)
     journal_path = run_dir / "journal.json"
-    journal = Journal(
-        run_id=run_id,
-        scenario_name=scenario.metadata.name,
-        scenario_file=source,
-        scenario=scenario.model_dump(mode="json", by_alias=True, exclude_none=True),
-        platform="local",
-        isolation="pending",
-        isolation_note="",
-        environment=_environment(),
-        started_at=time.time(),
-    )
+    journal = _new_journal(scenario, run_id, source)
     journal.write(journal_path)
     run = Run(scenario, run_dir, journal, log, options.seed)
     guard = SignalGuard(log, options.handle_signals)
     with guard.installed():
         try:
-            with LocalPlatform(options.isolation).deploy(scenario, run_dir) as deployment:
-                journal.isolation = deployment.isolation
-                journal.isolation_note = deployment.isolation_note
-                journal.namespaces = deployment.sandbox.namespaces
-                journal.scratch_dir = str(deployment.scratch_dir)
-                log(
-                    f"deployed {len(deployment.instances)} instances + ingress "
-                    f"({deployment.isolation_note})"
-                )
-                journal.write(journal_path)
-                try:
-                    run.execute(deployment)
-                finally:
-                    guard.shield()
-                    if run.journal.load is not None and journal.phases:
-                        run.judge(deployment)
+            _deploy_and_run(run, options.isolation, guard, log)
             journal.status = "completed"
         except Interrupted as exc:
             guard.shield()
@@ -463,11 +483,18 @@ def run_scenario(
             guard.shield()
             journal.status = "error"
             journal.error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # a harness bug: still recorded, reverted and stopped
+            guard.shield()
+            journal.status = "error"
+            journal.error = f"internal error: {type(exc).__name__}: {exc}"
         finally:
             guard.shield()
             journal.ended_at = time.time()
             journal.verdict, exit_code = verdict_of(journal)
-            journal.write(journal_path)
+            try:
+                journal.write(journal_path)
+            finally:
+                runner_lock.release()  # only after the final journal: cleanup reads it next
     return RunResult(
         journal=journal,
         run_dir=run_dir,

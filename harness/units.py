@@ -6,11 +6,14 @@
 
 from __future__ import annotations
 
+import math
 import re
 from decimal import Decimal
 from typing import Any
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|µs|ms|s|m|h)\s*$")
+# ASCII digits only: \d would also take Arabic-Indic or full-width digits.
+_DURATION = re.compile(r"\s*([0-9]{1,30}(?:\.[0-9]{1,30})?)\s*(us|µs|ms|s|m|h)\s*")
+MAX_DURATION_S = 86_400.0  # a day: no scenario step, timeout or window is longer
 # Exact decimal scales, so "1001ms" and "1.001s" are the same float.
 _UNIT_SECONDS = {
     "us": Decimal("0.000001"),
@@ -20,7 +23,7 @@ _UNIT_SECONDS = {
     "m": Decimal(60),
     "h": Decimal(3600),
 }
-DURATION_PATTERN = r"^\d+(\.\d+)?(us|µs|ms|s|m|h)$"
+DURATION_PATTERN = r"^[0-9]+(\.[0-9]+)?(us|µs|ms|s|m|h)$"
 
 
 def parse_duration(value: Any) -> float:
@@ -29,13 +32,17 @@ def parse_duration(value: Any) -> float:
         raise ValueError(
             f"a duration is a string with a unit, like '250ms', '2s' or '1m' (got {value!r})"
         )
-    match = _DURATION.match(value)
+    match = _DURATION.fullmatch(value)
     if match is None:
+        shown = repr(value) if len(value) <= 40 else repr(value[:37] + "...")
         raise ValueError(
-            f"{value!r} is not a duration: write a number and a unit (us, ms, s, m, h), "
+            f"{shown} is not a duration: write a number and a unit (us, ms, s, m, h), "
             "like '250ms' or '2s'"
         )
-    return float(Decimal(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    seconds = float(Decimal(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    if not math.isfinite(seconds) or seconds > MAX_DURATION_S:
+        raise ValueError(f"{value!r} is longer than a day (24h), the longest duration allowed")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:
@@ -57,14 +64,13 @@ def parse_fraction(value: Any) -> float:
         text = value.strip()
         if not text.endswith("%"):
             raise ValueError(f"{value!r}: write a fraction like 0.01 or a percentage like '1%'")
-        try:
-            number = float(text[:-1]) / 100.0
-        except ValueError:
-            raise ValueError(f"{value!r} is not a percentage like '1%'") from None
+        if not re.fullmatch(r"[0-9]{1,15}(\.[0-9]{1,15})?", text[:-1].strip()):
+            raise ValueError(f"{value!r} is not a percentage like '1%'")
+        number = float(text[:-1]) / 100.0
     elif isinstance(value, int | float):
         number = float(value)
     else:
         raise ValueError(f"expected a fraction like 0.01 or '1%' (got {value!r})")
-    if not 0.0 <= number <= 1.0:
+    if not 0.0 <= number <= 1.0:  # also refuses NaN
         raise ValueError(f"{value!r} is outside [0, 1] (0%..100%)")
     return number

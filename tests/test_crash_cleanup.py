@@ -26,6 +26,7 @@ from harness.platforms.local.processes import namespace_members, run_processes
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SCENARIO = """
+apiVersion: harness/v1
 metadata: {name: crash-me}
 load: {rate: 20}
 phases:
@@ -140,3 +141,35 @@ def test_kill_9_mid_fault_then_cleanup(tmp_path: Path, moment: str) -> None:
     # A second cleanup finds nothing to do.
     again = harness("cleanup", "--reports", str(reports))
     assert again.returncode == ExitCode.PASSED and "no unfinished runs" in again.stdout
+
+
+def test_cleanup_during_a_live_run_leaves_it_alone(tmp_path: Path) -> None:
+    """Issue 14: cleanup on the reports dir of a running run must not touch it."""
+    scenario = tmp_path / "crash-me.yaml"
+    scenario.write_text(SCENARIO.replace("duration: 120s", "duration: 8s"))
+    reports = tmp_path / "reports"
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "run", str(scenario), "--reports", str(reports)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: fault_state(reports) == "injected", "the fault injection")
+        run_id = journal_of(reports).parent.name
+        # Sidecars live for the whole run (short helpers such as nft may come and go).
+        sidecars = {p.pid for p in run_processes(run_id) if any("envoy" in a for a in p.argv)}
+        assert sidecars
+        result = harness("cleanup", "--reports", str(reports))
+        assert result.returncode == ExitCode.PASSED, result.stdout + result.stderr
+        assert f"{run_id}: left alone: its runner is alive" in result.stdout
+        assert sidecars <= {p.pid for p in run_processes(run_id)}, "cleanup killed a live run"
+        runner.wait(timeout=120)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    journal = Journal.read(journal_of(reports))
+    assert journal.status == "completed", journal.error
+    assert journal.faults and all(fault.revert_verified for fault in journal.faults)
+    assert run_processes(run_id) == []

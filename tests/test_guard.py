@@ -13,6 +13,7 @@ from harness.scenario import load_scenario_text
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SCENARIO = """
+apiVersion: harness/v1
 metadata: {name: guarded}
 mesh:
   destinations:

@@ -24,6 +24,7 @@ from harness.platforms.local.processes import namespace_members, run_processes
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LONG_FAULT = """
+apiVersion: harness/v1
 metadata: {name: interrupt-me}
 load: {rate: 20}
 phases:

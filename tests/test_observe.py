@@ -556,14 +556,15 @@ SCENARIO = {
     "app": {"replicas": {"catalog": 2, "inventory": 1}},
     "mesh": {
         "destinations": {
-            # no retries block: Istio's default (2 retries on 503, on another host)
+            # Istio >= 1.24's default retries do not retry 503: ask for it, on another host
             "catalog": {
+                "retries": {"attempts": 2, "retryOn": "503"},
                 "outlierDetection": {
                     "consecutive5xxErrors": 3,
                     "interval": "1s",
                     "baseEjectionTime": "30s",
                     "maxEjectionPercent": 100,  # Envoy's default 10% of 2 hosts ejects none
-                }
+                },
             },
         }
     },

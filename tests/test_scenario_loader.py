@@ -404,7 +404,7 @@ def test_schema_names_kinds_and_yaml_fields() -> None:
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["$id"] and schema["title"]
     assert schema["additionalProperties"] is False
-    assert set(schema["required"]) == {"metadata", "load", "phases", "slos"}
+    assert set(schema["required"]) == {"apiVersion", "metadata", "load", "phases", "slos"}
     fault_union = schema["properties"]["faults"]["items"]["discriminator"]
     assert sorted(fault_union["mapping"]) == sorted(FAULT_KINDS)
     slo_union = schema["properties"]["slos"]["items"]["discriminator"]

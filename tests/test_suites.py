@@ -21,6 +21,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 pytest_plugins = ["pytester"]
 
 QUICK = """
+apiVersion: harness/v1
 metadata: {{name: {name}}}
 load: {{rate: 20}}
 phases:
@@ -72,6 +73,7 @@ def test_a_suite_runs_every_scenario_and_links_the_reports(tmp_path: Path) -> No
 
 
 NO_EFFECT = """
+apiVersion: harness/v1
 metadata: {name: no-effect}
 load: {rate: 20}
 phases: [{name: baseline, duration: 2s}, {name: fault, duration: 3s}]

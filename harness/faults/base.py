@@ -15,7 +15,6 @@ Every injector follows the same contract::
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from harness.errors import FaultError, HarnessError
+from harness.files import append_line, read_bytes_limited
 from harness.journal import FaultEntry
 from harness.platforms.base import Deployment, InstanceInfo
 from harness.scenario.models import Step, Target
@@ -125,10 +125,7 @@ class UndoJournal:
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def _append(self, entry: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_line(self.path, json.dumps(entry))  # no symlink followed, fsynced
 
     def intent(self, record: FaultEntry) -> None:
         self._append({"event": "intent", "at": time.time(), **record.model_dump(mode="json")})
@@ -143,21 +140,35 @@ class UndoJournal:
 
     def outstanding(self) -> list[dict[str, Any]]:
         """Intents without a matching verified revert (what a killed run left behind)."""
+        return self.read()[0]
+
+    def read(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """Outstanding intents, and one line per malformed entry that was skipped.
+
+        A torn last line (a crash mid-write) or a hand-edited entry never stops the reader.
+        """
         if not self.path.exists():
-            return []
+            return [], []
         open_intents: dict[str, dict[str, Any]] = {}
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        problems: list[str] = []
+        raw = read_bytes_limited(self.path, MAX_UNDO_BYTES, "undo journal")
+        for number, line in enumerate(raw.decode("utf-8", "replace").splitlines(), 1):
             try:
                 entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn last line from a crash
+            except (ValueError, RecursionError):
+                entry = None
+            name = entry.get("name") if isinstance(entry, dict) else None
+            if not isinstance(entry, dict) or not isinstance(name, str):
+                problems.append(f"{self.path}:{number}: not an undo entry; skipped")
+                continue
             if entry.get("event") == "intent":
-                open_intents[entry["name"]] = entry
-            elif entry.get("event") == "reverted" and entry.get("verified"):
-                open_intents.pop(entry["name"], None)
-        return list(open_intents.values())
+                open_intents[name] = entry
+            elif entry.get("event") == "reverted" and entry.get("verified") is True:
+                open_intents.pop(name, None)
+        return list(open_intents.values()), problems
 
 
+MAX_UNDO_BYTES = 64 * 1024 * 1024
 _DEFERRED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 

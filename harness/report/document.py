@@ -22,6 +22,7 @@ import jinja2
 import yaml
 
 from harness import formats
+from harness.files import write_atomic
 from harness.journal import EdgeStats, Journal, RequestPath, SloResult
 from harness.mesh import stats
 from harness.report.flags import RESPONSE_FLAGS, FlagInfo, split_flags
@@ -699,14 +700,19 @@ def render_report(journal: Journal) -> str:
 def write_report(journal_path: Path, out: Path | None = None) -> Path:
     """Read ``journal_path`` and write its report (default: ``report.html`` beside it).
 
-    Raises ``OSError`` or ``ValueError`` for a missing or unreadable journal.
+    ``out`` may name a directory (the report goes to ``<out>/report.html``). Raises
+    ``OSError`` or ``ValueError`` for a missing or unreadable journal, and
+    :class:`~harness.errors.OutputError` when the target cannot be written safely (it is
+    the journal itself, say).
 
     >>> write_report(Path("reports/retries-mask-transient-errors/<run id>/journal.json"))
     PosixPath('reports/retries-mask-transient-errors/<run id>/report.html')
     """
     journal = Journal.read(journal_path)
     target = out if out is not None else journal_path.with_name("report.html")
-    _write_atomically(target, render_report(journal))
+    if target.is_dir() and not target.is_symlink():
+        target = target / "report.html"
+    write_atomic(target, render_report(journal), inputs=[journal_path])
     return target
 
 
@@ -773,12 +779,5 @@ def write_index(report_paths: list[Path], out: Path) -> Path:
         .get_template("index.html.j2")
         .render(rows=rows, totals={k: v for k, v in totals.items() if v})
     )
-    _write_atomically(out, html)
+    write_atomic(out, html, inputs=[path.with_name("journal.json") for path in report_paths])
     return out
-
-
-def _write_atomically(target: Path, text: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(target)

@@ -1,7 +1,10 @@
 """Load a scenario file: strict YAML, then the typed model, with every problem located.
 
 The YAML subset is what ``yaml.safe_load`` reads, minus explicit tags (``!!python/...``,
-``!foo``, ``!!binary``) and duplicate keys. Every problem is reported, each on one line::
+``!foo``, ``!!binary``) and duplicate keys, within limits that keep validation fast: at most
+:data:`MAX_BYTES` of text, :data:`MAX_DEPTH` levels of nesting, :data:`MAX_ITEMS` entries in
+one list or mapping and :data:`MAX_VALUES` values in all (a value reached through an alias
+counts each time). Every problem is reported, each on one line::
 
     shop.yaml:23:11: faults[0].kind: unknown fault kind 'htp'; did you mean 'http'? ...
 
@@ -24,12 +27,16 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.tokens import TagToken
 
 from harness.errors import ScenarioError
-from harness.scenario.models import FAULT_KINDS, SLO_KINDS, Scenario
+from harness.files import read_bytes_limited
+from harness.scenario.models import API_VERSION, FAULT_KINDS, MAX_ITEMS, SLO_KINDS, Scenario
 
 _Loc = Sequence[str | int]
 _Problem = tuple[Mark | None, list[str | int], str]  # (where, field path, message)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _KINDS = {"faults": ("fault", FAULT_KINDS), "slos": ("SLO", SLO_KINDS)}
+MAX_BYTES = 1024 * 1024  # a real scenario has a few kB
+MAX_DEPTH = 32  # a real scenario nests about 6 deep
+MAX_VALUES = 100_000  # scalars, lists and mappings, aliases counted each time they are used
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -44,8 +51,9 @@ def load_scenario(path: str | Path) -> Scenario:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
+        # A FIFO or device is refused at once (reading one could block forever).
+        text = read_bytes_limited(path, MAX_BYTES, "scenario file").decode("utf-8")
+    except (OSError, ValueError) as error:
         raise ScenarioError(str(path), [f"{path}: cannot read the scenario: {error}"]) from None
     return load_scenario_text(text, source=str(path))
 
@@ -57,11 +65,18 @@ def load_scenario_text(text: str, source: str = "<string>") -> Scenario:
     >>> load_scenario_text(text, source="retries.yaml").duration
     36.0
     """
+    if len(text) > MAX_BYTES:
+        raise ScenarioError(source, [f"{source}:1:1: larger than {MAX_BYTES} characters"])
     root, data = _parse(text, source)
+    problems: list[_Problem] = []
+    if "apiVersion" not in data:
+        hint = f"missing required field 'apiVersion'; begin with 'apiVersion: {API_VERSION}'"
+        problems.append((root.start_mark, ["apiVersion"], hint))
     try:
         scenario = Scenario.model_validate(data, context={"skip_references": True})
     except ValidationError as error:
-        problems = [_validation_problem(root, detail) for detail in error.errors()]
+        problems += [_validation_problem(root, detail) for detail in error.errors()]
+    if problems:
         raise ScenarioError(source, _render(source, problems)) from None
     references = [_reference_problem(root, *problem) for problem in scenario.reference_problems()]
     if references:
@@ -79,6 +94,7 @@ class _StrictLoader(yaml.SafeLoader):
         super().__init__(stream)
         self.tag_marks: list[Mark] = []
         self.tagged: dict[int, tuple[str, Mark]] = {}
+        self.depth = 0
 
     def scan_tag(self) -> TagToken:
         token = super().scan_tag()
@@ -88,7 +104,15 @@ class _StrictLoader(yaml.SafeLoader):
     def compose_node(self, parent: Node | None, index: int) -> Node | None:
         event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in the stubs
         tag: str | None = getattr(event, "tag", None)  # alias events have no tag
-        node = super().compose_node(parent, index)
+        self.depth += 1
+        if self.depth > MAX_DEPTH:  # composing recurses: stop long before Python's limit
+            raise yaml.composer.ComposerError(
+                None, None, f"nested more than {MAX_DEPTH} levels deep", event.start_mark
+            )
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
         if tag is not None and node is not None:
             # The tag may follow an anchor: point at the tag itself, not the anchor.
             start = event.start_mark
@@ -131,8 +155,18 @@ def _compose(text: str, source: str) -> Node:
             tag, mark = loader.tagged[id(node)]
             written = tag.replace("tag:yaml.org,2002:", "!!", 1)
             problems.append((mark, path, f"YAML tags are not allowed (found {written!r})"))
-        if isinstance(node, MappingNode):
+        if isinstance(node, MappingNode | SequenceNode) and len(node.value) > MAX_ITEMS:
+            what = "entries" if isinstance(node, MappingNode) else "items"
+            message = f"{len(node.value)} {what}; at most {MAX_ITEMS} are allowed in one place"
+            problems.append((node.start_mark, path, message))
+        elif isinstance(node, MappingNode):
             problems.extend(_duplicate_keys(node, path))
+    if not problems and _expanded_size(root) > MAX_VALUES:
+        message = (
+            f"the document expands to more than {MAX_VALUES} values "
+            "(a value reached through an alias counts each time it is used)"
+        )
+        problems.append((root.start_mark, [], message))
     if problems:
         raise ScenarioError(source, _render(source, problems))
     if not isinstance(root, MappingNode):
@@ -158,6 +192,35 @@ def _walk(root: Node) -> Iterator[tuple[list[str | int], Node]]:
                 stack.append(([*path, _key_name(key)], value))
         elif isinstance(node, SequenceNode):
             stack.extend(([*path, index], item) for index, item in enumerate(node.value))
+
+
+def _expanded_size(root: Node) -> int:
+    """How many values the document stands for once aliases are expanded (memoized, so the
+    time is linear in the number of distinct nodes; capped just past MAX_VALUES). A node that
+    contains itself (``&a [*a]``) expands without end: it counts as too many."""
+    size: dict[int, int] = {}
+    open_nodes: set[int] = set()  # on the current path: met again means a cycle
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        children: list[Node] = []
+        if isinstance(node, MappingNode):
+            children = [part for pair in node.value for part in pair]
+        elif isinstance(node, SequenceNode):
+            children = list(node.value)
+        if children_done:
+            open_nodes.discard(id(node))
+            total = 1 + sum(size[id(child)] for child in children)
+            size[id(node)] = min(total, MAX_VALUES + 1)
+            continue
+        if id(node) in size:
+            continue
+        if id(node) in open_nodes or any(id(child) in open_nodes for child in children):
+            return MAX_VALUES + 1
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in size)
+    return size[id(root)]
 
 
 def _duplicate_keys(node: MappingNode, path: list[str | int]) -> Iterator[_Problem]:

@@ -27,27 +27,44 @@ from harness.app.topology import TOPOLOGIES, Topology
 from harness.scenario.units import Duration, Fraction
 
 API_VERSION: Final = "harness/v1"
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# The DNS label rule (RFC 1123), for every name: scenario, phases, faults, SLOs. Names
+# become directory names and are printed; fullmatch, because "$" matches before a "\n".
+_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+# Limits of a scenario: far above any real one, low enough that validation stays fast.
+MAX_ITEMS = 1000  # phases, faults, SLOs, steps, ... in one list
+MAX_TEXT = 4096  # characters of a description or label
 
 
 class Model(BaseModel):
-    """Base of every scenario model: strict about unknown fields, camelCase aliases."""
+    """Base of every scenario model: strict about unknown fields, camelCase aliases.
+
+    ``strict``: no bool for a number (``rate: true``), no string for a number
+    (``replicas: '3'``), no ``.inf`` or ``.nan``; an int is still a float. Enums take their
+    string values.
+    """
 
     model_config = ConfigDict(
         extra="forbid",
         alias_generator=to_camel,
         populate_by_name=True,
         frozen=True,
+        strict=True,
+        allow_inf_nan=False,  # .inf / .nan are no objective; a journal holds finite numbers
     )
 
 
 def _check_name(value: str) -> str:
-    if not _NAME.match(value):
+    if not _NAME.fullmatch(value):
+        shown = repr(value) if len(value) <= 70 else repr(value[:67] + "...")
         raise ValueError(
-            f"{value!r} is not a valid name: use lowercase letters, digits and '-', "
+            f"{shown} is not a valid name: use lowercase letters, digits and '-', "
             "starting and ending with a letter or digit (at most 63 characters)"
         )
     return value
+
+
+def _check_optional_name(value: str | None) -> str | None:
+    return None if value is None else _check_name(value)
 
 
 # --------------------------------------------------------------------------- metadata / app
@@ -55,8 +72,10 @@ def _check_name(value: str) -> str:
 
 class Metadata(Model):
     name: str = Field(description="Scenario name: lowercase letters, digits and '-'.")
-    description: str = ""
-    labels: dict[str, str] = Field(default_factory=dict)
+    description: str = Field(default="", max_length=MAX_TEXT)
+    labels: dict[str, Annotated[str, Field(max_length=MAX_TEXT)]] = Field(
+        default_factory=dict, max_length=MAX_ITEMS
+    )
 
     _name = field_validator("name")(_check_name)
 
@@ -92,7 +111,7 @@ class Retries(Model):
     """Istio ``HTTPRetry``: enforced by the caller's sidecar on its route to the destination."""
 
     attempts: int = Field(ge=0, le=20, description="Retries after the first try; 0 disables.")
-    per_try_timeout: Duration | None = None
+    per_try_timeout: Duration | None = Field(default=None, gt=0)
     retry_on: str | None = Field(
         default=None,
         description="Envoy retry conditions; bare status codes become retriable-status-codes.",
@@ -102,7 +121,7 @@ class Retries(Model):
 
 class TcpSettings(Model):
     max_connections: int | None = Field(default=None, ge=1)
-    connect_timeout: Duration | None = None
+    connect_timeout: Duration | None = Field(default=None, gt=0)
 
 
 class HttpSettings(Model):
@@ -124,8 +143,8 @@ class OutlierDetection(Model):
     consecutive_gateway_errors: int | None = Field(
         default=None, ge=0, alias="consecutiveGatewayErrors"
     )
-    interval: Duration | None = None
-    base_ejection_time: Duration | None = None
+    interval: Duration | None = Field(default=None, gt=0)
+    base_ejection_time: Duration | None = Field(default=None, gt=0)
     max_ejection_percent: int | None = Field(default=None, ge=0, le=100)
     min_health_percent: int | None = Field(default=None, ge=0, le=100)
 
@@ -137,7 +156,7 @@ class LbAlgorithm(StrEnum):
 
 
 class LoadBalancer(Model):
-    simple: LbAlgorithm = LbAlgorithm.LEAST_REQUEST
+    simple: LbAlgorithm = Field(default=LbAlgorithm.LEAST_REQUEST, strict=False)
 
 
 class DestinationPolicy(Model):
@@ -145,7 +164,9 @@ class DestinationPolicy(Model):
 
     timeout: Duration | None = Field(default=None, description="Route timeout (Istio: none).")
     retries: Retries | None = Field(
-        default=None, description="Omitted: Istio's default (2 retries on connect/503 errors)."
+        default=None,
+        description="Omitted: Istio's default (2 retries on connect failures and refused "
+        "streams; since Istio 1.24 not on a 503).",
     )
     connection_pool: ConnectionPool | None = None
     outlier_detection: OutlierDetection | None = None
@@ -168,7 +189,7 @@ class Load(Model):
     users: int | None = Field(
         default=None, ge=1, le=500, description="Concurrent Locust users (default: derived)."
     )
-    request_timeout: Duration = Field(default=10.0, description="Client-side timeout.")
+    request_timeout: Duration = Field(default=10.0, gt=0, description="Client-side timeout.")
 
     def effective_users(self) -> int:
         return self.users if self.users is not None else max(4, min(64, math.ceil(self.rate / 5)))
@@ -250,6 +271,8 @@ class FaultTiming(Model):
 
     name: str | None = None
     phase: str = Field(description="The phase the fault belongs to.")
+
+    _name = field_validator("name")(_check_optional_name)
     start: Duration = Field(default=0.0, description="Offset from the start of the phase.")
     duration: Duration | None = Field(
         default=None, description="How long it lasts (default: until the phase ends)."
@@ -279,7 +302,7 @@ class HttpFault(FaultTiming):
     source: str | None = Field(default=None, description="Only calls from this service.")
     abort: Abort | None = None
     delay: Delay | None = None
-    steps: list[Step] = Field(default_factory=list)
+    steps: list[Step] = Field(default_factory=list, max_length=MAX_ITEMS)
 
     @property
     def ramp(self) -> tuple[Step, ...]:
@@ -330,7 +353,7 @@ class ToxicFault(FaultTiming):
     sidecar and the callee's instances. Toxicity applies per connection, not per request."""
 
     kind: Literal["toxic"]
-    toxic: ToxicKind
+    toxic: ToxicKind = Field(strict=False)
     source: str = Field(description="The calling service (the edge's caller).")
     target: Target
     stream: Literal["upstream", "downstream"] = Field(
@@ -346,7 +369,9 @@ class ToxicFault(FaultTiming):
     average_size: int | None = Field(default=None, ge=1)
     size_variation: int | None = Field(default=None, ge=0)
     bytes: int | None = Field(default=None, ge=0)
-    steps: list[Step] = Field(default_factory=list, description="Toxicity ramp (percent).")
+    steps: list[Step] = Field(
+        default_factory=list, max_length=MAX_ITEMS, description="Toxicity ramp (percent)."
+    )
 
     @property
     def ramp(self) -> tuple[Step, ...]:
@@ -427,8 +452,12 @@ class Guard(Model):
 
 class SloBase(Model):
     name: str
-    phases: list[str] = Field(default_factory=list, description="Empty: every phase.")
+    phases: list[str] = Field(
+        default_factory=list, max_length=MAX_ITEMS, description="Empty: every phase."
+    )
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
+
+    _name = field_validator("name")(_check_name)
 
 
 class ErrorRateSlo(SloBase):
@@ -526,14 +555,14 @@ def _unknown(kind: str, value: str, valid: Iterable[str]) -> str:
 class Scenario(Model):
     """A whole scenario file."""
 
-    api_version: Literal["harness/v1"] = API_VERSION
+    api_version: Literal["harness/v1"] = API_VERSION  # required in files (the loader)
     metadata: Metadata
     app: App = Field(default_factory=App)
     mesh: Mesh = Field(default_factory=Mesh)
     load: Load
-    phases: list[Phase] = Field(min_length=1)
-    faults: list[Fault] = Field(default_factory=list)
-    slos: list[Slo] = Field(min_length=1)
+    phases: list[Phase] = Field(min_length=1, max_length=MAX_ITEMS)
+    faults: list[Fault] = Field(default_factory=list, max_length=MAX_ITEMS)
+    slos: list[Slo] = Field(min_length=1, max_length=MAX_ITEMS)
     guard: Guard | None = None
 
     @property
@@ -579,10 +608,12 @@ class Scenario(Model):
             seen.add(phase.name)
         for index, fault in enumerate(self.faults):
             problems += self._fault_problems(("faults", index), fault)
-        fault_names = [self.fault_name(i) for i in range(len(self.faults))]
-        for index, name in enumerate(fault_names):
-            if fault_names.index(name) != index:
+        fault_names: set[str] = set()
+        for index in range(len(self.faults)):
+            name = self.fault_name(index)
+            if name in fault_names:
                 problems.append((("faults", index, "name"), f"duplicate fault name {name!r}"))
+            fault_names.add(name)
         slo_names: set[str] = set()
         for index, slo in enumerate(self.slos):
             if slo.name in slo_names:

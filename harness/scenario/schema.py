@@ -18,6 +18,8 @@ def scenario_json_schema() -> dict[str, Any]:
     'harness/v1'
     """
     schema = _without_field_titles(Scenario.model_json_schema(by_alias=True, mode="validation"))
+    # Python callers may omit it (the model has a default); a file must name its version.
+    schema["required"] = ["apiVersion", *schema.get("required", [])]
     return {
         "$schema": SCHEMA_DIALECT,
         "$id": SCHEMA_ID,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import PlatformError, ToolMissingError
+from harness.files import write_atomic
 from harness.mesh.admin import AdminApi, EnvoyAdmin
 from harness.mesh.envoy import (
     Addr,
@@ -217,6 +218,7 @@ class LocalDeployment:
                     *(("ingress",) if inst.service == topology.entry else ()),
                 ),
                 bind_ip=inst.ip if self._namespaced else None,
+                policy=self.scenario.mesh.destinations.get(inst.service),
             )
             self._start_envoy(inst.name, sidecar_bootstrap(sidecar), sidecar.admin_socket)
             self.app_pids[inst.name] = self.sandbox.spawn(
@@ -256,7 +258,7 @@ class LocalDeployment:
 
     def _start_envoy(self, name: str, bootstrap: dict[str, object], admin_socket: str) -> None:
         config = self.run_dir / "envoy" / f"{name}.json"
-        config.write_text(json.dumps(bootstrap, indent=1))
+        write_atomic(config, json.dumps(bootstrap, indent=1))
         log = self.run_dir / "logs" / f"{name}.envoy.log"
         command = EnvoyCommand(config_path=str(config), log_path=str(log))
         pid = self.sandbox.spawn(command.argv(self._envoy), log_path=log)
@@ -550,11 +552,13 @@ class LocalPlatform:
     def deploy(self, scenario: Scenario, run_dir: Path) -> Iterator[LocalDeployment]:
         envoy = find_envoy()
         sock_dir = Path(tempfile.mkdtemp(prefix="hrn-"))
-        sandbox = Sandbox.start(run_dir.name, run_dir / "logs", self.isolation, sock_dir)
+        sandbox: Sandbox | None = None
         try:
+            sandbox = Sandbox.start(run_dir.name, run_dir / "logs", self.isolation, sock_dir)
             deployment = LocalDeployment(scenario, run_dir, sandbox, sock_dir, envoy)
             deployment.start()
             yield deployment
         finally:
-            sandbox.close()
+            if sandbox is not None:
+                sandbox.close()
             shutil.rmtree(sock_dir, ignore_errors=True)

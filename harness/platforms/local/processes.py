@@ -28,6 +28,15 @@ def _environ(pid_dir: Path) -> bytes:
         return b""
 
 
+def environ_value(pid: int, name: str) -> str | None:
+    """The value of ``name`` in the environment ``pid`` started with (None if absent)."""
+    prefix = f"{name}=".encode()
+    for entry in _environ(PROC / str(pid)).split(b"\0"):
+        if entry.startswith(prefix):
+            return entry[len(prefix) :].decode(errors="replace")
+    return None
+
+
 def run_processes(run_id: str) -> list[RunProcess]:
     """Live processes whose environment carries this run's id (zombies excluded)."""
     marker = f"{RUN_ID_ENV}={run_id}".encode()

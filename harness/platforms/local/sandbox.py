@@ -21,6 +21,7 @@ from typing import IO, Any
 
 from harness.errors import PlatformError
 from harness.platforms.local.processes import RUN_ID_ENV, child_namespaces
+from harness.runlock import RUNNER_ENV, runner_marker
 
 SCRATCH_ENV = "HARNESS_SCRATCH_DIR"
 
@@ -42,6 +43,29 @@ class Isolation(StrEnum):
     AUTO = "auto"
     NAMESPACE = "namespace"
     HOST = "host"
+
+
+ISOLATION_ENV = "HARNESS_ISOLATION"
+
+
+def isolation_requested(default: Isolation = Isolation.AUTO) -> Isolation:
+    """The isolation to use: ``HARNESS_ISOLATION`` when set, else ``default``.
+
+    Raises :class:`~harness.errors.PlatformError` naming the valid values for anything else.
+    """
+    value = os.environ.get(ISOLATION_ENV)
+    if value is None:
+        return default
+    try:
+        return Isolation(value)
+    except ValueError:
+        valid = ", ".join(mode.value for mode in Isolation)
+        raise PlatformError(f"{ISOLATION_ENV}={value!r} is not one of: {valid}") from None
+
+
+def _no_follow(path: str, flags: int) -> int:
+    """Open a log without following a symlink planted at its name."""
+    return os.open(path, flags | os.O_NOFOLLOW, 0o644)
 
 
 class Sandbox:
@@ -74,7 +98,7 @@ class Sandbox:
         harness dies without tearing down.
         """
         log_dir.mkdir(parents=True, exist_ok=True)
-        requested = Isolation(os.environ.get("HARNESS_ISOLATION", isolation))
+        requested = isolation_requested(isolation)
         if requested in (Isolation.AUTO, Isolation.NAMESPACE):
             reason = ""
             if shutil.which("unshare") is None:
@@ -116,8 +140,11 @@ class Sandbox:
         env[RUN_ID_ENV] = run_id
         if scratch_dir is not None:
             env[SCRATCH_ENV] = str(scratch_dir)
+        # Every process of the run names its runner, so cleanup can tell a live run from a
+        # dead one by the processes themselves, whatever a journal says (harness.runlock).
+        env[RUNNER_ENV] = runner_marker(os.getpid())
         stderr_path = log_dir / f"supervisor-{mode.value}.log"
-        with open(stderr_path, "ab") as stderr:
+        with open(stderr_path, "ab", opener=_no_follow) as stderr:
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.PIPE,

@@ -39,6 +39,12 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+
+def _no_follow(path: str, flags: int) -> int:
+    """Open a log without following a symlink planted at its name."""
+    return os.open(path, flags | os.O_NOFOLLOW, 0o644)
+
+
 _PR_SET_PDEATHSIG = 1
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
@@ -125,8 +131,8 @@ class Supervisor:
         env = {} if req.get("replace_env") else dict(os.environ)
         env.update(req.get("env") or {})
         with (
-            open(req.get("stdout") or os.devnull, "ab") as out,
-            open(req.get("stderr") or os.devnull, "ab") as err,
+            open(req.get("stdout") or os.devnull, "ab", opener=_no_follow) as out,
+            open(req.get("stderr") or os.devnull, "ab", opener=_no_follow) as err,
         ):
             proc = subprocess.Popen(
                 req["argv"],
