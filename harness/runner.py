@@ -11,14 +11,12 @@ import math
 import os
 import platform as pyplatform
 import secrets
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 
 from harness.errors import ExitCode, HarnessError, Interrupted, LoadError, OutputError
 from harness.faults import InjectorFactory, build_injector
@@ -46,9 +44,10 @@ from harness.platforms.local.platform import LocalPlatform
 from harness.platforms.local.sandbox import Isolation
 from harness.runlock import RunnerLock, process_start
 from harness.scenario.models import Guard, Scenario
+from harness.signals import SignalGuard
 from harness.slo.judge import fault_problems, judge_slos, verdict_of
 
-__all__ = ["RunOptions", "RunResult", "run_scenario", "verdict_of"]
+__all__ = ["RunOptions", "RunResult", "SignalGuard", "run_scenario", "verdict_of"]
 
 FIRST_SAMPLE_TIMEOUT_S = 30.0
 
@@ -69,48 +68,6 @@ class RunResult:
     run_dir: Path
     journal_path: Path
     exit_code: ExitCode
-
-
-# --------------------------------------------------------------------------- signals
-
-
-class SignalGuard:
-    """SIGINT/SIGTERM/SIGHUP raise :class:`Interrupted` once; during cleanup they are ignored.
-
-    A second Ctrl-C therefore cannot abort the revert of the faults.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-    def __init__(self, log: Log, enabled: bool) -> None:
-        self.log = log
-        self.enabled = enabled
-        self.shielded = False
-        self._previous: dict[signal.Signals, object] = {}
-
-    def _handler(self, signum: int, frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
-        if self.shielded:
-            self.log(f"{name} received: still reverting faults and cleaning up, please wait")
-            return
-        self.shielded = True
-        raise Interrupted(name)
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[SignalGuard]:
-        if not self.enabled:
-            yield self
-            return
-        for sig in self.SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handler)
-        try:
-            yield self
-        finally:
-            for sig, handler in self._previous.items():
-                signal.signal(sig, handler)  # type: ignore[arg-type]
-
-    def shield(self) -> None:
-        self.shielded = True
 
 
 # --------------------------------------------------------------------------- helpers

@@ -17,9 +17,10 @@ from journals import new_journal
 
 from harness.errors import Interrupted
 from harness.journal import Journal
-from harness.runner import GuardWatch, Run, SignalGuard
+from harness.runner import GuardWatch, Run
 from harness.scenario import load_scenario_text
 from harness.scenario.models import Guard, Scenario
+from harness.signals import SignalGuard
 
 TIMELINE = """
 metadata: {name: fake-timeline}

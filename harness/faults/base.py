@@ -15,7 +15,6 @@ Every injector follows the same contract::
 from __future__ import annotations
 
 import json
-import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ from harness.files import append_line, read_bytes_limited
 from harness.journal import FaultEntry
 from harness.platforms.base import Deployment, InstanceInfo
 from harness.scenario.models import Step, Target
+from harness.signals import signals_deferred
 
 
 class Injector(Protocol):
@@ -169,17 +169,6 @@ class UndoJournal:
 
 
 MAX_UNDO_BYTES = 64 * 1024 * 1024
-_DEFERRED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-
-
-@contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM/SIGHUP until the block ends, so a revert is never cut short."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @contextmanager
