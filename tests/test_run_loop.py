@@ -23,6 +23,7 @@ from harness.scenario.models import Guard, Scenario
 from harness.signals import SignalGuard
 
 TIMELINE = """
+apiVersion: harness/v1
 metadata: {name: fake-timeline}
 load: {rate: 20}
 phases:
