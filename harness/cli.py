@@ -16,8 +16,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from harness import formats
 from harness.errors import ExitCode, HarnessError, OutputError, ScenarioError
 from harness.journal import Journal
+from harness.mesh.stats import RETRIES, RETRY_SUCCESS
 from harness.platforms.local.sandbox import Isolation, isolation_requested
 from harness.runner import RunOptions, run_scenario, verdict_of
 from harness.scenario import load_scenario, scenario_json_schema
@@ -45,35 +47,6 @@ _STYLE = {
 }
 
 
-def _format_ratio(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2%}"
-
-
-def _format_seconds(value: float | None) -> str:
-    return "—" if value is None else f"{value * 1000:.0f}ms"
-
-
-def _format_count(value: float | None) -> str:
-    return "—" if value is None else f"{value:.0f}"
-
-
-def _format_factor(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f}×"
-
-
-def _format_bounds(lower: float | None, upper: float | None, unit: str) -> str:
-    scale, suffix, digits = {
-        "ratio": (100.0, "%", 1),
-        "count": (1.0, "", 0),
-        "factor": (1.0, "×", 2),
-    }.get(unit, (1000.0, "ms", 0))
-
-    def one(value: float | None) -> str:
-        return "?" if value is None else f"{value * scale:.{digits}f}"
-
-    return f"{one(lower)}–{one(upper)}{suffix}"
-
-
 def say(text: object, *, err: bool = False) -> None:
     """Print data as plain text: no Rich markup, control characters made visible."""
     (errors if err else console).print(plain(text, newlines=True), markup=False, soft_wrap=True)
@@ -91,18 +64,14 @@ def print_summary(journal: Journal, journal_path: Path) -> None:
     for column in ("SLO", "phase", "verdict", "measured", "bounds", "max", "n"):
         table.add_column(column, no_wrap=True, min_width=12 if column == "bounds" else None)
     for entry in journal.slos:
-        show = {"ratio": _format_ratio, "count": _format_count, "factor": _format_factor}.get(
-            entry.unit, _format_seconds
-        )
-        bounds = _format_bounds(entry.lower, entry.upper, entry.unit)
         style = _STYLE.get(entry.verdict, "")
         table.add_row(
             markup_safe(entry.slo),
             markup_safe(entry.phase),
             f"[{style}]{entry.verdict}[/{style}]",
-            show(entry.measured),
-            bounds,
-            show(entry.objective),
+            formats.slo_value(entry.measured, entry.unit),
+            formats.bounds(entry.lower, entry.upper, entry.unit),
+            formats.slo_value(entry.objective, entry.unit),
             str(entry.n),
         )
     if journal.slos:
@@ -118,11 +87,11 @@ def print_summary(journal: Journal, journal_path: Path) -> None:
         reverted = "reverted ✓" if fault.revert_verified else "[red]revert not verified[/red]"
         console.print(f"{mark} {markup_safe(fault.effect_message)}; {reverted}", soft_wrap=True)
     for edge in journal.edges:
-        retries = edge.total.get("upstream_rq_retry", 0)
+        retries = edge.total.get(RETRIES, 0)
         if retries:
             say(
                 f"  mesh: {edge.caller} → {edge.callee}: {retries} retries "
-                f"({edge.total.get('upstream_rq_retry_success', 0)} succeeded)"
+                f"({edge.total.get(RETRY_SUCCESS, 0)} succeeded)"
             )
     if journal.load is not None:
         for warning in journal.load.warnings:

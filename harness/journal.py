@@ -9,17 +9,104 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.files import read_bytes_limited, write_atomic
-from harness.slo.verdict import SloResult
 
 SCHEMA_VERSION = 1
 MAX_JOURNAL_BYTES = 512 * 1024 * 1024
 MAX_DEPTH = 64  # a real journal nests about 8 deep (the scenario inside it, a little more)
+
+RunStatus = Literal["running", "completed", "interrupted", "error", "crashed"]
+"""``crashed``: the run died without closing its journal, and ``harness cleanup`` closed it."""
+RunVerdict = Literal["PASS", "FAIL", "INCONCLUSIVE", "ERROR", "INTERRUPTED"]
+FaultKind = Literal["http", "toxic", "partition", "kill", "pause"]
+SloKind = Literal[
+    "errorRate",
+    "latency",
+    "latencyShift",
+    "retryAmplification",
+    "ejections",
+    "sheds",
+    "recoveryTime",
+]
+Unit = Literal["ratio", "s", "factor", "count"]
+"""What an SLO's numbers count: a share (0–1), seconds, a multiple, or events."""
+
+
+class Verdict(StrEnum):
+    """The outcome of one SLO in one phase."""
+
+    PASS = "PASS"
+    FAIL = "FAIL"
+    INCONCLUSIVE = "INCONCLUSIVE"
+
+
+@dataclass(frozen=True)
+class SloResult:
+    """One SLO judged in one phase (built by :mod:`harness.slo`, kept as is by the journal).
+
+    ``measured`` is the point estimate (the observed rate, or the empirical quantile);
+    ``lower`` and ``upper`` are one-sided bounds at ``confidence`` (``None`` when there
+    are too few samples for that bound). ``unit`` is ``"ratio"`` for rates and ``"s"``
+    for latencies. ``samples_needed`` is set only for INCONCLUSIVE results: roughly how
+    many samples would decide the SLO if the measured value held (``None`` when the
+    measurement sits on the objective, where no sample size would).
+    """
+
+    slo: str
+    kind: SloKind
+    phase: str
+    verdict: Verdict
+    measured: float | None
+    lower: float | None
+    upper: float | None
+    objective: float
+    confidence: float
+    n: int
+    unit: Unit
+    message: str
+    samples_needed: int | None
+
+    @classmethod
+    def judged(
+        cls,
+        slo: str,
+        kind: SloKind,
+        phase: str,
+        verdict: Verdict,
+        *,
+        measured: float | None,
+        lower: float | None,
+        upper: float | None,
+        objective: float,
+        confidence: float,
+        n: int,
+        unit: Unit,
+        detail: str,
+        samples_needed: int | None = None,
+    ) -> SloResult:
+        """The one way to build a result: the message is ``"<slo> [<phase>]: <detail>"``."""
+        return cls(
+            slo=slo,
+            kind=kind,
+            phase=phase,
+            verdict=verdict,
+            measured=measured,
+            lower=lower,
+            upper=upper,
+            objective=objective,
+            confidence=confidence,
+            n=n,
+            unit=unit,
+            message=f"{slo} [{phase}]: {detail}",
+            samples_needed=samples_needed,
+        )
 
 
 class Record(BaseModel):
@@ -39,7 +126,7 @@ class FaultEntry(Record):
     """
 
     name: str
-    kind: str
+    kind: FaultKind
     phase: str
     targets: list[str]
     detail: dict[str, Any] = Field(default_factory=dict)
@@ -166,7 +253,7 @@ class Journal(Record):
     environment: dict[str, str]
     started_at: float
     ended_at: float | None = None
-    status: str = "running"  # running | completed | interrupted | error
+    status: RunStatus = "running"
     error: str | None = None
     aborted: str | None = None  # why the guard stopped the faults early
     aborted_at: float | None = None
@@ -194,7 +281,7 @@ class Journal(Record):
     # phase → HdrHistogram of successful request latencies (microseconds), base64-encoded
     latency_histograms: dict[str, str] = Field(default_factory=dict)
     problems: list[str] = Field(default_factory=list)
-    verdict: str = "ERROR"  # PASS | FAIL | INCONCLUSIVE | ERROR | INTERRUPTED
+    verdict: RunVerdict = "ERROR"
 
     def write(self, path: Path) -> None:
         """Write atomically through a fresh temporary name (see :mod:`harness.files`)."""

@@ -11,26 +11,19 @@ import math
 import os
 import platform as pyplatform
 import secrets
-import signal
 import sys
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
-from typing import assert_never
 
 from harness.errors import ExitCode, HarnessError, Interrupted, LoadError, OutputError
-from harness.faults import build_injector
-from harness.faults.base import Injector, UndoJournal, applied
+from harness.faults import InjectorFactory, build_injector
+from harness.faults.base import Adjustable, Injector, UndoJournal, applied
 from harness.journal import (
-    EdgeStats,
     Journal,
-    LatencySummary,
     LoadRecord,
-    PhaseLoad,
     PhaseWindow,
 )
 from harness.load.driver import (
@@ -41,50 +34,21 @@ from harness.load.driver import (
     locust_command,
     locust_environment,
     read_samples,
-    summarize,
 )
+from harness.mesh.stats import EDGE_COUNTERS, edge_stats, injected_totals
 from harness.observe.access_logs import request_paths, summarize_responses
 from harness.observe.sampler import MeshSampler
-from harness.observe.timeline import latency_histograms, load_timeline, nearest_rank
-from harness.platforms.local.platform import LocalDeployment, LocalPlatform
+from harness.observe.timeline import latency_histograms, load_timeline, phase_loads
+from harness.platforms.base import Deployment
+from harness.platforms.local.platform import LocalPlatform
 from harness.platforms.local.sandbox import Isolation
 from harness.runlock import RunnerLock, process_start
-from harness.scenario.models import (
-    EjectionSlo,
-    ErrorRateSlo,
-    Guard,
-    LatencyShiftSlo,
-    LatencySlo,
-    RecoverySlo,
-    RetryAmplificationSlo,
-    Scenario,
-    SheddingSlo,
-)
-from harness.slo.mesh import (
-    evaluate_ejections,
-    evaluate_recovery,
-    evaluate_retry_amplification,
-    evaluate_sheds,
-    recovery_phases,
-)
-from harness.slo.shift import evaluate_latency_shift
-from harness.slo.verdict import Verdict, evaluate_error_rate, evaluate_latency
+from harness.scenario.models import Guard, Scenario
+from harness.signals import SignalGuard
+from harness.slo.judge import fault_problems, judge_slos, verdict_of
 
-EDGE_COUNTERS = (
-    "upstream_rq_total",
-    "upstream_rq_retry",
-    "upstream_rq_retry_success",
-    "upstream_rq_retry_overflow",
-    "upstream_rq_retry_limit_exceeded",
-    "upstream_rq_pending_overflow",
-    "upstream_cx_overflow",
-    "upstream_rq_timeout",
-    "upstream_rq_per_try_timeout",
-    "upstream_cx_connect_fail",
-    "upstream_rq_5xx",
-    "outlier_detection.ejections_enforced_total",
-)
-FAULT_COUNTERS = ("aborts_injected", "delays_injected")
+__all__ = ["RunOptions", "RunResult", "SignalGuard", "run_scenario", "verdict_of"]
+
 FIRST_SAMPLE_TIMEOUT_S = 30.0
 
 Log = Callable[[str], None]
@@ -106,48 +70,6 @@ class RunResult:
     exit_code: ExitCode
 
 
-# --------------------------------------------------------------------------- signals
-
-
-class SignalGuard:
-    """SIGINT/SIGTERM/SIGHUP raise :class:`Interrupted` once; during cleanup they are ignored.
-
-    A second Ctrl-C therefore cannot abort the revert of the faults.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-    def __init__(self, log: Log, enabled: bool) -> None:
-        self.log = log
-        self.enabled = enabled
-        self.shielded = False
-        self._previous: dict[signal.Signals, object] = {}
-
-    def _handler(self, signum: int, frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
-        if self.shielded:
-            self.log(f"{name} received: still reverting faults and cleaning up, please wait")
-            return
-        self.shielded = True
-        raise Interrupted(name)
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[SignalGuard]:
-        if not self.enabled:
-            yield self
-            return
-        for sig in self.SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handler)
-        try:
-            yield self
-        finally:
-            for sig, handler in self._previous.items():
-                signal.signal(sig, handler)  # type: ignore[arg-type]
-
-    def shield(self) -> None:
-        self.shielded = True
-
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -166,51 +88,6 @@ def _environment() -> dict[str, str]:
         except PackageNotFoundError:
             env[package] = "not installed"
     return env
-
-
-def _in_window(samples: list[Sample], window: PhaseWindow) -> list[Sample]:
-    return [s for s in samples if window.start <= s.t < window.end]
-
-
-def edge_stats(
-    counters: list[dict[str, dict[str, int]]],
-    phases: list[PhaseWindow],
-    service_of: Callable[[str], str],
-) -> list[EdgeStats]:
-    """Per-phase increases of each edge's counters, from snapshots at the phase boundaries."""
-
-    def by_edge(snapshot: dict[str, dict[str, int]]) -> dict[tuple[str, str], dict[str, int]]:
-        edges: dict[tuple[str, str], dict[str, int]] = {}
-        for proxy, values in snapshot.items():
-            caller = service_of(proxy)
-            for key, value in values.items():
-                if not key.startswith("cluster.outbound|"):
-                    continue
-                cluster, _, stat = key[len("cluster.") :].partition(".")
-                if stat not in EDGE_COUNTERS:
-                    continue
-                callee = cluster.rsplit("|", 1)[-1]
-                bucket = edges.setdefault((caller, callee), dict.fromkeys(EDGE_COUNTERS, 0))
-                bucket[stat] += value
-        return edges
-
-    snapshots = [by_edge(s) for s in counters]
-    keys = sorted({edge for snap in snapshots for edge in snap})
-    result = []
-    for caller, callee in keys:
-        per_phase: dict[str, dict[str, int]] = {}
-        zero = dict.fromkeys(EDGE_COUNTERS, 0)
-        for index, window in enumerate(phases):
-            before = snapshots[index].get((caller, callee), zero)
-            after = snapshots[index + 1].get((caller, callee), zero)
-            per_phase[window.name] = {k: after[k] - before[k] for k in EDGE_COUNTERS}
-        total = {
-            k: snapshots[-1].get((caller, callee), zero)[k]
-            - snapshots[0].get((caller, callee), zero)[k]
-            for k in EDGE_COUNTERS
-        }
-        result.append(EdgeStats(caller=caller, callee=callee, phases=per_phase, total=total))
-    return result
 
 
 @dataclass(order=True)
@@ -273,8 +150,15 @@ class Run:
     """One execution of a scenario against a deployment."""
 
     def __init__(
-        self, scenario: Scenario, run_dir: Path, journal: Journal, log: Log, seed: int | None
+        self,
+        scenario: Scenario,
+        run_dir: Path,
+        journal: Journal,
+        log: Log,
+        seed: int | None,
+        build: InjectorFactory = build_injector,
     ) -> None:
+        self.build = build
         self.scenario = scenario
         self.run_dir = run_dir
         self.journal = journal
@@ -287,12 +171,12 @@ class Run:
         self.sampler: MeshSampler | None = None
         self.guard = GuardWatch(scenario.guard, self.samples_path) if scenario.guard else None
 
-    def build_injectors(self, deployment: LocalDeployment) -> None:
+    def build_injectors(self, deployment: Deployment) -> None:
         for index, fault in enumerate(self.scenario.faults):
             name = self.scenario.fault_name(index)
-            self.injectors.append((index, build_injector(fault, name, deployment)))
+            self.injectors.append((index, self.build(fault, name, deployment)))
 
-    def execute(self, deployment: LocalDeployment) -> None:
+    def execute(self, deployment: Deployment) -> None:
         scenario = self.scenario
         self.build_injectors(deployment)
         plan = LoadPlan(
@@ -336,7 +220,7 @@ class Run:
         log_text = (self.run_dir / "logs" / "locust.log").read_text(errors="replace")
         self.journal.load.warnings = generator_warnings(log_text)
 
-    def _wait_first_sample(self, deployment: LocalDeployment, locust: int) -> None:
+    def _wait_first_sample(self, deployment: Deployment, locust: int) -> None:
         deadline = time.monotonic() + FIRST_SAMPLE_TIMEOUT_S
         with SampleTail(self.samples_path) as tail:
             while time.monotonic() < deadline:
@@ -359,7 +243,7 @@ class Run:
                 continue
             begin, finish = fault.window(duration)
             events.append(_Event(phase_start + begin, 1, "inject", index, injector))
-            for step in getattr(fault, "steps", []):
+            for step in fault.ramp:
                 if step.at > 0:  # a step at 0 is the starting intensity (from_scenario)
                     at = phase_start + begin + step.at
                     events.append(_Event(at, 2, "adjust", index, injector, step.percentage))
@@ -367,9 +251,7 @@ class Run:
                 events.append(_Event(phase_start + finish, 0, "revert", index, injector))
         return sorted(events)
 
-    def _run_phase(
-        self, deployment: LocalDeployment, locust: int, name: str, duration: float
-    ) -> None:
+    def _run_phase(self, deployment: Deployment, locust: int, name: str, duration: float) -> None:
         phase_faults = [
             inj.record.name for i, inj in self.injectors if self.scenario.faults[i].phase == name
         ]
@@ -426,9 +308,8 @@ class Run:
             stack.enter_context(applied(event.injector, self.undo))
             self.journal.write(self.run_dir / "journal.json")
         elif event.action == "adjust" and event.fault in applied_now:
-            adjust = getattr(event.injector, "adjust", None)
-            if adjust is not None:
-                adjust(event.value)
+            if isinstance(event.injector, Adjustable):
+                event.injector.adjust(event.value)
         elif event.action == "revert" and event.fault in applied_now:
             applied_now.pop(event.fault).close()
             self.journal.write(self.run_dir / "journal.json")
@@ -444,51 +325,21 @@ class Run:
 
     # ------------------------------------------------------------------ judging
 
-    def judge(self, deployment: LocalDeployment) -> None:
+    def judge(self, deployment: Deployment) -> None:
         journal = self.journal
         samples = read_samples(self.samples_path) if self.samples_path.exists() else []
         assert journal.load is not None
-        for window in journal.phases:
-            in_phase = _in_window(samples, window)
-            latencies = sorted(s.ms for s in in_phase if s.ok)
-            summary = summarize(in_phase, window.start, window.end, journal.load.target_rate)
-            statuses = Counter(str(s.status) for s in in_phase)
-            journal.load.phases.append(
-                PhaseLoad(
-                    phase=window.name,
-                    count=summary.count,
-                    ok=summary.ok_count,
-                    errors=summary.error_count,
-                    offered_rate=summary.offered_rate,
-                    achieved_rate=summary.achieved_rate,
-                    coordinated_omission=summary.coordinated_omission,
-                    latency=LatencySummary(
-                        p50_ms=nearest_rank(latencies, 0.5),
-                        p95_ms=nearest_rank(latencies, 0.95),
-                        p99_ms=nearest_rank(latencies, 0.99),
-                        max_ms=latencies[-1] if latencies else None,
-                    ),
-                    status_counts=dict(statuses),
-                    message=summary.message,
-                )
-            )
+        journal.load.phases.extend(phase_loads(samples, journal.phases, journal.load.target_rate))
         service_of = {inst.name: inst.service for inst in deployment.instances}
         journal.edges = edge_stats(
             self.snapshots, journal.phases, lambda proxy: service_of.get(proxy, proxy)
         )
-        final = self.snapshots[-1] if self.snapshots else {}
-        for proxy, values in final.items():
-            injected = {
-                stat: sum(v for k, v in values.items() if k.endswith(f".fault.{stat}"))
-                for stat in FAULT_COUNTERS
-            }
-            if any(injected.values()):
-                journal.injected[proxy] = injected
+        journal.injected.update(injected_totals(self.snapshots[-1] if self.snapshots else {}))
         self._observe(deployment, samples)
-        self._judge_slos(samples)
-        self._judge_faults()
+        journal.slos.extend(judge_slos(self.scenario.slos, journal, samples))
+        journal.problems.extend(fault_problems(journal))
 
-    def _observe(self, deployment: LocalDeployment, samples: list[Sample]) -> None:
+    def _observe(self, deployment: Deployment, samples: list[Sample]) -> None:
         """Timelines, histograms, response flags and request paths for the report."""
         journal = self.journal
         assert journal.load is not None
@@ -507,119 +358,47 @@ class Run:
         journal.response_codes = responses.codes
         journal.request_paths = request_paths(access, samples, journal.phases)
 
-    def _judge_slos(self, samples: list[Sample]) -> None:
-        journal = self.journal
-        windows = {w.name: w for w in journal.phases}
-        run_phases = list(windows)
-
-        def successful_latencies_s(phase: str) -> list[float]:
-            window = windows.get(phase)
-            in_phase = [] if window is None else _in_window(samples, window)
-            return [s.ms / 1000.0 for s in in_phase if s.ok]
-
-        for slo in self.scenario.slos:
-            if slo.phases:
-                phases = [phase for phase in slo.phases if phase in windows]
-            elif isinstance(slo, LatencyShiftSlo):
-                phases = [phase for phase in run_phases if phase != slo.baseline]
-            elif isinstance(slo, RecoverySlo):
-                phases = recovery_phases(journal)
-            else:
-                phases = run_phases
-            for phase in phases:
-                match slo:
-                    case ErrorRateSlo():
-                        in_phase = _in_window(samples, windows[phase])
-                        failures = sum(1 for s in in_phase if not s.ok)
-                        result = evaluate_error_rate(
-                            slo.name, phase, failures, len(in_phase), slo.max, slo.confidence
-                        )
-                    case LatencySlo():
-                        result = evaluate_latency(
-                            slo.name,
-                            phase,
-                            successful_latencies_s(phase),
-                            slo.quantile,
-                            slo.max,
-                            slo.confidence,
-                        )
-                    case LatencyShiftSlo():
-                        result = evaluate_latency_shift(
-                            slo.name,
-                            phase,
-                            slo.baseline,
-                            successful_latencies_s(slo.baseline),
-                            successful_latencies_s(phase),
-                            slo.max,
-                            slo.confidence,
-                        )
-                    case RetryAmplificationSlo():
-                        result = evaluate_retry_amplification(
-                            slo.name,
-                            phase,
-                            journal,
-                            slo.edge.from_,
-                            slo.edge.to,
-                            slo.max,
-                            slo.confidence,
-                        )
-                    case EjectionSlo():
-                        result = evaluate_ejections(
-                            slo.name,
-                            phase,
-                            journal,
-                            slo.edge.from_,
-                            slo.edge.to,
-                            slo.min,
-                            slo.within,
-                            slo.confidence,
-                        )
-                    case SheddingSlo():
-                        result = evaluate_sheds(
-                            slo.name,
-                            phase,
-                            journal,
-                            slo.edge.from_,
-                            slo.edge.to,
-                            slo.min,
-                            slo.confidence,
-                        )
-                    case RecoverySlo():
-                        result = evaluate_recovery(
-                            slo.name, phase, journal, slo.max, slo.error_rate, slo.confidence
-                        )
-                    case _:
-                        assert_never(slo)
-                journal.slos.append(result)
-
-    def _judge_faults(self) -> None:
-        if self.journal.aborted:
-            self.journal.problems.append(f"run aborted: {self.journal.aborted}")
-        for fault in self.journal.faults:
-            if fault.took_effect is False:
-                self.journal.problems.append(fault.effect_message)
-            if not fault.revert_verified:
-                self.journal.problems.append(
-                    f"fault {fault.name}: the revert could not be verified"
-                )
-
-
-def verdict_of(journal: Journal) -> tuple[str, ExitCode]:
-    """The run's verdict and exit code, from the journal alone."""
-    if journal.status == "interrupted":
-        return "INTERRUPTED", ExitCode.INTERRUPTED
-    if journal.status != "completed":
-        return "ERROR", ExitCode.ERROR
-    verdicts = {entry.verdict for entry in journal.slos}
-    if journal.problems or Verdict.FAIL.value in verdicts:
-        return "FAIL", ExitCode.FAILED
-    if Verdict.INCONCLUSIVE.value in verdicts:
-        return "INCONCLUSIVE", ExitCode.INCONCLUSIVE
-    return "PASS", ExitCode.PASSED
-
 
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def _new_journal(scenario: Scenario, run_id: str, source: str | None) -> Journal:
+    """The journal as a run starts: what runs, where, and who runs it."""
+    return Journal(
+        run_id=run_id,
+        scenario_name=scenario.metadata.name,
+        scenario_file=source,
+        scenario=scenario.model_dump(mode="json", by_alias=True, exclude_none=True),
+        platform="local",
+        isolation="pending",
+        isolation_note="",
+        environment=_environment(),
+        started_at=time.time(),
+        runner_pid=os.getpid(),
+        runner_start=process_start(os.getpid()),
+    )
+
+
+def _deploy_and_run(run: Run, isolation: Isolation, guard: SignalGuard, log: Log) -> None:
+    """Pick the platform (local: the only place that names it), deploy, run, judge."""
+    journal, journal_path = run.journal, run.run_dir / "journal.json"
+    with LocalPlatform(isolation).deploy(run.scenario, run.run_dir) as deployment:
+        journal.isolation = deployment.isolation
+        journal.isolation_note = deployment.isolation_note
+        journal.namespaces = deployment.sandbox.namespaces
+        journal.scratch_dir = str(deployment.scratch_dir)
+        log(
+            f"deployed {len(deployment.instances)} instances + ingress "
+            f"({deployment.isolation_note})"
+        )
+        journal.write(journal_path)
+        try:
+            run.execute(deployment)
+        finally:
+            guard.shield()
+            if journal.load is not None and journal.phases:
+                run.judge(deployment)
 
 
 def run_scenario(
@@ -645,40 +424,13 @@ def run_scenario(
     # `harness cleanup` knows this run is alive. See harness.runlock.
     runner_lock = RunnerLock.acquire(run_dir)
     journal_path = run_dir / "journal.json"
-    journal = Journal(
-        run_id=run_id,
-        scenario_name=scenario.metadata.name,
-        scenario_file=source,
-        scenario=scenario.model_dump(mode="json", by_alias=True, exclude_none=True),
-        platform="local",
-        isolation="pending",
-        isolation_note="",
-        environment=_environment(),
-        started_at=time.time(),
-        runner_pid=os.getpid(),
-        runner_start=process_start(os.getpid()),
-    )
+    journal = _new_journal(scenario, run_id, source)
     journal.write(journal_path)
     run = Run(scenario, run_dir, journal, log, options.seed)
     guard = SignalGuard(log, options.handle_signals)
     with guard.installed():
         try:
-            with LocalPlatform(options.isolation).deploy(scenario, run_dir) as deployment:
-                journal.isolation = deployment.isolation
-                journal.isolation_note = deployment.sandbox.note
-                journal.namespaces = deployment.sandbox.namespaces
-                journal.scratch_dir = str(deployment.scratch_dir)
-                log(
-                    f"deployed {len(deployment.instances)} instances + ingress "
-                    f"({deployment.sandbox.note})"
-                )
-                journal.write(journal_path)
-                try:
-                    run.execute(deployment)
-                finally:
-                    guard.shield()
-                    if run.journal.load is not None and journal.phases:
-                        run.judge(deployment)
+            _deploy_and_run(run, options.isolation, guard, log)
             journal.status = "completed"
         except Interrupted as exc:
             guard.shield()

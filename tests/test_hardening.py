@@ -386,7 +386,11 @@ class _FakePlatform:
         sandbox = SimpleNamespace(note="fake", namespaces={})
         try:
             yield SimpleNamespace(
-                isolation="host", sandbox=sandbox, scratch_dir=run_dir / "scratch", instances=[]
+                isolation="host",
+                isolation_note="fake",
+                sandbox=sandbox,
+                scratch_dir=run_dir / "scratch",
+                instances=[],
             )
         finally:
             _FakePlatform.stopped.append(True)

@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 from harness.faults.http import HttpFaultInjector
 from harness.journal import PhaseWindow, RequestPath
 from harness.load.driver import Sample
+from harness.mesh.admin import EnvoyAdmin
+from harness.mesh.stats import EDGE_COUNTERS
 from harness.observe.access_logs import (
     read_access_log,
     request_paths,
@@ -27,7 +29,6 @@ from harness.observe.access_logs import (
     status_class,
     summarize_responses,
 )
-from harness.observe.envoy_admin import EnvoyAdmin
 from harness.observe.sampler import (
     MeshSampler,
     MeshTimelineBuilder,
@@ -45,7 +46,6 @@ from harness.observe.timeline import (
     record_ms,
 )
 from harness.platforms.local import LocalDeployment, LocalPlatform
-from harness.runner import EDGE_COUNTERS
 from harness.scenario.models import HttpFault, Scenario
 
 T0 = 1_800_000_000.0

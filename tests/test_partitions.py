@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 from meshkit import access_entries, deployed
 
-from harness.errors import FaultError
+from harness.errors import FaultError, ToolMissingError
 from harness.faults import build_injector
 from harness.faults.partition import PartitionInjector
 from harness.platforms.local import LocalDeployment, LocalPlatform
 from harness.platforms.local.sandbox import Isolation
+from harness.platforms.local.toxiproxy import find_toxiproxy
 from harness.scenario.models import PartitionFault, Scenario
 
 pytestmark = pytest.mark.integration
@@ -321,3 +322,49 @@ def test_host_mode_emulates_a_partition_with_toxiproxy_and_says_so(tmp_path: Pat
         took_effect, message = injector.judge_effect(evidence)
         assert took_effect, message
         assert [get(deployed, i) for i in range(4)] == [200] * 4
+
+
+# catalog-0 behind a toxic proxy for frontend's calls: the toxic is planned, never injected.
+TOXIC_EDGE = {
+    **SCENARIO,
+    "metadata": {"name": "partition-toxic-edge"},
+    "faults": [
+        {
+            "kind": "toxic",
+            "name": "catalog-0-slow",
+            "phase": "only",
+            "toxic": "latency",
+            "source": "frontend",
+            "target": {"service": "catalog", "instances": 1},
+            "latency": "10ms",
+        }
+    ],
+}
+
+
+def test_a_partition_cuts_an_edge_that_goes_through_a_toxic_proxy(tmp_path: Path) -> None:
+    try:
+        find_toxiproxy()
+    except ToolMissingError as exc:
+        pytest.fail(str(exc))
+    with deployed(TOXIC_EDGE, tmp_path / "partition-toxic-edge-run") as deployment:
+        proxy = deployment.toxic_proxies[("frontend", "catalog-0")]
+        listen = f"{proxy.listen.host}:{proxy.listen.port}"
+        injector = partition(deployment, "cut-toxic-edge", mode="reject")
+        assert injector.record.detail["toxic_proxies"] == {proxy.name: listen}
+        injector.inject()
+        try:
+            assert f"ip daddr {proxy.listen.host} tcp dport {proxy.listen.port}" in ruleset(
+                deployment
+            )
+            statuses = [get(deployment, i) for i in range(6)]
+            evidence = injector.evidence()
+            took_effect, message = injector.judge_effect(evidence)
+        finally:
+            assert injector.revert()
+        assert ruleset(deployment) == ""
+        # Round robin: catalog-0 (through the proxy) refuses, catalog-1 (direct) answers.
+        assert sorted(statuses) == [200, 200, 200, 502, 502, 502], statuses
+        assert evidence["packets_forward"] >= 3, evidence
+        assert took_effect, message
+        assert [get(deployment, i) for i in range(4)] == [200] * 4

@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 from hdrh.histogram import HdrHistogram
+from journals import new_journal
 from PIL import Image
 
 from harness.errors import ExitCode
@@ -502,15 +503,11 @@ def test_absent_fields_say_not_recorded() -> None:
 
 
 def test_a_run_that_ended_in_an_error_still_renders() -> None:
-    journal = Journal(
+    journal = new_journal(
         run_id="r1",
         scenario_name="broken",
-        scenario_file=None,
-        scenario={},
-        platform="local",
         isolation="pending",
         isolation_note="",
-        environment={},
         started_at=T0,
         status="error",
         error="PlatformError: envoy did not become ready",

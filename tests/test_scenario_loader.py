@@ -184,30 +184,27 @@ def test_bad_scenario_is_rejected_at_its_location(edit: tuple[str, str], expecte
     assert problems[0].startswith(expected)
 
 
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ("field", "example.yaml:22:12: faults[0].phase: YAML tags are not allowed"),
+        ("document", "example.yaml:1:1: YAML tags are not allowed"),
+    ],
+)
 def test_python_tag_is_rejected_without_running_anything(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str, expected: str
 ) -> None:
     calls: list[str] = []
     monkeypatch.setattr(os, "system", calls.append)
     marker = tmp_path / "executed"
-    attack = f'phase: !!python/object/apply:os.system ["touch {marker}"]'
+    tagged = f'!!python/object/apply:os.system ["touch {marker}"]'
+    text = edited(("phase: fault", f"phase: {tagged}")) if where == "field" else tagged + "\n"
 
-    problems = problems_of(edited(("phase: fault", attack)))
+    problems = problems_of(text)
 
-    assert problems == [
-        "example.yaml:22:12: faults[0].phase: YAML tags are not allowed "
-        "(found '!!python/object/apply:os.system')"
-    ]
+    assert problems == [f"{expected} (found '!!python/object/apply:os.system')"]
     assert calls == []
     assert not marker.exists()
-
-
-def test_tagged_document_is_rejected_as_a_tag() -> None:
-    problems = problems_of('!!python/object/apply:os.system ["true"]\n')
-
-    assert problems == [
-        "example.yaml:1:1: YAML tags are not allowed (found '!!python/object/apply:os.system')"
-    ]
 
 
 def test_every_problem_is_reported_in_file_order() -> None:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from journals import new_journal, phase_windows
 from scipy.stats import lognorm, mannwhitneyu
 
 import harness.slo.shift
@@ -27,10 +28,8 @@ from harness.journal import (
     Journal,
     LoadTimeline,
     MeshTimeline,
-    PhaseWindow,
 )
 from harness.load.driver import Sample
-from harness.runner import Run
 from harness.scenario import load_scenario_text
 from harness.slo import (
     Verdict,
@@ -42,6 +41,7 @@ from harness.slo import (
     hodges_lehmann_shift,
     recovery_phases,
 )
+from harness.slo.judge import judge_slos
 from harness.slo.mesh import EJECTIONS
 from harness.slo.stats import (
     difference_order_statistics,
@@ -315,22 +315,10 @@ def make_journal(
     timeline: LoadTimeline | None = None,
     mesh: MeshTimeline | None = None,
 ) -> Journal:
-    return Journal(
-        run_id="test",
-        scenario_name="test",
-        scenario_file=None,
-        scenario={},
-        platform="local",
-        isolation="none",
-        isolation_note="hand-built",
-        environment={},
+    return new_journal(
         started_at=T0 - 5,
         load_started_at=T0,
-        phases=[
-            PhaseWindow(name="baseline", start=T0, end=T0 + 10),
-            PhaseWindow(name="fault", start=T0 + 10, end=T0 + 30),
-            PhaseWindow(name="recovery", start=T0 + 30, end=T0 + 50),
-        ],
+        phases=phase_windows(T0, baseline=10, fault=20, recovery=20),
         edges=edges or [],
         faults=faults or [],
         timeline=timeline,
@@ -678,7 +666,7 @@ slos:
 """
 
 
-def test_the_runner_judges_every_slo_kind_in_its_phases(tmp_path: Path) -> None:
+def test_the_judge_judges_every_slo_kind_in_its_phases(tmp_path: Path) -> None:
     scenario = load_scenario_text(SCENARIO)
     journal = make_journal(
         edges=[
@@ -700,8 +688,7 @@ def test_the_runner_judges_every_slo_kind_in_its_phases(tmp_path: Path) -> None:
                ok=True, err=None, rid=str(i))
         for i in range(2000)
     ]  # fmt: skip
-    run = Run(scenario, tmp_path, journal, lambda message: None, seed=None)
-    run._judge_slos(samples)
+    journal.slos.extend(judge_slos(scenario.slos, journal, samples))
     judged = {(r.slo, r.phase): r.verdict for r in journal.slos}
     assert judged == {
         ("errors", "baseline"): Verdict.PASS,

@@ -21,7 +21,10 @@ from meshkit import deployed
 
 from harness.errors import ExitCode, FaultError, ToolMissingError
 from harness.faults.toxic import ToxicInjector, from_scenario, toxic_attributes
-from harness.faults.toxiproxy import (
+from harness.platforms.local import LocalDeployment, LocalPlatform
+from harness.platforms.local.processes import run_processes
+from harness.platforms.local.sandbox import Isolation
+from harness.platforms.local.toxiproxy import (
     TOXIPROXY_INSTALL,
     Toxic,
     Toxiproxy,
@@ -29,9 +32,6 @@ from harness.faults.toxiproxy import (
     direct_transport,
     find_toxiproxy,
 )
-from harness.platforms.local import LocalDeployment, LocalPlatform
-from harness.platforms.local.processes import run_processes
-from harness.platforms.local.sandbox import Isolation
 from harness.pytest_plugin import ScenarioOutcome
 from harness.scenario.models import Scenario, ToxicFault
 

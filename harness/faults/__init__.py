@@ -14,10 +14,13 @@ kind                  how (local platform)                      evidence of effe
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import assert_never
 
+from harness.faults import http, partition, process, toxic
 from harness.faults.base import Adjustable, Injector, UndoJournal, applied, select_instances
 from harness.faults.http import HttpFaultInjector
+from harness.platforms.base import Deployment
 from harness.scenario.models import (
     Fault,
     HttpFault,
@@ -27,35 +30,30 @@ from harness.scenario.models import (
     ToxicFault,
 )
 
-if TYPE_CHECKING:
-    from harness.platforms.local.platform import LocalDeployment
+InjectorFactory = Callable[[Fault, str, Deployment], Injector]
+"""What the runner builds its injectors with (:func:`build_injector`; a fake in tests)."""
 
 
-def build_injector(fault: Fault, name: str, deployment: LocalDeployment) -> Injector:
+def build_injector(fault: Fault, name: str, deployment: Deployment) -> Injector:
     """The injector for one scenario fault on a running deployment."""
-    if isinstance(fault, HttpFault):
-        from harness.faults import http
-
-        return http.from_scenario(fault, name, deployment)
-    if isinstance(fault, ToxicFault):
-        from harness.faults import toxic
-
-        return toxic.from_scenario(fault, name, deployment)
-    if isinstance(fault, PartitionFault):
-        from harness.faults import partition
-
-        return partition.from_scenario(fault, name, deployment)
-    if isinstance(fault, KillFault | PauseFault):
-        from harness.faults import process
-
-        return process.from_scenario(fault, name, deployment)
-    raise TypeError(f"no injector for fault kind {fault.kind!r}")
+    match fault:
+        case HttpFault():
+            return http.from_scenario(fault, name, deployment)
+        case ToxicFault():
+            return toxic.from_scenario(fault, name, deployment)
+        case PartitionFault():
+            return partition.from_scenario(fault, name, deployment)
+        case KillFault() | PauseFault():
+            return process.from_scenario(fault, name, deployment)
+        case _:
+            assert_never(fault)
 
 
 __all__ = [
     "Adjustable",
     "HttpFaultInjector",
     "Injector",
+    "InjectorFactory",
     "UndoJournal",
     "applied",
     "build_injector",

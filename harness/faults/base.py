@@ -15,21 +15,18 @@ Every injector follows the same contract::
 from __future__ import annotations
 
 import json
-import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-from harness.errors import FaultError
+from harness.errors import FaultError, HarnessError
 from harness.files import append_line, read_bytes_limited
 from harness.journal import FaultEntry
-from harness.platforms.base import InstanceInfo
+from harness.platforms.base import Deployment, InstanceInfo
 from harness.scenario.models import Step, Target
-
-if TYPE_CHECKING:
-    from harness.platforms.local.platform import LocalDeployment
+from harness.signals import signals_deferred
 
 
 class Injector(Protocol):
@@ -52,6 +49,7 @@ class Injector(Protocol):
         ...
 
 
+@runtime_checkable
 class Adjustable(Protocol):
     """An injector whose intensity can change while it is applied (``steps`` ramps)."""
 
@@ -69,7 +67,7 @@ def ramp_start(steps: Sequence[Step]) -> float | None:
 
 
 def select_instances(
-    deployment: LocalDeployment, target: Target, fault: str
+    deployment: Deployment, target: Target, fault: str
 ) -> tuple[InstanceInfo, ...]:
     """The instances a fault hits: the first N (or N%) of the service, never none."""
     instances = deployment.instances_of(target.service)
@@ -80,6 +78,43 @@ def select_instances(
             f"({len(instances)} running); check target.instances"
         )
     return chosen
+
+
+class CounterDeltas:
+    """Increases of some counters since :meth:`start`: every injector's evidence that its
+    fault acted on traffic. ``read`` returns the counters now (it may raise
+    :class:`~harness.errors.HarnessError` when a proxy cannot answer)."""
+
+    def __init__(self, read: Callable[[], dict[str, int]]) -> None:
+        self.read = read
+        self.baseline: dict[str, int] = {}
+
+    def start(self) -> None:
+        """Take the baseline (none when the counters cannot be read: everything counts)."""
+        try:
+            self.baseline = self.read()
+        except HarnessError:
+            self.baseline = {}
+
+    def deltas(self, prefix: str = "") -> dict[str, int]:
+        """``prefix + name`` → increase since :meth:`start`; raises what ``read`` raises."""
+        return {f"{prefix}{k}": v - self.baseline.get(k, 0) for k, v in self.read().items()}
+
+
+def shown(evidence: Mapping[str, int]) -> str:
+    """The non-zero counters of some evidence: ``aborts_injected=12, retries=3``."""
+    return ", ".join(f"{key}={value}" for key, value in evidence.items() if value)
+
+
+def no_effect(fault: str, detail: str) -> tuple[bool, str]:
+    """The verdict of an injector whose evidence does not show its fault: ``detail`` says
+    where and why, starting with " on …" or ": …"."""
+    return False, f"fault {fault} showed no effect{detail}"
+
+
+def took_effect(fault: str, detail: str, evidence: Mapping[str, int]) -> tuple[bool, str]:
+    """The verdict of an injector whose evidence shows its fault, with the counters."""
+    return True, f"fault {fault} took effect{detail} ({shown(evidence)})"
 
 
 class UndoJournal:
@@ -134,17 +169,6 @@ class UndoJournal:
 
 
 MAX_UNDO_BYTES = 64 * 1024 * 1024
-_DEFERRED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-
-
-@contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM/SIGHUP until the block ends, so a revert is never cut short."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @contextmanager

@@ -9,29 +9,29 @@ admin-layer overrides and reads ``/runtime`` back to prove none is left.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from harness.errors import FaultError, HarnessError
-from harness.faults.base import ramp_start, select_instances
+from harness.faults.base import CounterDeltas, no_effect, ramp_start, select_instances, took_effect
 from harness.journal import FaultEntry
+from harness.mesh.admin import AdminApi
 from harness.mesh.envoy import fault_keys, percent_to_runtime
-from harness.observe.envoy_admin import EnvoyAdmin
+from harness.mesh.stats import inbound_fault_counters
+from harness.platforms.base import Deployment
 from harness.scenario.models import HttpFault
-
-if TYPE_CHECKING:
-    from harness.platforms.local.platform import LocalDeployment
 
 
 class HttpFaultInjector:
     """Inject one ``kind: http`` fault into the inbound sidecars of ``targets``."""
 
     def __init__(
-        self, fault: HttpFault, name: str, targets: dict[str, EnvoyAdmin], target_service: str
+        self, fault: HttpFault, name: str, targets: dict[str, AdminApi], target_service: str
     ) -> None:
         self.fault = fault
         self.targets = targets
         self.keys = fault_keys(fault.source)
-        self.stat_prefix = f"http.inbound_{target_service}.fault."
+        self.counters = CounterDeltas(
+            lambda: inbound_fault_counters(self.targets.values(), target_service)
+        )
         self.values: dict[str, int | str] = {}
         start = ramp_start(fault.steps)  # a ramp's first step sets the starting share
         if fault.abort is not None:
@@ -52,18 +52,9 @@ class HttpFaultInjector:
                 "source": fault.source or "any",
             },
         )
-        self._baseline: dict[str, int] = {}
-
-    def _counters(self) -> dict[str, int]:
-        totals = {"aborts_injected": 0, "delays_injected": 0}
-        for admin in self.targets.values():
-            counters = admin.counters(r"\.fault\.(aborts|delays)_injected$")
-            for stat in totals:
-                totals[stat] += counters.get(self.stat_prefix + stat, 0)
-        return totals
 
     def inject(self) -> None:
-        self._baseline = self._counters()
+        self.counters.start()
         for name, admin in self.targets.items():
             admin.runtime_modify(self.values)
             current = admin.runtime()
@@ -100,10 +91,9 @@ class HttpFaultInjector:
 
     def evidence(self) -> dict[str, int]:
         try:
-            now = self._counters()
+            return self.counters.deltas()
         except HarnessError:
             return {}
-        return {stat: now[stat] - self._baseline.get(stat, 0) for stat in now}
 
     def judge_effect(self, evidence: dict[str, int]) -> tuple[bool, str]:
         problems = []
@@ -114,15 +104,11 @@ class HttpFaultInjector:
             problems.append("no delay was injected")
         where = ", ".join(self.record.targets)
         if problems:
-            return (
-                False,
-                f"fault {self.record.name} showed no effect on {where}: {'; '.join(problems)}",
-            )
-        shown = ", ".join(f"{k}={v}" for k, v in evidence.items() if v)
-        return True, f"fault {self.record.name} took effect on {where} ({shown})"
+            return no_effect(self.record.name, f" on {where}: {'; '.join(problems)}")
+        return took_effect(self.record.name, f" on {where}", evidence)
 
 
-def from_scenario(fault: HttpFault, name: str, deployment: LocalDeployment) -> HttpFaultInjector:
+def from_scenario(fault: HttpFault, name: str, deployment: Deployment) -> HttpFaultInjector:
     chosen = select_instances(deployment, fault.target, name)
     admins = {inst.name: deployment.admin(inst.name) for inst in chosen}
     return HttpFaultInjector(fault, name, admins, fault.target.service)

@@ -32,6 +32,12 @@ response flag ``UF``). Dropped at ``output``, the sending socket gets ``EPERM`` 
 real network does. Connections that were open before a ``drop`` partition hang (their requests
 end in the caller's per-try or route timeout, flag ``UT``), as they would across a real cut.
 
+An edge that also has a toxic proxy (a ``kind: toxic`` fault planned on it) carries its
+traffic through toxiproxy: the caller's sidecar connects to the proxy's listen address, and
+the proxy connects onward from its own. The rules then also match the packets to the proxy
+(``ip saddr <from> ip daddr <proxy ip> tcp dport <proxy port>``) and its answers, so the cut
+holds on such an edge too (``detail.toxic_proxies`` lists them).
+
 The counter of every rule is the fault's evidence; the revert deletes the chain (and the table
 once it is empty) and reads the ruleset back. In host mode there is no namespace of the run's
 own: the partition is then emulated with toxiproxy on the edge, and the journal says so.
@@ -43,31 +49,42 @@ import hashlib
 import json
 import re
 import shutil
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 from harness.errors import FaultError, HarnessError
-from harness.faults.base import Injector
+from harness.faults.base import (
+    CounterDeltas,
+    Injector,
+    no_effect,
+    select_instances,
+    took_effect,
+)
 from harness.journal import FaultEntry
+from harness.mesh.admin import AdminApi
 from harness.mesh.envoy import outbound_cluster_name
-from harness.observe.envoy_admin import EnvoyAdmin
-from harness.platforms.base import InstanceInfo
-from harness.platforms.local.sandbox import Isolation, Sandbox
-from harness.scenario.models import PartitionFault
-
-if TYPE_CHECKING:
-    from harness.platforms.local.platform import LocalDeployment
+from harness.mesh.stats import (
+    CONNECT_FAILURES,
+    CONNECT_TIMEOUTS,
+    PER_TRY_TIMEOUTS,
+    ROUTE_TIMEOUTS,
+    sum_cluster_counters,
+)
+from harness.platforms.base import (
+    Deployment,
+    EdgeProxy,
+    InstanceInfo,
+    PacketFilter,
+    toxic_edge_of,
+)
+from harness.scenario.models import PartitionFault, ToxicFault, ToxicKind
 
 TABLE_FAMILY = "inet"
 TABLE_NAME = "harness"
 TABLE = f"{TABLE_FAMILY} {TABLE_NAME}"
 NFT_TIMEOUT_S = 10.0
 # Caller-side Envoy counters that show what a cut does to the edge (from → to).
-CALLER_COUNTERS = (
-    "upstream_cx_connect_timeout",
-    "upstream_cx_connect_fail",
-    "upstream_rq_per_try_timeout",
-    "upstream_rq_timeout",
-)
+CALLER_COUNTERS = (CONNECT_TIMEOUTS, CONNECT_FAILURES, PER_TRY_TIMEOUTS, ROUTE_TIMEOUTS)
 
 
 def find_nft() -> str:
@@ -91,6 +108,27 @@ def _ips(instances: tuple[InstanceInfo, ...]) -> str:
     return "{ " + ", ".join(sorted({inst.ip for inst in instances})) + " }"
 
 
+def _matches(
+    src: tuple[InstanceInfo, ...],
+    dst: tuple[InstanceInfo, ...],
+    toward_dst: Sequence[EdgeProxy],
+    toward_src: Sequence[EdgeProxy],
+) -> list[str]:
+    """nft matches for the packets from ``src``'s side to ``dst``'s side: direct, to a toxic
+    proxy in front of a ``dst`` instance, and from a toxic proxy that answers for a ``src``
+    instance (a proxy speaks for the instance behind it)."""
+    matches = [f"ip saddr {_ips(src)} ip daddr {_ips(dst)}"]
+    matches += [
+        f"ip saddr {_ips(src)} ip daddr {edge.listen.host} tcp dport {edge.listen.port}"
+        for edge in toward_dst
+    ]
+    matches += [
+        f"ip saddr {edge.listen.host} tcp sport {edge.listen.port} ip daddr {_ips(dst)}"
+        for edge in toward_src
+    ]
+    return matches
+
+
 def _describe(instances: tuple[InstanceInfo, ...]) -> str:
     return ", ".join(inst.name for inst in instances)
 
@@ -102,14 +140,21 @@ class PartitionInjector:
         self,
         fault: PartitionFault,
         name: str,
-        sandbox: Sandbox,
+        packet_filter: PacketFilter,
         nft: str,
         sources: tuple[InstanceInfo, ...],
         destinations: tuple[InstanceInfo, ...],
-        callers: dict[str, EnvoyAdmin] | None = None,
+        callers: dict[str, AdminApi] | None = None,
+        detours: Sequence[EdgeProxy] = (),
+        detours_back: Sequence[EdgeProxy] = (),
     ) -> None:
         self.fault = fault
-        self.sandbox = sandbox
+        self.packet_filter = packet_filter
+        # Toxic proxies on the cut's edges: the sources reach a destination through
+        # ``detours`` (and the destinations a source through ``detours_back``), so the rules
+        # match the traffic to and from their listen addresses too.
+        self.detours = tuple(detours)
+        self.detours_back = tuple(detours_back)
         self.nft = nft
         self.sources = sources
         self.destinations = destinations
@@ -117,12 +162,9 @@ class PartitionInjector:
         # Sidecars of the source instances, when ``from`` calls ``to``: their counters for the
         # destination's cluster show the cut from the caller's side.
         self.callers = callers or {}
-        self.caller_pattern = (
-            "^cluster\\."
-            + re.escape(outbound_cluster_name(destinations[0].service))
-            + "\\.("
-            + "|".join(CALLER_COUNTERS)
-            + ")$"
+        cluster = outbound_cluster_name(destinations[0].service)
+        self.counters = CounterDeltas(
+            lambda: sum_cluster_counters(self.callers.values(), cluster, CALLER_COUNTERS)
         )
         self.rules = self._rules()
         self.record = FaultEntry(
@@ -139,34 +181,40 @@ class PartitionInjector:
                 "chain": self.chain,
                 "hook": "input",
                 "rules": list(self.rules),
+                "toxic_proxies": {
+                    edge.name: f"{edge.listen.host}:{edge.listen.port}"
+                    for edge in (*self.detours, *self.detours_back)
+                },
             },
         )
-        self._baseline: dict[str, int] = {}
 
     # ------------------------------------------------------------------ nft
 
     def _rules(self) -> list[str]:
-        pairs = [("forward", self.sources, self.destinations)]
+        forward = _matches(self.sources, self.destinations, self.detours, self.detours_back)
+        pairs = [("forward", forward)]
         if self.fault.direction == "both":
-            pairs.append(("reverse", self.destinations, self.sources))
+            reverse = _matches(self.destinations, self.sources, self.detours_back, self.detours)
+            pairs.append(("reverse", reverse))
         rules = []
-        for label, src, dst in pairs:
-            match = f"ip saddr {_ips(src)} ip daddr {_ips(dst)}"
-            if self.fault.mode == "drop":
-                rules.append(f'{match} counter drop comment "{label}"')
-            else:
+        for label, matches in pairs:
+            for match in matches:
+                if self.fault.mode == "drop":
+                    rules.append(f'{match} counter drop comment "{label}"')
+                    continue
                 # A reset (or ICMP error) the kernel sends for the other direction's rule
                 # crosses the cut the other way: RSTs must pass, or "reject" becomes "drop".
                 rules.append(
                     f'{match} tcp flags & rst == 0 counter reject with tcp reset comment "{label}"'
                 )
-                rules.append(f'{match} meta l4proto udp counter reject comment "{label}"')
+                if " tcp " not in match:  # toxic proxies carry TCP only
+                    rules.append(f'{match} meta l4proto udp counter reject comment "{label}"')
         return rules
 
     def _nft(self, *args: str, script: str | None = None) -> tuple[int, str, str]:
         argv = [self.nft, *args] if script is None else [self.nft, "-f", "-"]
         try:
-            return self.sandbox.run(argv, timeout=NFT_TIMEOUT_S, input_text=script)
+            return self.packet_filter.run(argv, timeout=NFT_TIMEOUT_S, input_text=script)
         except HarnessError as exc:
             raise FaultError(f"fault {self.record.name}: nft failed: {exc}") from exc
 
@@ -211,7 +259,7 @@ class PartitionInjector:
     # ------------------------------------------------------------------ lifecycle
 
     def inject(self) -> None:
-        self._baseline = self._caller_counters()
+        self.counters.start()
         script = "\n".join(
             [
                 f"add table {TABLE}",
@@ -254,19 +302,6 @@ class PartitionInjector:
 
     # ------------------------------------------------------------------ effect
 
-    def _caller_counters(self) -> dict[str, int]:
-        totals = dict.fromkeys(CALLER_COUNTERS, 0)
-        for admin in self.callers.values():
-            try:
-                counters = admin.counters(self.caller_pattern)
-            except HarnessError:
-                continue
-            for key, value in counters.items():
-                stat = key.rsplit(".", 1)[-1]
-                if stat in totals:
-                    totals[stat] += value
-        return totals
-
     def evidence(self) -> dict[str, int]:
         try:
             rules = self.installed()
@@ -276,9 +311,7 @@ class PartitionInjector:
         if self.fault.direction == "both":
             evidence["packets_reverse"] = sum(p for c, p in rules if c == "reverse")
         if self.callers:
-            now = self._caller_counters()
-            for stat, value in now.items():
-                evidence[f"callers_{stat}"] = value - self._baseline.get(stat, 0)
+            evidence.update(self.counters.deltas("callers_"))
         return evidence
 
     def judge_effect(self, evidence: dict[str, int]) -> tuple[bool, str]:
@@ -286,22 +319,19 @@ class PartitionInjector:
         edge = f"{_describe(self.sources)} → {_describe(self.destinations)}"
         verb = "dropped" if self.fault.mode == "drop" else "rejected"
         if packets <= 0:
-            return (
-                False,
-                f"fault {self.record.name} showed no effect: no packet crossed the cut {edge} "
-                f"({self.fault.direction}); is there traffic between them?",
+            return no_effect(
+                self.record.name,
+                f": no packet crossed the cut {edge} ({self.fault.direction}); "
+                "is there traffic between them?",
             )
-        shown = ", ".join(f"{k}={v}" for k, v in evidence.items() if v)
-        return (
-            True,
-            f"fault {self.record.name} took effect: {packets} packets {verb} {edge} ({shown})",
-        )
+        return took_effect(self.record.name, f": {packets} packets {verb} {edge}", evidence)
 
 
-def from_scenario(fault: PartitionFault, name: str, deployment: LocalDeployment) -> Injector:
-    from harness.faults.base import select_instances
-
-    if deployment.sandbox.mode is Isolation.HOST:
+def from_scenario(fault: PartitionFault, name: str, deployment: Deployment) -> Injector:
+    """nft rules where the platform filters packets; else a toxic on the edge, said aloud."""
+    packet_filter = deployment.packet_filter
+    emulated = toxic_edge_of(fault, packet_filter=packet_filter is not None) is not None
+    if emulated or packet_filter is None:
         return _toxiproxy_fallback(fault, name, deployment)
     sources = select_instances(deployment, fault.from_, name)
     destinations = select_instances(deployment, fault.to, name)
@@ -315,11 +345,31 @@ def from_scenario(fault: PartitionFault, name: str, deployment: LocalDeployment)
     calls = fault.to.service in topology.service(fault.from_.service).calls
     callers = {inst.name: deployment.admin(inst.name) for inst in sources} if calls else {}
     return PartitionInjector(
-        fault, name, deployment.sandbox, find_nft(), sources, destinations, callers
+        fault,
+        name,
+        packet_filter,
+        find_nft(),
+        sources,
+        destinations,
+        callers,
+        detours=_toxic_proxies(deployment, sources, destinations),
+        detours_back=_toxic_proxies(deployment, destinations, sources),
     )
 
 
-def _toxiproxy_fallback(fault: PartitionFault, name: str, deployment: LocalDeployment) -> Injector:
+def _toxic_proxies(
+    deployment: Deployment, callers: tuple[InstanceInfo, ...], callees: tuple[InstanceInfo, ...]
+) -> list[EdgeProxy]:
+    """The toxic proxies through which ``callers``' services reach ``callees``."""
+    toxics = deployment.toxics
+    if toxics is None:
+        return []
+    services = sorted({inst.service for inst in callers})
+    found = (toxics.edge(service, callee.name) for service in services for callee in callees)
+    return [edge for edge in found if edge is not None]
+
+
+def _toxiproxy_fallback(fault: PartitionFault, name: str, deployment: Deployment) -> Injector:
     """Without a network namespace, cut the edge with toxiproxy, and say so.
 
     ``drop`` becomes a ``timeout`` toxic with no timeout (data vanishes, the connection stays
@@ -327,11 +377,10 @@ def _toxiproxy_fallback(fault: PartitionFault, name: str, deployment: LocalDeplo
     ``reset_peer`` (callers see resets). The cut is per service edge: toxiproxy sits between
     the calling service's sidecars and the callee's instances.
     """
-    from harness.faults import toxic
-    from harness.scenario.models import ToxicFault, ToxicKind
+    from harness.faults import toxic  # the toxic injector, for this stand-in only
 
     note = (
-        f"fault {name}: no network namespace on this run ({deployment.sandbox.note}); the "
+        f"fault {name}: no network namespace on this run ({deployment.isolation_note}); the "
         "partition is emulated with toxiproxy"
     )
     topology = deployment.scenario.app.topology

@@ -20,56 +20,34 @@ failures and the callers' timeouts; for a sidecar, the callers' connection failu
 
 from __future__ import annotations
 
-import re
 import threading
 import time
-from typing import TYPE_CHECKING
 
 from harness.errors import FaultError, HarnessError
+from harness.faults.base import CounterDeltas, no_effect, select_instances, took_effect
 from harness.journal import FaultEntry
+from harness.mesh.admin import AdminApi
 from harness.mesh.envoy import SERVICE_PORT, outbound_cluster_name
-from harness.observe.envoy_admin import EnvoyAdmin
-from harness.platforms.base import InstanceInfo
+from harness.mesh.stats import (
+    CONNECT_FAILURES,
+    PER_TRY_TIMEOUTS,
+    REMOTE_CLOSES,
+    RETRIES,
+    ROUTE_TIMEOUTS,
+    sum_cluster_counters,
+)
+from harness.platforms.base import Deployment, InstanceInfo
 from harness.scenario.models import KillFault, PauseFault
 
-if TYPE_CHECKING:
-    from harness.platforms.local.platform import LocalDeployment
-
 STOPPED = ("T", "t")
-CALLER_COUNTERS = (
-    "upstream_cx_connect_fail",
-    "upstream_rq_per_try_timeout",
-    "upstream_rq_timeout",
-    "upstream_rq_retry",
-)
-INBOUND_COUNTERS = ("upstream_cx_connect_fail", "upstream_cx_destroy_remote")
+CALLER_COUNTERS = (CONNECT_FAILURES, PER_TRY_TIMEOUTS, ROUTE_TIMEOUTS, RETRIES)
+INBOUND_COUNTERS = (CONNECT_FAILURES, REMOTE_CLOSES)
 
 
-class _Counters:
-    """Deltas of a few Envoy counters summed over some sidecars, since :meth:`start`."""
-
-    def __init__(self, admins: dict[str, EnvoyAdmin], cluster: str, stats: tuple[str, ...]):
-        self.admins = admins
-        self.stats = stats
-        self.pattern = "^cluster\\." + re.escape(cluster) + "\\.(" + "|".join(stats) + ")$"
-        self.baseline: dict[str, int] = {}
-
-    def read(self) -> dict[str, int]:
-        totals = dict.fromkeys(self.stats, 0)
-        for admin in self.admins.values():
-            try:
-                counters = admin.counters(self.pattern)
-            except HarnessError:
-                continue  # a killed or paused sidecar cannot answer
-            for key, value in counters.items():
-                totals[key.rsplit(".", 1)[-1]] += value
-        return totals
-
-    def start(self) -> None:
-        self.baseline = self.read()
-
-    def deltas(self, prefix: str) -> dict[str, int]:
-        return {f"{prefix}{k}": v - self.baseline.get(k, 0) for k, v in self.read().items()}
+def _cluster_deltas(
+    admins: dict[str, AdminApi], cluster: str, stats: tuple[str, ...]
+) -> CounterDeltas:
+    return CounterDeltas(lambda: sum_cluster_counters(admins.values(), cluster, stats))
 
 
 class ProcessFaultInjector:
@@ -79,7 +57,7 @@ class ProcessFaultInjector:
         self,
         fault: KillFault | PauseFault,
         name: str,
-        deployment: LocalDeployment,
+        deployment: Deployment,
         instances: tuple[InstanceInfo, ...],
     ) -> None:
         self.fault = fault
@@ -97,14 +75,17 @@ class ProcessFaultInjector:
         ]
         if service == topology.entry:
             callers.append("ingress")
-        self.callers = _Counters(
+        self.callers = _cluster_deltas(
             {n: deployment.admin(n) for n in callers},
             outbound_cluster_name(service),
             CALLER_COUNTERS,
         )
         # An app's own sidecar sees the app die or hang on its inbound cluster.
-        self.inbound = _Counters(
-            {i.name: deployment.admin(i.name) for i in instances} if self.process == "app" else {},
+        self.own_sidecars = (
+            {i.name: deployment.admin(i.name) for i in instances} if self.process == "app" else {}
+        )
+        self.inbound = _cluster_deltas(
+            self.own_sidecars,
             f"inbound|{SERVICE_PORT}||",
             INBOUND_COUNTERS,
         )
@@ -229,19 +210,18 @@ class ProcessFaultInjector:
         except HarnessError:
             return evidence
         evidence.update(self.callers.deltas("callers_"))
-        if self.inbound.admins:
+        if self.own_sidecars:
             evidence.update(self.inbound.deltas("sidecar_"))
         return evidence
 
     def judge_effect(self, evidence: dict[str, int]) -> tuple[bool, str]:
         what = f"{self.process} of {', '.join(self.record.targets)}"
         wanted = len(self.instances)
-        shown = ", ".join(f"{k}={v}" for k, v in evidence.items() if v)
         if self.fault.kind == "kill":
             if evidence.get("killed", 0) < wanted:
-                return False, (
-                    f"fault {self.record.name} showed no effect: the {what} was not killed "
-                    f"({evidence.get('killed', 0)} of {wanted} gone)"
+                return no_effect(
+                    self.record.name,
+                    f": the {what} was not killed ({evidence.get('killed', 0)} of {wanted} gone)",
                 )
             killed_at = self.record.detail.get("killed_at", {})
             back = [
@@ -249,24 +229,20 @@ class ProcessFaultInjector:
                 f"{restart['at'] - killed_at.get(name, restart['at']):.1f}s"
                 for name, restart in self.record.detail.get("restarts", {}).items()
             ]
-            return True, (
-                f"fault {self.record.name} took effect: killed the {what}"
-                + (f"; {', '.join(back)}" if back else "")
-                + f" ({shown})"
-            )
+            restarted = f"; {', '.join(back)}" if back else ""
+            return took_effect(self.record.name, f": killed the {what}{restarted}", evidence)
         if evidence.get("stopped", 0) < wanted:
-            return False, (
-                f"fault {self.record.name} showed no effect: the {what} was not stopped "
-                f"({evidence.get('stopped', 0)} of {wanted} in state T)"
+            stopped = evidence.get("stopped", 0)
+            return no_effect(
+                self.record.name,
+                f": the {what} was not stopped ({stopped} of {wanted} in state T)",
             )
-        return True, f"fault {self.record.name} took effect: paused the {what} ({shown})"
+        return took_effect(self.record.name, f": paused the {what}", evidence)
 
 
 def from_scenario(
-    fault: KillFault | PauseFault, name: str, deployment: LocalDeployment
+    fault: KillFault | PauseFault, name: str, deployment: Deployment
 ) -> ProcessFaultInjector:
-    from harness.faults.base import select_instances
-
     return ProcessFaultInjector(
         fault, name, deployment, select_instances(deployment, fault.target, name)
     )

@@ -19,28 +19,29 @@ may still have been spared (toxiproxy rolls the dice per connection, not per req
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from harness.errors import FaultError, HarnessError
-from harness.faults.base import ramp_start, select_instances
-from harness.faults.toxiproxy import Toxic, Toxiproxy, ToxiproxyError
+from harness.faults.base import CounterDeltas, no_effect, ramp_start, select_instances, took_effect
 from harness.journal import FaultEntry
+from harness.mesh.admin import AdminApi
 from harness.mesh.envoy import outbound_cluster_name
-from harness.observe.envoy_admin import EnvoyAdmin
+from harness.mesh.stats import HOST_COUNTERS, host_counters
+from harness.platforms.base import Deployment, EdgeProxy
+from harness.platforms.local.toxiproxy import Toxic, Toxiproxy, ToxiproxyError
 from harness.scenario.models import ToxicFault, ToxicKind
 
-if TYPE_CHECKING:
-    from harness.platforms.local.platform import EdgeProxy, LocalDeployment
-
-# Per-endpoint counters of the caller's cluster that count traffic through a toxic proxy.
-_HOST_STATS = {
-    "rq_total": "requests_via_proxy",
-    "cx_total": "connections_via_proxy",
-    "rq_error": "errors_via_proxy",
-    "rq_timeout": "timeouts_via_proxy",
-}
+# The evidence's names of the callers' per-endpoint counters for the toxic proxies.
+_HOST_STATS = dict(
+    zip(
+        HOST_COUNTERS,
+        ("requests_via_proxy", "connections_via_proxy", "errors_via_proxy", "timeouts_via_proxy"),
+        strict=True,
+    )
+)
 
 
 def _ms(seconds: float | None) -> int | None:
@@ -79,7 +80,7 @@ class ToxicInjector:
         name: str,
         api: Toxiproxy,
         edges: Sequence[EdgeProxy],
-        callers: dict[str, EnvoyAdmin],
+        callers: dict[str, AdminApi],
     ) -> None:
         self.fault = fault
         self.api = api
@@ -105,7 +106,7 @@ class ToxicInjector:
             },
         )
         self._listens = {(e.listen.host, e.listen.port) for e in self.edges}
-        self._baseline: dict[str, int] = {}
+        self.counters = CounterDeltas(self._host_counters)
 
     # ------------------------------------------------------------------ counters
 
@@ -113,18 +114,18 @@ class ToxicInjector:
         """The callers' per-endpoint counters for the toxic proxies, summed."""
         totals = dict.fromkeys(_HOST_STATS.values(), 0)
         for admin in self.callers.values():
-            clusters: list[dict[str, Any]] = admin.clusters().get("cluster_statuses", [])
-            for cluster in clusters:
-                if cluster.get("name") != self.cluster:
-                    continue
-                for host in cluster.get("host_statuses", []):
-                    address = host.get("address", {}).get("socket_address", {})
-                    if (address.get("address"), address.get("port_value")) not in self._listens:
-                        continue
-                    for stat in host.get("stats", []):
-                        if stat.get("name") in _HOST_STATS:
-                            totals[_HOST_STATS[stat["name"]]] += int(stat.get("value", 0))
+            counted = host_counters(admin.clusters(), self.cluster, self._listens)
+            for stat, value in counted.items():
+                totals[_HOST_STATS[stat]] += value
         return totals
+
+    @contextmanager
+    def _api_errors(self) -> Iterator[None]:
+        """Toxiproxy's refusals, as this fault's errors."""
+        try:
+            yield
+        except ToxiproxyError as exc:
+            raise FaultError(f"fault {self.record.name}: {exc}") from exc
 
     def _present(self) -> int:
         """How many targeted proxies show the toxic as configured."""
@@ -138,11 +139,8 @@ class ToxicInjector:
     # ------------------------------------------------------------------ lifecycle
 
     def inject(self) -> None:
-        try:
-            self._baseline = self._host_counters()
-        except HarnessError:
-            self._baseline = {}
-        try:
+        self.counters.start()
+        with self._api_errors():
             for edge in self.edges:
                 existing = self.api.toxic(edge.name, self.toxic.name)
                 if existing is not None and (
@@ -165,14 +163,12 @@ class ToxicInjector:
                         f"fault {self.record.name}: toxiproxy shows {current} on {edge.name}, "
                         f"expected {self.toxic}"
                     )
-        except ToxiproxyError as exc:
-            raise FaultError(f"fault {self.record.name}: {exc}") from exc
 
     def adjust(self, percentage: float) -> None:
         """Ramp step: ``percentage`` % of connections get the toxic (toxiproxy re-rolls the
         dice for every open connection when the toxicity changes)."""
         toxicity = percentage / 100.0
-        try:
+        with self._api_errors():
             for edge in self.edges:
                 current = self.api.update_toxic(edge.name, self.toxic.name, toxicity=toxicity)
                 if abs(current.toxicity - toxicity) > 1e-6:
@@ -180,8 +176,6 @@ class ToxicInjector:
                         f"fault {self.record.name}: {edge.name} kept toxicity "
                         f"{current.toxicity}, expected {toxicity}"
                     )
-        except ToxiproxyError as exc:
-            raise FaultError(f"fault {self.record.name}: {exc}") from exc
         self.toxic = Toxic(
             self.toxic.name, self.toxic.type, self.toxic.stream, toxicity, self.toxic.attributes
         )
@@ -207,12 +201,9 @@ class ToxicInjector:
             evidence["toxics_present"] = self._present()
         except ToxiproxyError:
             evidence["toxics_present"] = 0
-        try:
-            now = self._host_counters()
-        except HarnessError:
-            return evidence
-        for key, value in now.items():
-            evidence[key] = value - self._baseline.get(key, 0)
+        # A caller that cannot answer: the toxic read back is the evidence left.
+        with contextlib.suppress(HarnessError):
+            evidence.update(self.counters.deltas())
         return evidence
 
     def judge_effect(self, evidence: dict[str, int]) -> tuple[bool, str]:
@@ -225,38 +216,35 @@ class ToxicInjector:
         if evidence.get("requests_via_proxy", 0) <= 0:
             problems.append("no request crossed the toxic proxies while it was on")
         if problems:
-            return (
-                False,
-                f"fault {self.record.name} showed no effect on {where}: {'; '.join(problems)}",
-            )
-        counts = ", ".join(
-            f"{key}={evidence.get(key, 0)}" for key in _HOST_STATS.values() if evidence.get(key)
-        )
-        return True, f"fault {self.record.name}: {what} took effect on {where} ({counts})"
+            return no_effect(self.record.name, f" on {where}: {'; '.join(problems)}")
+        counts = {key: evidence.get(key, 0) for key in _HOST_STATS.values()}
+        return took_effect(self.record.name, f" on {where}: {what}", counts)
 
 
-def from_scenario(fault: ToxicFault, name: str, deployment: LocalDeployment) -> ToxicInjector:
+def from_scenario(fault: ToxicFault, name: str, deployment: Deployment) -> ToxicInjector:
     """The injector for ``fault`` on the toxic proxies the platform made for its edges."""
     chosen = select_instances(deployment, fault.target, name)
-    if deployment.toxiproxy is None:
+    toxics = deployment.toxics
+    if toxics is None:
         raise FaultError(
             f"fault {name}: this deployment has no toxiproxy (the platform starts it at deploy "
             "time when the scenario has toxic faults)"
         )
-    missing = [i.name for i in chosen if (fault.source, i.name) not in deployment.toxic_proxies]
+    found = {inst.name: toxics.edge(fault.source, inst.name) for inst in chosen}
+    missing = [instance for instance, edge in found.items() if edge is None]
     if missing:
         raise FaultError(
             f"fault {name}: no toxic proxy for {fault.source} → {', '.join(missing)} "
             "(the platform plans them from the scenario's toxic faults at deploy time)"
         )
-    edges = [deployment.toxic_proxies[(fault.source, inst.name)] for inst in chosen]
+    edges = [edge for edge in found.values() if edge is not None]
     caller_names = (
         ["ingress"]
         if fault.source == "ingress"
         else [inst.name for inst in deployment.instances_of(fault.source)]
     )
     callers = {caller: deployment.admin(caller) for caller in caller_names}
-    injector = ToxicInjector(fault, name, deployment.toxiproxy, edges, callers)
+    injector = ToxicInjector(fault, name, toxics.api, edges, callers)
     start = ramp_start(fault.steps)
     if start is not None:
         first = start / 100.0

@@ -454,14 +454,13 @@ def _bootstrap(
     }
 
 
-def sidecar_bootstrap(spec: SidecarSpec) -> dict[str, Any]:
-    """The bootstrap of one app instance's sidecar (inbound + outbound listeners)."""
-    inbound_cluster = f"inbound|{SERVICE_PORT}||"
+def _inbound_listener(spec: SidecarSpec, cluster: str) -> dict[str, Any]:
+    """The callee side: every request to the app through the fault filters."""
     # A source listed twice would stack two filters on the same runtime keys: the fault would
     # hit twice (two 50% aborts abort 75%, two delays add up), so each source gets one filter.
     sources = dict.fromkeys(spec.fault_sources)
     faults = [_fault_filter(None), *(_fault_filter(src) for src in sources)]
-    inbound_routes = {
+    routes = {
         "name": "inbound",
         "virtual_hosts": [
             {
@@ -471,7 +470,7 @@ def sidecar_bootstrap(spec: SidecarSpec) -> dict[str, Any]:
                     {
                         "match": {"prefix": "/"},
                         "route": {
-                            "cluster": inbound_cluster,
+                            "cluster": cluster,
                             "timeout": "0s",
                             "retry_policy": {
                                 "retry_on": ISTIO_INBOUND_RETRY_ON,
@@ -483,59 +482,51 @@ def sidecar_bootstrap(spec: SidecarSpec) -> dict[str, Any]:
             }
         ],
     }
-    listeners: list[dict[str, Any]] = [
-        {
-            "name": "virtualInbound",
-            "address": spec.inbound.envoy(),
-            "filter_chains": [
-                {
-                    "filters": [
-                        _hcm(
-                            f"inbound_{spec.service}",
-                            inbound_routes,
-                            faults,
-                            _access_log(spec.access_log, "inbound"),
-                        )
-                    ]
-                }
-            ],
-        }
-    ]
-    # istiod's buildInboundCluster applies the service's own DestinationRule connection pool
-    # (and only that: no outlier detection, no load balancer) to the inbound cluster.
+    hcm = _hcm(f"inbound_{spec.service}", routes, faults, _access_log(spec.access_log, "inbound"))
+    return {
+        "name": "virtualInbound",
+        "address": spec.inbound.envoy(),
+        "filter_chains": [{"filters": [hcm]}],
+    }
+
+
+def _inbound_cluster(spec: SidecarSpec, cluster: str) -> dict[str, Any]:
+    """The app behind its sidecar. istiod's buildInboundCluster applies the service's own
+    DestinationRule connection pool (and only that: no outlier detection, no load balancer)
+    to the inbound cluster."""
     local_app: dict[str, Any] = {
-        "name": inbound_cluster,
+        "name": cluster,
         "type": "STATIC",
         "load_assignment": {
-            "cluster_name": inbound_cluster,
+            "cluster_name": cluster,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": spec.app.envoy()}}]}],
         },
     }
     _apply_connection_pool(local_app, spec.policy)
-    clusters: list[dict[str, Any]] = [local_app]
+    return local_app
+
+
+def _outbound_listener(spec: SidecarSpec, outbound: Addr) -> dict[str, Any]:
+    """The caller side: one route per service the app calls, with its policy."""
+    routes = {
+        "name": str(SERVICE_PORT),
+        "virtual_hosts": [_outbound_route(up, spec.service) for up in spec.upstreams],
+    }
+    hcm = _hcm("outbound", routes, [], _access_log(spec.access_log, "outbound"))
+    return {
+        "name": "virtualOutbound",
+        "address": outbound.envoy(),
+        "filter_chains": [{"filters": [hcm]}],
+    }
+
+
+def sidecar_bootstrap(spec: SidecarSpec) -> dict[str, Any]:
+    """The bootstrap of one app instance's sidecar (inbound + outbound listeners)."""
+    inbound_cluster = f"inbound|{SERVICE_PORT}||"
+    listeners = [_inbound_listener(spec, inbound_cluster)]
+    clusters = [_inbound_cluster(spec, inbound_cluster)]
     if spec.outbound is not None and spec.upstreams:
-        outbound_routes = {
-            "name": str(SERVICE_PORT),
-            "virtual_hosts": [_outbound_route(up, spec.service) for up in spec.upstreams],
-        }
-        listeners.append(
-            {
-                "name": "virtualOutbound",
-                "address": spec.outbound.envoy(),
-                "filter_chains": [
-                    {
-                        "filters": [
-                            _hcm(
-                                "outbound",
-                                outbound_routes,
-                                [],
-                                _access_log(spec.access_log, "outbound"),
-                            )
-                        ]
-                    }
-                ],
-            }
-        )
+        listeners.append(_outbound_listener(spec, spec.outbound))
         clusters.extend(_outbound_cluster(up, spec.bind_ip) for up in spec.upstreams)
     return _bootstrap(spec.instance, spec.service, spec.admin_socket, listeners, clusters)
 

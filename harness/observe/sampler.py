@@ -23,7 +23,6 @@ increase).
 from __future__ import annotations
 
 import contextlib
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,12 +31,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from harness.journal import EdgeSeries, MeshTimeline
-from harness.observe.envoy_admin import EnvoyAdmin
+from harness.mesh.stats import FAULT_LABELS, cluster_hosts, edge_stat, fault_stat, stat_pattern
 
 if TYPE_CHECKING:
-    from harness.platforms.local.platform import LocalDeployment
+    from harness.platforms.base import Deployment
 
-FAULT_STATS = {"aborts": "aborts_injected", "delays": "delays_injected"}
 SCRAPE_TIMEOUT_S = 0.5
 """Per admin call: a paused (SIGSTOP) proxy must not hold the sampler for long."""
 INGRESS = "ingress"
@@ -49,13 +47,6 @@ class ProxyAdmin(Protocol):
     def counters(self, pattern: str | None = None) -> dict[str, int]: ...
 
     def clusters(self) -> dict[str, Any]: ...
-
-
-def stat_pattern(counters: Sequence[str]) -> str:
-    """The ``/stats`` filter for the outbound ``counters`` and the inbound fault counters."""
-    names = "|".join(re.escape(name) for name in counters)
-    faults = "|".join(re.escape(stat) for stat in FAULT_STATS.values())
-    return rf"^(cluster\.outbound\|.*\.({names})|http\.inbound_.*\.fault\.({faults}))$"
 
 
 def endpoint_health(status: Mapping[str, Any]) -> str:
@@ -150,21 +141,22 @@ class MeshTimelineBuilder:
             increase = value - before if value >= before else value  # down = restarted
             if not increase:
                 continue
-            if key.startswith("cluster.outbound|"):
-                cluster, _, stat = key[len("cluster.") :].partition(".")
+            parsed = edge_stat(key)
+            if parsed is not None:
+                callee, stat = parsed
                 if stat not in self._wanted:
                     continue
-                callee = cluster.rsplit("|", 1)[-1]
                 series = self._edges.get((caller, callee))
                 if series is None:
                     series = {name: [0] * index for name in self.counters}
                     self._edges[(caller, callee)] = series
                 _bump(series[stat], index, increase)
                 continue
-            for label, stat in FAULT_STATS.items():
-                if key.endswith(f".fault.{stat}"):
+            injected = fault_stat(key)
+            for label, stat in FAULT_LABELS.items():
+                if injected == stat:
                     per_stat = self._injected.setdefault(
-                        proxy, {name: [0] * index for name in FAULT_STATS}
+                        proxy, {name: [0] * index for name in FAULT_LABELS}
                     )
                     _bump(per_stat[label], index, increase)
 
@@ -173,15 +165,11 @@ class MeshTimelineBuilder:
         for proxy, data in clusters.items():
             if data is None:
                 continue
-            for cluster in data.get("cluster_statuses", []):
-                if not str(cluster.get("name", "")).startswith("outbound|"):
+            for cluster, (ip, port), host in cluster_hosts(data):
+                if not cluster.startswith("outbound|"):
                     continue
-                for host in cluster.get("host_statuses", []):
-                    address = host.get("address", {}).get("socket_address", {})
-                    ip, port = str(address.get("address")), int(address.get("port_value", 0))
-                    instance = self.endpoint_names.get((ip, port), f"{ip}:{port}")
-                    key = f"{proxy}→{instance}"
-                    seen[key] = endpoint_health(host.get("health_status", {}))
+                instance = self.endpoint_names.get((ip, port), f"{ip}:{port}")
+                seen[f"{proxy}→{instance}"] = endpoint_health(host.get("health_status", {}))
         for key in seen.keys() - self._endpoints.keys():
             self._endpoints[key] = ["unknown"] * index
         for key, values in self._endpoints.items():
@@ -256,19 +244,17 @@ class MeshSampler:
     @classmethod
     def for_deployment(
         cls,
-        deployment: LocalDeployment,
+        deployment: Deployment,
         *,
         t0: float,
         counters: Sequence[str],
         interval: float = 1.0,
         max_duration: float = 3600.0,
     ) -> MeshSampler:
-        """A sampler over every proxy of a local deployment (short admin timeouts)."""
+        """A sampler over every proxy of a deployment (short admin timeouts)."""
         admins = {
-            name: EnvoyAdmin(
-                deployment.admin(name).socket_path, name=name, timeout=SCRAPE_TIMEOUT_S
-            )
-            for name in deployment.proxies
+            name: deployment.admin(name, timeout=SCRAPE_TIMEOUT_S)
+            for name in deployment.proxy_names()
         }
         topology = deployment.scenario.app.topology
         service_of = {inst.name: inst.service for inst in deployment.instances}
@@ -276,15 +262,11 @@ class MeshSampler:
         callers = [INGRESS] + [
             inst.name for inst in deployment.instances if topology.service(inst.service).calls
         ]
-        endpoint_names = {(i.ip, i.inbound_port): i.name for i in deployment.instances}
-        # A caller that reaches an instance through a toxiproxy sees the proxy's address.
-        for edge in deployment.toxic_proxies.values():
-            endpoint_names[(edge.listen.host, edge.listen.port)] = edge.instance
         return cls(
             admins,
             t0=t0,
             service_of=service_of,
-            endpoint_names=endpoint_names,
+            endpoint_names=deployment.endpoint_names(),
             counters=counters,
             health_proxies=[name for name in callers if name in admins],
             interval=interval,

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections import Counter
 from collections.abc import Sequence
 
 from hdrh.histogram import HdrHistogram
 
-from harness.journal import LoadTimeline, PhaseWindow
-from harness.load.driver import Sample
+from harness.journal import LatencySummary, LoadTimeline, PhaseLoad, PhaseWindow
+from harness.load.driver import Sample, summarize
 
 HISTOGRAM_LOWEST_US = 1
 HISTOGRAM_HIGHEST_US = 60_000_000
@@ -133,3 +134,35 @@ __all__ = [
     "new_histogram",
     "record_ms",
 ]
+
+
+def phase_loads(
+    samples: Sequence[Sample], phases: Sequence[PhaseWindow], target_rate: float
+) -> list[PhaseLoad]:
+    """The load of each phase: counts, rates, latency quantiles of the successful requests
+    (nearest rank), status codes, and the load generator's own warning if it fell behind."""
+    loads = []
+    for window in phases:
+        in_phase = [s for s in samples if window.start <= s.t < window.end]
+        latencies = sorted(s.ms for s in in_phase if s.ok)
+        summary = summarize(in_phase, window.start, window.end, target_rate)
+        loads.append(
+            PhaseLoad(
+                phase=window.name,
+                count=summary.count,
+                ok=summary.ok_count,
+                errors=summary.error_count,
+                offered_rate=summary.offered_rate,
+                achieved_rate=summary.achieved_rate,
+                coordinated_omission=summary.coordinated_omission,
+                latency=LatencySummary(
+                    p50_ms=nearest_rank(latencies, 0.5),
+                    p95_ms=nearest_rank(latencies, 0.95),
+                    p99_ms=nearest_rank(latencies, 0.99),
+                    max_ms=latencies[-1] if latencies else None,
+                ),
+                status_counts=dict(Counter(str(s.status) for s in in_phase)),
+                message=summary.message,
+            )
+        )
+    return loads

@@ -1,13 +1,33 @@
-"""What every platform offers the runner: deploy an app with its mesh, then tear it down."""
+"""The seam between the harness and a platform: what the runner, the injectors and the
+sampler may ask of a running deployment, and nothing more.
+
+:class:`Deployment` is all they call (``harness.platforms.local.LocalDeployment`` is one; a
+test fake of forty lines is another). What only some platforms have sits behind narrow,
+named surfaces that a deployment offers or leaves ``None``:
+
+* :class:`ToxicEdges` — toxiproxy in front of the edges that need it (:func:`toxic_edges`
+  decides which), for ``kind: toxic`` faults and host-mode partitions;
+* :class:`PacketFilter` — run ``nft`` in the run's own network namespace, for partitions.
+
+A Kubernetes platform would offer the same surfaces differently (a toxiproxy pod, nft in a
+pod's network namespace) without the injectors changing.
+"""
 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
-from harness.scenario.models import Scenario
+from harness.mesh.admin import AdminApi
+from harness.mesh.envoy import Addr
+from harness.scenario.models import Fault, PartitionFault, Scenario, Target, ToxicFault
+
+if TYPE_CHECKING:
+    from harness.platforms.local.toxiproxy import Toxiproxy
+
+ProcessKind = Literal["app", "sidecar"]
 
 
 @dataclass(frozen=True)
@@ -22,15 +42,108 @@ class InstanceInfo:
     app_port: int
 
 
+@dataclass(frozen=True)
+class EdgeProxy:
+    """A toxiproxy proxy on one edge: ``source``'s sidecars reach ``instance`` through it."""
+
+    name: str  # "<source>-><instance>", also its name in toxiproxy
+    source: str  # the calling service (or "ingress")
+    instance: str
+    listen: Addr
+    upstream: Addr  # the instance's sidecar inbound
+
+
+def toxic_edge_of(fault: Fault, *, packet_filter: bool) -> tuple[str, Target] | None:
+    """The edge (calling service, target instances) on which ``fault`` acts through a toxic
+    proxy, or ``None``: toxic faults always; partitions only where the platform cannot
+    filter packets (they are then emulated with a toxic, see harness.faults.partition)."""
+    if isinstance(fault, ToxicFault):
+        return fault.source, fault.target
+    if isinstance(fault, PartitionFault) and not packet_filter:
+        return fault.from_.service, fault.to
+    return None
+
+
+def toxic_edges(scenario: Scenario, *, packet_filter: bool) -> list[tuple[str, Target]]:
+    """Every edge of the scenario that needs a toxic proxy (the platform plans them at
+    deploy time, before any fault is injected)."""
+    edges = (toxic_edge_of(fault, packet_filter=packet_filter) for fault in scenario.faults)
+    return [edge for edge in edges if edge is not None]
+
+
+class ToxicEdges(Protocol):
+    """Toxic proxies in front of some edges, and the toxiproxy API that configures them."""
+
+    @property
+    def api(self) -> Toxiproxy:
+        """The toxiproxy server's API."""
+        ...
+
+    def edge(self, source: str, instance: str) -> EdgeProxy | None:
+        """The proxy through which ``source``'s sidecars reach ``instance``, if planned."""
+        ...
+
+
+class PacketFilter(Protocol):
+    """Commands (``nft``) run inside the network namespace that the run's traffic crosses."""
+
+    def run(
+        self, argv: list[str], *, timeout: float = 30.0, input_text: str | None = None
+    ) -> tuple[int, str, str]:
+        """``(exit code, stdout, stderr)`` of ``argv`` run in the namespace."""
+        ...
+
+
 class Deployment(Protocol):
     """A running app with its mesh; the runner drives load and faults through it."""
 
-    platform: str
-    isolation: str
-    instances: tuple[InstanceInfo, ...]
-    ingress_url: str
+    @property
+    def platform(self) -> str: ...
+
+    @property
+    def isolation(self) -> str: ...
+
+    @property
+    def isolation_note(self) -> str:
+        """How the deployment is isolated, in a sentence for the journal."""
+        ...
+
+    @property
+    def scenario(self) -> Scenario: ...
+
+    @property
+    def instances(self) -> tuple[InstanceInfo, ...]: ...
+
+    @property
+    def ingress_url(self) -> str: ...
+
+    @property
+    def toxics(self) -> ToxicEdges | None:
+        """Toxic proxies, when the scenario needs them (see :func:`toxic_edges`)."""
+        ...
+
+    @property
+    def packet_filter(self) -> PacketFilter | None:
+        """``None`` where the run has no network namespace of its own."""
+        ...
 
     def instances_of(self, service: str) -> tuple[InstanceInfo, ...]: ...
+
+    def proxy_names(self) -> tuple[str, ...]:
+        """Every Envoy of the mesh: ``"ingress"`` and one sidecar per instance."""
+        ...
+
+    def endpoint_names(self) -> dict[tuple[str, int], str]:
+        """The instance behind each address a caller's sidecar may see for it."""
+        ...
+
+    def admin(self, proxy: str, *, timeout: float | None = None) -> AdminApi:
+        """The admin API of one proxy (``timeout`` per call, default the client's)."""
+        ...
+
+    def mesh_counters(self) -> dict[str, dict[str, int]]:
+        """Counters of every proxy, keyed by proxy name ("ingress", "catalog-0", ...)."""
+        ...
 
     def spawn(
         self, argv: list[str], *, env: dict[str, str], log_name: str, replace_env: bool = False
@@ -43,9 +156,23 @@ class Deployment(Protocol):
         """Stop a process started with :meth:`spawn`; returns its exit code."""
         ...
 
-    def mesh_counters(self) -> dict[str, dict[str, int]]:
-        """Counters of every proxy, keyed by proxy name ("ingress", "catalog-0", ...)."""
+    def running(self, pid: int) -> bool: ...
+
+    def process_pid(self, instance: str, process: ProcessKind) -> int:
+        """The PID of an instance's app or sidecar (the current one, after restarts)."""
         ...
+
+    def process_state(self, pid: int) -> str | None:
+        """The kernel's state letter of a process (``T``: stopped), None when it is gone."""
+        ...
+
+    def kill_process(self, instance: str, process: ProcessKind) -> int: ...
+
+    def restart_process(self, instance: str, process: ProcessKind) -> int: ...
+
+    def pause_process(self, instance: str, process: ProcessKind) -> int: ...
+
+    def resume_process(self, instance: str, process: ProcessKind) -> int: ...
 
 
 class Platform(Protocol):
@@ -54,3 +181,16 @@ class Platform(Protocol):
     def deploy(self, scenario: Scenario, run_dir: Path) -> AbstractContextManager[Deployment]:
         """Deploy the scenario's app and mesh; tear everything down when the block ends."""
         ...
+
+
+__all__ = [
+    "Deployment",
+    "EdgeProxy",
+    "InstanceInfo",
+    "PacketFilter",
+    "Platform",
+    "ProcessKind",
+    "ToxicEdges",
+    "toxic_edge_of",
+    "toxic_edges",
+]

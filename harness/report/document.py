@@ -21,8 +21,10 @@ from typing import Any
 import jinja2
 import yaml
 
+from harness import formats
 from harness.files import write_atomic
-from harness.journal import EdgeStats, Journal, RequestPath
+from harness.journal import EdgeStats, Journal, RequestPath, SloResult
+from harness.mesh import stats
 from harness.report.flags import RESPONSE_FLAGS, FlagInfo, split_flags
 from harness.report.graph import HEALTH_SCALE, NO_TRAFFIC, ServiceGraph, service_graph
 from harness.report.plots import (
@@ -35,7 +37,6 @@ from harness.report.plots import (
     load_timeline_plot,
     mesh_signal_plot,
 )
-from harness.slo.verdict import SloResult
 
 __all__ = ["render_report", "write_index", "write_report"]
 
@@ -44,21 +45,24 @@ SPECTRUM_PERCENTILES = (0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.
 
 # Edge counters in table order: Envoy stat → (column header, tooltip).
 EDGE_COLUMNS: dict[str, tuple[str, str]] = {
-    "upstream_rq_total": ("attempts", "upstream_rq_total: every attempt, retries included"),
-    "upstream_rq_retry": ("retries", "upstream_rq_retry"),
-    "upstream_rq_retry_success": ("retry ok", "upstream_rq_retry_success"),
-    "upstream_rq_retry_overflow": ("retry overflow", "upstream_rq_retry_overflow: retry budget"),
-    "upstream_rq_retry_limit_exceeded": ("retry limit", "upstream_rq_retry_limit_exceeded"),
-    "upstream_rq_pending_overflow": ("pending overflow", "upstream_rq_pending_overflow"),
-    "upstream_cx_overflow": ("cx overflow", "upstream_cx_overflow: maxConnections reached"),
-    "upstream_rq_timeout": ("timeouts", "upstream_rq_timeout: route timeout"),
-    "upstream_rq_per_try_timeout": ("per-try timeouts", "upstream_rq_per_try_timeout"),
-    "upstream_cx_connect_fail": ("connect fail", "upstream_cx_connect_fail"),
-    "upstream_rq_5xx": ("5xx", "upstream_rq_5xx: 5xx answers passed on (not retried ones)"),
-    "outlier_detection.ejections_enforced_total": (
-        "ejections",
-        "outlier_detection.ejections_enforced_total",
+    stats.ATTEMPTS: ("attempts", f"{stats.ATTEMPTS}: every attempt, retries included"),
+    stats.RETRIES: ("retries", stats.RETRIES),
+    stats.RETRY_SUCCESS: ("retry ok", stats.RETRY_SUCCESS),
+    stats.RETRY_OVERFLOW: ("retry overflow", f"{stats.RETRY_OVERFLOW}: retry budget"),
+    stats.RETRY_LIMIT: ("retry limit", stats.RETRY_LIMIT),
+    stats.PENDING_OVERFLOW: ("pending overflow", stats.PENDING_OVERFLOW),
+    stats.CONNECTION_OVERFLOW: (
+        "cx overflow",
+        f"{stats.CONNECTION_OVERFLOW}: maxConnections reached",
     ),
+    stats.ROUTE_TIMEOUTS: ("timeouts", f"{stats.ROUTE_TIMEOUTS}: route timeout"),
+    stats.PER_TRY_TIMEOUTS: ("per-try timeouts", stats.PER_TRY_TIMEOUTS),
+    stats.CONNECT_FAILURES: ("connect fail", stats.CONNECT_FAILURES),
+    stats.ANSWERED_5XX: (
+        "5xx",
+        f"{stats.ANSWERED_5XX}: 5xx answers passed on (not retried ones)",
+    ),
+    stats.EJECTIONS: ("ejections", stats.EJECTIONS),
 }
 AMPLIFICATION_NOTE = (
     "Retry amplification = attempts ÷ requests = upstream_rq_total ÷ (upstream_rq_total - "
@@ -242,34 +246,10 @@ class Sections:
 # --------------------------------------------------------------------------- formatting
 
 
-def _percent(value: float | None, digits: int = 2) -> str:
-    return "—" if value is None else f"{value * 100:.{digits}f}%"
-
-
-def _ms(value: float | None) -> str:
-    if value is None:
-        return "—"
-    return f"{value:.1f} ms" if value < 100 else f"{value:.0f} ms"
-
-
-def _duration(seconds: float) -> str:
-    sign = "-" if seconds < 0 else ""
-    value = abs(seconds)
-    return sign + (_ms(value * 1000.0) if value < 1.0 else f"{value:.2f} s")
-
-
 def _slo_value(value: float | None, unit: str, kind: str) -> str:
-    if value is None:
-        return "—"
-    if unit == "factor" or kind == "retryAmplification":  # a ratio of counts: "times"
-        return f"{value:.2f}×"
-    if unit == "ratio":
-        return _percent(value)
-    if unit == "s":
-        return _duration(value)
-    if unit == "count":
-        return f"{value:,.0f}"
-    return f"{value:g}"
+    if kind == "retryAmplification":  # a ratio of counts: "times", whatever the unit says
+        unit = "factor"
+    return formats.slo_value(value, unit)
 
 
 def _clock(epoch: float | None) -> str:
@@ -280,12 +260,6 @@ def _clock(epoch: float | None) -> str:
 
 def _relative(epoch: float | None, origin: float) -> str:
     return "—" if epoch is None else f"{epoch - origin:+.1f} s"
-
-
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return "—"
-    return f"{value:.1f} s" if value < 120 else f"{int(value // 60)} min {value % 60:.0f} s"
 
 
 # --------------------------------------------------------------------------- sections
@@ -356,7 +330,7 @@ def _fault_rows(journal: Journal, origin: float) -> list[FaultRow]:
                 targets=", ".join(fault.targets),
                 injected=_relative(fault.injected_at, origin),
                 reverted=_relative(fault.reverted_at, origin),
-                active_for=_seconds(active),
+                active_for=formats.elapsed(active),
                 revert_verified=fault.revert_verified,
                 evidence=sorted(fault.evidence.items()),
                 took_effect=fault.took_effect,
@@ -382,7 +356,7 @@ def _edge_tables(
             for key, value in values.items():
                 present[key] = present.get(key, 0) + abs(value)
     ordered = [k for k in EDGE_COLUMNS if k in present] + sorted(set(present) - set(EDGE_COLUMNS))
-    always = ("upstream_rq_total", "upstream_rq_retry")
+    always = (stats.ATTEMPTS, stats.RETRIES)
     keys = [k for k in ordered if present[k] or k in always]
     zero = [k for k in ordered if k not in keys]
     tables = []
@@ -395,8 +369,8 @@ def _edge_tables(
             *((p, edge.phases[p], False) for p in phases),
             ("total", edge.total, True),
         ]:
-            attempts = values.get("upstream_rq_total", 0)
-            retries = values.get("upstream_rq_retry", 0)
+            attempts = values.get(stats.ATTEMPTS, 0)
+            retries = values.get(stats.RETRIES, 0)
             rows.append(
                 EdgeRow(
                     phase=name,
@@ -463,7 +437,11 @@ def _code_table(codes: dict[str, dict[str, int]]) -> CodeTable | None:
         total = sum(counts.values())
         bad = sum(v for c, v in counts.items() if c not in ("1xx", "2xx", "3xx"))
         rows.append(
-            (edge, [counts.get(c, 0) for c in classes], _percent(bad / total if total else None))
+            (
+                edge,
+                [counts.get(c, 0) for c in classes],
+                formats.percent(bad / total if total else None),
+            )
         )
     return CodeTable(classes, rows)
 
@@ -564,13 +542,13 @@ def _load_rows(journal: Journal) -> list[LoadRow]:
             count=p.count,
             ok=p.ok,
             errors=p.errors,
-            error_share=_percent(p.errors / p.count if p.count else None),
+            error_share=formats.percent(p.errors / p.count if p.count else None),
             offered=f"{p.offered_rate:.1f}",
             achieved=f"{p.achieved_rate:.1f}",
-            p50=_ms(p.latency.p50_ms),
-            p95=_ms(p.latency.p95_ms),
-            p99=_ms(p.latency.p99_ms),
-            max=_ms(p.latency.max_ms),
+            p50=formats.milliseconds(p.latency.p50_ms),
+            p95=formats.milliseconds(p.latency.p95_ms),
+            p99=formats.milliseconds(p.latency.p99_ms),
+            max=formats.milliseconds(p.latency.max_ms),
             statuses=", ".join(f"{k}: {v:,}" for k, v in sorted(p.status_counts.items())),
             coordinated_omission=p.coordinated_omission,
             message=p.message,
@@ -609,11 +587,11 @@ def _spectra(
             SpectrumRow(
                 phase=phase,
                 count=count,
-                p50=_ms(at(50.0)),
-                p90=_ms(at(90.0)),
-                p99=_ms(at(99.0)),
-                p999=_ms(at(99.9)),
-                max=_ms(float(histogram.get_max_value()) / 1000.0),
+                p50=formats.milliseconds(at(50.0)),
+                p90=formats.milliseconds(at(90.0)),
+                p99=formats.milliseconds(at(99.0)),
+                p999=formats.milliseconds(at(99.9)),
+                max=formats.milliseconds(float(histogram.get_max_value()) / 1000.0),
             )
         )
     return spectra, rows, notes
@@ -659,7 +637,7 @@ def _sections(journal: Journal) -> Sections:
     return Sections(
         origin=origin,
         description=str(metadata.get("description", "")) if isinstance(metadata, dict) else "",
-        duration=_seconds(end - journal.started_at if end is not None else None),
+        duration=formats.elapsed(end - journal.started_at if end is not None else None),
         started=_clock(journal.started_at),
         ended=_clock(end),
         slos=_slo_rows(journal.slos),
@@ -698,10 +676,6 @@ def _sections(journal: Journal) -> Sections:
 # --------------------------------------------------------------------------- rendering
 
 
-def _count(value: int) -> str:
-    return f"{value:,}"
-
-
 def _templates() -> jinja2.Environment:
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("harness.report", "templates"),
@@ -711,7 +685,7 @@ def _templates() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    environment.filters["count"] = _count
+    environment.filters["count"] = formats.count
     return environment
 
 
@@ -784,7 +758,7 @@ def _index_row(report: Path, base: Path) -> IndexRow:
         run_id=journal.run_id,
         verdict=journal.verdict,
         status=journal.status,
-        duration=_seconds(end - journal.started_at if end is not None else None),
+        duration=formats.elapsed(end - journal.started_at if end is not None else None),
         started=_clock(journal.started_at),
         slo_counts=counts,
         faults=f"{effective}/{len(journal.faults)} took effect" if journal.faults else "none",

@@ -27,6 +27,7 @@ from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
 
 from harness.journal import LoadTimeline, MeshTimeline
+from harness.mesh import stats
 
 __all__ = [
     "MESH_SIGNALS",
@@ -41,12 +42,12 @@ __all__ = [
 
 # Envoy counter → label, for the per-edge mesh signal chart (in drawing order).
 MESH_SIGNALS: dict[str, str] = {
-    "upstream_rq_retry": "retries",
-    "upstream_rq_retry_overflow": "retry overflow",
-    "upstream_rq_pending_overflow": "pending overflow",
-    "upstream_rq_timeout": "timeouts",
-    "upstream_rq_per_try_timeout": "per-try timeouts",
-    "outlier_detection.ejections_enforced_total": "ejections",
+    stats.RETRIES: "retries",
+    stats.RETRY_OVERFLOW: "retry overflow",
+    stats.PENDING_OVERFLOW: "pending overflow",
+    stats.ROUTE_TIMEOUTS: "timeouts",
+    stats.PER_TRY_TIMEOUTS: "per-try timeouts",
+    stats.EJECTIONS: "ejections",
 }
 _SIGNAL_COLORS = ("#1f77b4", "#9467bd", "#ff7f0e", "#d62728", "#e377c2", "#2ca02c")
 _STATE_COLORS = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Annotated, Final, Literal
 
@@ -282,6 +283,11 @@ class FaultTiming(Model):
         end = phase_duration if self.duration is None else self.start + self.duration
         return self.start, min(end, phase_duration)
 
+    @property
+    def ramp(self) -> tuple[Step, ...]:
+        """The intensity steps of a fault that ramps (``steps``); none for the others."""
+        return ()
+
 
 class HttpFault(FaultTiming):
     """HTTP delay / abort injected by the destination instances' sidecars (Envoy fault filter).
@@ -297,6 +303,10 @@ class HttpFault(FaultTiming):
     abort: Abort | None = None
     delay: Delay | None = None
     steps: list[Step] = Field(default_factory=list, max_length=MAX_ITEMS)
+
+    @property
+    def ramp(self) -> tuple[Step, ...]:
+        return tuple(self.steps)
 
     @model_validator(mode="after")
     def _something(self) -> HttpFault:
@@ -362,6 +372,10 @@ class ToxicFault(FaultTiming):
     steps: list[Step] = Field(
         default_factory=list, max_length=MAX_ITEMS, description="Toxicity ramp (percent)."
     )
+
+    @property
+    def ramp(self) -> tuple[Step, ...]:
+        return tuple(self.steps)
 
     @model_validator(mode="after")
     def _fields_fit_the_toxic(self) -> ToxicFault:
@@ -534,6 +548,10 @@ SLO_KINDS: tuple[str, ...] = (
 # --------------------------------------------------------------------------- scenario
 
 
+def _unknown(kind: str, value: str, valid: Iterable[str]) -> str:
+    return f"unknown {kind} {value!r}; valid: {', '.join(sorted(valid))}"
+
+
 class Scenario(Model):
     """A whole scenario file."""
 
@@ -574,79 +592,22 @@ class Scenario(Model):
 
     def reference_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
         """Cross-field problems as (field path, message) pairs."""
-        topology = self.app.topology
-        services = set(topology.service_names)
-        phases = self.phase_names()
         problems: list[tuple[tuple[str | int, ...], str]] = []
-
-        def unknown(kind: str, value: str, valid: list[str] | set[str]) -> str:
-            return f"unknown {kind} {value!r}; valid: {', '.join(sorted(valid))}"
-
         for section, mapping in (
             ("replicas", self.app.replicas),
             ("serviceTime", self.app.service_time),
         ):
             for key in mapping:
-                if key not in services:
-                    problems.append((("app", section, key), unknown("service", key, services)))
+                problems += self._service_problems(("app", section, key), key)
         for key in self.mesh.destinations:
-            if key not in services:
-                problems.append((("mesh", "destinations", key), unknown("service", key, services)))
+            problems += self._service_problems(("mesh", "destinations", key), key)
         seen: set[str] = set()
         for index, phase in enumerate(self.phases):
             if phase.name in seen:
                 problems.append((("phases", index, "name"), f"duplicate phase name {phase.name!r}"))
             seen.add(phase.name)
-        durations = {phase.name: phase.duration for phase in self.phases}
-
-        def check_service(path: tuple[str | int, ...], service: str) -> None:
-            if service not in services:
-                problems.append((path, unknown("service", service, services)))
-
-        def check_edge(path: tuple[str | int, ...], caller: str, callee: str) -> None:
-            if callee not in services:
-                problems.append((path, unknown("service", callee, services)))
-                return
-            callers = self.callers_of(callee)
-            if caller not in callers:
-                problems.append(
-                    (
-                        path,
-                        f"{caller!r} does not call {callee!r}; its callers: {', '.join(callers)}",
-                    )
-                )
-
         for index, fault in enumerate(self.faults):
-            where: tuple[str | int, ...] = ("faults", index)
-            if fault.phase not in phases:
-                problems.append(((*where, "phase"), unknown("phase", fault.phase, phases)))
-            else:
-                phase_duration = durations[fault.phase]
-                begin, finish = fault.window(phase_duration)
-                if begin >= phase_duration:
-                    problems.append(
-                        (
-                            (*where, "start"),
-                            f"starts after its phase {fault.phase!r} ends ({phase_duration:g}s)",
-                        )
-                    )
-                elif finish <= begin:
-                    problems.append(((*where, "duration"), "the fault's window is empty"))
-                for s_index, step in enumerate(getattr(fault, "steps", [])):
-                    if step.at >= finish - begin:
-                        problems.append(
-                            (
-                                (*where, "steps", s_index, "at"),
-                                "the step starts after the fault ends",
-                            )
-                        )
-            if isinstance(fault, PartitionFault):
-                check_service((*where, "from", "service"), fault.from_.service)
-                check_service((*where, "to", "service"), fault.to.service)
-            elif isinstance(fault, HttpFault | ToxicFault) and fault.source is not None:
-                check_edge((*where, "source"), fault.source, fault.target.service)
-            else:
-                check_service((*where, "target", "service"), fault.target.service)
+            problems += self._fault_problems(("faults", index), fault)
         fault_names: set[str] = set()
         for index in range(len(self.faults)):
             name = self.fault_name(index)
@@ -658,18 +619,76 @@ class Scenario(Model):
             if slo.name in slo_names:
                 problems.append((("slos", index, "name"), f"duplicate SLO name {slo.name!r}"))
             slo_names.add(slo.name)
-            for p_index, phase_name in enumerate(slo.phases):
-                if phase_name not in phases:
-                    problems.append(
-                        (("slos", index, "phases", p_index), unknown("phase", phase_name, phases))
-                    )
-            if isinstance(slo, LatencyShiftSlo) and slo.baseline not in phases:
+            problems += self._slo_problems(("slos", index), slo)
+        return problems
+
+    def _service_problems(
+        self, path: tuple[str | int, ...], service: str
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        services = self.app.topology.service_names
+        if service in services:
+            return []
+        return [(path, _unknown("service", service, services))]
+
+    def _edge_problems(
+        self, path: tuple[str | int, ...], caller: str, callee: str
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        if callee not in self.app.topology.service_names:
+            return self._service_problems(path, callee)
+        callers = self.callers_of(callee)
+        if caller not in callers:
+            return [
+                (path, f"{caller!r} does not call {callee!r}; its callers: {', '.join(callers)}")
+            ]
+        return []
+
+    def _fault_problems(
+        self, where: tuple[str | int, ...], fault: Fault
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        phases = self.phase_names()
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        if fault.phase not in phases:
+            problems.append(((*where, "phase"), _unknown("phase", fault.phase, phases)))
+        else:
+            phase_duration = {phase.name: phase.duration for phase in self.phases}[fault.phase]
+            begin, finish = fault.window(phase_duration)
+            if begin >= phase_duration:
                 problems.append(
-                    (("slos", index, "baseline"), unknown("phase", slo.baseline, phases))
+                    (
+                        (*where, "start"),
+                        f"starts after its phase {fault.phase!r} ends ({phase_duration:g}s)",
+                    )
                 )
-            edge = getattr(slo, "edge", None)
-            if isinstance(edge, Edge):
-                check_edge(("slos", index, "edge"), edge.from_, edge.to)
+            elif finish <= begin:
+                problems.append(((*where, "duration"), "the fault's window is empty"))
+            for s_index, step in enumerate(fault.ramp):
+                if step.at >= finish - begin:
+                    problems.append(
+                        ((*where, "steps", s_index, "at"), "the step starts after the fault ends")
+                    )
+        if isinstance(fault, PartitionFault):
+            problems += self._service_problems((*where, "from", "service"), fault.from_.service)
+            problems += self._service_problems((*where, "to", "service"), fault.to.service)
+        elif isinstance(fault, HttpFault | ToxicFault) and fault.source is not None:
+            problems += self._edge_problems((*where, "source"), fault.source, fault.target.service)
+        else:
+            problems += self._service_problems((*where, "target", "service"), fault.target.service)
+        return problems
+
+    def _slo_problems(
+        self, where: tuple[str | int, ...], slo: Slo
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        phases = self.phase_names()
+        problems: list[tuple[tuple[str | int, ...], str]] = [
+            ((*where, "phases", p_index), _unknown("phase", phase_name, phases))
+            for p_index, phase_name in enumerate(slo.phases)
+            if phase_name not in phases
+        ]
+        if isinstance(slo, LatencyShiftSlo) and slo.baseline not in phases:
+            problems.append(((*where, "baseline"), _unknown("phase", slo.baseline, phases)))
+        edge = getattr(slo, "edge", None)
+        if isinstance(edge, Edge):
+            problems += self._edge_problems((*where, "edge"), edge.from_, edge.to)
         return problems
 
     def callers_of(self, service: str) -> tuple[str, ...]:

@@ -29,9 +29,12 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from harness.slo.verdict import SloResult, Verdict, _percent, _seconds
+from harness.formats import percent_short as _percent
+from harness.formats import seconds as _seconds
+from harness.journal import SloKind, SloResult, Unit, Verdict
+from harness.mesh.stats import ATTEMPTS, EJECTIONS, RETRIES, SHEDS
 
-if TYPE_CHECKING:  # the journal imports harness.slo.verdict: no import cycle at run time
+if TYPE_CHECKING:
     from harness.journal import Journal, PhaseWindow
 
 __all__ = [
@@ -45,8 +48,6 @@ __all__ = [
     "recovery_phases",
 ]
 
-EJECTIONS = "outlier_detection.ejections_enforced_total"
-SHEDS = ("upstream_rq_pending_overflow", "upstream_cx_overflow")
 RECOVERY_STREAK_S = 3
 """Consecutive good seconds after which the error rate counts as recovered."""
 
@@ -55,7 +56,7 @@ _EPSILON_S = 1e-6  # clock rounding in the journal's times
 
 def _result(
     name: str,
-    kind: str,
+    kind: SloKind,
     phase: str,
     verdict: Verdict,
     *,
@@ -65,14 +66,14 @@ def _result(
     objective: float,
     confidence: float,
     n: int,
-    unit: str,
+    unit: Unit,
     message: str,
 ) -> SloResult:
-    return SloResult(
-        slo=name,
-        kind=kind,
-        phase=phase,
-        verdict=verdict,
+    return SloResult.judged(
+        name,
+        kind,
+        phase,
+        verdict,
         measured=measured,
         lower=lower,
         upper=upper,
@@ -80,8 +81,7 @@ def _result(
         confidence=confidence,
         n=n,
         unit=unit,
-        message=f"{name} [{phase}]: {message}",
-        samples_needed=None,
+        detail=message,
     )
 
 
@@ -149,8 +149,8 @@ def evaluate_retry_amplification(
 
     if counters is None:
         return result(Verdict.INCONCLUSIVE, None, 0, missing)
-    attempts = counters.get("upstream_rq_total", 0)
-    retries = counters.get("upstream_rq_retry", 0)
+    attempts = counters.get(ATTEMPTS, 0)
+    retries = counters.get(RETRIES, 0)
     requests = attempts - retries
     if requests <= 0:
         return result(
@@ -208,7 +208,7 @@ def evaluate_sheds(
         return result(Verdict.INCONCLUSIVE, None, 0, missing)
     pending, connections = (counters.get(stat, 0) for stat in SHEDS)
     sheds = pending + connections
-    attempts = counters.get("upstream_rq_total", 0)
+    attempts = counters.get(ATTEMPTS, 0)
     detail = (
         f"{sheds} circuit-breaker sheds on {caller} → {callee} "
         f"({pending} pending overflows, {connections} connection overflows, "
@@ -266,6 +266,71 @@ def _ejection_intervals(
     return intervals
 
 
+def _ejection_anchor(journal: Journal, phase: str, window: PhaseWindow) -> tuple[float, str]:
+    """Where a ``within`` window starts (seconds since the load started), and its name:
+    the phase's first fault injection, or the phase start when it injected none."""
+    injected = [
+        fault.injected_at
+        for fault in journal.faults
+        if fault.phase == phase and fault.injected_at is not None
+    ]
+    t0 = journal.load_started_at or 0.0
+    if injected:
+        return min(injected) - t0, "the first fault injection"
+    return window.start - t0, "the phase start"
+
+
+def _count_in_window(
+    intervals: Sequence[tuple[float, float, int]],
+    phase: tuple[float, float],
+    window: tuple[float, float],
+) -> tuple[float | None, int, int]:
+    """When ejections were first seen in the phase, and how many surely / possibly fell in
+    ``window`` (a sample interval that straddles an edge counts only as possible)."""
+    first = None
+    sure = possible = 0
+    (phase_start, phase_end), (start, deadline) = phase, window
+    for after, by, value in intervals:
+        in_phase = phase_start + _EPSILON_S < by <= phase_end + _EPSILON_S
+        if value and first is None and in_phase:
+            first = by
+        if after >= start - _EPSILON_S and by <= deadline + _EPSILON_S:
+            sure += value
+        if by > start + _EPSILON_S and after < deadline - _EPSILON_S:
+            possible += value
+    return first, sure, possible
+
+
+def _first_seen(first: float | None, timed: bool, anchor: float, anchor_label: str) -> str:
+    if first is not None:
+        return f"first seen by {first - anchor:+.1f}s after {anchor_label} (sampled about 1/s)"
+    return "none seen in the mesh timeline" if timed else "no per-second mesh timeline to time them"
+
+
+def _timed_verdict(
+    sure: int, possible: int, minimum: int, where: str
+) -> tuple[Verdict, int, int, str]:
+    """The verdict on ejections timed by the mesh timeline: ``sure`` of them inside the
+    window, ``possible`` counting samples that straddle its edges."""
+    counted = (
+        f"{_ejections(sure)} {where}"
+        if sure == possible
+        else f"{sure}–{possible} outlier ejections {where} "
+        "(some fall in a sample that straddles the window's edge)"
+    )
+    if sure >= minimum:
+        return Verdict.PASS, sure, possible, f"{counted}; at least {minimum} expected"
+    if possible < minimum:
+        return Verdict.FAIL, sure, possible, f"{counted}; at least {minimum} expected"
+    return (
+        Verdict.INCONCLUSIVE,
+        sure,
+        possible,
+        f"{counted}; cannot tell whether at least {minimum} fell inside at the timeline's "
+        "one-second resolution",
+    )
+
+
 def evaluate_ejections(
     name: str,
     phase: str,
@@ -292,39 +357,17 @@ def evaluate_ejections(
     total = None if counters is None else counters.get(EJECTIONS, 0)
     intervals = _ejection_intervals(journal, caller, callee)
     t0 = journal.load_started_at or 0.0
-    injected = [
-        fault.injected_at
-        for fault in journal.faults
-        if fault.phase == phase and fault.injected_at is not None
-    ]
-    anchor_label = "the first fault injection" if injected else "the phase start"
-    anchor = (min(injected) if injected else window.start) - t0
+    anchor, anchor_label = _ejection_anchor(journal, phase, window)
     phase_end = window.end - t0
     deadline = phase_end if within_s is None else min(anchor + within_s, phase_end)
     # Only ejections inside the phase count, also when the window starts at the fault.
     start = anchor if within_s is not None else window.start - t0
-
-    first = None
-    sure = possible = 0
-    if intervals is not None:
-        for after, by, value in intervals:
-            in_phase = window.start - t0 + _EPSILON_S < by <= phase_end + _EPSILON_S
-            if value and first is None and in_phase:
-                first = by
-            if after >= start - _EPSILON_S and by <= deadline + _EPSILON_S:
-                sure += value
-            if by > start + _EPSILON_S and after < deadline - _EPSILON_S:
-                possible += value
-    if first is None:
-        when = (
-            "no per-second mesh timeline to time them"
-            if intervals is None
-            else "none seen in the mesh timeline"
-        )
-    else:
-        when = f"first seen by {first - anchor:+.1f}s after {anchor_label} (sampled about 1/s)"
+    first, sure, possible = _count_in_window(
+        intervals or [], (window.start - t0, phase_end), (start, deadline)
+    )
+    when = _first_seen(first, intervals is not None, anchor, anchor_label)
     scope = "in the phase" if within_s is None else f"within {_seconds(within_s)} of {anchor_label}"
-    attempts = None if counters is None else counters.get("upstream_rq_total", 0)
+    attempts = None if counters is None else counters.get(ATTEMPTS, 0)
 
     def result(verdict: Verdict, low: int | None, high: int | None, message: str) -> SloResult:
         return _result(
@@ -365,23 +408,7 @@ def evaluate_ejections(
             total,
             f"{reason}, but no per-second mesh timeline to tell whether {expected}",
         )
-    counted = (
-        f"{_ejections(sure)} on {edge} {scope}"
-        if sure == possible
-        else f"{sure}–{possible} outlier ejections on {edge} {scope} "
-        "(some fall in a sample that straddles the window's edge)"
-    )
-    if sure >= minimum:
-        return result(Verdict.PASS, sure, possible, f"{counted}; at least {minimum} expected")
-    if possible < minimum:
-        return result(Verdict.FAIL, sure, possible, f"{counted}; at least {minimum} expected")
-    return result(
-        Verdict.INCONCLUSIVE,
-        sure,
-        possible,
-        f"{counted}; cannot tell whether at least {minimum} fell inside at the timeline's "
-        "one-second resolution",
-    )
+    return result(*_timed_verdict(sure, possible, minimum, f"on {edge} {scope}"))
 
 
 # --------------------------------------------------------------------------- recovery
@@ -407,6 +434,60 @@ def recovery_phases(journal: Journal) -> list[str]:
     if not fault_phases:
         return [names[-1]]
     return [names[min(max(fault_phases) + 1, len(names) - 1)]]
+
+
+def _nothing_to_recover(journal: Journal) -> str:
+    """Why a phase without a fault revert before its end cannot judge a recovery."""
+    if any(f.reverted_at is not None for f in journal.faults):
+        return (
+            "the faults were reverted only after this phase ended; judge recovery in a "
+            "later phase, or add one after the fault"
+        )
+    return "no fault was reverted before this phase ended, so there is nothing to recover from"
+
+
+def _first_good_streak(
+    seconds: Sequence[tuple[float, int, int]], error_rate: float
+) -> tuple[int, float] | None:
+    """``(index of its last second, start)`` of the first :data:`RECOVERY_STREAK_S`
+    seconds in a row with requests and an error rate at or below ``error_rate``."""
+    streak = 0
+    for index, (_, achieved, errors) in enumerate(seconds):
+        good = achieved > 0 and errors <= error_rate * achieved
+        streak = streak + 1 if good else 0
+        if streak == RECOVERY_STREAK_S:
+            return index, seconds[index - RECOVERY_STREAK_S + 1][0]
+    return None
+
+
+_NO_LOAD_TIMELINE = "the journal has no per-second load timeline to measure recovery with"
+
+
+def _not_recovered(
+    seconds: Sequence[tuple[float, int, int]], revert: float, max_s: float, target: str
+) -> tuple[Verdict, float, str]:
+    """No good streak in the phase: FAIL when the data covered ``max_s`` plus a streak,
+    else INCONCLUSIVE; with how long it was observed and why."""
+    observed = (seconds[-1][0] + 1.0 - revert) if seconds else 0.0
+    still = ""
+    if seconds:
+        _, achieved, errors = seconds[-1]
+        still = f" (last second: {errors}/{achieved} failed)"
+    # A streak starting by revert + max_s ends RECOVERY_STREAK_S seconds later.
+    if observed >= max_s + RECOVERY_STREAK_S:
+        return (
+            Verdict.FAIL,
+            observed,
+            f"not recovered {_seconds(observed)} after the last fault revert{still}: no "
+            f"{target} started within {_seconds(max_s)}",
+        )
+    return (
+        Verdict.INCONCLUSIVE,
+        observed,
+        f"not recovered yet when the phase ended {_seconds(observed)} after the last fault "
+        f"revert{still}; a phase of at least {_seconds(max_s + RECOVERY_STREAK_S)} after "
+        "the fault would decide it",
+    )
 
 
 def evaluate_recovery(
@@ -455,24 +536,10 @@ def evaluate_recovery(
         if fault.reverted_at is not None and fault.reverted_at < window.end - _EPSILON_S
     ]
     if not reverts:
-        later = any(f.reverted_at is not None for f in journal.faults)
-        why = (
-            "the faults were reverted only after this phase ended; judge recovery in a "
-            "later phase, or add one after the fault"
-            if later
-            else "no fault was reverted before this phase ended, so there is nothing to "
-            "recover from"
-        )
-        return result(Verdict.INCONCLUSIVE, None, None, 0, why)
+        return result(Verdict.INCONCLUSIVE, None, None, 0, _nothing_to_recover(journal))
     timeline = journal.timeline
     if timeline is None or journal.load_started_at is None:
-        return result(
-            Verdict.INCONCLUSIVE,
-            None,
-            None,
-            0,
-            "the journal has no per-second load timeline to measure recovery with",
-        )
+        return result(Verdict.INCONCLUSIVE, None, None, 0, _NO_LOAD_TIMELINE)
     t0 = journal.load_started_at
     revert = max(reverts) - t0
     phase_end = window.end - t0
@@ -483,42 +550,15 @@ def evaluate_recovery(
     ]
     limit = f"{error_rate:.3g}" if error_rate == 0 else _percent(error_rate)
     target = f"the error rate back at or below {limit} for {RECOVERY_STREAK_S} s in a row"
-    streak = 0
-    for index, (_, achieved, errors) in enumerate(seconds):
-        good = achieved > 0 and errors <= error_rate * achieved
-        streak = streak + 1 if good else 0
-        if streak == RECOVERY_STREAK_S:
-            start = seconds[index - RECOVERY_STREAK_S + 1][0]
-            taken = max(0.0, start - revert)
-            head = f"recovered {_seconds(taken)} after the last fault revert ({target})"
-            if taken <= max_s:
-                return result(
-                    Verdict.PASS, taken, taken, index + 1, f"{head}; within {_seconds(max_s)}"
-                )
+    recovered = _first_good_streak(seconds, error_rate)
+    if recovered is not None:
+        index, start = recovered
+        taken = max(0.0, start - revert)
+        head = f"recovered {_seconds(taken)} after the last fault revert ({target})"
+        if taken <= max_s:
             return result(
-                Verdict.FAIL, taken, taken, index + 1, f"{head}; exceeds {_seconds(max_s)}"
+                Verdict.PASS, taken, taken, index + 1, f"{head}; within {_seconds(max_s)}"
             )
-    observed = (seconds[-1][0] + 1.0 - revert) if seconds else 0.0
-    still = ""
-    if seconds:
-        _, achieved, errors = seconds[-1]
-        still = f" (last second: {errors}/{achieved} failed)"
-    # A streak starting by revert + max_s ends RECOVERY_STREAK_S seconds later.
-    if observed >= max_s + RECOVERY_STREAK_S:
-        return result(
-            Verdict.FAIL,
-            None,
-            observed,
-            len(seconds),
-            f"not recovered {_seconds(observed)} after the last fault revert{still}: no "
-            f"{target} started within {_seconds(max_s)}",
-        )
-    return result(
-        Verdict.INCONCLUSIVE,
-        None,
-        observed,
-        len(seconds),
-        f"not recovered yet when the phase ended {_seconds(observed)} after the last fault "
-        f"revert{still}; a phase of at least {_seconds(max_s + RECOVERY_STREAK_S)} after "
-        "the fault would decide it",
-    )
+        return result(Verdict.FAIL, taken, taken, index + 1, f"{head}; exceeds {_seconds(max_s)}")
+    verdict, observed, message = _not_recovered(seconds, revert, max_s, target)
+    return result(verdict, None, observed, len(seconds), message)

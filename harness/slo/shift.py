@@ -25,18 +25,31 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from harness.formats import seconds
+from harness.journal import SloResult, Verdict
 from harness.slo.stats import (
+    ShiftInterval,
     fewest_samples_for_shift,
     hodges_lehmann_shift,
     samples_needed_for_shift,
 )
-from harness.slo.verdict import SloResult, Verdict, _check_confidence, _seconds, _undecided
+from harness.slo.verdict import _check_confidence, _undecided
 
 __all__ = ["evaluate_latency_shift"]
 
 
 def _signed_seconds(value: float) -> str:
-    return ("+" if value > 0 else "-" if value < 0 else "") + _seconds(abs(value))
+    return ("+" if value > 0 else "-" if value < 0 else "") + seconds(abs(value))
+
+
+def _shift_bounds(shift: ShiftInterval, level: str, sizes: str) -> str:
+    if shift.lower is None or shift.upper is None:
+        return f"too few samples for {level} bounds, {sizes}"
+    method = "exact" if shift.exact else "normal-approximation"
+    return (
+        f"{level} {method} Mann\u2013Whitney bounds {_signed_seconds(shift.lower)}"
+        f"\u2013{_signed_seconds(shift.upper)}, {sizes}"
+    )
 
 
 def evaluate_latency_shift(
@@ -61,7 +74,6 @@ def evaluate_latency_shift(
         raise ValueError(f"max_s must be a finite duration in seconds (got {max_s!r})")
     x = np.asarray(baseline_latencies_s, dtype=np.float64)
     y = np.asarray(phase_latencies_s, dtype=np.float64)
-    head = f"{name} [{phase}]:"
     level = f"one-sided {confidence * 100:g}%"
 
     def result(
@@ -72,11 +84,11 @@ def evaluate_latency_shift(
         message: str,
         needed: int | None,
     ) -> SloResult:
-        return SloResult(
-            slo=name,
-            kind="latencyShift",
-            phase=phase,
-            verdict=verdict,
+        return SloResult.judged(
+            name,
+            "latencyShift",
+            phase,
+            verdict,
             measured=measured,
             lower=lower,
             upper=upper,
@@ -84,7 +96,7 @@ def evaluate_latency_shift(
             confidence=confidence,
             n=int(y.size),
             unit="s",
-            message=f"{head} {message}",
+            detail=message,
             samples_needed=needed,
         )
 
@@ -101,7 +113,7 @@ def evaluate_latency_shift(
             fewest,
         )
     shift = hodges_lehmann_shift(x, y, confidence)
-    objective = _seconds(max_s)
+    objective = seconds(max_s)
     needed: int | None = None
     if shift.upper is not None and shift.upper < max_s:
         verdict, outcome = Verdict.PASS, f"is within {objective}"
@@ -111,15 +123,7 @@ def evaluate_latency_shift(
         verdict = Verdict.INCONCLUSIVE
         needed = samples_needed_for_shift(shift, max_s)
         outcome = _undecided(needed, objective, confidence, "latencies per phase")
-    sizes = f"n={y.size} vs {x.size} in {baseline}"
-    if shift.lower is None or shift.upper is None:
-        bounds = f"too few samples for {level} bounds, {sizes}"
-    else:
-        method = "exact" if shift.exact else "normal-approximation"
-        bounds = (
-            f"{level} {method} Mann\u2013Whitney bounds {_signed_seconds(shift.lower)}"
-            f"\u2013{_signed_seconds(shift.upper)}, {sizes}"
-        )
+    bounds = _shift_bounds(shift, level, f"n={y.size} vs {x.size} in {baseline}")
     message = (
         f"latency shift vs {baseline} {_signed_seconds(shift.estimate)} "
         f"(Hodges\u2013Lehmann; {bounds}) {outcome}"

@@ -27,12 +27,12 @@ guarantees hold for any sample size, not just asymptotically.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 
 import numpy as np
 import numpy.typing as npt
 
+from harness.formats import bounds_sentence, percent_short, seconds
+from harness.journal import SloResult, Verdict
 from harness.slo.stats import (
     empirical_quantile,
     quantile_lower_bound,
@@ -46,70 +46,11 @@ from harness.slo.stats import (
 __all__ = ["SloResult", "Verdict", "evaluate_error_rate", "evaluate_latency"]
 
 
-class Verdict(StrEnum):
-    """The outcome of one SLO in one phase."""
-
-    PASS = "PASS"
-    FAIL = "FAIL"
-    INCONCLUSIVE = "INCONCLUSIVE"
-
-
-@dataclass(frozen=True)
-class SloResult:
-    """One SLO judged in one phase.
-
-    ``measured`` is the point estimate (the observed rate, or the empirical quantile);
-    ``lower`` and ``upper`` are one-sided bounds at ``confidence`` (``None`` when there
-    are too few samples for that bound). ``unit`` is ``"ratio"`` for rates and ``"s"``
-    for latencies. ``samples_needed`` is set only for INCONCLUSIVE results: roughly how
-    many samples would decide the SLO if the measured value held (``None`` when the
-    measurement sits on the objective, where no sample size would).
-    """
-
-    slo: str
-    kind: str
-    phase: str
-    verdict: Verdict
-    measured: float | None
-    lower: float | None
-    upper: float | None
-    objective: float
-    confidence: float
-    n: int
-    unit: str
-    message: str
-    samples_needed: int | None
-
-
 def _check_confidence(confidence: float) -> None:
     # Below 0.5 a one-sided lower bound can exceed the upper one; the scenario model
     # enforces the same range.
     if not 0.5 < confidence < 1.0:
         raise ValueError(f"confidence must lie strictly between 0.5 and 1 (got {confidence!r})")
-
-
-def _percent(value: float) -> str:
-    # Three significant digits, trailing zeros kept: 1.00%, 8.25%, 10.0%, 0.0513%.
-    return f"{value * 100:#.3g}".rstrip(".") + "%"
-
-
-def _seconds(value: float) -> str:
-    if value >= 1.0 or value == 0.0:
-        return f"{value:.3g}s"
-    if value >= 1e-3:
-        return f"{value * 1e3:.3g}ms"
-    return f"{value * 1e6:.3g}µs"
-
-
-def _bounds(lower: str | None, upper: str | None, confidence: float, n: int) -> str:
-    level = f"one-sided {confidence * 100:g}%"
-    if lower is not None and upper is not None:
-        return f"{level} bounds {lower}\u2013{upper}, n={n}"
-    if lower is not None:
-        return f"{level} lower bound {lower}, too few samples for an upper bound, n={n}"
-    if upper is not None:
-        return f"{level} upper bound {upper}, too few samples for a lower bound, n={n}"
-    return f"too few samples for {level} bounds, n={n}"
 
 
 def _undecided(needed: int | None, objective: str, confidence: float, noun: str) -> str:
@@ -137,20 +78,19 @@ def evaluate_error_rate(
         raise ValueError(f"need 0 <= failures <= n (got failures={failures}, n={n})")
     if not 0.0 <= max_rate <= 1.0:
         raise ValueError(f"max_rate must lie in [0, 1] (got {max_rate!r}; 1% is 0.01)")
-    head = f"{name} [{phase}]:"
-    objective = f"the objective {_percent(max_rate)}"
+    objective = f"the objective {percent_short(max_rate)}"
     if n == 0:
         minimum = samples_needed_for_rate(0.0, max_rate, confidence)
         hint = (
-            f"at least {minimum} requests are needed to show it is below {_percent(max_rate)}"
+            f"at least {minimum} requests are needed to show it is below {percent_short(max_rate)}"
             if minimum is not None
-            else f"no sample size can show it is below {_percent(max_rate)}"
+            else f"no sample size can show it is below {percent_short(max_rate)}"
         )
-        return SloResult(
-            slo=name,
-            kind="errorRate",
-            phase=phase,
-            verdict=Verdict.INCONCLUSIVE,
+        return SloResult.judged(
+            name,
+            "errorRate",
+            phase,
+            Verdict.INCONCLUSIVE,
             measured=None,
             lower=None,
             upper=None,
@@ -158,7 +98,7 @@ def evaluate_error_rate(
             confidence=confidence,
             n=0,
             unit="ratio",
-            message=f"{head} no requests were recorded in this phase; {hint}",
+            detail=f"no requests were recorded in this phase; {hint}",
             samples_needed=minimum,
         )
     rate = failures / n
@@ -174,12 +114,12 @@ def evaluate_error_rate(
         estimate = samples_needed_for_rate(rate, max_rate, confidence)
         needed = None if estimate is None else max(n + 1, estimate)
         outcome = _undecided(needed, objective, confidence, "requests")
-    bounds = _bounds(_percent(lower), _percent(upper), confidence, n)
-    return SloResult(
-        slo=name,
-        kind="errorRate",
-        phase=phase,
-        verdict=verdict,
+    bounds = bounds_sentence(percent_short(lower), percent_short(upper), confidence, n)
+    return SloResult.judged(
+        name,
+        "errorRate",
+        phase,
+        verdict,
         measured=rate,
         lower=lower,
         upper=upper,
@@ -187,7 +127,7 @@ def evaluate_error_rate(
         confidence=confidence,
         n=n,
         unit="ratio",
-        message=f"{head} error rate {_percent(rate)} ({bounds}) {outcome}",
+        detail=f"error rate {percent_short(rate)} ({bounds}) {outcome}",
         samples_needed=needed,
     )
 
@@ -221,50 +161,31 @@ def evaluate_latency(
         raise ValueError("latencies must be finite and non-negative seconds")
     n = int(values.size)
     label = f"p{q * 100:g}"
-    head = f"{name} [{phase}]:"
     if n == 0:
-        minimum = samples_needed_for_quantile(q, confidence)
-        return SloResult(
-            slo=name,
-            kind="latency",
-            phase=phase,
-            verdict=Verdict.INCONCLUSIVE,
-            measured=None,
-            lower=None,
-            upper=None,
-            objective=max_s,
-            confidence=confidence,
-            n=0,
-            unit="s",
-            message=(
-                f"{head} no latency samples were recorded in this phase; at least {minimum} "
-                f"are needed for one-sided {confidence * 100:g}% bounds on {label}"
-            ),
-            samples_needed=minimum,
-        )
+        return _no_latency_samples(name, phase, q, max_s, confidence, label)
     measured = empirical_quantile(values, q)
     lower = quantile_lower_bound(values, q, confidence)
     upper = quantile_upper_bound(values, q, confidence)
     needed: int | None = None
     if upper is not None and upper < max_s:
-        verdict, outcome = Verdict.PASS, f"is within {_seconds(max_s)}"
+        verdict, outcome = Verdict.PASS, f"is within {seconds(max_s)}"
     elif lower is not None and lower > max_s:
-        verdict, outcome = Verdict.FAIL, f"exceeds {_seconds(max_s)}"
+        verdict, outcome = Verdict.FAIL, f"exceeds {seconds(max_s)}"
     else:
         verdict = Verdict.INCONCLUSIVE
         needed = _latency_samples_needed(values, q, max_s, measured, confidence)
-        outcome = _undecided(needed, _seconds(max_s), confidence, "samples")
-    bounds = _bounds(
-        None if lower is None else _seconds(lower),
-        None if upper is None else _seconds(upper),
+        outcome = _undecided(needed, seconds(max_s), confidence, "samples")
+    bounds = bounds_sentence(
+        None if lower is None else seconds(lower),
+        None if upper is None else seconds(upper),
         confidence,
         n,
     )
-    return SloResult(
-        slo=name,
-        kind="latency",
-        phase=phase,
-        verdict=verdict,
+    return SloResult.judged(
+        name,
+        "latency",
+        phase,
+        verdict,
         measured=measured,
         lower=lower,
         upper=upper,
@@ -272,8 +193,32 @@ def evaluate_latency(
         confidence=confidence,
         n=n,
         unit="s",
-        message=f"{head} {label} {_seconds(measured)} ({bounds}) {outcome}",
+        detail=f"{label} {seconds(measured)} ({bounds}) {outcome}",
         samples_needed=needed,
+    )
+
+
+def _no_latency_samples(
+    name: str, phase: str, q: float, max_s: float, confidence: float, label: str
+) -> SloResult:
+    minimum = samples_needed_for_quantile(q, confidence)
+    return SloResult.judged(
+        name,
+        "latency",
+        phase,
+        Verdict.INCONCLUSIVE,
+        measured=None,
+        lower=None,
+        upper=None,
+        objective=max_s,
+        confidence=confidence,
+        n=0,
+        unit="s",
+        detail=(
+            f"no latency samples were recorded in this phase; at least {minimum} "
+            f"are needed for one-sided {confidence * 100:g}% bounds on {label}"
+        ),
+        samples_needed=minimum,
     )
 
 

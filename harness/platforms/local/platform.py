@@ -16,15 +16,14 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from harness.errors import PlatformError, ToolMissingError
-from harness.faults.toxiproxy import Toxiproxy, ToxiproxyError, find_toxiproxy, sandbox_transport
 from harness.files import write_atomic
+from harness.mesh.admin import AdminApi, EnvoyAdmin
 from harness.mesh.envoy import (
     Addr,
     EnvoyCommand,
@@ -34,10 +33,23 @@ from harness.mesh.envoy import (
     ingress_bootstrap,
     sidecar_bootstrap,
 )
-from harness.observe.envoy_admin import EnvoyAdmin
-from harness.platforms.base import InstanceInfo
+from harness.mesh.stats import SCRAPE_PATTERN
+from harness.platforms.base import (
+    EdgeProxy,
+    InstanceInfo,
+    PacketFilter,
+    ProcessKind,
+    ToxicEdges,
+    toxic_edges,
+)
 from harness.platforms.local.sandbox import Isolation, Sandbox
-from harness.scenario.models import PartitionFault, Scenario, ToxicFault
+from harness.platforms.local.toxiproxy import (
+    Toxiproxy,
+    ToxiproxyError,
+    find_toxiproxy,
+    sandbox_transport,
+)
+from harness.scenario.models import Scenario
 from harness.scenario.units import format_duration
 
 APP_PORT = 8080
@@ -49,10 +61,6 @@ TOXIPROXY_API_PORT = 8474
 TOXIC_PROXY_FIRST_PORT = 20000
 STARTUP_TIMEOUT_S = 60.0
 PROCESS_SIGNAL_TIMEOUT_S = 5.0
-ProcessKind = Literal["app", "sidecar"]
-STAT_PATTERN = (
-    r"^(cluster\.outbound\|.*|http\.inbound_.*\.fault\..*|http\.ingress\..*downstream_rq_.xx)$"
-)
 
 
 def find_envoy() -> str:
@@ -78,14 +86,14 @@ def _free_port() -> int:
 
 
 @dataclass(frozen=True)
-class EdgeProxy:
-    """A toxiproxy proxy on one edge: ``source``'s sidecars reach ``instance`` through it."""
+class LocalToxicEdges:
+    """The deployment's toxiproxy server and its edge proxies (a :class:`ToxicEdges`)."""
 
-    name: str  # "<source>-><instance>", also its name in toxiproxy
-    source: str  # the calling service (or "ingress")
-    instance: str
-    listen: Addr
-    upstream: Addr  # the instance's sidecar inbound
+    api: Toxiproxy
+    proxies: Mapping[tuple[str, str], EdgeProxy]
+
+    def edge(self, source: str, instance: str) -> EdgeProxy | None:
+        return self.proxies.get((source, instance))
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,7 @@ class LocalDeployment:
         self.run_dir = run_dir
         self.sandbox = sandbox
         self.isolation = sandbox.mode.value
+        self.isolation_note = sandbox.note
         self._sock_dir = sock_dir
         self.scratch_dir = sock_dir  # admin sockets; short path (Unix socket paths are short)
         self._envoy = envoy_binary
@@ -118,6 +127,9 @@ class LocalDeployment:
         self.toxic_proxies: dict[tuple[str, str], EdgeProxy] = self._plan_toxic_proxies()
         self.toxiproxy: Toxiproxy | None = None
         self.toxiproxy_pid: int | None = None
+        self.toxics: ToxicEdges | None = None
+        # Partitions filter packets in the run's network namespace; on the host they cannot.
+        self.packet_filter: PacketFilter | None = sandbox if self._namespaced else None
         self._outbound: dict[str, Addr] = {}
         self.ingress = (
             Addr(INGRESS_IP, APP_PORT) if self._namespaced else Addr("127.0.0.1", _free_port())
@@ -147,14 +159,7 @@ class LocalDeployment:
 
     def _plan_toxic_proxies(self) -> dict[tuple[str, str], EdgeProxy]:
         planned: dict[tuple[str, str], EdgeProxy] = {}
-        for fault in self.scenario.faults:
-            if isinstance(fault, ToxicFault):
-                source, target = fault.source, fault.target
-            elif isinstance(fault, PartitionFault) and not self._namespaced:
-                # No network namespace: partitions are emulated with toxiproxy on the edge.
-                source, target = fault.from_.service, fault.to
-            else:
-                continue
+        for source, target in toxic_edges(self.scenario, packet_filter=self._namespaced):
             instances = self.instances_of(target.service)
             for inst in instances[: target.count(len(instances))]:
                 if (source, inst.name) in planned:
@@ -303,6 +308,7 @@ class LocalDeployment:
         if missing:
             raise PlatformError(f"toxiproxy does not show the edge proxies {missing}")
         self.toxiproxy = client
+        self.toxics = LocalToxicEdges(client, self.toxic_proxies)
 
     def _tail(self, path: Path, lines: int = 5) -> str:
         try:
@@ -386,8 +392,21 @@ class LocalDeployment:
     def running(self, pid: int) -> bool:
         return self.sandbox.running(pid)[0]
 
-    def admin(self, proxy: str) -> EnvoyAdmin:
-        return self.proxies[proxy].admin
+    def admin(self, proxy: str, *, timeout: float | None = None) -> AdminApi:
+        admin = self.proxies[proxy].admin
+        if timeout is None:
+            return admin
+        return EnvoyAdmin(admin.socket_path, name=proxy, timeout=timeout)
+
+    def proxy_names(self) -> tuple[str, ...]:
+        return tuple(self.proxies)
+
+    def endpoint_names(self) -> dict[tuple[str, int], str]:
+        names = {(inst.ip, inst.inbound_port): inst.name for inst in self.instances}
+        # A caller that reaches an instance through a toxic proxy sees the proxy's address.
+        for edge in self.toxic_proxies.values():
+            names[(edge.listen.host, edge.listen.port)] = edge.instance
+        return names
 
     def mesh_counters(self) -> dict[str, dict[str, int]]:
         """Every proxy's counters. A sidecar that a fault killed or paused keeps its last
@@ -402,7 +421,7 @@ class LocalDeployment:
         return snapshot
 
     def _read_counters(self, name: str, admin: EnvoyAdmin) -> dict[str, int]:
-        values = admin.counters(STAT_PATTERN)
+        values = admin.counters(SCRAPE_PATTERN)
         for key, value in self._carried.get(name, {}).items():
             values[key] = values.get(key, 0) + value
         self._last_counters[name] = values
@@ -451,7 +470,7 @@ class LocalDeployment:
         with contextlib.suppress(PlatformError):
             self._read_counters(proxy, admin)
             status, body = admin.request(
-                "GET", "/stats?usedonly&type=Counters&filter=" + urllib.parse.quote(STAT_PATTERN)
+                "GET", "/stats?usedonly&type=Counters&filter=" + urllib.parse.quote(SCRAPE_PATTERN)
             )
             if status != 200:
                 return

@@ -1,7 +1,9 @@
 """A small client for Envoy's admin API on a Unix socket.
 
 Every sidecar's admin listener is a Unix socket in the run directory, so the harness reaches
-it from outside the run's network namespace without any port.
+it from outside the run's network namespace without any port. Every failure (unreachable,
+a non-200 answer, a body that is not JSON) is raised as one
+:class:`~harness.errors.PlatformError` here, at the seam, so callers catch one type.
 """
 
 from __future__ import annotations
@@ -10,9 +12,23 @@ import http.client
 import json
 import socket
 import urllib.parse
-from typing import Any
+from typing import Any, Protocol
 
 from harness.errors import PlatformError
+
+
+class AdminApi(Protocol):
+    """What the harness asks of a proxy's admin API (:class:`EnvoyAdmin` is the real one)."""
+
+    def ready(self) -> bool: ...
+
+    def counters(self, pattern: str | None = None) -> dict[str, int]: ...
+
+    def clusters(self) -> dict[str, Any]: ...
+
+    def runtime(self) -> dict[str, str]: ...
+
+    def runtime_modify(self, values: dict[str, int | str]) -> None: ...
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -58,6 +74,18 @@ class EnvoyAdmin:
             )
         return body
 
+    def _json(self, method: str, path: str) -> dict[str, Any]:
+        body = self._ok(method, path)
+        try:
+            data = json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise PlatformError(
+                f"Envoy admin {method} {path} on {self.name}: not JSON ({exc}): {body[:200]!r}"
+            ) from exc
+        if not isinstance(data, dict):
+            raise PlatformError(f"Envoy admin {method} {path} on {self.name}: not an object")
+        return data
+
     def ready(self) -> bool:
         try:
             status, body = self.request("GET", "/ready")
@@ -79,7 +107,7 @@ class EnvoyAdmin:
 
     def runtime(self) -> dict[str, str]:
         """Current runtime values that some layer sets (``/runtime``)."""
-        data = json.loads(self._ok("GET", "/runtime"))
+        data = self._json("GET", "/runtime")
         entries: dict[str, Any] = data.get("entries", {})
         return {key: str(entry.get("final_value", "")) for key, entry in entries.items()}
 
@@ -91,5 +119,4 @@ class EnvoyAdmin:
         self._ok("POST", f"/runtime_modify?{query}")
 
     def clusters(self) -> dict[str, Any]:
-        result: dict[str, Any] = json.loads(self._ok("GET", "/clusters?format=json"))
-        return result
+        return self._json("GET", "/clusters?format=json")

@@ -1,0 +1,214 @@
+"""Judge a finished run: every SLO of the scenario in each phase it covers, and the run.
+
+The runner only orchestrates; once the phases are over it hands the journal and the request
+samples here::
+
+    journal.slos.extend(judge_slos(scenario.slos, journal, samples))
+    journal.problems.extend(fault_problems(journal))
+    journal.verdict, exit_code = verdict_of(journal)
+
+Each SLO kind has one evaluator that takes its typed model; :func:`judge_slo` picks it with
+``match`` (a new kind that is not handled fails the type check).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, assert_never
+
+from harness.errors import ExitCode
+from harness.journal import Journal, PhaseWindow, RunVerdict, SloResult, Verdict
+from harness.scenario.models import (
+    EjectionSlo,
+    ErrorRateSlo,
+    LatencyShiftSlo,
+    LatencySlo,
+    RecoverySlo,
+    RetryAmplificationSlo,
+    SheddingSlo,
+    Slo,
+)
+from harness.slo.mesh import (
+    evaluate_ejections,
+    evaluate_recovery,
+    evaluate_retry_amplification,
+    evaluate_sheds,
+    recovery_phases,
+)
+from harness.slo.shift import evaluate_latency_shift
+from harness.slo.verdict import evaluate_error_rate, evaluate_latency
+
+__all__ = [
+    "RequestSample",
+    "RunEvidence",
+    "fault_problems",
+    "judge_slo",
+    "judge_slos",
+    "verdict_of",
+]
+
+
+class RequestSample(Protocol):
+    """One request as the load generator saw it (:class:`harness.load.driver.Sample` is one)."""
+
+    @property
+    def t(self) -> float:
+        """Start, epoch seconds."""
+        ...
+
+    @property
+    def ms(self) -> float:
+        """Latency in milliseconds."""
+        ...
+
+    @property
+    def ok(self) -> bool:
+        """Whether it counted as a success."""
+        ...
+
+
+@dataclass
+class RunEvidence:
+    """What the SLOs are judged on: the journal (phases, counters, timelines) and the
+    samples, cut by phase on demand."""
+
+    journal: Journal
+    samples: Sequence[RequestSample]
+    _by_phase: dict[str, list[RequestSample]] = field(default_factory=dict, init=False)
+
+    @property
+    def windows(self) -> dict[str, PhaseWindow]:
+        return {window.name: window for window in self.journal.phases}
+
+    def in_phase(self, phase: str) -> list[RequestSample]:
+        """The requests that started in ``phase`` (none for a phase that did not run)."""
+        if phase not in self._by_phase:
+            window = self.windows.get(phase)
+            self._by_phase[phase] = (
+                []
+                if window is None
+                else [s for s in self.samples if window.start <= s.t < window.end]
+            )
+        return self._by_phase[phase]
+
+    def successful_latencies_s(self, phase: str) -> list[float]:
+        return [s.ms / 1000.0 for s in self.in_phase(phase) if s.ok]
+
+
+def judged_phases(slo: Slo, journal: Journal) -> list[str]:
+    """The phases an SLO is judged in: its own list, else every phase (a shift: every one
+    but its baseline; a recovery time: those in which a fault was reverted)."""
+    names = [window.name for window in journal.phases]
+    if slo.phases:
+        return [phase for phase in slo.phases if phase in names]
+    if isinstance(slo, LatencyShiftSlo):
+        return [phase for phase in names if phase != slo.baseline]
+    if isinstance(slo, RecoverySlo):
+        return recovery_phases(journal)
+    return names
+
+
+def _error_rate(slo: ErrorRateSlo, phase: str, run: RunEvidence) -> SloResult:
+    in_phase = run.in_phase(phase)
+    failures = sum(1 for s in in_phase if not s.ok)
+    return evaluate_error_rate(slo.name, phase, failures, len(in_phase), slo.max, slo.confidence)
+
+
+def _latency(slo: LatencySlo, phase: str, run: RunEvidence) -> SloResult:
+    latencies = run.successful_latencies_s(phase)
+    return evaluate_latency(slo.name, phase, latencies, slo.quantile, slo.max, slo.confidence)
+
+
+def _latency_shift(slo: LatencyShiftSlo, phase: str, run: RunEvidence) -> SloResult:
+    return evaluate_latency_shift(
+        slo.name,
+        phase,
+        slo.baseline,
+        run.successful_latencies_s(slo.baseline),
+        run.successful_latencies_s(phase),
+        slo.max,
+        slo.confidence,
+    )
+
+
+def _retry_amplification(slo: RetryAmplificationSlo, phase: str, run: RunEvidence) -> SloResult:
+    edge = slo.edge
+    return evaluate_retry_amplification(
+        slo.name, phase, run.journal, edge.from_, edge.to, slo.max, slo.confidence
+    )
+
+
+def _ejections(slo: EjectionSlo, phase: str, run: RunEvidence) -> SloResult:
+    edge = slo.edge
+    return evaluate_ejections(
+        slo.name, phase, run.journal, edge.from_, edge.to, slo.min, slo.within, slo.confidence
+    )
+
+
+def _sheds(slo: SheddingSlo, phase: str, run: RunEvidence) -> SloResult:
+    edge = slo.edge
+    return evaluate_sheds(
+        slo.name, phase, run.journal, edge.from_, edge.to, slo.min, slo.confidence
+    )
+
+
+def _recovery(slo: RecoverySlo, phase: str, run: RunEvidence) -> SloResult:
+    return evaluate_recovery(slo.name, phase, run.journal, slo.max, slo.error_rate, slo.confidence)
+
+
+def judge_slo(slo: Slo, phase: str, run: RunEvidence) -> SloResult:
+    """One SLO in one phase."""
+    match slo:
+        case ErrorRateSlo():
+            return _error_rate(slo, phase, run)
+        case LatencySlo():
+            return _latency(slo, phase, run)
+        case LatencyShiftSlo():
+            return _latency_shift(slo, phase, run)
+        case RetryAmplificationSlo():
+            return _retry_amplification(slo, phase, run)
+        case EjectionSlo():
+            return _ejections(slo, phase, run)
+        case SheddingSlo():
+            return _sheds(slo, phase, run)
+        case RecoverySlo():
+            return _recovery(slo, phase, run)
+        case _:
+            assert_never(slo)
+
+
+def judge_slos(
+    slos: Sequence[Slo], journal: Journal, samples: Sequence[RequestSample]
+) -> list[SloResult]:
+    """Every SLO in each phase it covers, in the scenario's order."""
+    run = RunEvidence(journal, samples)
+    return [judge_slo(slo, phase, run) for slo in slos for phase in judged_phases(slo, journal)]
+
+
+def fault_problems(journal: Journal) -> list[str]:
+    """What makes a run fail besides its SLOs: an abort, a fault without effect, a revert
+    that could not be verified."""
+    problems = []
+    if journal.aborted:
+        problems.append(f"run aborted: {journal.aborted}")
+    for fault in journal.faults:
+        if fault.took_effect is False:
+            problems.append(fault.effect_message)
+        if not fault.revert_verified:
+            problems.append(f"fault {fault.name}: the revert could not be verified")
+    return problems
+
+
+def verdict_of(journal: Journal) -> tuple[RunVerdict, ExitCode]:
+    """The run's verdict and exit code, from the journal alone."""
+    if journal.status == "interrupted":
+        return "INTERRUPTED", ExitCode.INTERRUPTED
+    if journal.status != "completed":
+        return "ERROR", ExitCode.ERROR
+    verdicts = {entry.verdict for entry in journal.slos}
+    if journal.problems or Verdict.FAIL in verdicts:
+        return "FAIL", ExitCode.FAILED
+    if Verdict.INCONCLUSIVE in verdicts:
+        return "INCONCLUSIVE", ExitCode.INCONCLUSIVE
+    return "PASS", ExitCode.PASSED
