@@ -297,6 +297,7 @@ class Run:
         plan = LoadPlan(
             host=deployment.ingress_url,
             rate=scenario.load.rate,
+            mode=scenario.load.mode,
             users=scenario.load.effective_users(),
             run_time_s=scenario.duration + 30.0,
             request_timeout_s=scenario.load.request_timeout,
@@ -304,13 +305,18 @@ class Run:
             seed=self.seed,
         )
         argv, _ = locust_command(plan)
-        self.log(f"load: {plan.rate:g} req/s from {plan.users} Locust users → {plan.host}")
+        pace = f"{plan.rate:g} req/s open loop" if plan.rate else "no pacing (concurrency)"
+        self.log(f"load: {pace} from {plan.users} Locust users → {plan.host}")
         # Locust reads LOCUST_* variables: the run's own settings must not be overridden.
         locust = deployment.spawn(
             argv, env=locust_environment(plan), log_name="locust.log", replace_env=True
         )
         self.journal.load = LoadRecord(
-            target_rate=plan.rate, users=plan.users, samples_file=str(self.samples_path), phases=[]
+            target_rate=plan.rate,
+            users=plan.users,
+            samples_file=str(self.samples_path),
+            phases=[],
+            mode=plan.mode,
         )
         try:
             self._wait_first_sample(deployment, locust)
@@ -449,7 +455,8 @@ class Run:
         assert journal.load is not None
         for window in journal.phases:
             in_phase = _in_window(samples, window)
-            latencies = sorted(s.ms for s in in_phase if s.ok)
+            latencies = sorted(s.latency_ms for s in in_phase if s.ok)  # from intended starts
+            raw = sorted(s.ms for s in in_phase if s.ok)
             summary = summarize(in_phase, window.start, window.end, journal.load.target_rate)
             statuses = Counter(str(s.status) for s in in_phase)
             journal.load.phases.append(
@@ -467,6 +474,14 @@ class Run:
                         p99_ms=nearest_rank(latencies, 0.99),
                         max_ms=latencies[-1] if latencies else None,
                     ),
+                    raw_latency=LatencySummary(
+                        p50_ms=nearest_rank(raw, 0.5),
+                        p95_ms=nearest_rank(raw, 0.95),
+                        p99_ms=nearest_rank(raw, 0.99),
+                        max_ms=raw[-1] if raw else None,
+                    ),
+                    late=summary.late,
+                    max_lag_ms=summary.max_lag_ms,
                     status_counts=dict(statuses),
                     message=summary.message,
                 )
@@ -514,7 +529,7 @@ class Run:
         def successful_latencies_s(phase: str) -> list[float]:
             window = windows.get(phase)
             in_phase = [] if window is None else _in_window(samples, window)
-            return [s.ms / 1000.0 for s in in_phase if s.ok]
+            return [s.latency_ms / 1000.0 for s in in_phase if s.ok]  # corrected latency
 
         for slo in self.scenario.slos:
             if slo.phases:

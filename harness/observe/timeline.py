@@ -8,7 +8,8 @@ report can be rendered from the journal alone::
     histograms = latency_histograms(samples, journal.phases)   # phase → base64 text
     p99_us = decode_histogram(histograms["all"]).get_value_at_percentile(99.0)
 
-Histograms are HdrHistograms of *successful* latencies in microseconds (1 µs to 60 s, three
+Histograms are HdrHistograms of *successful* latencies (from each request's intended start,
+as verdicts measure them) in microseconds (1 µs to 60 s, three
 significant digits), in the standard compressed base64 form that every HdrHistogram library
 (Java, Go, JavaScript, …) reads.
 """
@@ -40,13 +41,15 @@ def nearest_rank(ordered: Sequence[float], q: float) -> float | None:
 
 
 def load_timeline(
-    samples: Sequence[Sample], t0: float, t_end: float, offered_rate: float
+    samples: Sequence[Sample], t0: float, t_end: float, offered_rate: float | None
 ) -> LoadTimeline:
     """Whole one-second buckets from ``t0``; a sample falls in the bucket of its start.
 
     Bucket ``i`` covers ``[t0 + i, t0 + i + 1)``, up to ``t_end``: a trailing part shorter
     than a second gets no bucket (its few requests would read as a sudden drop in load).
-    Latency quantiles are of the bucket's successful requests (None when it has none).
+    Latency quantiles are of the bucket's successful requests (None when it has none),
+    measured from their intended starts. Without an offered rate (concurrency mode)
+    ``offered`` is empty.
     """
     buckets = max(0, math.floor(t_end - t0 + 1e-6))
     t_end = t0 + buckets
@@ -59,7 +62,7 @@ def load_timeline(
         index = min(int(sample.t - t0), buckets - 1)
         achieved[index] += 1
         if sample.ok:
-            latencies[index].append(sample.ms)
+            latencies[index].append(sample.latency_ms)
         else:
             errors[index] += 1
     quantiles: dict[float, list[float | None]] = {0.5: [], 0.95: [], 0.99: []}
@@ -69,7 +72,7 @@ def load_timeline(
             series.append(nearest_rank(values, q))
     return LoadTimeline(
         t=[float(i) for i in range(buckets)],
-        offered=[float(offered_rate)] * buckets,
+        offered=[] if offered_rate is None else [float(offered_rate)] * buckets,
         achieved=achieved,
         errors=errors,
         p50_ms=quantiles[0.5],
@@ -116,7 +119,7 @@ def latency_histograms(samples: Sequence[Sample], phases: Sequence[PhaseWindow])
         hi = bisect.bisect_left(starts, window.end)
         for sample in ordered[lo:hi]:
             if sample.ok:
-                record_ms(histogram, sample.ms)
+                record_ms(histogram, sample.latency_ms)
         result[window.name] = encode_histogram(histogram)
         merged.add(histogram)
     result.setdefault(ALL_PHASES, encode_histogram(merged))

@@ -187,6 +187,7 @@ class LoadRow:
     statuses: str
     coordinated_omission: bool
     message: str | None
+    raw_p99: str = "—"  # service time from the actual start, beside the corrected p99
 
 
 @dataclass(frozen=True)
@@ -564,7 +565,7 @@ def _load_rows(journal: Journal) -> list[LoadRow]:
             ok=p.ok,
             errors=p.errors,
             error_share=_percent(p.errors / p.count if p.count else None),
-            offered=f"{p.offered_rate:.1f}",
+            offered="—" if p.offered_rate is None else f"{p.offered_rate:.1f}",
             achieved=f"{p.achieved_rate:.1f}",
             p50=_ms(p.latency.p50_ms),
             p95=_ms(p.latency.p95_ms),
@@ -573,6 +574,7 @@ def _load_rows(journal: Journal) -> list[LoadRow]:
             statuses=", ".join(f"{k}: {v:,}" for k, v in sorted(p.status_counts.items())),
             coordinated_omission=p.coordinated_omission,
             message=p.message,
+            raw_p99=_ms(p.raw_latency.p99_ms) if p.raw_latency is not None else "—",
         )
         for p in journal.load.phases
     ]
