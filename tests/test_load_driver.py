@@ -9,6 +9,7 @@ actually saw and answered. Load is bounded: a few seconds at 30 req/s, loopback 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import signal
 import subprocess
@@ -27,7 +28,9 @@ from hypothesis import strategies as st
 from harness.errors import LoadError
 from harness.load import (
     CPU_SATURATION,
+    LATE_MS,
     LOCUSTFILE,
+    MAX_TOTAL_IN_FLIGHT,
     LoadPlan,
     Sample,
     SampleTail,
@@ -128,9 +131,17 @@ def sample_line(sample: Sample) -> str:
     return json.dumps(asdict(sample), separators=(",", ":")) + "\n"
 
 
-def make_sample(t: float, *, status: int = 200, ms: float = 2.5, rid: str = "r") -> Sample:
+def make_sample(
+    t: float,
+    *,
+    status: int = 200,
+    ms: float = 2.5,
+    rid: str = "r",
+    intended: float | None = None,
+) -> Sample:
     ok = 200 <= status < 300
-    return Sample(t=t, ms=ms, status=status, ok=ok, err=None if ok else f"HTTP {status}", rid=rid)
+    err = None if ok else f"HTTP {status}"
+    return Sample(t=t, ms=ms, status=status, ok=ok, err=err, rid=rid, intended=intended)
 
 
 # ---------------------------------------------------------------- isolation from locust
@@ -516,3 +527,205 @@ def test_run_load_refuses_to_mix_runs_in_one_samples_file(tmp_path: Path) -> Non
     plan = LoadPlan("http://127.0.0.1:9", 1, 1, 1, 1, path)
     with pytest.raises(LoadError, match=r"already holds samples.*fresh samples_path"):
         run_load(plan)
+
+
+# ---------------------------------------------------------------- open loop: samples
+
+
+def test_a_sample_without_an_intended_start_reads_as_on_time() -> None:
+    line = '{"t":10.0,"ms":4.0,"status":200,"ok":true,"err":null,"rid":"a"}'  # older format
+    sample = Sample.from_line(line, "old")
+    assert sample.intended is None
+    assert sample.intended_start == 10.0
+    assert sample.lag_ms == 0.0
+    assert sample.latency_ms == 4.0
+
+
+def test_corrected_latency_counts_from_the_intended_start() -> None:
+    line = '{"t":10.5,"ms":4.0,"status":200,"ok":true,"err":null,"rid":"a","intended":10.0}'
+    sample = Sample.from_line(line, "new")
+    assert sample.lag_ms == pytest.approx(500.0)
+    assert sample.latency_ms == pytest.approx(504.0)  # corrected
+    assert sample.ms == 4.0  # raw service time kept beside it
+    early = make_sample(10.0, ms=4.0, intended=10.001)  # a timer that fired a hair early
+    assert early.lag_ms == 0.0 and early.latency_ms == 4.0
+
+
+def test_read_samples_rejects_an_intended_start_that_is_not_a_number(tmp_path: Path) -> None:
+    path = tmp_path / "samples.jsonl"
+    fields = {"t": 1.0, "ms": 2.0, "status": 200, "ok": True, "err": None, "rid": ""}
+    path.write_text(json.dumps({**fields, "intended": "soon"}) + "\n")
+    with pytest.raises(LoadError, match=r"samples\.jsonl:1: a sample field has the wrong type"):
+        read_samples(path)
+    path.write_text(json.dumps({**fields, "extra": 1}) + "\n")
+    with pytest.raises(LoadError, match=r"optionally \['intended'\]\), found"):
+        read_samples(path)
+
+
+@given(
+    t=st.floats(min_value=0, max_value=4e9, allow_nan=False),
+    lag=st.floats(min_value=0, max_value=100, allow_nan=False),
+)
+def test_a_scheduled_sample_survives_the_json_line_round_trip(t: float, lag: float) -> None:
+    sample = make_sample(t + lag, intended=t)
+    assert Sample.from_line(sample_line(sample), "here") == sample
+
+
+# ---------------------------------------------------------------- open loop: summary
+
+
+def test_summarize_flags_a_slipped_schedule_without_calling_it_omission() -> None:
+    on_time = [make_sample(10 + i * 0.1, intended=10 + i * 0.1) for i in range(90)]
+    late = [make_sample(19.0 + i * 0.01, intended=18.0 + i * 0.01) for i in range(10)]
+    summary = summarize(on_time + late, start=10.0, end=20.0, target_rate=10.0)
+
+    assert summary.late == 10
+    assert summary.max_lag_ms == pytest.approx(1000.0)
+    assert summary.schedule_slipped
+    assert not summary.coordinated_omission  # corrected latencies are not optimistic
+    assert summary.message is not None
+    assert "schedule slipped: 10 of 100 requests (10.0%)" in summary.message
+    assert f"more than {LATE_MS:g} ms late (worst 1000 ms)" in summary.message
+
+
+def test_summarize_in_concurrency_mode_flags_nothing() -> None:
+    samples = [make_sample(10 + i * 0.5, ms=400.0) for i in range(4)]  # slow and few
+    summary = summarize(samples, start=10.0, end=20.0, target_rate=None)
+    assert summary.offered_rate is None
+    assert summary.achieved_ratio is None
+    assert not summary.coordinated_omission and not summary.schedule_slipped
+    assert summary.message is None
+
+
+def test_summarize_keeps_the_closed_loop_warning_for_unscheduled_samples() -> None:
+    samples = [make_sample(i * 0.5, ms=400.0) for i in range(20)]  # 2 req/s of 20 offered
+    summary = summarize(samples, start=0.0, end=10.0, target_rate=20.0)
+    assert summary.coordinated_omission
+    assert summary.message is not None and "closed-loop" in summary.message
+
+
+def test_an_open_loop_shortfall_with_on_time_starts_is_no_omission() -> None:
+    samples = [make_sample(i * 0.2, intended=i * 0.2) for i in range(40)]  # 5 of 10 req/s
+    summary = summarize(samples, start=0.0, end=10.0, target_rate=10.0)
+    assert not summary.coordinated_omission and not summary.schedule_slipped
+    assert summary.message is not None and "started on time" in summary.message
+
+
+# ---------------------------------------------------------------- open loop: plan
+
+
+def test_an_open_loop_user_may_have_every_request_of_a_timeout_in_flight(tmp_path: Path) -> None:
+    plan = LoadPlan("http://127.0.0.1:1", 40.0, 8, 5, 2.0, tmp_path / "s.jsonl")
+    # 5 req/s per user, each may last up to the 2 s timeout (+1 s of slack): 15, plus one
+    assert plan.in_flight_per_user() == 16
+    _, env = locust_command(plan)
+    assert env["HARNESS_LOAD_MODE"] == "open"
+    assert env["HARNESS_LOAD_MAX_IN_FLIGHT"] == "16"
+
+    capped = LoadPlan("http://127.0.0.1:1", 2000.0, 4, 5, 30.0, tmp_path / "s.jsonl")
+    assert capped.in_flight_per_user() * 4 <= MAX_TOTAL_IN_FLIGHT
+    chosen = LoadPlan("http://127.0.0.1:1", 40.0, 8, 5, 2.0, tmp_path / "s", max_in_flight=1)
+    assert chosen.in_flight_per_user() == 1
+
+
+def test_a_concurrency_plan_has_users_and_no_rate(tmp_path: Path) -> None:
+    plan = LoadPlan("http://127.0.0.1:1", None, 3, 5, 2.0, tmp_path / "s", mode="concurrency")
+    _, env = locust_command(plan)
+    assert env["HARNESS_LOAD_MODE"] == "concurrency"
+    assert "HARNESS_LOAD_RATE" not in env
+    assert env["HARNESS_LOAD_USERS"] == "3"
+    assert plan.in_flight_per_user() == 1
+    with pytest.raises(ValueError, match=r"rate must be None in concurrency mode"):
+        LoadPlan("http://127.0.0.1:1", 10.0, 3, 5, 2.0, tmp_path / "s", mode="concurrency")
+    with pytest.raises(ValueError, match=r"rate must be a positive number, got None"):
+        LoadPlan("http://127.0.0.1:1", None, 3, 5, 2.0, tmp_path / "s")
+
+
+@pytest.mark.parametrize(
+    ("load", "message"),
+    [
+        ({"mode": "concurrency", "users": 3, "rate": 10}, "does not apply in concurrency mode"),
+        ({"mode": "concurrency"}, "load.users is required in concurrency mode"),
+        ({"users": 3}, "load.rate is required in open mode"),
+        ({"rate": 1e6}, r"most one Locust process sustains.*load\.workers"),
+        ({"mode": "closed", "rate": 5}, "mode"),
+    ],
+)
+def test_the_load_model_explains_each_mode_s_fields(load: dict[str, object], message: str) -> None:
+    from pydantic import ValidationError
+
+    from harness.scenario.models import Load
+
+    with pytest.raises(ValidationError, match=message):
+        Load.model_validate(load)
+
+
+def test_the_load_model_accepts_both_modes() -> None:
+    from harness.scenario.models import Load
+
+    assert Load.model_validate({"rate": 40}).mode == "open"
+    assert Load.model_validate({"rate": 40}).effective_users() == 8
+    concurrency = Load.model_validate({"mode": "concurrency", "users": 3})
+    assert concurrency.rate is None and concurrency.effective_users() == 3
+
+
+# ---------------------------------------------------------------- the locustfile's own logic
+
+
+def locustfile_eval(tmp_path: Path, code: str) -> object:
+    """Run ``code`` with the locustfile imported as ``lf`` in a child process (importing
+    locust patches the interpreter with gevent, so never here); returns its JSON output."""
+    script = (
+        "import importlib.util, json, sys\n"
+        f"spec = importlib.util.spec_from_file_location('lf', {str(LOCUSTFILE)!r})\n"
+        "lf = importlib.util.module_from_spec(spec); spec.loader.exec_module(lf)\n"
+        f"print(json.dumps({code}))\n"
+    )
+    env = {
+        "HARNESS_LOAD_RATE": "10",
+        "HARNESS_LOAD_USERS": "4",
+        "HARNESS_SAMPLES_PATH": str(tmp_path / "unused.jsonl"),
+        "PATH": "/usr/bin:/bin",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_the_users_schedules_interleave_into_one_even_schedule(tmp_path: Path) -> None:
+    starts = locustfile_eval(
+        tmp_path,
+        "sorted(lf.Schedule(100.0, u, 4, 10.0).due(k) for u in range(4) for k in range(5))",
+    )
+    assert isinstance(starts, list)
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert starts[0] == 100.0 and len(starts) == 20
+    assert gaps == pytest.approx([0.1] * 19)  # one request every 1/rate s, no bunching
+
+    # A user that starts late joins at its next slot; the slots before never existed.
+    first = locustfile_eval(
+        tmp_path,
+        "[lf.Schedule(100.0, 1, 4, 10.0).first_slot(now) for now in (99.0, 100.1, 100.15, 101.3)]",
+    )
+    assert first == [0, 0, 1, 3]  # user 1's slots: 100.1, 100.5, 100.9, 101.3, ...
+
+
+def test_the_locustfile_writes_lines_the_driver_reads(tmp_path: Path) -> None:
+    lines = locustfile_eval(
+        tmp_path,
+        '[lf.sample_line(1.5, 2.25, 200, None, "r-1", 1.25),'
+        ' lf.sample_line(3.0, 0.5, 0, \'TimeoutError: "x"\\n\\u00e9\', "", None)]',
+    )
+    assert isinstance(lines, list)
+    first, second = (Sample.from_line(line, "child") for line in lines)
+    assert first == Sample(t=1.5, ms=2.25, status=200, ok=True, err=None, rid="r-1", intended=1.25)
+    assert second == Sample(
+        t=3.0, ms=0.5, status=0, ok=False, err='TimeoutError: "x"\né', rid="", intended=None
+    )

@@ -212,13 +212,27 @@ def flush_samples(**_: Any) -> None:
     writer.flush()
 
 
-def first_slot(now: float, origin: float, offset: float, period: float) -> int:
-    """The first schedule index whose intended start is not before ``now``.
+class Schedule:
+    """User ``index`` of ``users`` at ``rate`` req/s in total: slot ``k`` is due at
+    ``origin + index/rate + k*users/rate``. The users' slots interleave into one request
+    every ``1/rate`` s. Pure arithmetic on wall-clock seconds, so tests can check it."""
 
-    A user that starts late (spawning takes time) begins at its next slot: the slots before
-    it existed were never owed, so skipping them omits nothing.
-    """
-    return max(0, math.ceil((now - origin - offset) / period - 1e-9))
+    def __init__(self, origin: float, index: int, users: int, rate: float) -> None:
+        self.origin = origin
+        self.offset = (index % users) / rate
+        self.period = users / rate
+
+    def due(self, slot: int) -> float:
+        """The intended start of slot ``slot`` (epoch seconds)."""
+        return self.origin + self.offset + slot * self.period
+
+    def first_slot(self, now: float) -> int:
+        """The first slot whose intended start is not before ``now``.
+
+        A user that starts late (spawning takes time) begins at its next slot: the slots
+        before it existed were never owed, so skipping them omits nothing.
+        """
+        return max(0, math.ceil((now - self.origin - self.offset) / self.period - 1e-9))
 
 
 class _SampleAppUser(FastHttpUser):
@@ -264,22 +278,17 @@ if MODE == "open":
         def on_start(self) -> None:
             if not _schedule_origin:
                 _schedule_origin.append(time.time())
-            self._period = USERS / RATE
-            self._offset = (next(_user_numbers) % USERS) / RATE
+            self._schedule = Schedule(_schedule_origin[0], next(_user_numbers), USERS, RATE)
             self._pool = Pool(MAX_IN_FLIGHT)
-            origin = _schedule_origin[0]
-            self._slot = first_slot(time.time(), origin, self._offset, self._period)
-            gevent.sleep(max(0.0, self._next_intended() - time.time()))
-
-        def _next_intended(self) -> float:
-            return _schedule_origin[0] + self._offset + self._slot * self._period
+            self._slot = self._schedule.first_slot(time.time())
+            gevent.sleep(self.wait_time())
 
         def wait_time(self) -> float:
-            return max(0.0, self._next_intended() - time.time())
+            return max(0.0, self._schedule.due(self._slot) - time.time())
 
         @task
         def follow_schedule(self) -> None:
-            intended = self._next_intended()
+            intended = self._schedule.due(self._slot)
             self._slot += 1
             self._pool.spawn(self.send, intended)  # blocks while MAX_IN_FLIGHT are out
 
