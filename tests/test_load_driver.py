@@ -8,10 +8,13 @@ actually saw and answered. Load is bounded: a few seconds at 30 req/s, loopback 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import itertools
 import json
+import math
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -112,7 +115,9 @@ def target() -> Iterator[TargetServer]:
         thread.join(timeout=5)
 
 
-def plan_for(target: TargetServer, samples_path: Path, **overrides: object) -> LoadPlan:
+def plan_for(
+    target: TargetServer | StallingServer, samples_path: Path, **overrides: object
+) -> LoadPlan:
     settings: dict[str, object] = {
         "host": target.url,
         "rate": 30.0,
@@ -729,3 +734,183 @@ def test_the_locustfile_writes_lines_the_driver_reads(tmp_path: Path) -> None:
     assert second == Sample(
         t=3.0, ms=0.5, status=0, ok=False, err='TimeoutError: "x"\né', rid="", intended=None
     )
+
+
+# ---------------------------------------------------------------- real Locust: stalls
+
+
+@dataclass
+class StallingServer:
+    """Answers 200 at once, except that every request arriving in ``[first + stall_at,
+    first + stall_at + stall_s)`` (``first``: the first request's arrival) is held until
+    the stall ends: a 2 s hang of the whole service, as a ``pause`` fault makes one.
+    ``active`` counts the requests in progress; ``peak`` is its maximum."""
+
+    stall_at: float
+    stall_s: float
+    first: float | None = None
+    active: int = 0
+    peak: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def stall(self) -> tuple[float, float]:
+        assert self.first is not None, "no request reached the server"
+        return self.first + self.stall_at, self.first + self.stall_at + self.stall_s
+
+    def hold(self) -> None:
+        now = time.time()
+        with self.lock:
+            if self.first is None:
+                self.first = now
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        begin, end = self.stall
+        if begin <= now < end:
+            time.sleep(end - now)
+
+    def done(self) -> None:
+        with self.lock:
+            self.active -= 1
+
+
+@contextlib.contextmanager
+def stalling_server(
+    stall_at: float, stall_s: float, delay_s: float = 0.0
+) -> Iterator[StallingServer]:
+    state = StallingServer(stall_at=stall_at, stall_s=stall_s)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as Envoy and the app speak it
+
+        def do_GET(self) -> None:
+            state.hold()
+            try:
+                if delay_s:
+                    time.sleep(delay_s)
+                body = b'{"ok":true}'
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            finally:
+                state.done()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, name="stalling-server", daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def in_window(samples: list[Sample], start: float, end: float) -> list[Sample]:
+    return [s for s in samples if start <= s.intended_start < end]
+
+
+@pytest.mark.integration
+def test_a_2s_stall_in_a_20s_phase_fails_p95_with_corrected_latency(tmp_path: Path) -> None:
+    """Issue 8, point 1, as a test: open-loop users at 50 req/s through a 2 s stall in the
+    middle of a 20 s phase. Requests due during the stall wait up to 2 s, so the corrected
+    p95 is about 1 s and a 500 ms p95 SLO FAILs. Beside it, the same load with one request
+    in flight per user (wrk2's connections, the closed-loop view): its raw service time
+    sees only the few requests that were out when the stall began and PASSes, while its
+    corrected latency FAILs like the open-loop run's."""
+    from harness.slo.verdict import Verdict, evaluate_latency
+
+    with stalling_server(stall_at=11.0, stall_s=2.0) as server:
+        runs: dict[str, LoadPlan] = {
+            "open": plan_for(server, tmp_path / "open.jsonl", rate=50.0, users=5, run_time_s=26),
+            "one-in-flight": plan_for(
+                server,
+                tmp_path / "one.jsonl",
+                rate=50.0,
+                users=5,
+                run_time_s=26,
+                max_in_flight=1,
+            ),
+        }
+        results: dict[str, list[Sample]] = {}
+
+        def run(name: str) -> None:
+            results[name] = list(run_load(runs[name], timeout=DEADLINE_S + 26).samples)
+
+        threads = [threading.Thread(target=run, args=(name,)) for name in runs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        stall_begin, _ = server.stall
+    assert set(results) == set(runs), "a Locust run failed (see the thread's traceback)"
+    phase = (stall_begin - 9.0, stall_begin + 11.0)  # 20 s, the stall in its middle
+
+    def verdict(latencies_ms: list[float]) -> Verdict:
+        seconds = [ms / 1000.0 for ms in latencies_ms]
+        return evaluate_latency("p95", "fault", seconds, 0.95, 0.5, 0.95).verdict
+
+    open_loop = in_window(results["open"], *phase)
+    assert 800 <= len(open_loop) <= 1100  # 50 req/s for 20 s: the stall did not slow it
+    assert all(s.ok for s in open_loop)
+    corrected = sorted(s.latency_ms for s in open_loop)
+    p95 = corrected[math.ceil(0.95 * len(corrected)) - 1]
+    assert 700.0 <= p95 <= 1400.0, p95  # about 1 s: the average wait of a 2 s stall
+    assert verdict(corrected) is Verdict.FAIL
+    # The schedule held through the stall: requests were sent on time, not held back.
+    during = [s for s in open_loop if stall_begin <= s.intended_start < stall_begin + 2.0]
+    assert len(during) >= 80
+    assert max(s.lag_ms for s in during) < 250.0
+
+    capped = in_window(results["one-in-flight"], *phase)
+    assert 800 <= len(capped) <= 1100
+    raw = [s.ms for s in capped if s.ok]
+    assert verdict(raw) is Verdict.PASS  # what closed-loop timing would have reported
+    assert verdict([s.latency_ms for s in capped if s.ok]) is Verdict.FAIL
+    assert summarize(capped, *phase, target_rate=50.0).schedule_slipped
+
+
+@pytest.mark.integration
+def test_concurrency_mode_keeps_exactly_users_requests_in_flight(tmp_path: Path) -> None:
+    with stalling_server(stall_at=1e9, stall_s=0.0, delay_s=0.05) as server:
+        plan = plan_for(
+            server, tmp_path / "s.jsonl", rate=None, users=3, run_time_s=4, mode="concurrency"
+        )
+        result = run_load(plan, timeout=DEADLINE_S + 4)
+        peak = server.peak
+    samples = list(result.samples)
+    assert peak == 3  # three users, one request each, back to back
+    assert all(s.intended is None and s.ok for s in samples)
+    assert 3 * 2.0 / 0.05 * 0.5 <= len(samples) <= 3 * 4.0 / 0.05  # closed loop at ~60 req/s
+    assert not summarize(samples, samples[0].t, samples[-1].t, target_rate=None).message
+
+
+@pytest.mark.integration
+def test_transport_errors_are_status_0_with_a_short_reason(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port with nothing listening: connection refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    plan = LoadPlan(f"http://127.0.0.1:{port}", 10.0, 2, 2, 1.0, tmp_path / "refused.jsonl")
+    refused = run_load(plan, timeout=DEADLINE_S).samples
+    assert refused and all(s.status == 0 and not s.ok for s in refused)
+    assert {s.err for s in refused} == {"ConnectionRefusedError: [Errno 111] Connection refused"}
+
+    with stalling_server(stall_at=0.0, stall_s=30.0) as server:  # hangs every request
+        plan = plan_for(
+            server, tmp_path / "hang.jsonl", rate=4.0, users=2, run_time_s=2, request_timeout_s=0.5
+        )
+        hung = run_load(plan, timeout=DEADLINE_S).samples
+    assert hung and all(s.status == 0 and not s.ok for s in hung)
+    assert all(s.err is not None and "Timeout" in s.err for s in hung), {s.err for s in hung}
+    assert all(400 <= s.ms <= 1500 for s in hung)  # the 0.5 s timeout, not the 30 s hang

@@ -147,6 +147,9 @@ atexit.register(writer.flush)  # the last resort, should an exit skip Locust's e
 
 def _short_error(exception: BaseException) -> str:
     """``HTTP 503``, ``TimeoutError``, ``ConnectionRefusedError: [Errno 111] ...``."""
+    original = getattr(exception, "original", None)
+    if isinstance(original, BaseException):  # geventhttpclient's RetriesExceeded wraps it
+        return _short_error(original)
     message = str(exception)
     if isinstance(exception, CatchResponseError):
         return message[:200]
