@@ -10,9 +10,9 @@ Two load modes (``HARNESS_LOAD_MODE``):
 ``open`` (default): wrk2's open-loop model. User ``u`` of ``U`` owns a fixed arrival
 schedule: request ``k`` is due at ``T0 + u/rate + k*U/rate`` (the users interleave, so the
 merged schedule is one request every ``1/rate`` s). A user never waits for a response
-before sending the next request: each request runs in a greenlet of its own, at most
-``HARNESS_LOAD_MAX_IN_FLIGHT`` per user (the driver sizes that so requests that end by
-their timeout never fill it). A request that could not start on time (the generator's CPU
+before sending the next request: it keeps a free worker greenlet for the next slot, up to
+``HARNESS_LOAD_MAX_IN_FLIGHT`` requests in flight (the driver sizes that so requests that
+end by their timeout never fill it). A request that could not start on time (the generator's CPU
 was busy, or the in-flight limit was reached) starts as soon as it can, in schedule order:
 the schedule is never shifted (no lockstep after a slow request) and never compressed
 (no burst beyond what the schedule says). Every sample keeps its intended start, and
@@ -63,7 +63,8 @@ import uuid
 from typing import Any
 
 import gevent
-from gevent.pool import Pool
+from gevent import Greenlet
+from gevent.pool import Group
 from locust import FastHttpUser, constant, events, task
 from locust.exception import CatchResponseError
 
@@ -269,36 +270,65 @@ if MODE == "open":
     class OpenLoopUser(_SampleAppUser):
         """Follows its own fixed arrival schedule; never waits for a response to send.
 
-        ``wait_time`` sleeps until the next slot (so Locust can stop the user at once while
-        it waits); the task starts that slot's request in the user's pool and returns.
-        When the pool is full the task blocks until a request ends, and the late request
-        keeps its intended start: the lag shows in the corrected latency and in the
-        samples, instead of being omitted.
+        The user's requests are sent by worker greenlets that take the schedule's slots in
+        order: a worker takes the next slot, sleeps until it is due, sends, and takes the
+        next free slot. A worker about to send while every other worker is busy starts
+        one more first (up to ``MAX_IN_FLIGHT``), so a slow response never holds back the
+        next slot: the schedule is kept however slow the system is. Only with all
+        ``MAX_IN_FLIGHT`` workers busy does a slot wait; it then goes out as soon as a
+        worker is free, with its intended start kept, so the lag shows in the corrected
+        latency instead of being omitted. Workers persist (no greenlet per request), which
+        keeps the cost per request close to a closed-loop user's.
+
+        Locust's own loop for this user only waits; stopping it stops the idle workers at
+        once and lets the busy ones finish their request (recorded), bounded by the
+        timeout.
         """
 
         concurrency = MAX_IN_FLIGHT  # connections: one per request that may be in flight
+        wait_time = constant(3600)
 
         def on_start(self) -> None:
             if not _schedule_origin:
                 _schedule_origin.append(time.time())
             self._schedule = Schedule(_schedule_origin[0], next(_user_numbers), USERS, RATE)
-            self._pool = Pool(MAX_IN_FLIGHT)
             self._slot = self._schedule.first_slot(time.time())
-            gevent.sleep(self.wait_time())
+            self._workers = Group()
+            self._idle: set[Greenlet] = set()
+            self._busy = 0
+            self._stopping = False
+            self._workers.spawn(self._work)
 
-        def wait_time(self) -> float:
-            return max(0.0, self._schedule.due(self._slot) - time.time())
+        def _work(self) -> None:
+            me = gevent.getcurrent()
+            while not self._stopping:
+                intended = self._schedule.due(self._slot)
+                self._slot += 1
+                delay = intended - time.time()
+                if delay > 0:
+                    self._idle.add(me)
+                    try:
+                        gevent.sleep(delay)
+                    finally:
+                        self._idle.discard(me)
+                self._busy += 1
+                if self._busy >= len(self._workers) and len(self._workers) < MAX_IN_FLIGHT:
+                    self._workers.spawn(self._work)  # it takes the next slot
+                try:
+                    self.send(intended)
+                finally:
+                    self._busy -= 1
 
         @task
         def follow_schedule(self) -> None:
-            intended = self._schedule.due(self._slot)
-            self._slot += 1
-            self._pool.spawn(self.send, intended)  # blocks while MAX_IN_FLIGHT are out
+            """Nothing to do: the workers send; Locust's loop only waits (stoppable)."""
 
         def on_stop(self) -> None:
-            # Let the requests already sent finish (bounded by their timeouts), so they
-            # are recorded; Locust's --stop-timeout bounds this too.
-            self._pool.join(timeout=2 * REQUEST_TIMEOUT_S + 1)
+            self._stopping = True
+            gevent.killall(list(self._idle))  # asleep before their slot: nothing in flight
+            # The busy ones finish their request (so it is recorded), bounded by timeouts;
+            # Locust's --stop-timeout bounds this too.
+            self._workers.join(timeout=2 * REQUEST_TIMEOUT_S + 1)
 
 else:
 
