@@ -160,9 +160,11 @@ class Mesh(Model):
 # --------------------------------------------------------------------------- load / phases
 
 
-MAX_RATE: Final = 2000.0
-"""The highest ``load.rate`` one Locust process sustains on a 2-core machine at >= 90% of
-the offered rate against the sample app (measured: docs/benchmarks.md)."""
+MAX_RATE: Final = 100.0
+"""The highest ``load.rate`` one Locust process sustained against the shop app on this
+project's shared 2-core machine: achieved >= 90% of the offered rate, < 1% late, no errors
+(``bench/load_max_rate.py``, docs/benchmarks.md). Above it the generator and the app share
+too little CPU for an open-loop schedule to hold; load past it needs Locust workers."""
 
 
 class Load(Model):
