@@ -13,13 +13,14 @@ import importlib.util
 import itertools
 import json
 import math
+import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,7 +29,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.errors import LoadError
+from harness.errors import ExitCode, LoadError
 from harness.load import (
     CPU_SATURATION,
     LATE_MS,
@@ -44,6 +45,8 @@ from harness.load import (
     run_load,
     summarize,
 )
+from harness.pytest_plugin import ScenarioOutcome
+from harness.report import render_report
 
 ROOT = Path(__file__).resolve().parents[1]
 FAIL_EVERY = 5
@@ -914,3 +917,35 @@ def test_transport_errors_are_status_0_with_a_short_reason(tmp_path: Path) -> No
     assert hung and all(s.status == 0 and not s.ok for s in hung)
     assert all(s.err is not None and "Timeout" in s.err for s in hung), {s.err for s in hung}
     assert all(400 <= s.ms <= 1500 for s in hung)  # the 0.5 s timeout, not the 30 s hang
+
+
+# ---------------------------------------------------------------- a pause, end to end
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_pause_without_timeouts_fails_p99_and_the_report_shows_raw_beside_corrected(
+    harness_run: Callable[..., ScenarioOutcome],
+) -> None:
+    """Issue 8's acceptance: a ``pause`` scenario's latency SLO FAILs with corrected
+    latency, and the report shows the raw and the corrected p99 side by side. (Its positive
+    twin, pause-instance-timeouts.yaml, PASSes in tests/test_scenarios.py.)"""
+    outcome = harness_run(ROOT / "scenarios" / "pause-instance-timeouts-negative.yaml")
+    assert outcome.exit_code == ExitCode.FAILED, outcome.summary
+    journal = outcome.journal
+    assert journal.faults and all(f.took_effect for f in journal.faults)
+    verdicts = {(e.slo, e.phase): e.verdict for e in journal.slos}
+    assert verdicts[("p99-latency", "fault")] == "FAIL"
+
+    assert journal.load is not None and journal.load.mode == "open"
+    fault = next(p for p in journal.load.phases if p.phase == "fault")
+    assert fault.raw_latency is not None
+    corrected, raw = fault.latency.p99_ms, fault.raw_latency.p99_ms
+    assert corrected is not None and raw is not None
+    assert corrected >= raw >= 500.0  # hung calls: the raw service time sees them too
+    assert fault.late <= 0.01 * fault.count  # the schedule held through the pause
+
+    html = render_report(journal)
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "|", html))
+    assert "p99 raw" in text
+    assert f"{corrected:.0f} ms||{raw:.0f} ms" in text, "p99 and raw p99 side by side"
