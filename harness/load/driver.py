@@ -93,7 +93,7 @@ class LoadPlan:
     users with no pacing and no ``rate`` (``users`` requests always in flight).
 
     ``run_time_s`` is rounded up to whole seconds (Locust's ``--run-time`` resolution) and
-    counts from the start of spawning. ``path_template`` is formatted with ``id`` = 1..1000
+    counts from the start of spawning. ``path_template`` is formatted with ``id`` = 1..100
     (``seed`` makes the ids repeatable).
     """
 
