@@ -957,3 +957,40 @@ def test_a_pause_without_timeouts_fails_p99_and_the_report_shows_raw_beside_corr
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "|", html))
     assert "p99 raw" in text
     assert f"{corrected:.0f} ms||{raw:.0f} ms" in text, "p99 and raw p99 side by side"
+
+
+# ---------------------------------------------------------------- the report, from a journal
+
+
+def test_the_report_shows_raw_beside_corrected_p99_and_renders_concurrency_mode() -> None:
+    from test_report import synthetic_journal  # the report tests' 60 s journal
+
+    from harness.journal import LatencySummary
+
+    journal = synthetic_journal()
+    assert journal.load is not None and journal.timeline is not None
+    raw = LatencySummary(p50_ms=15.0, p95_ms=30.0, p99_ms=33.3, max_ms=43.0)
+    phases = [p.model_copy(update={"raw_latency": raw}) for p in journal.load.phases]
+    open_loop = journal.model_copy(
+        update={"load": journal.load.model_copy(update={"phases": phases})}
+    )
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "|", render_report(open_loop)))
+    assert "p99 raw" in text and "open-loop schedule" in text
+    assert "|40.0 ms||33.3 ms|" in text  # corrected p99, then raw p99, in each phase's row
+
+    # Concurrency mode: no offered rate, so no offered line and no omission warning.
+    no_rate = [
+        p.model_copy(update={"offered_rate": None, "coordinated_omission": False, "message": None})
+        for p in journal.load.phases
+    ]
+    concurrency = journal.model_copy(
+        update={
+            "load": journal.load.model_copy(
+                update={"target_rate": None, "mode": "concurrency", "phases": no_rate}
+            ),
+            "timeline": journal.timeline.model_copy(update={"offered": []}),
+        }
+    )
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "|", render_report(concurrency)))
+    assert "Concurrency mode: no pacing" in text
+    assert "coordinated omission —" not in text
