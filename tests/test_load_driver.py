@@ -951,7 +951,7 @@ def test_a_pause_without_timeouts_fails_p99_and_the_report_shows_raw_beside_corr
     corrected, raw = fault.latency.p99_ms, fault.raw_latency.p99_ms
     assert corrected is not None and raw is not None
     assert corrected >= raw >= 500.0  # hung calls: the raw service time sees them too
-    assert fault.late <= 0.01 * fault.count  # the schedule held through the pause
+    assert fault.achieved_rate >= 0.9 * 40.0  # the pause did not slow the load down
 
     html = render_report(journal)
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "|", html))
