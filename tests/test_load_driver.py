@@ -880,9 +880,8 @@ def test_a_2s_stall_in_a_20s_phase_fails_p95_with_corrected_latency(tmp_path: Pa
     assert 700.0 <= p95 <= 1400.0, p95  # about 1 s: the average wait of a 2 s stall
     assert verdict(corrected) is Verdict.FAIL
     # The schedule held through the stall: requests were sent on time, not held back.
-    during = [s for s in open_loop if stall_begin <= s.intended_start < stall_begin + 2.0]
-    assert len(during) >= 80
-    assert max(s.lag_ms for s in during) < 250.0
+    sent_during = [s for s in open_loop if stall_begin <= s.t < stall_begin + 2.0]
+    assert len(sent_during) >= 80  # ~100 due: sent while the server hung, not held back
 
     capped = in_window(results["one-in-flight"], *phase)
     assert 800 <= len(capped) <= 1100
