@@ -150,21 +150,25 @@ class PhaseLoad(Record):
     count: int
     ok: int
     errors: int
-    offered_rate: float
+    offered_rate: float | None  # None: concurrency mode (no schedule)
     achieved_rate: float
     coordinated_omission: bool
-    latency: LatencySummary
+    latency: LatencySummary  # from each request's intended start (what verdicts use)
     status_counts: dict[str, int]
     message: str | None = None
+    raw_latency: LatencySummary | None = None  # service time, from each actual start
+    late: int = 0  # requests that started over harness.load.LATE_MS after their slot
+    max_lag_ms: float = 0.0
 
 
 class LoadRecord(Record):
-    target_rate: float
+    target_rate: float | None  # None: concurrency mode
     users: int
     samples_file: str
     phases: list[PhaseLoad]
     warnings: list[str] = Field(default_factory=list)
     exit_code: int | None = None
+    mode: str = "open"  # harness.load.LoadMode: "open" or "concurrency"
 
 
 class EdgeStats(Record):
@@ -183,7 +187,7 @@ class LoadTimeline(Record):
     """
 
     t: list[float]
-    offered: list[float]  # target arrival rate, req/s
+    offered: list[float]  # target arrival rate, req/s (empty in concurrency mode)
     achieved: list[int]  # requests started in the bucket
     errors: list[int]  # of those, failed (non-2xx or transport error)
     p50_ms: list[float | None]

@@ -182,6 +182,7 @@ class Run:
         plan = LoadPlan(
             host=deployment.ingress_url,
             rate=scenario.load.rate,
+            mode=scenario.load.mode,
             users=scenario.load.effective_users(),
             run_time_s=scenario.duration + 30.0,
             request_timeout_s=scenario.load.request_timeout,
@@ -189,13 +190,18 @@ class Run:
             seed=self.seed,
         )
         argv, _ = locust_command(plan)
-        self.log(f"load: {plan.rate:g} req/s from {plan.users} Locust users → {plan.host}")
+        pace = f"{plan.rate:g} req/s open loop" if plan.rate else "no pacing (concurrency)"
+        self.log(f"load: {pace} from {plan.users} Locust users → {plan.host}")
         # Locust reads LOCUST_* variables: the run's own settings must not be overridden.
         locust = deployment.spawn(
             argv, env=locust_environment(plan), log_name="locust.log", replace_env=True
         )
         self.journal.load = LoadRecord(
-            target_rate=plan.rate, users=plan.users, samples_file=str(self.samples_path), phases=[]
+            target_rate=plan.rate,
+            users=plan.users,
+            samples_file=str(self.samples_path),
+            phases=[],
+            mode=plan.mode,
         )
         try:
             self._wait_first_sample(deployment, locust)

@@ -8,14 +8,19 @@ actually saw and answered. Load is bounded: a few seconds at 30 req/s, loopback 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import itertools
 import json
+import math
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,10 +29,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.errors import LoadError
+from harness.errors import ExitCode, LoadError
 from harness.load import (
     CPU_SATURATION,
+    LATE_MS,
     LOCUSTFILE,
+    MAX_TOTAL_IN_FLIGHT,
     LoadPlan,
     Sample,
     SampleTail,
@@ -38,6 +45,8 @@ from harness.load import (
     run_load,
     summarize,
 )
+from harness.pytest_plugin import ScenarioOutcome
+from harness.report import render_report
 
 ROOT = Path(__file__).resolve().parents[1]
 FAIL_EVERY = 5
@@ -109,7 +118,9 @@ def target() -> Iterator[TargetServer]:
         thread.join(timeout=5)
 
 
-def plan_for(target: TargetServer, samples_path: Path, **overrides: object) -> LoadPlan:
+def plan_for(
+    target: TargetServer | StallingServer, samples_path: Path, **overrides: object
+) -> LoadPlan:
     settings: dict[str, object] = {
         "host": target.url,
         "rate": 30.0,
@@ -128,9 +139,17 @@ def sample_line(sample: Sample) -> str:
     return json.dumps(asdict(sample), separators=(",", ":")) + "\n"
 
 
-def make_sample(t: float, *, status: int = 200, ms: float = 2.5, rid: str = "r") -> Sample:
+def make_sample(
+    t: float,
+    *,
+    status: int = 200,
+    ms: float = 2.5,
+    rid: str = "r",
+    intended: float | None = None,
+) -> Sample:
     ok = 200 <= status < 300
-    return Sample(t=t, ms=ms, status=status, ok=ok, err=None if ok else f"HTTP {status}", rid=rid)
+    err = None if ok else f"HTTP {status}"
+    return Sample(t=t, ms=ms, status=status, ok=ok, err=err, rid=rid, intended=intended)
 
 
 # ---------------------------------------------------------------- isolation from locust
@@ -516,3 +535,461 @@ def test_run_load_refuses_to_mix_runs_in_one_samples_file(tmp_path: Path) -> Non
     plan = LoadPlan("http://127.0.0.1:9", 1, 1, 1, 1, path)
     with pytest.raises(LoadError, match=r"already holds samples.*fresh samples_path"):
         run_load(plan)
+
+
+# ---------------------------------------------------------------- open loop: samples
+
+
+def test_a_sample_without_an_intended_start_reads_as_on_time() -> None:
+    line = '{"t":10.0,"ms":4.0,"status":200,"ok":true,"err":null,"rid":"a"}'  # older format
+    sample = Sample.from_line(line, "old")
+    assert sample.intended is None
+    assert sample.intended_start == 10.0
+    assert sample.lag_ms == 0.0
+    assert sample.latency_ms == 4.0
+
+
+def test_corrected_latency_counts_from_the_intended_start() -> None:
+    line = '{"t":10.5,"ms":4.0,"status":200,"ok":true,"err":null,"rid":"a","intended":10.0}'
+    sample = Sample.from_line(line, "new")
+    assert sample.lag_ms == pytest.approx(500.0)
+    assert sample.latency_ms == pytest.approx(504.0)  # corrected
+    assert sample.ms == 4.0  # raw service time kept beside it
+    early = make_sample(10.0, ms=4.0, intended=10.001)  # a timer that fired a hair early
+    assert early.lag_ms == 0.0 and early.latency_ms == 4.0
+
+
+def test_read_samples_rejects_an_intended_start_that_is_not_a_number(tmp_path: Path) -> None:
+    path = tmp_path / "samples.jsonl"
+    fields = {"t": 1.0, "ms": 2.0, "status": 200, "ok": True, "err": None, "rid": ""}
+    path.write_text(json.dumps({**fields, "intended": "soon"}) + "\n")
+    with pytest.raises(LoadError, match=r"samples\.jsonl:1: a sample field has the wrong type"):
+        read_samples(path)
+    path.write_text(json.dumps({**fields, "extra": 1}) + "\n")
+    with pytest.raises(LoadError, match=r"optionally \['intended'\]\), found"):
+        read_samples(path)
+
+
+@given(
+    t=st.floats(min_value=0, max_value=4e9, allow_nan=False),
+    lag=st.floats(min_value=0, max_value=100, allow_nan=False),
+)
+def test_a_scheduled_sample_survives_the_json_line_round_trip(t: float, lag: float) -> None:
+    sample = make_sample(t + lag, intended=t)
+    assert Sample.from_line(sample_line(sample), "here") == sample
+
+
+# ---------------------------------------------------------------- open loop: summary
+
+
+def test_summarize_flags_a_slipped_schedule_without_calling_it_omission() -> None:
+    on_time = [make_sample(10 + i * 0.1, intended=10 + i * 0.1) for i in range(90)]
+    late = [make_sample(19.0 + i * 0.01, intended=18.0 + i * 0.01) for i in range(10)]
+    summary = summarize(on_time + late, start=10.0, end=20.0, target_rate=10.0)
+
+    assert summary.late == 10
+    assert summary.max_lag_ms == pytest.approx(1000.0)
+    assert summary.schedule_slipped
+    assert not summary.coordinated_omission  # corrected latencies are not optimistic
+    assert summary.message is not None
+    assert "schedule slipped: 10 of 100 requests (10.0%)" in summary.message
+    assert f"more than {LATE_MS:g} ms late (worst 1000 ms)" in summary.message
+
+
+def test_summarize_in_concurrency_mode_flags_nothing() -> None:
+    samples = [make_sample(10 + i * 0.5, ms=400.0) for i in range(4)]  # slow and few
+    summary = summarize(samples, start=10.0, end=20.0, target_rate=None)
+    assert summary.offered_rate is None
+    assert summary.achieved_ratio is None
+    assert not summary.coordinated_omission and not summary.schedule_slipped
+    assert summary.message is None
+
+
+def test_summarize_keeps_the_closed_loop_warning_for_unscheduled_samples() -> None:
+    samples = [make_sample(i * 0.5, ms=400.0) for i in range(20)]  # 2 req/s of 20 offered
+    summary = summarize(samples, start=0.0, end=10.0, target_rate=20.0)
+    assert summary.coordinated_omission
+    assert summary.message is not None and "closed-loop" in summary.message
+
+
+def test_an_open_loop_shortfall_with_on_time_starts_is_no_omission() -> None:
+    samples = [make_sample(i * 0.2, intended=i * 0.2) for i in range(40)]  # 5 of 10 req/s
+    summary = summarize(samples, start=0.0, end=10.0, target_rate=10.0)
+    assert not summary.coordinated_omission and not summary.schedule_slipped
+    assert summary.message is not None and "started on time" in summary.message
+
+
+# ---------------------------------------------------------------- open loop: plan
+
+
+def test_an_open_loop_user_may_have_every_request_of_a_timeout_in_flight(tmp_path: Path) -> None:
+    plan = LoadPlan("http://127.0.0.1:1", 40.0, 8, 5, 2.0, tmp_path / "s.jsonl")
+    # 5 req/s per user, each may last up to the 2 s timeout (+1 s of slack): 15, plus one
+    assert plan.in_flight_per_user() == 16
+    _, env = locust_command(plan)
+    assert env["HARNESS_LOAD_MODE"] == "open"
+    assert env["HARNESS_LOAD_MAX_IN_FLIGHT"] == "16"
+
+    capped = LoadPlan("http://127.0.0.1:1", 2000.0, 4, 5, 30.0, tmp_path / "s.jsonl")
+    assert capped.in_flight_per_user() * 4 <= MAX_TOTAL_IN_FLIGHT
+    chosen = LoadPlan("http://127.0.0.1:1", 40.0, 8, 5, 2.0, tmp_path / "s", max_in_flight=1)
+    assert chosen.in_flight_per_user() == 1
+
+
+def test_a_concurrency_plan_has_users_and_no_rate(tmp_path: Path) -> None:
+    plan = LoadPlan("http://127.0.0.1:1", None, 3, 5, 2.0, tmp_path / "s", mode="concurrency")
+    _, env = locust_command(plan)
+    assert env["HARNESS_LOAD_MODE"] == "concurrency"
+    assert "HARNESS_LOAD_RATE" not in env
+    assert env["HARNESS_LOAD_USERS"] == "3"
+    assert plan.in_flight_per_user() == 1
+    with pytest.raises(ValueError, match=r"rate must be None in concurrency mode"):
+        LoadPlan("http://127.0.0.1:1", 10.0, 3, 5, 2.0, tmp_path / "s", mode="concurrency")
+    with pytest.raises(ValueError, match=r"rate must be a positive number, got None"):
+        LoadPlan("http://127.0.0.1:1", None, 3, 5, 2.0, tmp_path / "s")
+
+
+@pytest.mark.parametrize(
+    ("load", "message"),
+    [
+        ({"mode": "concurrency", "users": 3, "rate": 10}, "does not apply in concurrency mode"),
+        ({"mode": "concurrency"}, "load.users is required in concurrency mode"),
+        ({"users": 3}, "load.rate is required in open mode"),
+        ({"rate": 1e6}, r"most one Locust process sustains.*load\.workers"),
+        ({"mode": "closed", "rate": 5}, "mode"),
+    ],
+)
+def test_the_load_model_explains_each_mode_s_fields(load: dict[str, object], message: str) -> None:
+    from pydantic import ValidationError
+
+    from harness.scenario.models import Load
+
+    with pytest.raises(ValidationError, match=message):
+        Load.model_validate(load)
+
+
+def test_the_load_model_accepts_both_modes() -> None:
+    from harness.scenario.models import Load
+
+    assert Load.model_validate({"rate": 40}).mode == "open"
+    assert Load.model_validate({"rate": 40}).effective_users() == 8
+    concurrency = Load.model_validate({"mode": "concurrency", "users": 3})
+    assert concurrency.rate is None and concurrency.effective_users() == 3
+
+
+# ---------------------------------------------------------------- the locustfile's own logic
+
+
+def locustfile_eval(tmp_path: Path, code: str) -> object:
+    """Run ``code`` with the locustfile imported as ``lf`` in a child process (importing
+    locust patches the interpreter with gevent, so never here); returns its JSON output."""
+    script = (
+        "import importlib.util, json, sys\n"
+        f"spec = importlib.util.spec_from_file_location('lf', {str(LOCUSTFILE)!r})\n"
+        "lf = importlib.util.module_from_spec(spec); spec.loader.exec_module(lf)\n"
+        f"print(json.dumps({code}))\n"
+    )
+    env = {
+        "HARNESS_LOAD_RATE": "10",
+        "HARNESS_LOAD_USERS": "4",
+        "HARNESS_SAMPLES_PATH": str(tmp_path / "unused.jsonl"),
+        "PATH": "/usr/bin:/bin",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_the_users_schedules_interleave_into_one_even_schedule(tmp_path: Path) -> None:
+    starts = locustfile_eval(
+        tmp_path,
+        "sorted(lf.Schedule(100.0, u, 4, 10.0).due(k) for u in range(4) for k in range(5))",
+    )
+    assert isinstance(starts, list)
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert starts[0] == 100.0 and len(starts) == 20
+    assert gaps == pytest.approx([0.1] * 19)  # one request every 1/rate s, no bunching
+
+    # A user that starts late joins at its next slot; the slots before never existed.
+    first = locustfile_eval(
+        tmp_path,
+        "[lf.Schedule(100.0, 1, 4, 10.0).first_slot(now) for now in (99.0, 100.1, 100.15, 101.3)]",
+    )
+    assert first == [0, 0, 1, 3]  # user 1's slots: 100.1, 100.5, 100.9, 101.3, ...
+
+
+def test_the_locustfile_writes_lines_the_driver_reads(tmp_path: Path) -> None:
+    lines = locustfile_eval(
+        tmp_path,
+        '[lf.sample_line(1.5, 2.25, 200, None, "r-1", 1.25),'
+        ' lf.sample_line(3.0, 0.5, 0, \'TimeoutError: "x"\\n\\u00e9\', "", None)]',
+    )
+    assert isinstance(lines, list)
+    first, second = (Sample.from_line(line, "child") for line in lines)
+    assert first == Sample(t=1.5, ms=2.25, status=200, ok=True, err=None, rid="r-1", intended=1.25)
+    assert second == Sample(
+        t=3.0, ms=0.5, status=0, ok=False, err='TimeoutError: "x"\né', rid="", intended=None
+    )
+
+
+# ---------------------------------------------------------------- real Locust: stalls
+
+
+@dataclass
+class StallingServer:
+    """Answers 200 at once, except that every request arriving in ``[first + stall_at,
+    first + stall_at + stall_s)`` (``first``: the first request's arrival) is held until
+    the stall ends: a 2 s hang of the whole service, as a ``pause`` fault makes one.
+    ``active`` counts the requests in progress; ``peak`` is its maximum."""
+
+    stall_at: float
+    stall_s: float
+    first: float | None = None
+    active: int = 0
+    peak: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def stall(self) -> tuple[float, float]:
+        assert self.first is not None, "no request reached the server"
+        return self.first + self.stall_at, self.first + self.stall_at + self.stall_s
+
+    def hold(self) -> None:
+        now = time.time()
+        with self.lock:
+            if self.first is None:
+                self.first = now
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        begin, end = self.stall
+        if begin <= now < end:
+            time.sleep(end - now)
+
+    def done(self) -> None:
+        with self.lock:
+            self.active -= 1
+
+
+@contextlib.contextmanager
+def stalling_server(
+    stall_at: float, stall_s: float, delay_s: float = 0.0
+) -> Iterator[StallingServer]:
+    state = StallingServer(stall_at=stall_at, stall_s=stall_s)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as Envoy and the app speak it
+
+        def do_GET(self) -> None:
+            state.hold()
+            try:
+                if delay_s:
+                    time.sleep(delay_s)
+                body = b'{"ok":true}'
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            finally:
+                state.done()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, name="stalling-server", daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def in_window(samples: list[Sample], start: float, end: float) -> list[Sample]:
+    return [s for s in samples if start <= s.intended_start < end]
+
+
+@pytest.mark.integration
+def test_a_2s_stall_in_a_20s_phase_fails_p95_with_corrected_latency(tmp_path: Path) -> None:
+    """Issue 8, point 1, as a test: open-loop users at 50 req/s through a 2 s stall in the
+    middle of a 20 s phase. Requests due during the stall wait up to 2 s, so the corrected
+    p95 is about 1 s and a 500 ms p95 SLO FAILs. Beside it, the same load with one request
+    in flight per user (wrk2's connections, the closed-loop view): its raw service time
+    sees only the few requests that were out when the stall began and PASSes, while its
+    corrected latency FAILs like the open-loop run's."""
+    from harness.slo.verdict import Verdict, evaluate_latency
+
+    with stalling_server(stall_at=11.0, stall_s=2.0) as server:
+        runs: dict[str, LoadPlan] = {
+            "open": plan_for(
+                server,
+                tmp_path / "open.jsonl",
+                rate=50.0,
+                users=5,
+                run_time_s=26,
+                request_timeout_s=5.0,  # the 2 s stall must not time out
+            ),
+            "one-in-flight": plan_for(
+                server,
+                tmp_path / "one.jsonl",
+                rate=50.0,
+                users=5,
+                run_time_s=26,
+                request_timeout_s=5.0,
+                max_in_flight=1,
+            ),
+        }
+        results: dict[str, list[Sample]] = {}
+
+        def run(name: str) -> None:
+            results[name] = list(run_load(runs[name], timeout=DEADLINE_S + 26).samples)
+
+        threads = [threading.Thread(target=run, args=(name,)) for name in runs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        stall_begin, _ = server.stall
+    assert set(results) == set(runs), "a Locust run failed (see the thread's traceback)"
+    phase = (stall_begin - 9.0, stall_begin + 11.0)  # 20 s, the stall in its middle
+
+    def verdict(latencies_ms: list[float]) -> Verdict:
+        seconds = [ms / 1000.0 for ms in latencies_ms]
+        return evaluate_latency("p95", "fault", seconds, 0.95, 0.5, 0.95).verdict
+
+    open_loop = in_window(results["open"], *phase)
+    assert 800 <= len(open_loop) <= 1100  # 50 req/s for 20 s: the stall did not slow it
+    assert all(s.ok for s in open_loop), {s.err for s in open_loop if not s.ok}
+    corrected = sorted(s.latency_ms for s in open_loop)
+    p95 = corrected[math.ceil(0.95 * len(corrected)) - 1]
+    assert 700.0 <= p95 <= 1400.0, p95  # about 1 s: the average wait of a 2 s stall
+    assert verdict(corrected) is Verdict.FAIL
+    # The schedule held through the stall: requests were sent on time, not held back.
+    sent_during = [s for s in open_loop if stall_begin <= s.t < stall_begin + 2.0]
+    assert len(sent_during) >= 80  # ~100 due: sent while the server hung, not held back
+
+    capped = in_window(results["one-in-flight"], *phase)
+    assert 800 <= len(capped) <= 1100
+    raw = [s.ms for s in capped if s.ok]
+    assert verdict(raw) is Verdict.PASS  # what closed-loop timing would have reported
+    assert verdict([s.latency_ms for s in capped if s.ok]) is Verdict.FAIL
+    assert summarize(capped, *phase, target_rate=50.0).schedule_slipped
+
+
+@pytest.mark.integration
+def test_concurrency_mode_keeps_exactly_users_requests_in_flight(tmp_path: Path) -> None:
+    with stalling_server(stall_at=1e9, stall_s=0.0, delay_s=0.05) as server:
+        plan = plan_for(
+            server, tmp_path / "s.jsonl", rate=None, users=3, run_time_s=4, mode="concurrency"
+        )
+        result = run_load(plan, timeout=DEADLINE_S + 4)
+        peak = server.peak
+    samples = list(result.samples)
+    assert peak == 3  # three users, one request each, back to back
+    assert all(s.intended is None and s.ok for s in samples)
+    assert 30 <= len(samples) <= 3 * 4.0 / 0.05, len(samples)  # closed loop, <= 60 req/s
+    assert not summarize(samples, samples[0].t, samples[-1].t, target_rate=None).message
+
+
+@pytest.mark.integration
+def test_transport_errors_are_status_0_with_a_short_reason(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port with nothing listening: connection refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    plan = LoadPlan(f"http://127.0.0.1:{port}", 10.0, 2, 2, 1.0, tmp_path / "refused.jsonl")
+    refused = run_load(plan, timeout=DEADLINE_S).samples
+    assert refused and all(s.status == 0 and not s.ok for s in refused)
+    assert {s.err for s in refused} == {"ConnectionRefusedError: [Errno 111] Connection refused"}
+
+    with stalling_server(stall_at=0.0, stall_s=30.0) as server:  # hangs every request
+        plan = plan_for(
+            server, tmp_path / "hang.jsonl", rate=4.0, users=2, run_time_s=2, request_timeout_s=0.5
+        )
+        hung = run_load(plan, timeout=DEADLINE_S).samples
+    assert hung and all(s.status == 0 and not s.ok for s in hung)
+    assert all(s.err is not None and "Timeout" in s.err for s in hung), {s.err for s in hung}
+    assert all(400 <= s.ms <= 1500 for s in hung)  # the 0.5 s timeout, not the 30 s hang
+
+
+# ---------------------------------------------------------------- a pause, end to end
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_pause_without_timeouts_fails_p99_and_the_report_shows_raw_beside_corrected(
+    harness_run: Callable[..., ScenarioOutcome],
+) -> None:
+    """Issue 8's acceptance: a ``pause`` scenario's latency SLO FAILs with corrected
+    latency, and the report shows the raw and the corrected p99 side by side. (Its positive
+    twin, pause-instance-timeouts.yaml, PASSes in tests/test_scenarios.py.)"""
+    outcome = harness_run(ROOT / "scenarios" / "pause-instance-timeouts-negative.yaml")
+    assert outcome.exit_code == ExitCode.FAILED, outcome.summary
+    journal = outcome.journal
+    assert journal.faults and all(f.took_effect for f in journal.faults)
+    verdicts = {(e.slo, e.phase): e.verdict for e in journal.slos}
+    assert verdicts[("p99-latency", "fault")] == "FAIL"
+
+    assert journal.load is not None and journal.load.mode == "open"
+    fault = next(p for p in journal.load.phases if p.phase == "fault")
+    assert fault.raw_latency is not None
+    corrected, raw = fault.latency.p99_ms, fault.raw_latency.p99_ms
+    assert corrected is not None and raw is not None
+    assert corrected >= raw >= 500.0  # hung calls: the raw service time sees them too
+    assert fault.achieved_rate >= 0.9 * 40.0  # the pause did not slow the load down
+
+    html = render_report(journal)
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "|", html))
+    assert "p99 raw" in text
+    assert f"{corrected:.0f} ms||{raw:.0f} ms" in text, "p99 and raw p99 side by side"
+
+
+# ---------------------------------------------------------------- the report, from a journal
+
+
+def test_the_report_shows_raw_beside_corrected_p99_and_renders_concurrency_mode() -> None:
+    from test_report import synthetic_journal  # the report tests' 60 s journal
+
+    from harness.journal import LatencySummary
+
+    journal = synthetic_journal()
+    assert journal.load is not None and journal.timeline is not None
+    raw = LatencySummary(p50_ms=15.0, p95_ms=30.0, p99_ms=33.3, max_ms=43.0)
+    phases = [p.model_copy(update={"raw_latency": raw}) for p in journal.load.phases]
+    open_loop = journal.model_copy(
+        update={"load": journal.load.model_copy(update={"phases": phases})}
+    )
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "|", render_report(open_loop)))
+    assert "p99 raw" in text and "open-loop schedule" in text
+    assert "|40.0 ms||33.3 ms|" in text  # corrected p99, then raw p99, in each phase's row
+
+    # Concurrency mode: no offered rate, so no offered line and no omission warning.
+    no_rate = [
+        p.model_copy(update={"offered_rate": None, "coordinated_omission": False, "message": None})
+        for p in journal.load.phases
+    ]
+    concurrency = journal.model_copy(
+        update={
+            "load": journal.load.model_copy(
+                update={"target_rate": None, "mode": "concurrency", "phases": no_rate}
+            ),
+            "timeline": journal.timeline.model_copy(update={"offered": []}),
+        }
+    )
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "|", render_report(concurrency)))
+    assert "Concurrency mode: no pacing" in text
+    assert "coordinated omission —" not in text

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from harness.app.topology import SHOP
 from harness.errors import ScenarioError
 from harness.scenario import Scenario, load_scenario, load_scenario_text, scenario_json_schema
-from harness.scenario.models import FAULT_KINDS, SLO_KINDS, LbAlgorithm
+from harness.scenario.models import FAULT_KINDS, MAX_RATE, SLO_KINDS, LbAlgorithm
 
 # Line numbers in the expectations below refer to this text (line 1 is apiVersion).
 EXAMPLE = """\
@@ -372,7 +372,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         },
         "mesh": {"destinations": {s: draw(destination_policies) for s in draw(some_services)}},
         "load": without_none(
-            rate=draw(st.floats(0, 2000, exclude_min=True)),
+            rate=draw(st.floats(0, MAX_RATE, exclude_min=True)),
             users=draw(optional(st.integers(1, 500))),
             requestTimeout=draw(durations),
         ),

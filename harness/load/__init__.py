@@ -14,7 +14,10 @@ Locust) writes one JSON line per request that the driver reads back::
 from harness.load.driver import (
     COORDINATED_OMISSION_RATIO,
     CPU_SATURATION,
+    LATE_MS,
     LOCUSTFILE,
+    MAX_TOTAL_IN_FLIGHT,
+    LoadMode,
     LoadPlan,
     LoadResult,
     LoadSummary,
@@ -31,7 +34,10 @@ from harness.load.driver import (
 __all__ = [
     "COORDINATED_OMISSION_RATIO",
     "CPU_SATURATION",
+    "LATE_MS",
     "LOCUSTFILE",
+    "MAX_TOTAL_IN_FLIGHT",
+    "LoadMode",
     "LoadPlan",
     "LoadResult",
     "LoadSummary",

@@ -14,11 +14,14 @@ namespace) spawns it; :func:`run_load` is the small spawner for tests and host m
     if summary.coordinated_omission:
         print(summary.message)
 
-Locust is closed-loop: a user waits for its response before it sends the next request,
-so a slow system silently lowers the load it is offered (coordinated omission).
-:func:`summarize` compares the achieved rate with the offered one and says when the
-difference makes latencies untrustworthy; :func:`generator_warnings` says when Locust's own
-CPU was the bottleneck.
+In the default ``open`` mode every user follows a fixed arrival schedule (wrk2's model) and
+never waits for a response before sending the next request, so a stalled system cannot
+lower the load it is offered; each sample keeps its intended start, and
+:attr:`Sample.latency_ms` (from the intended start) is the latency verdicts use, with the
+raw service time :attr:`Sample.ms` beside it (coordinated omission corrected). The
+``concurrency`` mode is fortio's closed loop: ``users`` requests always in flight, no
+schedule. :func:`summarize` says when the schedule slipped (requests started late) and
+:func:`generator_warnings` when Locust's own CPU was the bottleneck.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Literal, Self
 
 from harness.errors import LoadError
 
@@ -44,7 +47,20 @@ LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 """The locustfile for the sample app; pass it to ``locust -f``."""
 
 COORDINATED_OMISSION_RATIO = 0.9
-"""Achieved below this fraction of the offered rate flags coordinated omission."""
+"""Achieved below this fraction of the offered rate says the generator fell behind."""
+
+LATE_MS = 20.0
+"""A request that started more than this after its intended start counts as late."""
+
+SLIPPED_SHARE = 0.01
+"""More than this share of late requests in a window flags the schedule as slipped."""
+
+MAX_TOTAL_IN_FLIGHT = 8000
+"""The most requests all open-loop users together may have in flight (sockets: Locust
+raises its open-file limit to 10,000 where it can)."""
+
+LoadMode = Literal["open", "concurrency"]
+"""``open``: a fixed arrival schedule per user (wrk2). ``concurrency``: N users, no pacing."""
 
 MAX_SPAWN_RATE = 100
 """Locust warns that spawn rates above 100 users/s "sometimes cause issues"."""
@@ -62,27 +78,35 @@ _CPU_MARKERS = (
     "CPU usage threshold was exceeded on workers",  # the master, in distributed mode
 )
 _SAMPLE_KEYS = frozenset({"t", "ms", "status", "ok", "err", "rid"})
+_OPTIONAL_SAMPLE_KEYS = frozenset({"intended"})
 
 
 @dataclass(frozen=True)
 class LoadPlan:
-    """What load to offer: ``rate`` requests per second in total, spread over ``users``.
+    """What load to offer.
 
-    Each user offers ``rate / users`` req/s and can have one request in flight, so
-    ``users`` must be at least ``rate x`` the slowest latency worth measuring (Little's
-    law), or the achieved rate falls short of ``rate``. ``run_time_s`` is rounded up to whole
-    seconds (Locust's ``--run-time`` resolution) and counts from the start of spawning.
-    ``path_template`` is formatted with ``id`` = 1..1000 (``seed`` makes the ids repeatable).
+    ``mode="open"`` (default): ``rate`` requests per second in total, on a fixed arrival
+    schedule split over ``users`` (each owns every ``users``-th slot). A user does not wait
+    for responses: it may have ``max_in_flight`` requests out at once (default: enough for
+    every request to run into its timeout, see :meth:`in_flight_per_user`), so a slow
+    system cannot slow the schedule down. ``mode="concurrency"``: ``users`` closed-loop
+    users with no pacing and no ``rate`` (``users`` requests always in flight).
+
+    ``run_time_s`` is rounded up to whole seconds (Locust's ``--run-time`` resolution) and
+    counts from the start of spawning. ``path_template`` is formatted with ``id`` = 1..100
+    (``seed`` makes the ids repeatable).
     """
 
     host: str
-    rate: float
+    rate: float | None
     users: int
     run_time_s: float
     request_timeout_s: float
     samples_path: Path
     path_template: str = "/product/{id}"
     seed: int | None = None
+    mode: LoadMode = "open"
+    max_in_flight: int | None = None
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -90,12 +114,26 @@ class LoadPlan:
             problems.append(
                 f"host must be a base URL like 'http://127.0.0.1:8080', got {self.host!r}"
             )
-        for name in ("rate", "run_time_s", "request_timeout_s"):
+        if self.mode not in ("open", "concurrency"):
+            problems.append(f"mode must be 'open' or 'concurrency', got {self.mode!r}")
+        elif self.mode == "concurrency" and self.rate is not None:
+            problems.append(
+                f"rate must be None in concurrency mode (users set the load), got {self.rate!r}"
+            )
+        elif self.mode == "open" and not _positive_number(self.rate):
+            problems.append(f"rate must be a positive number, got {self.rate!r}")
+        for name in ("run_time_s", "request_timeout_s"):
             value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            if not _positive_number(value):
                 problems.append(f"{name} must be a positive number, got {value!r}")
         if isinstance(self.users, bool) or not isinstance(self.users, int) or self.users < 1:
             problems.append(f"users must be an integer >= 1, got {self.users!r}")
+        if self.max_in_flight is not None and (
+            isinstance(self.max_in_flight, bool)
+            or not isinstance(self.max_in_flight, int)
+            or self.max_in_flight < 1
+        ):
+            problems.append(f"max_in_flight must be an integer >= 1, got {self.max_in_flight!r}")
         if not self.path_template.startswith("/"):
             problems.append(f"path_template must start with '/', got {self.path_template!r}")
         else:
@@ -108,6 +146,22 @@ class LoadPlan:
                 )
         if problems:
             raise ValueError("invalid LoadPlan: " + "; ".join(problems))
+
+    def in_flight_per_user(self) -> int:
+        """How many requests one open-loop user may have out at once.
+
+        ``max_in_flight`` when given; else every request the user's schedule starts within
+        ``request_timeout_s + 1`` s (Little's law with the timeout as the longest latency),
+        plus one, so a request can only start late when the generator itself is short of
+        CPU. All users together stay within :data:`MAX_TOTAL_IN_FLIGHT`. 1 in concurrency
+        mode.
+        """
+        if self.mode == "concurrency" or self.rate is None:
+            return 1
+        if self.max_in_flight is not None:
+            return self.max_in_flight
+        per_user = math.ceil(self.rate / self.users * (self.request_timeout_s + 1.0)) + 1
+        return max(1, min(per_user, MAX_TOTAL_IN_FLIGHT // self.users))
 
     @property
     def run_time_arg_s(self) -> int:
@@ -163,13 +217,16 @@ def locust_command(plan: LoadPlan) -> tuple[list[str], dict[str, str]]:
         "0",
     ]
     env = {
-        "HARNESS_LOAD_RATE": repr(float(plan.rate)),
+        "HARNESS_LOAD_MODE": plan.mode,
         "HARNESS_LOAD_USERS": str(plan.users),
+        "HARNESS_LOAD_MAX_IN_FLIGHT": str(plan.in_flight_per_user()),
         "HARNESS_SAMPLES_PATH": str(plan.samples_path),
         "HARNESS_REQUEST_TIMEOUT": repr(float(plan.request_timeout_s)),
         "HARNESS_LOAD_PATH_TEMPLATE": plan.path_template,
         "PYTHONUNBUFFERED": "1",
     }
+    if plan.rate is not None:
+        env["HARNESS_LOAD_RATE"] = repr(float(plan.rate))
     if plan.seed is not None:
         env["HARNESS_LOAD_SEED"] = str(plan.seed)
     return argv, env
@@ -190,9 +247,12 @@ def locust_environment(plan: LoadPlan, base: Mapping[str, str] | None = None) ->
 class Sample:
     """One request as Locust saw it.
 
-    ``t`` is its start (epoch seconds), ``ms`` its latency, ``status`` the HTTP status
-    (0 for a transport error: refused, reset, timeout), ``ok`` whether it counted as a
-    success (2xx), ``err`` a short reason when it did not, ``rid`` its ``x-request-id``.
+    ``t`` is its actual start (epoch seconds), ``ms`` its raw service time (from ``t`` to
+    the response), ``status`` the HTTP status (0 for a transport error: refused, reset,
+    timeout), ``ok`` whether it counted as a success (2xx), ``err`` a short reason when it
+    did not, ``rid`` its ``x-request-id``, ``intended`` the start its arrival schedule
+    asked for (``None`` without a schedule: concurrency mode, or a file written before
+    schedules existed). Verdicts use :attr:`latency_ms`, measured from the intended start.
     """
 
     t: float
@@ -201,6 +261,22 @@ class Sample:
     ok: bool
     err: str | None
     rid: str
+    intended: float | None = None
+
+    @property
+    def intended_start(self) -> float:
+        """When the request should have started: ``intended``, else ``t``."""
+        return self.t if self.intended is None else self.intended
+
+    @property
+    def lag_ms(self) -> float:
+        """How late the request started against its schedule (0 when on time or early)."""
+        return max(0.0, (self.t - self.intended_start) * 1000.0)
+
+    @property
+    def latency_ms(self) -> float:
+        """Latency from the intended start (coordinated omission corrected): ``ms + lag``."""
+        return self.ms + self.lag_ms
 
     @classmethod
     def from_line(cls, line: str, where: str) -> Sample:
@@ -209,12 +285,16 @@ class Sample:
             raw = json.loads(line)
         except json.JSONDecodeError as error:
             raise LoadError(f"{where}: not a JSON sample ({error}): {line[:120]!r}") from None
-        if not isinstance(raw, dict) or set(raw) != _SAMPLE_KEYS:
+        if not isinstance(raw, dict) or not (
+            _SAMPLE_KEYS <= set(raw) <= _SAMPLE_KEYS | _OPTIONAL_SAMPLE_KEYS
+        ):
             found = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
             raise LoadError(
-                f"{where}: a sample needs exactly the keys {sorted(_SAMPLE_KEYS)}, found {found}"
+                f"{where}: a sample needs exactly the keys {sorted(_SAMPLE_KEYS)} "
+                f"(and optionally {sorted(_OPTIONAL_SAMPLE_KEYS)}), found {found}"
             )
         t, ms, status, ok, err, rid = (raw[k] for k in ("t", "ms", "status", "ok", "err", "rid"))
+        intended = raw.get("intended")
         if not (
             _is_number(t)
             and _is_number(ms)
@@ -223,9 +303,27 @@ class Sample:
             and isinstance(ok, bool)
             and (err is None or isinstance(err, str))
             and isinstance(rid, str)
+            and (intended is None or _is_number(intended))
         ):
             raise LoadError(f"{where}: a sample field has the wrong type: {line[:200]!r}")
-        return cls(t=float(t), ms=float(ms), status=status, ok=ok, err=err, rid=rid)
+        return cls(
+            t=float(t),
+            ms=float(ms),
+            status=status,
+            ok=ok,
+            err=err,
+            rid=rid,
+            intended=None if intended is None else float(intended),
+        )
+
+
+def _positive_number(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
 
 
 def _is_number(value: object) -> bool:
@@ -347,61 +445,95 @@ def generator_warnings(stderr_text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class LoadSummary:
-    """Offered vs achieved load over one window ``[start, end)`` (epoch seconds)."""
+    """Offered vs achieved load over one window ``[start, end)`` (epoch seconds).
+
+    ``offered_rate`` is ``None`` in concurrency mode (no schedule). ``late`` counts the
+    requests that started more than :data:`LATE_MS` after their intended start and
+    ``max_lag_ms`` is the worst lag; ``schedule_slipped`` says more than
+    :data:`SLIPPED_SHARE` of them were late. ``coordinated_omission`` is True only for a
+    closed-loop paced run (samples without intended starts at an offered rate) that fell
+    short of it: only then are the latencies optimistic.
+    """
 
     start: float
     end: float
     count: int
     ok_count: int
-    offered_rate: float
+    offered_rate: float | None
     achieved_rate: float
     coordinated_omission: bool
     message: str | None = field(default=None)
+    late: int = 0
+    max_lag_ms: float = 0.0
+    schedule_slipped: bool = False
 
     @property
     def error_count(self) -> int:
         return self.count - self.ok_count
 
     @property
-    def achieved_ratio(self) -> float:
-        """Achieved over offered rate (1.0 = Locust kept up with the target)."""
-        return self.achieved_rate / self.offered_rate
+    def achieved_ratio(self) -> float | None:
+        """Achieved over offered rate (1.0 = kept up with the target; None: no target)."""
+        return None if self.offered_rate is None else self.achieved_rate / self.offered_rate
 
 
 def summarize(
-    samples: Iterable[Sample], start: float, end: float, target_rate: float
+    samples: Iterable[Sample], start: float, end: float, target_rate: float | None
 ) -> LoadSummary:
     """Count the samples that started in ``[start, end)`` and compare with ``target_rate``.
 
-    Flags coordinated omission when fewer than 90% of the offered requests were sent; the
-    message then says how many users Little's law asks for at the observed mean latency.
+    With a target (open mode) it says when requests started late (the generator's CPU or
+    its in-flight limit; corrected latencies include the lag, but the system saw less load
+    than offered) and when fewer than 90% of the offered requests were sent. Samples
+    without intended starts at a target rate come from a closed-loop paced run: a
+    shortfall there is coordinated omission (latencies optimistic), and the message says
+    how many users Little's law asks for. Without a target (concurrency mode) nothing is
+    flagged: the users' own pace is the load.
     """
     if not end > start:
         raise ValueError(f"the window must have end > start, got [{start}, {end})")
-    if not target_rate > 0:
-        raise ValueError(f"target_rate must be positive, got {target_rate}")
+    if target_rate is not None and not target_rate > 0:
+        raise ValueError(f"target_rate must be positive or None, got {target_rate}")
     window = [sample for sample in samples if start <= sample.t < end]
     duration = end - start
     count = len(window)
     achieved = count / duration
-    omission = achieved < COORDINATED_OMISSION_RATIO * target_rate
-    message = None
-    if omission:
-        message = (
-            f"coordinated omission: achieved {achieved:.1f} req/s is "
-            f"{100 * achieved / target_rate:.0f}% of the offered {target_rate:g} req/s over "
-            f"{duration:.1f} s. Locust is closed-loop, so a slow system lowered its own load "
-            "and the latencies understate what clients at the target rate would see."
+    lags = [sample.lag_ms for sample in window]
+    late = sum(1 for lag in lags if lag > LATE_MS)
+    max_lag = max(lags, default=0.0)
+    scheduled = any(sample.intended is not None for sample in window)
+    short = target_rate is not None and achieved < COORDINATED_OMISSION_RATIO * target_rate
+    slipped = target_rate is not None and count > 0 and late / count > SLIPPED_SHARE
+    omission = short and not scheduled
+    notes: list[str] = []
+    if target_rate is not None and short:
+        notes.append(
+            f"achieved {achieved:.1f} req/s is {100 * achieved / target_rate:.0f}% of the "
+            f"offered {target_rate:g} req/s over {duration:.1f} s"
         )
-        if count:
-            mean_s = sum(sample.ms for sample in window) / count / 1000
-            needed = math.ceil(target_rate * mean_s * 1.5)
-            message += (
-                f" At the mean latency of {mean_s * 1000:.0f} ms the target needs at least "
-                f"{needed} users (rate x latency x 1.5); raise users or lower the rate."
-            )
-        else:
-            message += " No request started in the window: did Locust start?"
+    if omission and count:
+        mean_s = sum(sample.ms for sample in window) / count / 1000
+        needed = math.ceil((target_rate or 0.0) * mean_s * 1.5)
+        notes[-1] = (
+            "coordinated omission: "
+            + notes[-1]
+            + ". These users were closed-loop, so a slow system lowered its own load and "
+            "the latencies understate what clients at the target rate would see. At the "
+            f"mean latency of {mean_s * 1000:.0f} ms the target needs at least {needed} "
+            "users (rate x latency x 1.5); raise users or lower the rate."
+        )
+    elif short and not count:
+        notes[-1] += ": no request started in the window: did Locust start?"
+    if slipped:
+        notes.append(
+            f"schedule slipped: {late} of {count} requests ({100 * late / count:.1f}%) "
+            f"started more than {LATE_MS:g} ms late (worst {max_lag:.0f} ms), so the system "
+            "saw less load than offered; the corrected latencies include the delay. The "
+            "generator was short of CPU (see its warnings) or every in-flight slot was "
+            "taken; lower the rate or spread the load over more processes."
+        )
+    elif short and scheduled:
+        notes[-1] += " (requests started on time: the run or the window was cut short)"
     return LoadSummary(
         start=start,
         end=end,
@@ -410,7 +542,10 @@ def summarize(
         offered_rate=target_rate,
         achieved_rate=achieved,
         coordinated_omission=omission,
-        message=message,
+        message="; ".join(notes) if notes else None,
+        late=late,
+        max_lag_ms=max_lag,
+        schedule_slipped=slipped,
     )
 
 
@@ -525,7 +660,10 @@ def _tail(stderr: bytes | None, lines: int = 15) -> str:
 __all__ = [
     "COORDINATED_OMISSION_RATIO",
     "CPU_SATURATION",
+    "LATE_MS",
     "LOCUSTFILE",
+    "MAX_TOTAL_IN_FLIGHT",
+    "LoadMode",
     "LoadPlan",
     "LoadResult",
     "LoadSummary",

@@ -5,26 +5,48 @@ imports this module: ``harness.load.driver`` builds the command line that points
 this file and reads back the samples it writes. The file imports nothing from ``harness``,
 so it also runs where only Locust is installed (a worker pod, ``--processes`` children).
 
+Two load modes (``HARNESS_LOAD_MODE``):
+
+``open`` (default): wrk2's open-loop model. User ``u`` of ``U`` owns a fixed arrival
+schedule: request ``k`` is due at ``T0 + u/rate + k*U/rate`` (the users interleave, so the
+merged schedule is one request every ``1/rate`` s). A user never waits for a response
+before sending the next request: it keeps a free worker greenlet for the next slot, up to
+``HARNESS_LOAD_MAX_IN_FLIGHT`` requests in flight (the driver sizes that so requests that
+end by their timeout never fill it). A request that could not start on time (the generator's CPU
+was busy, or the in-flight limit was reached) starts as soon as it can, in schedule order:
+the schedule is never shifted (no lockstep after a slow request) and never compressed
+(no burst beyond what the schedule says). Every sample keeps its intended start, and
+latency for verdicts is measured from it.
+
+``concurrency``: fortio's model. ``U`` users, each sending its next request as soon as the
+previous one answered (closed loop, no pacing, one connection per user): ``U`` requests in
+flight at all times, as in Istio's circuit-breaking task. There is no schedule, so samples
+carry no intended start.
+
 Configuration comes from the environment (the driver sets it):
 
 ====================================  ===================================================
-``HARNESS_LOAD_RATE``                 target arrival rate of all users together, req/s
-``HARNESS_LOAD_USERS``                number of users (each offers ``rate / users`` req/s)
+``HARNESS_LOAD_MODE``                 ``open`` (default) or ``concurrency``
+``HARNESS_LOAD_RATE``                 open: arrival rate of all users together, req/s
+``HARNESS_LOAD_USERS``                number of users
+``HARNESS_LOAD_MAX_IN_FLIGHT``        open: requests one user may have in flight
 ``HARNESS_SAMPLES_PATH``              JSON-lines file the samples are appended to
-``HARNESS_REQUEST_TIMEOUT``           per-request timeout in seconds (default 10)
-``HARNESS_LOAD_PATH_TEMPLATE``        request path, ``{id}`` is 1..1000 (``/product/{id}``)
+``HARNESS_REQUEST_TIMEOUT``           connect and read timeout in seconds (default 10)
+``HARNESS_LOAD_PATH_TEMPLATE``        request path, ``{id}`` is 1..100 (``/product/{id}``)
 ``HARNESS_LOAD_SEED``                 seed for the ids (optional)
 ====================================  ===================================================
 
 Each request becomes one line of ``HARNESS_SAMPLES_PATH``::
 
-    {"t": 1718000000.123, "ms": 4.21, "status": 503, "ok": false, "err": "HTTP 503",
-     "rid": "9b1c..."}
+    {"t":1718000000.123,"ms":4.21,"status":503,"ok":false,"err":"HTTP 503",
+     "rid":"9b1c...","intended":1718000000.120}
 
-``t`` is the start (epoch seconds), ``status`` is 0 for a transport error and ``rid`` is
-the ``x-request-id`` sent, so a sample can be followed through the mesh's access logs.
-Lines are buffered and flushed every 0.25 s, on test stop and on quit (SIGTERM and the
-``--run-time`` limit both go through Locust's shutdown, which fires those events).
+``t`` is the actual start (epoch seconds), ``ms`` the service time from ``t``, ``status``
+0 for a transport error, ``rid`` the ``x-request-id`` sent (so a sample can be followed
+through the mesh's access logs) and ``intended`` the start the schedule asked for (``null``
+in concurrency mode). Lines are buffered and flushed every 0.25 s, on test stop and on quit
+(SIGTERM and the ``--run-time`` limit both go through Locust's shutdown, which fires those
+events).
 """
 
 from __future__ import annotations
@@ -32,6 +54,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import json
+import math
 import os
 import random
 import re
@@ -40,11 +63,15 @@ import uuid
 from typing import Any
 
 import gevent
-from locust import HttpUser, constant_throughput, events, task
+from gevent import Greenlet
+from gevent.pool import Group
+from locust import FastHttpUser, constant, events, task
 from locust.exception import CatchResponseError
 
 FLUSH_INTERVAL_S = 0.25
-MAX_ID = 1000
+MAX_ID = 100
+"""Ids 1..MAX_ID; the app only passes the id on. 100 distinct URLs stay inside the 128-entry
+cache of ``urllib.parse.urlsplit``, which geventhttpclient calls on every request."""
 _ERRNO = re.compile(r"\[Errno -?\d+\] [^'\")]+")
 
 
@@ -69,14 +96,19 @@ def _positive(name: str, default: str | None = None) -> float:
     return value
 
 
-RATE = _positive("HARNESS_LOAD_RATE")
+MODE = _env("HARNESS_LOAD_MODE", "open")
+if MODE not in ("open", "concurrency"):
+    raise RuntimeError(f"HARNESS_LOAD_MODE must be 'open' or 'concurrency', got {MODE!r}")
 USERS = max(1, int(_positive("HARNESS_LOAD_USERS")))
+RATE = _positive("HARNESS_LOAD_RATE") if MODE == "open" else 0.0
+MAX_IN_FLIGHT = max(1, int(_positive("HARNESS_LOAD_MAX_IN_FLIGHT", "1")))
 SAMPLES_PATH = _env("HARNESS_SAMPLES_PATH")
 REQUEST_TIMEOUT_S = _positive("HARNESS_REQUEST_TIMEOUT", "10")
 PATH_TEMPLATE = _env("HARNESS_LOAD_PATH_TEMPLATE", "/product/{id}")
 _seed = os.environ.get("HARNESS_LOAD_SEED") or None
 _ids = random.Random(int(_seed) if _seed is not None else None)
 _user_numbers = itertools.count()
+_schedule_origin: list[float] = []  # T0, set when the first user starts
 
 
 class SampleWriter:
@@ -92,8 +124,8 @@ class SampleWriter:
         self._lines: list[str] = []
         self._fd: int | None = None
 
-    def add(self, sample: dict[str, Any]) -> None:
-        self._lines.append(json.dumps(sample, separators=(",", ":")) + "\n")
+    def add(self, line: str) -> None:
+        self._lines.append(line)
 
     def flush(self) -> None:
         if not self._lines:
@@ -116,8 +148,32 @@ writer = SampleWriter(SAMPLES_PATH)
 atexit.register(writer.flush)  # the last resort, should an exit skip Locust's events
 
 
+_rid_state: list[Any] = [0, "", itertools.count()]  # pid, prefix, counter
+
+
+def request_id() -> str:
+    """A fresh ``x-request-id`` in UUID v4 form: random per process, then a counter.
+
+    ``str(uuid.uuid4())`` costs a ``getrandom`` call and a UUID object per request; this
+    draws the random part once per process (again after a fork, ``--processes``), and the
+    counter keeps ids unique within it.
+    """
+    pid = os.getpid()
+    if _rid_state[0] != pid:
+        raw = uuid.uuid4().hex
+        _rid_state[:] = [
+            pid,
+            f"{raw[:8]}-{raw[8:12]}-4{raw[13:16]}-8{raw[17:20]}-",
+            itertools.count(),
+        ]
+    return f"{_rid_state[1]}{next(_rid_state[2]) % 16**12:012x}"
+
+
 def _short_error(exception: BaseException) -> str:
-    """``HTTP 503``, ``ReadTimeout``, ``ConnectionError: [Errno 111] Connection refused``."""
+    """``HTTP 503``, ``TimeoutError``, ``ConnectionRefusedError: [Errno 111] ...``."""
+    original = getattr(exception, "original", None)
+    if isinstance(original, BaseException):  # geventhttpclient's RetriesExceeded wraps it
+        return _short_error(original)
     message = str(exception)
     if isinstance(exception, CatchResponseError):
         return message[:200]
@@ -125,6 +181,27 @@ def _short_error(exception: BaseException) -> str:
     detail = errno.group(0).strip() if errno else ""
     name = type(exception).__name__
     return f"{name}: {detail}"[:200] if detail else name
+
+
+def sample_line(
+    t: float,
+    ms: float,
+    status: int,
+    err: str | None,
+    rid: str,
+    intended: float | None,
+) -> str:
+    """One JSON line; formatted by hand because ``json.dumps`` of a dict costs 3x more.
+
+    Floats print with ``repr`` (valid JSON for finite values); only ``err`` and ``rid``
+    can hold arbitrary text, so only they go through ``json.dumps``.
+    """
+    return (
+        f'{{"t":{t!r},"ms":{ms!r},"status":{status},'
+        f'"ok":{"true" if err is None else "false"},'
+        f'"err":{"null" if err is None else json.dumps(err)},"rid":{json.dumps(rid)},'
+        f'"intended":{"null" if intended is None else repr(intended)}}}\n'
+    )
 
 
 @events.request.add_listener
@@ -136,16 +213,26 @@ def record_sample(
     exception: BaseException | None = None,
     **_: Any,
 ) -> None:
+    """One sample per request: a 2xx without exception is a success, any other status
+    fails as ``HTTP <status>``, no status (0) is a transport error named by its cause."""
+    context = context or {}
+    start = start_time if start_time is not None else time.time() - response_time / 1000
     status = int(getattr(response, "status_code", 0) or 0)
+    if exception is None and 200 <= status < 300:
+        err = None
+    elif status:
+        err = f"HTTP {status}"
+    else:
+        err = "no response" if exception is None else _short_error(exception)
     writer.add(
-        {
-            "t": start_time if start_time is not None else time.time() - response_time / 1000,
-            "ms": float(response_time),
-            "status": status,
-            "ok": exception is None,
-            "err": None if exception is None else _short_error(exception),
-            "rid": (context or {}).get("rid", ""),
-        }
+        sample_line(
+            float(start),
+            float(response_time),
+            status,
+            err,
+            str(context.get("rid", "")),
+            context.get("intended"),
+        )
     )
 
 
@@ -161,35 +248,123 @@ def flush_samples(**_: Any) -> None:
     writer.flush()
 
 
-class SampleAppUser(HttpUser):
-    """Offers ``RATE / USERS`` requests per second each; the users together offer ``RATE``.
+class Schedule:
+    """User ``index`` of ``users`` at ``rate`` req/s in total: slot ``k`` is due at
+    ``origin + index/rate + k*users/rate``. The users' slots interleave into one request
+    every ``1/rate`` s. Pure arithmetic on wall-clock seconds, so tests can check it."""
 
-    Locust starts all users of one spawn step at the same instant; each user waits for its
-    own slot first, so arrivals are spread evenly instead of coming in bursts of ``USERS``.
-    """
+    def __init__(self, origin: float, index: int, users: int, rate: float) -> None:
+        self.origin = origin
+        self.offset = (index % users) / rate
+        self.period = users / rate
 
-    wait_time = constant_throughput(RATE / USERS)
+    def due(self, slot: int) -> float:
+        """The intended start of slot ``slot`` (epoch seconds)."""
+        return self.origin + self.offset + slot * self.period
 
-    def on_start(self) -> None:
-        gevent.sleep((next(_user_numbers) % USERS) / RATE)
-        # constant_throughput counts from User.__init__ (locust/user/users.py); restart its
-        # clock after the stagger, or the first wait would undo it.
-        self._cp_last_run = time.perf_counter()
+    def first_slot(self, now: float) -> int:
+        """The first slot whose intended start is not before ``now``.
 
-    @task
-    def get_item(self) -> None:
-        rid = str(uuid.uuid4())
-        path = PATH_TEMPLATE.format(id=_ids.randint(1, MAX_ID))
-        with self.client.get(
-            path,
+        A user that starts late (spawning takes time) begins at its next slot: the slots
+        before it existed were never owed, so skipping them omits nothing.
+        """
+        return max(0, math.ceil((now - self.origin - self.offset) / self.period - 1e-9))
+
+
+class _SampleAppUser(FastHttpUser):
+    """What both modes share: one GET per request, its id, status and error recorded."""
+
+    abstract = True
+    # FastHttpSession applies these per connect and per socket read, as requests did.
+    network_timeout = REQUEST_TIMEOUT_S
+    connection_timeout = REQUEST_TIMEOUT_S
+    max_retries = 0
+
+    def send(self, intended: float | None) -> None:
+        rid = request_id()
+        # No catch_response: record_sample judges the status itself, which saves Locust's
+        # response context manager on every request.
+        self.client.get(
+            PATH_TEMPLATE.format(id=_ids.randint(1, MAX_ID)),
             name=PATH_TEMPLATE,
             headers={"x-request-id": rid},
-            timeout=REQUEST_TIMEOUT_S,
-            context={"rid": rid},
-            catch_response=True,
-        ) as response:
-            status = response.status_code
-            if 200 <= status < 300:
-                response.success()
-            elif status != 0:  # status 0: a transport error, which Locust reports itself
-                response.failure(f"HTTP {status}")
+            context={"rid": rid, "intended": intended},
+        )
+
+
+if MODE == "open":
+
+    class OpenLoopUser(_SampleAppUser):
+        """Follows its own fixed arrival schedule; never waits for a response to send.
+
+        The user's requests are sent by worker greenlets that take the schedule's slots in
+        order: a worker takes the next slot, sleeps until it is due, sends, and takes the
+        next free slot. A worker about to send while every other worker is busy starts
+        one more first (up to ``MAX_IN_FLIGHT``), so a slow response never holds back the
+        next slot: the schedule is kept however slow the system is. Only with all
+        ``MAX_IN_FLIGHT`` workers busy does a slot wait; it then goes out as soon as a
+        worker is free, with its intended start kept, so the lag shows in the corrected
+        latency instead of being omitted. Workers persist (no greenlet per request), which
+        keeps the cost per request close to a closed-loop user's.
+
+        Locust's own loop for this user only waits; stopping it stops the idle workers at
+        once and lets the busy ones finish their request (recorded), bounded by the
+        timeout.
+        """
+
+        concurrency = MAX_IN_FLIGHT  # connections: one per request that may be in flight
+        wait_time = constant(3600)
+
+        def on_start(self) -> None:
+            if not _schedule_origin:
+                _schedule_origin.append(time.time())
+            self._schedule = Schedule(_schedule_origin[0], next(_user_numbers), USERS, RATE)
+            self._slot = self._schedule.first_slot(time.time())
+            self._workers = Group()
+            self._idle: set[Greenlet] = set()
+            self._busy = 0
+            self._stopping = False
+            self._workers.spawn(self._work)
+
+        def _work(self) -> None:
+            me = gevent.getcurrent()
+            while not self._stopping:
+                intended = self._schedule.due(self._slot)
+                self._slot += 1
+                delay = intended - time.time()
+                if delay > 0:
+                    self._idle.add(me)
+                    try:
+                        gevent.sleep(delay)
+                    finally:
+                        self._idle.discard(me)
+                self._busy += 1
+                if self._busy >= len(self._workers) and len(self._workers) < MAX_IN_FLIGHT:
+                    self._workers.spawn(self._work)  # it takes the next slot
+                try:
+                    self.send(intended)
+                finally:
+                    self._busy -= 1
+
+        @task
+        def follow_schedule(self) -> None:
+            """Nothing to do: the workers send; Locust's loop only waits (stoppable)."""
+
+        def on_stop(self) -> None:
+            self._stopping = True
+            gevent.killall(list(self._idle))  # asleep before their slot: nothing in flight
+            # The busy ones finish their request (so it is recorded), bounded by timeouts;
+            # Locust's --stop-timeout bounds this too.
+            self._workers.join(timeout=2 * REQUEST_TIMEOUT_S + 1)
+
+else:
+
+    class ConcurrencyUser(_SampleAppUser):
+        """Sends its next request as soon as the previous one answered (no pacing)."""
+
+        concurrency = 1  # one connection per user: N users hold N connections
+        wait_time = constant(0)
+
+        @task
+        def send_next(self) -> None:
+            self.send(None)

@@ -8,7 +8,8 @@ report can be rendered from the journal alone::
     histograms = latency_histograms(samples, journal.phases)   # phase → base64 text
     p99_us = decode_histogram(histograms["all"]).get_value_at_percentile(99.0)
 
-Histograms are HdrHistograms of *successful* latencies in microseconds (1 µs to 60 s, three
+Histograms are HdrHistograms of *successful* latencies (from each request's intended start,
+as verdicts measure them) in microseconds (1 µs to 60 s, three
 significant digits), in the standard compressed base64 form that every HdrHistogram library
 (Java, Go, JavaScript, …) reads.
 """
@@ -41,13 +42,15 @@ def nearest_rank(ordered: Sequence[float], q: float) -> float | None:
 
 
 def load_timeline(
-    samples: Sequence[Sample], t0: float, t_end: float, offered_rate: float
+    samples: Sequence[Sample], t0: float, t_end: float, offered_rate: float | None
 ) -> LoadTimeline:
     """Whole one-second buckets from ``t0``; a sample falls in the bucket of its start.
 
     Bucket ``i`` covers ``[t0 + i, t0 + i + 1)``, up to ``t_end``: a trailing part shorter
     than a second gets no bucket (its few requests would read as a sudden drop in load).
-    Latency quantiles are of the bucket's successful requests (None when it has none).
+    Latency quantiles are of the bucket's successful requests (None when it has none),
+    measured from their intended starts. Without an offered rate (concurrency mode)
+    ``offered`` is empty.
     """
     buckets = max(0, math.floor(t_end - t0 + 1e-6))
     t_end = t0 + buckets
@@ -60,7 +63,7 @@ def load_timeline(
         index = min(int(sample.t - t0), buckets - 1)
         achieved[index] += 1
         if sample.ok:
-            latencies[index].append(sample.ms)
+            latencies[index].append(sample.latency_ms)
         else:
             errors[index] += 1
     quantiles: dict[float, list[float | None]] = {0.5: [], 0.95: [], 0.99: []}
@@ -70,7 +73,7 @@ def load_timeline(
             series.append(nearest_rank(values, q))
     return LoadTimeline(
         t=[float(i) for i in range(buckets)],
-        offered=[float(offered_rate)] * buckets,
+        offered=[] if offered_rate is None else [float(offered_rate)] * buckets,
         achieved=achieved,
         errors=errors,
         p50_ms=quantiles[0.5],
@@ -117,7 +120,7 @@ def latency_histograms(samples: Sequence[Sample], phases: Sequence[PhaseWindow])
         hi = bisect.bisect_left(starts, window.end)
         for sample in ordered[lo:hi]:
             if sample.ok:
-                record_ms(histogram, sample.ms)
+                record_ms(histogram, sample.latency_ms)
         result[window.name] = encode_histogram(histogram)
         merged.add(histogram)
     result.setdefault(ALL_PHASES, encode_histogram(merged))
@@ -136,15 +139,26 @@ __all__ = [
 ]
 
 
+def _latency_summary(ordered: Sequence[float]) -> LatencySummary:
+    return LatencySummary(
+        p50_ms=nearest_rank(ordered, 0.5),
+        p95_ms=nearest_rank(ordered, 0.95),
+        p99_ms=nearest_rank(ordered, 0.99),
+        max_ms=ordered[-1] if ordered else None,
+    )
+
+
 def phase_loads(
-    samples: Sequence[Sample], phases: Sequence[PhaseWindow], target_rate: float
+    samples: Sequence[Sample], phases: Sequence[PhaseWindow], target_rate: float | None
 ) -> list[PhaseLoad]:
     """The load of each phase: counts, rates, latency quantiles of the successful requests
-    (nearest rank), status codes, and the load generator's own warning if it fell behind."""
+    (nearest rank; corrected latency from the intended start, and the raw service time beside
+    it), status codes, late starts, and the load generator's own warning if it fell behind."""
     loads = []
     for window in phases:
         in_phase = [s for s in samples if window.start <= s.t < window.end]
-        latencies = sorted(s.ms for s in in_phase if s.ok)
+        latencies = sorted(s.latency_ms for s in in_phase if s.ok)  # from intended starts
+        raw = sorted(s.ms for s in in_phase if s.ok)
         summary = summarize(in_phase, window.start, window.end, target_rate)
         loads.append(
             PhaseLoad(
@@ -155,12 +169,10 @@ def phase_loads(
                 offered_rate=summary.offered_rate,
                 achieved_rate=summary.achieved_rate,
                 coordinated_omission=summary.coordinated_omission,
-                latency=LatencySummary(
-                    p50_ms=nearest_rank(latencies, 0.5),
-                    p95_ms=nearest_rank(latencies, 0.95),
-                    p99_ms=nearest_rank(latencies, 0.99),
-                    max_ms=latencies[-1] if latencies else None,
-                ),
+                latency=_latency_summary(latencies),
+                raw_latency=_latency_summary(raw),
+                late=summary.late,
+                max_lag_ms=summary.max_lag_ms,
                 status_counts=dict(Counter(str(s.status) for s in in_phase)),
                 message=summary.message,
             )

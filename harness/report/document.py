@@ -192,6 +192,7 @@ class LoadRow:
     statuses: str
     coordinated_omission: bool
     message: str | None
+    raw_p99: str = "—"  # service time from the actual start, beside the corrected p99
 
 
 @dataclass(frozen=True)
@@ -543,7 +544,7 @@ def _load_rows(journal: Journal) -> list[LoadRow]:
             ok=p.ok,
             errors=p.errors,
             error_share=formats.percent(p.errors / p.count if p.count else None),
-            offered=f"{p.offered_rate:.1f}",
+            offered="—" if p.offered_rate is None else f"{p.offered_rate:.1f}",
             achieved=f"{p.achieved_rate:.1f}",
             p50=formats.milliseconds(p.latency.p50_ms),
             p95=formats.milliseconds(p.latency.p95_ms),
@@ -552,6 +553,9 @@ def _load_rows(journal: Journal) -> list[LoadRow]:
             statuses=", ".join(f"{k}: {v:,}" for k, v in sorted(p.status_counts.items())),
             coordinated_omission=p.coordinated_omission,
             message=p.message,
+            raw_p99=formats.milliseconds(p.raw_latency.p99_ms)
+            if p.raw_latency is not None
+            else "—",
         )
         for p in journal.load.phases
     ]

@@ -190,7 +190,10 @@ def load_timeline_plot(timeline: LoadTimeline, marks: Marks) -> Plot:
     figure, (load, errors, latency) = _new_figure(3, 1.5)
     with _style():
         if t:
-            load.stairs(timeline.offered, edges, color="#555555", lw=1.4, ls="--", baseline=None)
+            if timeline.offered:  # empty in concurrency mode: no offered rate
+                load.stairs(
+                    timeline.offered, edges, color="#555555", lw=1.4, ls="--", baseline=None
+                )
             load.stairs(timeline.achieved, edges, color="#1f77b4", lw=1.4, baseline=None)
             errors.stairs(timeline.errors, edges, color=_FAULT_COLOR, fill=True, alpha=0.8)
             middles = [x + 0.5 for x in t]

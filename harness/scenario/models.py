@@ -182,17 +182,74 @@ class Mesh(Model):
 # --------------------------------------------------------------------------- load / phases
 
 
-class Load(Model):
-    """Open-loop-ish load at the ingress: a target arrival rate spread over Locust users."""
+MAX_RATE: Final = 100.0
+"""The highest ``load.rate`` one Locust process sustained against the shop app on this
+project's shared 2-core machine: achieved >= 90% of the offered rate, < 1% late, no errors
+(``bench/load_max_rate.py``, docs/benchmarks.md). Above it the generator and the app share
+too little CPU for an open-loop schedule to hold; load past it needs Locust workers."""
 
-    rate: float = Field(gt=0, le=2000, description="Target requests per second at the ingress.")
+
+class Load(Model):
+    """The load at the ingress.
+
+    ``mode: open`` (default): ``rate`` requests per second on a fixed open-loop arrival
+    schedule (wrk2's model), split over ``users`` Locust users; a slow system cannot slow
+    the schedule down, and latency is measured from each request's intended start.
+    ``mode: concurrency``: ``users`` closed-loop users without pacing (fortio's model, as in
+    Istio's circuit-breaking task): always ``users`` requests in flight; no ``rate``.
+    """
+
+    mode: Literal["open", "concurrency"] = Field(
+        default="open",
+        description="open: a fixed arrival rate (open loop); concurrency: N users, no pacing.",
+    )
+    rate: float | None = Field(
+        default=None,
+        gt=0,
+        description=f"open mode: target requests per second at the ingress (at most {MAX_RATE:g}).",
+    )
     users: int | None = Field(
-        default=None, ge=1, le=500, description="Concurrent Locust users (default: derived)."
+        default=None,
+        ge=1,
+        le=500,
+        description="Locust users: schedule streams (open, default derived) or concurrent "
+        "requests (concurrency, required).",
     )
     request_timeout: Duration = Field(default=10.0, gt=0, description="Client-side timeout.")
 
+    @model_validator(mode="after")
+    def _mode_fields(self) -> Load:
+        if self.mode == "open":
+            if self.rate is None:
+                raise ValueError(
+                    "load.rate is required in open mode (requests per second), "
+                    "or set 'mode: concurrency' with 'users: N' for N users without pacing"
+                )
+            if self.rate > MAX_RATE:
+                raise ValueError(
+                    f"load.rate {self.rate:g} is above {MAX_RATE:g} req/s, the most one Locust "
+                    "process sustains on this kind of machine (docs/benchmarks.md); lower the "
+                    "rate (spreading load over several Locust workers, load.workers, is not "
+                    "supported yet)"
+                )
+        else:
+            if self.rate is not None:
+                raise ValueError(
+                    "load.rate does not apply in concurrency mode (users send back to back); "
+                    "remove it, or use 'mode: open' for a fixed arrival rate"
+                )
+            if self.users is None:
+                raise ValueError(
+                    "load.users is required in concurrency mode: the number of requests "
+                    "kept in flight (e.g. 'users: 3')"
+                )
+        return self
+
     def effective_users(self) -> int:
-        return self.users if self.users is not None else max(4, min(64, math.ceil(self.rate / 5)))
+        """``users``, else (open mode) one user per 5 req/s, between 4 and 64."""
+        if self.users is not None:
+            return self.users
+        return max(4, min(64, math.ceil((self.rate or 0.0) / 5)))
 
 
 class Phase(Model):

@@ -59,7 +59,12 @@ class RequestSample(Protocol):
 
     @property
     def ms(self) -> float:
-        """Latency in milliseconds."""
+        """Raw service time in milliseconds (from the actual start)."""
+        ...
+
+    @property
+    def latency_ms(self) -> float:
+        """Latency in milliseconds from the intended start (what verdicts judge)."""
         ...
 
     @property
@@ -93,7 +98,7 @@ class RunEvidence:
         return self._by_phase[phase]
 
     def successful_latencies_s(self, phase: str) -> list[float]:
-        return [s.ms / 1000.0 for s in self.in_phase(phase) if s.ok]
+        return [s.latency_ms / 1000.0 for s in self.in_phase(phase) if s.ok]  # corrected
 
 
 def judged_phases(slo: Slo, journal: Journal) -> list[str]:

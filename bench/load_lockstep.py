@@ -1,0 +1,172 @@
+"""Lockstep: does the spread of inter-arrival gaps survive a pause and its aftermath?
+
+Usage: ``python bench/load_lockstep.py [--rate 50] [--users 10] [--rounds 2]``
+
+Target: a threaded HTTP server on 127.0.0.1 that answers at once, except that it holds
+every request arriving in a 2 s window (10 s after its first request) until the window
+ends: a ``pause`` fault (SIGSTOP) as the client sees it. Each round runs, one after the
+other, for 25 s at ``rate`` req/s over ``users`` users (200 ms period per user by default,
+as in issue 15's measurement):
+
+A. the harness locustfile, open loop (``harness/load/locustfile.py``);
+B. the anchor: closed-loop users paced by Locust's ``constant_throughput``, the model the
+   harness used before (``bench/paced_closed_loop_locustfile.py``).
+
+For each, the coefficient of variation (stdev / mean) of the gaps between consecutive
+actual request starts, all users merged, in three windows: before the pause (2-10 s after
+the first request), during it (10-12 s) and after it (12-22 s). The schedule itself is
+perfectly even (CV 0), so the reference is the CV the same driver delivered before the
+pause; the goal (issue 15) is during / after within 1.5x of it. For A the CV of the
+intended starts is printed too (the schedule as written; 0 up to float rounding).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from harness.load.driver import LoadPlan, locust_command, locust_environment, read_samples
+
+HERE = Path(__file__).resolve().parent
+PAUSE_AT_S = 10.0
+PAUSE_S = 2.0
+RUN_S = 25
+WINDOWS = {"before": (2.0, 10.0), "during": (10.0, 12.0), "after": (12.0, 22.0)}
+
+
+@contextmanager
+def pausing_server() -> Iterator[tuple[str, list[float]]]:
+    """Yields the base URL and a list that gets the first request's arrival time."""
+    first: list[float] = []
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            now = time.time()
+            with lock:
+                if not first:
+                    first.append(now)
+            begin = first[0] + PAUSE_AT_S
+            if begin <= now < begin + PAUSE_S:
+                time.sleep(begin + PAUSE_S - now)
+            body = b'{"ok":true}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", first
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def spread_of_gaps(starts: list[float], lo: float, hi: float) -> tuple[float, float]:
+    """(CV, IQR / median) of the gaps between consecutive starts in ``[lo, hi)``.
+
+    The CV is issue 15's measure; one 50 ms hiccup of a busy machine moves it by 0.2 at
+    50 req/s, so the interquartile range over the median gap is printed beside it: bunching
+    (lockstep) raises both, a lone hiccup only the CV."""
+    chosen = sorted(t for t in starts if lo <= t < hi)
+    gaps = [b - a for a, b in itertools.pairwise(chosen)]
+    if len(gaps) < 4:
+        return float("nan"), float("nan")
+    q1, median, q3 = statistics.quantiles(gaps, n=4)
+    return statistics.pstdev(gaps) / statistics.fmean(gaps), (q3 - q1) / median
+
+
+def windows(starts: list[float]) -> dict[str, tuple[float, float]]:
+    return {name: spread_of_gaps(starts, lo, hi) for name, (lo, hi) in WINDOWS.items()}
+
+
+def run_harness(rate: float, users: int, workdir: Path) -> tuple[list[float], list[float]]:
+    with pausing_server() as (host, first):
+        plan = LoadPlan(
+            host=host,
+            rate=rate,
+            users=users,
+            run_time_s=RUN_S,
+            request_timeout_s=10.0,
+            samples_path=workdir / f"open-{time.monotonic_ns()}.jsonl",
+        )
+        argv, _ = locust_command(plan)
+        subprocess.run(
+            argv, env=locust_environment(plan), cwd=workdir, capture_output=True, check=True
+        )
+        samples = read_samples(plan.samples_path)
+        origin = first[0]
+    actual = [s.t - origin for s in samples]
+    intended = [s.intended_start - origin for s in samples]
+    return actual, intended
+
+
+def run_paced(rate: float, users: int, workdir: Path) -> list[float]:
+    starts_path = workdir / f"paced-{time.monotonic_ns()}.txt"
+    with pausing_server() as (host, first):
+        argv = [sys.executable, "-m", "locust", "-f", str(HERE / "paced_closed_loop_locustfile.py")]
+        argv += ["--headless", "--users", str(users), "--spawn-rate", str(users)]
+        argv += ["--host", host, "--run-time", f"{RUN_S}s", "--only-summary", "--stop-timeout", "5"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
+        env |= {"BENCH_RATE": str(rate), "BENCH_USERS": str(users)}
+        env["BENCH_STARTS_PATH"] = str(starts_path)
+        subprocess.run(argv, env=env, cwd=workdir, capture_output=True, check=True)
+        origin = first[0]
+    return [float(line) - origin for line in starts_path.read_text().split()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument("--users", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-lockstep-"))
+    print(
+        "round  driver               CV: before  during  after  (during, after)/before"
+        "   IQR/median: before  during  after"
+    )
+    for index in range(args.rounds):
+        actual, intended = run_harness(args.rate, args.users, workdir)
+        paced = run_paced(args.rate, args.users, workdir)
+        for name, starts in (
+            ("harness open loop", actual),
+            ("  (its schedule)", intended),
+            ("paced closed loop", paced),
+        ):
+            spread = windows(starts)
+            (cv_b, iqr_b), (cv_d, iqr_d), (cv_a, iqr_a) = (
+                spread["before"],
+                spread["during"],
+                spread["after"],
+            )
+            ratios = f"{cv_d / cv_b:5.2f}, {cv_a / cv_b:5.2f}" if cv_b > 1e-9 else "    -,     -"
+            print(
+                f"{index + 1:5d}  {name:19s}  {cv_b:10.3f}  {cv_d:6.3f}  {cv_a:5.3f}  "
+                f"{ratios:>24s}  {iqr_b:18.3f}  {iqr_d:6.3f}  {iqr_a:5.3f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
