@@ -82,6 +82,12 @@ EDGE_COUNTERS = (
     "upstream_cx_connect_fail",
     "upstream_rq_5xx",
     "outlier_detection.ejections_enforced_total",
+    # why nothing was ejected (harness.slo.mesh.EJECTION_COUNTERS)
+    "outlier_detection.ejections_overflow",
+    "outlier_detection.ejections_detected_consecutive_5xx",
+    "outlier_detection.ejections_enforced_consecutive_5xx",
+    "outlier_detection.ejections_detected_consecutive_gateway_failure",
+    "outlier_detection.ejections_enforced_consecutive_gateway_failure",
 )
 FAULT_COUNTERS = ("aborts_injected", "delays_injected")
 FIRST_SAMPLE_TIMEOUT_S = 30.0

@@ -48,8 +48,15 @@ EDGE_COLUMNS: dict[str, tuple[str, str]] = {
     "upstream_rq_retry_success": ("retry ok", "upstream_rq_retry_success"),
     "upstream_rq_retry_overflow": ("retry overflow", "upstream_rq_retry_overflow: retry budget"),
     "upstream_rq_retry_limit_exceeded": ("retry limit", "upstream_rq_retry_limit_exceeded"),
-    "upstream_rq_pending_overflow": ("pending overflow", "upstream_rq_pending_overflow"),
-    "upstream_cx_overflow": ("cx overflow", "upstream_cx_overflow: maxConnections reached"),
+    "upstream_rq_pending_overflow": (
+        "pending overflow (shed)",
+        "upstream_rq_pending_overflow: rejected by the circuit breaker (503 UO)",
+    ),
+    "upstream_cx_overflow": (
+        "cx overflow (queued)",
+        "upstream_cx_overflow: maxConnections reached; an HTTP/1.1 request then waits in the "
+        "pending queue (not a shed)",
+    ),
     "upstream_rq_timeout": ("timeouts", "upstream_rq_timeout: route timeout"),
     "upstream_rq_per_try_timeout": ("per-try timeouts", "upstream_rq_per_try_timeout"),
     "upstream_cx_connect_fail": ("connect fail", "upstream_cx_connect_fail"),
@@ -57,6 +64,19 @@ EDGE_COLUMNS: dict[str, tuple[str, str]] = {
     "outlier_detection.ejections_enforced_total": (
         "ejections",
         "outlier_detection.ejections_enforced_total",
+    ),
+    "outlier_detection.ejections_overflow": (
+        "ejections blocked",
+        "outlier_detection.ejections_overflow: ejections the detector decided on but "
+        "maxEjectionPercent refused",
+    ),
+    "outlier_detection.ejections_detected_consecutive_5xx": (
+        "5xx ejections due",
+        "outlier_detection.ejections_detected_consecutive_5xx (enforced or not)",
+    ),
+    "outlier_detection.ejections_detected_consecutive_gateway_failure": (
+        "gateway ejections due",
+        "outlier_detection.ejections_detected_consecutive_gateway_failure (enforced or not)",
     ),
 }
 AMPLIFICATION_NOTE = (

@@ -10,9 +10,17 @@ INCONCLUSIVE with the reason, never a guess.
   ``upstream_rq_total / (upstream_rq_total - upstream_rq_retry)``; PASS iff ``<= max``.
 * ``ejections``: outlier ejections (``outlier_detection.ejections_enforced_total``) on the
   edge, at least ``min``; with ``within``, inside that many seconds of the phase's first
-  fault injection (or of the phase start when it has no fault).
-* ``sheds``: circuit-breaker overflows (``upstream_rq_pending_overflow +
-  upstream_cx_overflow``) on the edge, at least ``min``.
+  fault injection (or of the phase start when it has no fault). When too few happened but
+  Envoy refused ejections it had decided on because ``maxEjectionPercent`` was reached
+  (``outlier_detection.ejections_overflow``), the message says so with the numbers: the
+  detector tripped, the cap held it back.
+* ``sheds``: requests the circuit breaker **rejected** on the edge, at least ``min``:
+  ``upstream_rq_pending_overflow`` (the pending queue of an HTTP/1.1 pool was full, or an
+  HTTP/2 pool reached ``max_requests``: Envoy counts both there, and answers 503 with the
+  response flag ``UO``) plus ``upstream_rq_retry_overflow`` (a retry the breaker refused).
+  ``upstream_cx_overflow`` is *not* a shed: for HTTP/1.1 a request that finds every
+  connection taken waits in the pending queue and is usually served; it is reported as
+  queueing beside the verdict.
 * ``recoveryTime``: from the last fault revert until the per-second ingress error rate is
   at or below ``errorRate`` for :data:`RECOVERY_STREAK_S` consecutive seconds; PASS iff
   that takes at most ``max``.
@@ -36,8 +44,13 @@ if TYPE_CHECKING:  # the journal imports harness.slo.verdict: no import cycle at
 
 __all__ = [
     "EJECTIONS",
+    "EJECTION_COUNTERS",
+    "EJECTION_OVERFLOW",
+    "QUEUEING",
     "RECOVERY_STREAK_S",
     "SHEDS",
+    "SHED_COUNTERS",
+    "blocked_ejections",
     "evaluate_ejections",
     "evaluate_recovery",
     "evaluate_retry_amplification",
@@ -46,7 +59,31 @@ __all__ = [
 ]
 
 EJECTIONS = "outlier_detection.ejections_enforced_total"
-SHEDS = ("upstream_rq_pending_overflow", "upstream_cx_overflow")
+EJECTION_OVERFLOW = "outlier_detection.ejections_overflow"
+"""Ejections the detector decided on but ``maxEjectionPercent`` refused."""
+EJECTIONS_DETECTED = {
+    "outlier_detection.ejections_detected_consecutive_5xx": "consecutive 5xx",
+    "outlier_detection.ejections_detected_consecutive_gateway_failure": (
+        "consecutive gateway errors"
+    ),
+}
+"""Ejections the detector decided on (enforced or not), by reason."""
+EJECTION_COUNTERS = (
+    EJECTIONS,
+    EJECTION_OVERFLOW,
+    *EJECTIONS_DETECTED,
+    "outlier_detection.ejections_enforced_consecutive_5xx",
+    "outlier_detection.ejections_enforced_consecutive_gateway_failure",
+)
+"""Every outlier-detection counter the ``ejections`` verdict reads."""
+SHEDS = ("upstream_rq_pending_overflow", "upstream_rq_retry_overflow")
+"""Circuit-breaker rejections: the pending queue (HTTP/1.1) or ``max_requests`` (HTTP/2)
+overflowed, and retries refused by ``max_retries``."""
+QUEUEING = "upstream_cx_overflow"
+"""``maxConnections`` reached: an HTTP/1.1 request waits in the pending queue (not shed)."""
+SHED_COUNTERS = (*SHEDS, QUEUEING)
+ENVOY_DEFAULT_MAX_EJECTION_PERCENT = 10
+"""Envoy's default, which Istio keeps when ``maxEjectionPercent`` is unset."""
 RECOVERY_STREAK_S = 3
 """Consecutive good seconds after which the error rate counts as recovered."""
 
@@ -182,9 +219,11 @@ def evaluate_sheds(
     minimum: int,
     confidence: float = 0.95,
 ) -> SloResult:
-    """Judge ``sheds``: at least ``minimum`` circuit-breaker overflows on ``caller → callee``
-    in the phase (pending-request plus connection overflows). INCONCLUSIVE when the edge
-    had no counters, or no traffic and no sheds."""
+    """Judge ``sheds``: at least ``minimum`` requests rejected by the circuit breaker on
+    ``caller → callee`` in the phase (:data:`SHEDS`: pending overflows, which include
+    HTTP/2 ``max_requests`` overflows, and retry overflows). Connection overflows
+    (:data:`QUEUEING`) only queue a request; they are named in the message but not counted.
+    INCONCLUSIVE when the edge had no counters, or no traffic and no sheds."""
     _window(journal, phase)
     counters, missing = _edge_counters(journal, phase, caller, callee)
 
@@ -206,14 +245,21 @@ def evaluate_sheds(
 
     if counters is None:
         return result(Verdict.INCONCLUSIVE, None, 0, missing)
-    pending, connections = (counters.get(stat, 0) for stat in SHEDS)
-    sheds = pending + connections
+    pending, retries = (counters.get(stat, 0) for stat in SHEDS)
+    queued = counters.get(QUEUEING, 0)
+    sheds = pending + retries
     attempts = counters.get("upstream_rq_total", 0)
     detail = (
-        f"{sheds} circuit-breaker sheds on {caller} → {callee} "
-        f"({pending} pending overflows, {connections} connection overflows, "
-        f"{attempts} attempts)"
+        f"{sheds} request{'' if sheds == 1 else 's'} rejected by the circuit breaker on "
+        f"{caller} → {callee} ({pending} upstream_rq_pending_overflow: pending queue or "
+        f"max_requests full, answered 503 UO; {retries} upstream_rq_retry_overflow: retries "
+        f"refused; {attempts} attempts)"
     )
+    if queued:
+        detail += (
+            f"; {queued} upstream_cx_overflow: maxConnections reached, those requests queued "
+            "for a connection (queueing, not shedding)"
+        )
     if sheds >= minimum:
         return result(Verdict.PASS, sheds, attempts, f"{detail}; at least {minimum} expected")
     if attempts == 0:
@@ -264,6 +310,65 @@ def _ejection_intervals(
         if by not in missed:
             after = by
     return intervals
+
+
+def _max_ejection_percent(journal: Journal, callee: str) -> tuple[int, str]:
+    """The callee's ``maxEjectionPercent`` from the scenario, and where it came from."""
+    mesh = journal.scenario.get("mesh")
+    destinations = mesh.get("destinations") if isinstance(mesh, dict) else None
+    destination = destinations.get(callee) if isinstance(destinations, dict) else None
+    outlier = destination.get("outlierDetection") if isinstance(destination, dict) else None
+    value = outlier.get("maxEjectionPercent") if isinstance(outlier, dict) else None
+    if isinstance(value, int) and value > 0:
+        return value, "the scenario's outlierDetection"
+    return (
+        ENVOY_DEFAULT_MAX_EJECTION_PERCENT,
+        "unset: Envoy's and Istio's default",
+    )
+
+
+def _endpoints_of(journal: Journal, callee: str) -> int | None:
+    """How many instances of ``callee`` the mesh timeline saw (None without one)."""
+    mesh = journal.mesh_timeline
+    if mesh is None or not mesh.endpoints:
+        return None
+    names = {key.partition("→")[2] for key in mesh.endpoints}
+    found = {n for n in names if re.fullmatch(rf"{re.escape(callee)}-\d+", n)}
+    return len(found) or None
+
+
+def blocked_ejections(journal: Journal, counters: dict[str, int] | None, callee: str) -> str | None:
+    """Why ejections the detector wanted did not happen, with the numbers; ``None`` when
+    ``maxEjectionPercent`` blocked none (``outlier_detection.ejections_overflow`` is 0).
+
+    Envoy ejects a host only if the ejected share *after* ejecting it stays within
+    ``maxEjectionPercent``; otherwise it counts ``ejections_overflow`` and ejects nothing.
+    """
+    if counters is None:
+        return None
+    overflow = counters.get(EJECTION_OVERFLOW, 0)
+    if overflow <= 0:
+        return None
+    detected = [
+        f"{counters[stat]} for {reason}"
+        for stat, reason in EJECTIONS_DETECTED.items()
+        if counters.get(stat, 0) > 0
+    ]
+    percent, source = _max_ejection_percent(journal, callee)
+    endpoints = _endpoints_of(journal, callee)
+    share = ""
+    if endpoints:
+        share = (
+            f"; with {endpoints} endpoints one ejection is {100 / endpoints:.0f}% of the pool"
+            + (", already above the cap" if 100 / endpoints > percent else "")
+        )
+    return (
+        "ejections were due but blocked: Envoy's detector decided to eject"
+        + (f" ({', '.join(detected)})" if detected else "")
+        + f" and refused {overflow} ejection{'' if overflow == 1 else 's'} "
+        f"(outlier_detection.ejections_overflow) because maxEjectionPercent {percent}% "
+        f"({source}) was reached{share}; raise maxEjectionPercent to let it eject"
+    )
 
 
 def evaluate_ejections(
@@ -344,6 +449,9 @@ def evaluate_ejections(
 
     edge = f"{caller} → {callee}"
     expected = f"at least {minimum} expected {scope}"
+    blocked = blocked_ejections(journal, counters, callee)
+    if blocked is not None:
+        expected += f"; {blocked}"
     if total is not None and total < minimum:
         if attempts == 0:
             return result(
@@ -374,7 +482,10 @@ def evaluate_ejections(
     if sure >= minimum:
         return result(Verdict.PASS, sure, possible, f"{counted}; at least {minimum} expected")
     if possible < minimum:
-        return result(Verdict.FAIL, sure, possible, f"{counted}; at least {minimum} expected")
+        late = f"{counted}; at least {minimum} expected"
+        if blocked is not None:
+            late += f"; {blocked}"
+        return result(Verdict.FAIL, sure, possible, late)
     return result(
         Verdict.INCONCLUSIVE,
         sure,
