@@ -59,6 +59,7 @@ from harness.scenario.models import (
     Scenario,
     SheddingSlo,
 )
+from harness.slo.family import adjust_family
 from harness.slo.mesh import (
     evaluate_ejections,
     evaluate_recovery,
@@ -67,7 +68,12 @@ from harness.slo.mesh import (
     recovery_phases,
 )
 from harness.slo.shift import evaluate_latency_shift
-from harness.slo.verdict import Verdict, evaluate_error_rate, evaluate_latency
+from harness.slo.verdict import (
+    Verdict,
+    evaluate_error_rate,
+    evaluate_latency,
+    per_second_counts,
+)
 
 EDGE_COUNTERS = (
     "upstream_rq_total",
@@ -522,6 +528,10 @@ class Run:
             in_phase = [] if window is None else _in_window(samples, window)
             return [s.ms / 1000.0 for s in in_phase if s.ok]
 
+        def successful_seconds(phase: str) -> list[int]:  # for bursts of slow requests
+            window = windows[phase]
+            return [int(s.t - window.start) for s in _in_window(samples, window) if s.ok]
+
         for slo in self.scenario.slos:
             if slo.phases:
                 phases = [phase for phase in slo.phases if phase in windows]
@@ -537,7 +547,18 @@ class Run:
                         in_phase = _in_window(samples, windows[phase])
                         failures = sum(1 for s in in_phase if not s.ok)
                         result = evaluate_error_rate(
-                            slo.name, phase, failures, len(in_phase), slo.max, slo.confidence
+                            slo.name,
+                            phase,
+                            failures,
+                            len(in_phase),
+                            slo.max,
+                            slo.confidence,
+                            per_second=per_second_counts(
+                                [s.t for s in in_phase],
+                                [not s.ok for s in in_phase],
+                                windows[phase].start,
+                                windows[phase].end,
+                            ),
                         )
                     case LatencySlo():
                         result = evaluate_latency(
@@ -547,6 +568,7 @@ class Run:
                             slo.quantile,
                             slo.max,
                             slo.confidence,
+                            seconds=successful_seconds(phase),
                         )
                     case LatencyShiftSlo():
                         result = evaluate_latency_shift(
@@ -596,6 +618,7 @@ class Run:
                     case _:
                         assert_never(slo)
                 journal.slos.append(result)
+        journal.slos = adjust_family(journal.slos)  # family-wise FAIL control (Holm)
 
     def _judge_faults(self) -> None:
         if self.journal.aborted:

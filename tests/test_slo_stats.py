@@ -300,7 +300,9 @@ def test_error_rate_well_above_the_objective_fails() -> None:
             "n=812) exceeds the objective 1.00%"
         ),
         samples_needed=None,
+        p_value=result.p_value,
     )
+    assert result.p_value is not None and result.p_value < 1e-30
     assert result.lower is not None and result.upper is not None
     assert 0.01 < result.lower < 67 / 812 < result.upper
 

@@ -45,7 +45,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import beta, binom, norm
+from scipy.stats import beta, binom, chi2, norm
+from scipy.stats import t as t_dist
 
 Samples = Sequence[float] | npt.NDArray[np.floating[Any]]
 """Latency samples in seconds; the quantile functions want them sorted ascending."""
@@ -54,26 +55,37 @@ Samples = Sequence[float] | npt.NDArray[np.floating[Any]]
 _MAX_SAMPLES = 2**50
 
 __all__ = [
+    "DISPERSION_TEST_LEVEL",
     "EXACT_U_MAX_PAIRS",
     "EXACT_U_MAX_WORK",
+    "MIN_BLOCKS",
+    "Dispersion",
     "Samples",
     "ShiftInterval",
+    "block_length",
     "difference_order_statistics",
+    "dispersed_quantile_bounds",
+    "dispersed_rate_bounds",
     "empirical_quantile",
     "fewest_samples_for_shift",
     "hodges_lehmann_shift",
     "mann_whitney_cdf",
+    "quantile_dispersion",
+    "quantile_fail_p_value",
     "quantile_interval",
     "quantile_lower_bound",
     "quantile_lower_rank",
     "quantile_upper_bound",
     "quantile_upper_rank",
+    "rate_dispersion",
+    "rate_fail_p_value",
     "rate_lower_bound",
     "rate_upper_bound",
     "samples_needed_for_quantile",
     "samples_needed_for_rate",
     "samples_needed_for_shift",
     "shift_bound_rank",
+    "shift_fail_p_value",
     "wilson_interval",
 ]
 
@@ -198,6 +210,179 @@ def samples_needed_for_rate(
     return high
 
 
+# --------------------------------------------------------------------------- dependence
+
+DISPERSION_TEST_LEVEL = 0.01
+"""Significance level of the test for over-dispersion: below it, the bounds widen."""
+MIN_BLOCKS = 5
+"""Fewer blocks than this (a phase shorter than 5 s) cannot show over-dispersion."""
+
+
+@dataclass(frozen=True)
+class Dispersion:
+    """How much more the failures vary between blocks of time than independent requests would.
+
+    ``factor`` is the variance inflation (design effect) the bounds apply: 1.0 means the
+    data look independent and the exact bounds stand. ``block_s`` and ``blocks`` are the
+    batch-means blocks it was estimated on, ``p_value`` the Pearson chi-square test for
+    over-dispersion (smaller of the one-second and the block scale, Bonferroni-doubled;
+    ``None`` when there was nothing to test: no failures, or too few seconds).
+    ``effective_n`` is the sample size the bounds use (``n`` when independent).
+    """
+
+    factor: float
+    block_s: int
+    blocks: int
+    p_value: float | None
+    effective_n: float
+
+    @property
+    def detected(self) -> bool:
+        return self.factor > 1.0
+
+    def describe(self, n: int) -> str:
+        """A clause for a verdict message."""
+        if self.p_value is None:
+            return ""
+        if not self.detected:
+            return ""
+        return (
+            f"errors come in bursts: the count per {self.block_s} s block varies "
+            f"{self.factor:.3g}× as much as for independent requests (χ² test p="
+            f"{self.p_value:.2g} over {self.blocks} blocks), so the bounds use an effective "
+            f"sample of {self.effective_n:.0f} of {n} requests"
+        )
+
+
+def _pearson(requests: npt.NDArray[np.int64], failures: npt.NDArray[np.int64], block: int,
+             rate: float) -> tuple[float, int]:  # fmt: skip
+    """Pearson's X² of the failure counts in blocks of ``block`` seconds, and its blocks."""
+    k = requests.size // block
+    n = requests[: k * block].reshape(k, block).sum(axis=1)
+    x = failures[: k * block].reshape(k, block).sum(axis=1)
+    keep = n > 0
+    n, x = n[keep], x[keep]
+    if n.size < 2:
+        return 0.0, int(n.size)
+    statistic = float(np.sum((x - rate * n) ** 2 / (rate * (1.0 - rate) * n)))
+    return statistic, int(n.size)
+
+
+def block_length(seconds: int) -> int:
+    """The batch-means block length for a phase of ``seconds``: about ``sqrt(seconds)``,
+    short enough to leave at least :data:`MIN_BLOCKS` blocks.
+
+    >>> block_length(60), block_length(120), block_length(10)
+    (8, 11, 2)
+    """
+    if seconds < MIN_BLOCKS:
+        return 1
+    return max(1, min(round(math.sqrt(seconds)), seconds // MIN_BLOCKS))
+
+
+def rate_dispersion(
+    requests: Sequence[int] | npt.NDArray[np.int64],
+    failures: Sequence[int] | npt.NDArray[np.int64],
+    confidence: float,
+) -> Dispersion:
+    """Over-dispersion of per-second failure counts, and the effective sample size.
+
+    ``requests[i]`` and ``failures[i]`` are the counts of second ``i`` of the phase. The
+    method (documented in docs/statistics.md):
+
+    1. Pearson's X² of the counts per second and per batch-means block of about
+       ``sqrt(seconds)`` seconds (:func:`block_length`) against a common rate; under
+       independence X² follows χ² with ``blocks - 1`` degrees of freedom.
+    2. If the smaller p-value, doubled, is below :data:`DISPERSION_TEST_LEVEL`, the design
+       effect is the block scale's ``X² / (blocks - 1)`` (the quasi-binomial dispersion of
+       the batch means, which also captures bursts longer than a second).
+    3. The effective sample is ``n / factor``, shrunk further by Korn and Graubard's
+       degrees-of-freedom correction ``(t(n-1) / t(blocks-1))**2`` at ``confidence``,
+       because the factor itself is estimated from few blocks.
+
+    Otherwise (no failures, all failures, under :data:`MIN_BLOCKS` seconds, or no
+    significant excess) the data count as independent and ``factor`` is 1.
+    """
+    _check_confidence(confidence)
+    n_per = np.asarray(requests, dtype=np.int64)
+    x_per = np.asarray(failures, dtype=np.int64)
+    if n_per.shape != x_per.shape or n_per.ndim != 1:
+        raise ValueError("requests and failures need one count per second each, same length")
+    if np.any(x_per < 0) or np.any(x_per > n_per):
+        raise ValueError("need 0 <= failures <= requests in every second")
+    n = int(n_per.sum())
+    x = int(x_per.sum())
+    seconds = int(n_per.size)
+    block = block_length(seconds)
+    independent = Dispersion(1.0, block, seconds // block, None, float(n))
+    if x == 0 or x == n or seconds < MIN_BLOCKS:
+        return independent
+    rate = x / n
+    p_values = []
+    for size in sorted({1, block}):
+        chi2_value, blocks = _pearson(n_per, x_per, size, rate)
+        if blocks >= 2:
+            p_values.append(float(chi2.sf(chi2_value, blocks - 1)))
+    chi2_block, blocks = _pearson(n_per, x_per, block, rate)
+    if blocks < 2 or not p_values:
+        return independent
+    p_value = min(1.0, min(p_values) * len(p_values))
+    factor = chi2_block / (blocks - 1)
+    if p_value >= DISPERSION_TEST_LEVEL or factor <= 1.0:
+        return Dispersion(1.0, block, blocks, p_value, float(n))
+    df_correction = (
+        float(t_dist.ppf(confidence, n - 1)) / float(t_dist.ppf(confidence, blocks - 1))
+    ) ** 2
+    effective = min(float(n), n / factor * df_correction)
+    return Dispersion(factor, block, blocks, p_value, effective)
+
+
+def _effective(failures: int, n: int, dispersion: Dispersion | None) -> tuple[float, float]:
+    if dispersion is None or not dispersion.detected:
+        return float(failures), float(n)
+    effective_n = dispersion.effective_n
+    return failures / n * effective_n, effective_n
+
+
+def dispersed_rate_bounds(
+    failures: int, n: int, confidence: float, dispersion: Dispersion | None
+) -> tuple[float, float]:
+    """One-sided ``(lower, upper)`` bounds at ``confidence``: exact Clopper-Pearson when the
+    data look independent, else Clopper-Pearson on the effective counts (Korn-Graubard)."""
+    if dispersion is None or not dispersion.detected:
+        return rate_lower_bound(failures, n, confidence), rate_upper_bound(failures, n, confidence)
+    _check_counts(failures, n)
+    x, m = _effective(failures, n, dispersion)
+    rate = failures / n
+    lower = 0.0 if failures == 0 else min(rate, float(beta.ppf(1.0 - confidence, x, m - x + 1.0)))
+    upper = 1.0 if failures == n else max(rate, float(beta.ppf(confidence, x + 1.0, m - x)))
+    return lower, upper
+
+
+def rate_fail_p_value(
+    failures: int, n: int, objective: float, dispersion: Dispersion | None = None
+) -> float:
+    """p-value of "the rate exceeds ``objective``" against "it is at most the objective":
+    ``P(Binom(n, objective) >= failures)`` (on the effective counts when over-dispersed).
+
+    Dual to the lower bound: ``lower > objective`` exactly when this is below
+    ``1 - confidence``, so family-wise adjustments (:mod:`harness.slo.family`) can use it.
+
+    >>> round(rate_fail_p_value(7, 300, 0.01), 4)
+    0.0328
+    """
+    _check_counts(failures, n)
+    if failures == 0:
+        return 1.0
+    if objective <= 0.0:
+        return 0.0  # a true rate of 0 never fails a request
+    if objective >= 1.0:
+        return 1.0
+    x, m = _effective(failures, n, dispersion)
+    # P(Binom(m, p) >= x) = I_p(x, m - x + 1), extended smoothly to fractional counts.
+    return float(beta.cdf(objective, x, m - x + 1.0))
+
+
 # --------------------------------------------------------------------------- quantiles
 
 
@@ -309,6 +494,88 @@ def quantile_interval(
     if lower is None or upper is None:
         return None
     return (lower, upper)
+
+
+def quantile_dispersion(
+    latencies: Samples, seconds: Sequence[int] | npt.NDArray[np.int64], q: float,
+    confidence: float,
+) -> Dispersion:  # fmt: skip
+    """Over-dispersion of the share of requests slower than the empirical q-quantile, per
+    second (``seconds[i]`` is the second of the phase in which ``latencies[i]`` started).
+
+    Woodruff's idea: a quantile's bounds are bounds on the share of requests below it, so
+    the design effect of that share (:func:`rate_dispersion`) carries over to the ranks
+    (:func:`dispersed_quantile_bounds`).
+    """
+    values = np.asarray(latencies, dtype=np.float64)
+    where = np.asarray(seconds, dtype=np.int64)
+    if values.shape != where.shape:
+        raise ValueError(f"one second per latency: {where.size} seconds for {values.size}")
+    if values.size == 0:
+        return Dispersion(1.0, 1, 0, None, 0.0)
+    if np.any(where < 0):
+        raise ValueError("seconds count from the phase start and cannot be negative")
+    cut = empirical_quantile(np.sort(values), q)
+    length = int(where.max()) + 1
+    requests = np.bincount(where, minlength=length)
+    slow = np.bincount(where, weights=(values > cut).astype(np.float64), minlength=length)
+    return rate_dispersion(requests, slow.astype(np.int64), confidence)
+
+
+def _effective_rank(
+    n: int, q: float, confidence: float, dispersion: Dispersion | None, upper: bool
+) -> int | None:
+    if dispersion is None or not dispersion.detected:
+        return (quantile_upper_rank if upper else quantile_lower_rank)(n, q, confidence)
+    m = max(1, math.floor(min(n, dispersion.effective_n)))
+    rank = (quantile_upper_rank if upper else quantile_lower_rank)(m, q, confidence)
+    if rank is None:
+        return None
+    # The same share of the samples: rank / m of the way up, rounded outwards.
+    return min(n, math.ceil(rank * n / m)) if upper else max(1, math.floor((rank - 1) * n / m) + 1)
+
+
+def dispersed_quantile_bounds(
+    sorted_values: Samples, q: float, confidence: float, dispersion: Dispersion | None
+) -> tuple[float | None, float | None]:
+    """One-sided ``(lower, upper)`` bounds of the q-quantile: the exact order statistics
+    when the data look independent, else those of an effective sample of
+    ``dispersion.effective_n`` mapped back to the same share of the ``n`` samples."""
+    values = _sorted_array(sorted_values)
+    n = int(values.size)
+    low = _effective_rank(n, q, confidence, dispersion, upper=False) if n else None
+    high = _effective_rank(n, q, confidence, dispersion, upper=True) if n else None
+    return (
+        None if low is None else float(values[low - 1]),
+        None if high is None else float(values[high - 1]),
+    )
+
+
+def quantile_fail_p_value(
+    sorted_values: Samples, q: float, max_value: float, dispersion: Dispersion | None = None
+) -> float:
+    """p-value of "the q-quantile exceeds ``max_value``" against "it is at most that":
+    with ``r`` samples at or below ``max_value``, ``P(Binom(n, q) <= r)`` (on effective
+    counts when over-dispersed). Dual to :func:`quantile_lower_bound`: the lower bound
+    lies above ``max_value`` exactly when this is at most ``1 - confidence``.
+
+    >>> quantile_fail_p_value(list(range(1, 101)), 0.5, 39.5) < 0.05
+    True
+    """
+    _check_quantile(q)
+    values = _sorted_array(sorted_values)
+    n = int(values.size)
+    if n == 0:
+        return 1.0
+    r = int(np.searchsorted(values, max_value, side="right"))
+    if dispersion is None or not dispersion.detected:
+        return float(binom.cdf(r, n, q))
+    m = min(float(n), dispersion.effective_n)
+    x = r / n * m
+    if x >= m:
+        return 1.0
+    # P(Binom(m, q) <= x) = I_{1-q}(m - x, x + 1), extended to fractional counts.
+    return float(beta.cdf(1.0 - q, m - x, x + 1.0))
 
 
 def samples_needed_for_quantile(q: float, confidence: float) -> int:
@@ -565,6 +832,29 @@ def hodges_lehmann_shift(baseline: Samples, phase: Samples, confidence: float) -
         n_phase=m,
         exact=_exact_u(n, m),
     )
+
+
+def shift_fail_p_value(baseline: Samples, phase: Samples, max_shift: float) -> float:
+    """p-value of "the shift exceeds ``max_shift``" against "it is at most that": with
+    ``c`` of the differences ``phase - baseline`` at or below ``max_shift``, ``P(U <= c)``
+    under the null (exact or normal, as for the bounds). Dual to the lower bound of
+    :func:`hodges_lehmann_shift`: it lies above ``max_shift`` exactly when this is at
+    most ``1 - confidence``.
+
+    >>> round(shift_fail_p_value([1.0, 2.0, 3.0], [11.0, 12.0, 13.0], 5.0), 3)
+    0.05
+    """
+    x = np.sort(_finite_array(baseline, "baseline"))
+    y = _finite_array(phase, "phase")
+    n, m = int(x.size), int(y.size)
+    if n == 0 or m == 0:
+        return 1.0
+    count = _count_at_most(x, y, max_shift)
+    if _exact_u(n, m):
+        return mann_whitney_cdf(count, n, m)
+    mean = n * m / 2.0
+    sd = math.sqrt(n * m * (n + m + 1) / 12.0)
+    return float(norm.cdf((count + 0.5 - mean) / sd))
 
 
 @lru_cache(maxsize=64)

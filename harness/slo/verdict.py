@@ -26,6 +26,7 @@ guarantees hold for any sample size, not just asymptotically.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -34,16 +35,26 @@ import numpy as np
 import numpy.typing as npt
 
 from harness.slo.stats import (
+    Dispersion,
+    dispersed_quantile_bounds,
+    dispersed_rate_bounds,
     empirical_quantile,
-    quantile_lower_bound,
-    quantile_upper_bound,
-    rate_lower_bound,
+    quantile_dispersion,
+    quantile_fail_p_value,
+    rate_dispersion,
+    rate_fail_p_value,
     rate_upper_bound,
     samples_needed_for_quantile,
     samples_needed_for_rate,
 )
 
-__all__ = ["SloResult", "Verdict", "evaluate_error_rate", "evaluate_latency"]
+__all__ = [
+    "SloResult",
+    "Verdict",
+    "evaluate_error_rate",
+    "evaluate_latency",
+    "per_second_counts",
+]
 
 
 class Verdict(StrEnum):
@@ -63,7 +74,8 @@ class SloResult:
     are too few samples for that bound). ``unit`` is ``"ratio"`` for rates and ``"s"``
     for latencies. ``samples_needed`` is set only for INCONCLUSIVE results: roughly how
     many samples would decide the SLO if the measured value held (``None`` when the
-    measurement sits on the objective, where no sample size would).
+    measurement sits on the objective, where no sample size would). The fields after
+    ``samples_needed`` have defaults, so journals written before them still load.
     """
 
     slo: str
@@ -79,6 +91,19 @@ class SloResult:
     unit: str
     message: str
     samples_needed: int | None
+    p_value: float | None = None
+    """p-value of the FAIL side: how likely evidence at least this strong against the SLO
+    would be if the true value sat exactly on the objective (``FAIL`` per pair iff it is
+    at most ``1 - confidence``). ``None`` for counter-based verdicts, which are exact
+    counts, not tests."""
+    pair_verdict: Verdict | None = None
+    """The verdict of this SLO × phase pair on its own, before the family-wise adjustment
+    (:func:`harness.slo.family.adjust_family`); ``None`` when no adjustment was made."""
+    family_size: int | None = None
+    """How many SLO × phase pairs shared the family-wise FAIL control with this one."""
+    design_effect: float | None = None
+    """The variance inflation applied for bursty (over-dispersed) data; ``None`` or 1.0
+    when the data looked independent and the exact bounds stood."""
 
 
 def _check_confidence(confidence: float) -> None:
@@ -119,13 +144,60 @@ def _undecided(needed: int | None, objective: str, confidence: float, noun: str)
     return f"{head}; about {needed} {noun} would decide it"
 
 
+def per_second_counts(
+    starts: Sequence[float], failed: Sequence[bool], start: float, end: float
+) -> tuple[list[int], list[int]]:
+    """``(requests, failures)`` per second of the phase ``[start, end)`` (epoch seconds),
+    each request in the second it started: the ``per_second`` argument of
+    :func:`evaluate_error_rate`.
+
+    >>> per_second_counts([0.2, 0.7, 1.5, 2.9], [False, True, False, True], 0.0, 3.0)
+    ([2, 1, 1], [1, 0, 1])
+    """
+    seconds = max(1, math.ceil(end - start - 1e-9))
+    requests = [0] * seconds
+    failures = [0] * seconds
+    for t, bad in zip(starts, failed, strict=True):
+        index = min(seconds - 1, max(0, int(t - start)))
+        requests[index] += 1
+        failures[index] += int(bad)
+    return requests, failures
+
+
+def _zero_objective_message(n: int, confidence: float) -> str:
+    upper = rate_upper_bound(0, n, confidence) if n else 1.0
+    example = samples_needed_for_rate(0.0, 0.001, confidence)
+    return (
+        f"a max of 0% can never PASS with any finite sample: no number of clean requests "
+        f"shows a rate of exactly 0 ({n} clean requests only show it is below "
+        f"{_percent(upper)}); it can only FAIL, on the first failure. To require "
+        f"'practically no errors', give a small positive max, e.g. 0.1% ({example} clean "
+        "requests PASS it)"
+    )
+
+
 def evaluate_error_rate(
-    name: str, phase: str, failures: int, n: int, max_rate: float, confidence: float
+    name: str,
+    phase: str,
+    failures: int,
+    n: int,
+    max_rate: float,
+    confidence: float,
+    *,
+    per_second: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> SloResult:
     """Judge an error-rate SLO: ``failures`` out of ``n`` requests against ``max_rate``.
 
     PASS iff the one-sided upper bound is below ``max_rate``, FAIL iff the one-sided
     lower bound is above it (exact Clopper-Pearson bounds at ``confidence``).
+
+    ``per_second`` is ``(requests, failures)``, one count per second of the phase. With
+    it, bursty failures (over-dispersed per-second counts) widen the bounds by their
+    design effect (:func:`harness.slo.stats.rate_dispersion`); when the counts look
+    independent the exact bounds stand.
+
+    ``max_rate == 0`` can never PASS (no finite sample shows a rate of exactly 0): it
+    FAILs on the first failure and is INCONCLUSIVE otherwise, with a message that says so.
 
     >>> evaluate_error_rate("errors", "baseline", 0, 400, 0.01, 0.95).verdict
     <Verdict.PASS: 'PASS'>
@@ -137,6 +209,15 @@ def evaluate_error_rate(
         raise ValueError(f"need 0 <= failures <= n (got failures={failures}, n={n})")
     if not 0.0 <= max_rate <= 1.0:
         raise ValueError(f"max_rate must lie in [0, 1] (got {max_rate!r}; 1% is 0.01)")
+    dispersion: Dispersion | None = None
+    if per_second is not None:
+        requests, failed = per_second
+        if sum(requests) != n or sum(failed) != failures:
+            raise ValueError(
+                f"per_second counts must add up to the phase's totals: {sum(failed)} of "
+                f"{sum(requests)} per second vs failures={failures} of n={n}"
+            )
+        dispersion = rate_dispersion(requests, failed, confidence)
     head = f"{name} [{phase}]:"
     objective = f"the objective {_percent(max_rate)}"
     if n == 0:
@@ -144,6 +225,8 @@ def evaluate_error_rate(
         hint = (
             f"at least {minimum} requests are needed to show it is below {_percent(max_rate)}"
             if minimum is not None
+            else _zero_objective_message(0, confidence)
+            if max_rate == 0.0
             else f"no sample size can show it is below {_percent(max_rate)}"
         )
         return SloResult(
@@ -160,21 +243,28 @@ def evaluate_error_rate(
             unit="ratio",
             message=f"{head} no requests were recorded in this phase; {hint}",
             samples_needed=minimum,
+            p_value=1.0,
         )
     rate = failures / n
-    lower = rate_lower_bound(failures, n, confidence)
-    upper = rate_upper_bound(failures, n, confidence)
+    lower, upper = dispersed_rate_bounds(failures, n, confidence, dispersion)
+    p_value = rate_fail_p_value(failures, n, max_rate, dispersion)
+    inflation = 1.0 if dispersion is None else n / dispersion.effective_n
     needed: int | None = None
     if upper < max_rate:
         verdict, outcome = Verdict.PASS, f"is below {objective}"
     elif lower > max_rate:
         verdict, outcome = Verdict.FAIL, f"exceeds {objective}"
+    elif max_rate == 0.0:
+        verdict, outcome = Verdict.INCONCLUSIVE, _zero_objective_message(n, confidence)
     else:
         verdict = Verdict.INCONCLUSIVE
         estimate = samples_needed_for_rate(rate, max_rate, confidence)
-        needed = None if estimate is None else max(n + 1, estimate)
+        needed = None if estimate is None else max(n + 1, math.ceil(estimate * inflation))
         outcome = _undecided(needed, objective, confidence, "requests")
     bounds = _bounds(_percent(lower), _percent(upper), confidence, n)
+    burst = "" if dispersion is None else dispersion.describe(n)
+    if burst:
+        bounds += f"; {burst}"
     return SloResult(
         slo=name,
         kind="errorRate",
@@ -189,6 +279,8 @@ def evaluate_error_rate(
         unit="ratio",
         message=f"{head} error rate {_percent(rate)} ({bounds}) {outcome}",
         samples_needed=needed,
+        p_value=p_value,
+        design_effect=None if dispersion is None else dispersion.factor,
     )
 
 
@@ -199,6 +291,8 @@ def evaluate_latency(
     q: float,
     max_s: float,
     confidence: float,
+    *,
+    seconds: Sequence[int] | None = None,
 ) -> SloResult:
     """Judge a latency SLO: the ``q``-quantile of ``latencies_s`` against ``max_s`` seconds.
 
@@ -206,6 +300,11 @@ def evaluate_latency(
     one-sided lower bound is above it (exact order-statistic bounds at ``confidence``).
     With too few samples for an upper bound the SLO cannot pass, but a lower bound
     above ``max_s`` still fails it. ``measured`` is the empirical quantile.
+
+    ``seconds`` (the second of the phase in which each latency's request started) lets
+    bursts of slow requests widen the bounds by their design effect
+    (:func:`harness.slo.stats.quantile_dispersion`); the exact bounds stand when the
+    share of slow requests per second looks independent.
 
     >>> evaluate_latency("p50", "baseline", [0.01 * i for i in range(1, 101)], 0.5, 1.0, 0.95)
     ... # doctest: +ELLIPSIS
@@ -220,6 +319,9 @@ def evaluate_latency(
     if values.size and not (np.all(np.isfinite(values)) and values[0] >= 0.0):
         raise ValueError("latencies must be finite and non-negative seconds")
     n = int(values.size)
+    dispersion: Dispersion | None = None
+    if seconds is not None and n:
+        dispersion = quantile_dispersion(latencies_s, seconds, q, confidence)
     label = f"p{q * 100:g}"
     head = f"{name} [{phase}]:"
     if n == 0:
@@ -243,8 +345,7 @@ def evaluate_latency(
             samples_needed=minimum,
         )
     measured = empirical_quantile(values, q)
-    lower = quantile_lower_bound(values, q, confidence)
-    upper = quantile_upper_bound(values, q, confidence)
+    lower, upper = dispersed_quantile_bounds(values, q, confidence, dispersion)
     needed: int | None = None
     if upper is not None and upper < max_s:
         verdict, outcome = Verdict.PASS, f"is within {_seconds(max_s)}"
@@ -253,6 +354,8 @@ def evaluate_latency(
     else:
         verdict = Verdict.INCONCLUSIVE
         needed = _latency_samples_needed(values, q, max_s, measured, confidence)
+        if needed is not None and dispersion is not None and dispersion.detected:
+            needed = math.ceil(needed * n / dispersion.effective_n)
         outcome = _undecided(needed, _seconds(max_s), confidence, "samples")
     bounds = _bounds(
         None if lower is None else _seconds(lower),
@@ -260,6 +363,9 @@ def evaluate_latency(
         confidence,
         n,
     )
+    burst = "" if dispersion is None else dispersion.describe(n).replace("errors", "slow requests")
+    if burst:
+        bounds += f"; {burst}"
     return SloResult(
         slo=name,
         kind="latency",
@@ -274,6 +380,8 @@ def evaluate_latency(
         unit="s",
         message=f"{head} {label} {_seconds(measured)} ({bounds}) {outcome}",
         samples_needed=needed,
+        p_value=quantile_fail_p_value(values, q, max_s, dispersion),
+        design_effect=None if dispersion is None else dispersion.factor,
     )
 
 
