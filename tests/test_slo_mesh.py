@@ -97,6 +97,23 @@ def test_too_few_samples_give_no_bounds_but_an_estimate() -> None:
     assert (shift.estimate, shift.lower, shift.upper) == (3.5, None, None)
 
 
+@pytest.mark.parametrize("sample", [7, 64])
+def test_selection_with_tiny_samples_is_still_exact(
+    rng: np.random.Generator, sample: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tiny samples make many narrow or failed brackets: the invariant keeps it exact."""
+    monkeypatch.setattr(harness.slo.stats, "SELECTION_SAMPLE", sample)
+    for x, y in [
+        (rng.lognormal(-4, 0.5, 300), rng.lognormal(-4, 0.5, 250)),
+        (np.round(rng.lognormal(2, 0.5, 300)), np.round(rng.lognormal(2, 0.5, 250)) + 1),
+    ]:
+        pairs = x.size * y.size
+        ranks = [1, 2, 997, pairs // 2, pairs // 2 + 1, pairs - 1, pairs]
+        expected = np.sort(np.subtract.outer(y, x).ravel())
+        counted = difference_order_statistics(x, y, ranks, materialize_max_pairs=0)
+        assert counted == [float(expected[rank - 1]) for rank in ranks]
+
+
 def test_a_thousand_by_a_thousand_is_exact_on_both_paths(rng: np.random.Generator) -> None:
     # Above MATERIALIZE_MAX_PAIRS the order statistics are found by counting: same values.
     x, y = rng.lognormal(-4, 0.5, size=1200), rng.lognormal(-4, 0.5, size=1000) + 0.002
