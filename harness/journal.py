@@ -176,11 +176,13 @@ class Journal(Record):
     load_started_at: float | None = None  # epoch seconds; timelines count from here
     timeline: LoadTimeline | None = None
     mesh_timeline: MeshTimeline | None = None
-    # "caller→callee" → response flag → count, from the caller's outbound access log and
-    # the callee's inbound one (caller = x-harness-source); "ingress→<entry service>" too
+    # "caller→callee" → response flag → count, from the caller's outbound access log
+    # (URX, UO, UT…); "ingress→<entry service>" too
     response_flags: dict[str, dict[str, int]] = Field(default_factory=dict)
-    # "caller→callee" → status class ("2xx", "5xx", "0" = no response) as the caller's
-    # sidecar answered it
+    # the same, from the callee's inbound access log (FI, DI…; caller = x-harness-source)
+    response_flags_callee: dict[str, dict[str, int]] = Field(default_factory=dict)
+    # "caller→callee" → status code ("200", "503", "504", "0" = no response) as the
+    # caller's sidecar answered it (journals before 2026-12 kept classes: "2xx", "5xx")
     response_codes: dict[str, dict[str, int]] = Field(default_factory=dict)
     request_paths: list[RequestPath] = Field(default_factory=list)
     # phase → HdrHistogram of successful request latencies (microseconds), base64-encoded

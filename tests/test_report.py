@@ -473,7 +473,7 @@ def test_recorded_fields_fill_every_section() -> None:
     flags = section(html, "flags")
     assert ">URX<" in flags and ">UO<" in flags and ">UF<" in flags
     assert "UpstreamRetryLimitExceeded" in flags and "XYZ" in flags  # legend, unknown code
-    assert "Answers by status class" in flags and "1.04%" in flags  # 25 of 2,401 not 2xx
+    assert "Answers by status code" in flags and "1.04%" in flags  # 25 of 2,401 not 2xx
     graph = section(html, "graph")
     assert graph.count('<g class="node">') == 5  # ingress + 4 services
     assert graph.count('<g class="edge">') == 4

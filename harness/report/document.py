@@ -160,7 +160,8 @@ class FlagTable:
 
 @dataclass(frozen=True)
 class CodeTable:
-    """Answers per edge by status class, as the caller's sidecar passed them on."""
+    """Answers per edge by status code (by class in older journals), as the caller's
+    sidecar passed them on."""
 
     classes: list[str]
     rows: list[tuple[str, list[int], str]]  # edge, count per class, share not 2xx/3xx
@@ -470,17 +471,42 @@ def _flag_table(flags: dict[str, dict[str, int]]) -> FlagTable | None:
     )
 
 
+def _code_order(code: str) -> tuple[int, str]:
+    """Statuses ("503") and classes ("5xx", older journals) by number; "0" (no answer) last."""
+    if code == "0" or not code[:1].isdigit():
+        return (1000, code)
+    rest = code[1:]
+    return (int(code[0]) * 100 + (int(rest) if rest.isdigit() else 99), code)
+
+
+def _is_good(code: str) -> bool:
+    return code[:1] in ("1", "2", "3") and code != "0"
+
+
+def _sided_flags(journal: Journal) -> dict[str, dict[str, int]]:
+    """The flag table's rows: each edge's caller side and callee side apart (older journals
+    have one merged map per edge, shown as it is)."""
+    if not journal.response_flags_callee:
+        return journal.response_flags
+    rows: dict[str, dict[str, int]] = {}
+    for edge in sorted(set(journal.response_flags) | set(journal.response_flags_callee)):
+        for side, table in (
+            ("caller", journal.response_flags),
+            ("callee", journal.response_flags_callee),
+        ):
+            if edge in table and (table[edge] or side == "caller"):
+                rows[f"{edge} ({side})"] = table[edge]
+    return rows
+
+
 def _code_table(codes: dict[str, dict[str, int]]) -> CodeTable | None:
     if not codes:
         return None
-    order = {"1xx": 0, "2xx": 1, "3xx": 2, "4xx": 3, "5xx": 4, "0": 5}
-    classes = sorted(
-        {c for counts in codes.values() for c in counts}, key=lambda c: (order.get(c, 9), c)
-    )
+    classes = sorted({c for counts in codes.values() for c in counts}, key=_code_order)
     rows = []
     for edge, counts in sorted(codes.items()):
         total = sum(counts.values())
-        bad = sum(v for c, v in counts.items() if c not in ("1xx", "2xx", "3xx"))
+        bad = sum(v for c, v in counts.items() if not _is_good(c))
         rows.append(
             (edge, [counts.get(c, 0) for c in classes], _percent(bad / total if total else None))
         )
@@ -692,7 +718,7 @@ def _sections(journal: Journal) -> Sections:
         edge_columns=[EDGE_COLUMNS.get(k, (k, k)) for k in keys],
         edge_zero_columns=zero_keys,
         edges=edge_tables,
-        flags=_flag_table(journal.response_flags),
+        flags=_flag_table(_sided_flags(journal)),
         codes=_code_table(journal.response_codes),
         aborted_at=_relative(journal.aborted_at, origin),
         mesh_gaps=mesh_gaps,

@@ -145,7 +145,10 @@ def _undecided(needed: int | None, objective: str, confidence: float, noun: str)
 
 
 def per_second_counts(
-    starts: Sequence[float], failed: Sequence[bool], start: float, end: float
+    starts: Sequence[float] | npt.NDArray[np.float64],
+    failed: Sequence[bool] | npt.NDArray[np.bool_],
+    start: float,
+    end: float,
 ) -> tuple[list[int], list[int]]:
     """``(requests, failures)`` per second of the phase ``[start, end)`` (epoch seconds),
     each request in the second it started: the ``per_second`` argument of
@@ -155,13 +158,14 @@ def per_second_counts(
     ([2, 1, 1], [1, 0, 1])
     """
     seconds = max(1, math.ceil(end - start - 1e-9))
-    requests = [0] * seconds
-    failures = [0] * seconds
-    for t, bad in zip(starts, failed, strict=True):
-        index = min(seconds - 1, max(0, int(t - start)))
-        requests[index] += 1
-        failures[index] += int(bad)
-    return requests, failures
+    times = np.asarray(starts, dtype=np.float64)
+    bad = np.asarray(failed, dtype=bool)
+    if times.shape != bad.shape:
+        raise ValueError(f"one failed flag per start: {bad.size} flags for {times.size} starts")
+    index = np.clip((times - start).astype(np.int64), 0, seconds - 1)
+    requests = np.bincount(index, minlength=seconds)
+    failures = np.bincount(index[bad], minlength=seconds)
+    return requests.tolist(), failures.tolist()
 
 
 def _zero_objective_message(n: int, confidence: float) -> str:
