@@ -920,3 +920,25 @@ def test_harness_run_writes_the_report(tmp_path: Path, browser: Chromium) -> Non
     journal = Journal.read(report.parent / "journal.json")
     assert journal.verdict in report.read_text()
     assert browser.open(report).console_errors == []
+
+
+@pytest.mark.parametrize("count", [1, 2, 7, 100, 1060, 5003])
+def test_the_spectrum_uses_the_load_tables_rank_rule(count: int) -> None:
+    """Both percentile tables take the nearest rank ceil(q * n): HdrHistogram's own rule
+    (round(q * n)) would differ, e.g. p99 of 1060 values is rank 1050, not 1049."""
+    import random
+
+    from hdrh.histogram import HdrHistogram
+
+    from harness.observe.timeline import nearest_rank
+    from harness.report.document import _nearest_rank_us
+
+    rng = random.Random(count)
+    values = sorted(rng.randint(1, 2000) for _ in range(count))  # exact in 3 digits
+    histogram = HdrHistogram(1, 60_000_000, 3)
+    for value in values:
+        histogram.record_value(value)
+    for percentile in (50.0, 90.0, 95.0, 99.0, 99.9):
+        assert _nearest_rank_us(histogram, percentile, count) == nearest_rank(
+            values, percentile / 100
+        )

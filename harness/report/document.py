@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import urllib.parse
 from dataclasses import dataclass, field
@@ -104,6 +105,7 @@ class SloRow:
     confidence: str
     n: int
     message: str
+    pair_verdict: str = ""  # the pair's own verdict when Holm's adjustment changed it
 
 
 @dataclass(frozen=True)
@@ -355,6 +357,11 @@ def _slo_rows(results: list[SloResult]) -> list[SloRow]:
             confidence=f"{r.confidence * 100:g}%",
             n=r.n,
             message=r.message,
+            pair_verdict=(
+                str(r.pair_verdict)
+                if r.pair_verdict is not None and r.pair_verdict != r.verdict
+                else ""
+            ),
         )
         for r in results
     ]
@@ -624,6 +631,19 @@ def _load_rows(journal: Journal) -> list[LoadRow]:
     ]
 
 
+def _nearest_rank_us(histogram: Any, percentile: float, count: int) -> float:
+    """The histogram's value at the nearest rank ``ceil(q * n)`` (at least 1), the rule of
+    the load table and the verdicts (``harness.observe.timeline.nearest_rank``).
+
+    HdrHistogram's own ``get_value_at_percentile`` takes rank ``round(q * n)`` instead
+    (``int(q * n + 0.5)``): at n = 1060, p99 it is rank 1049 against 1050. Asking it for
+    rank ``k - 0.25`` rounds to exactly ``k``; the value is the bucket's highest equivalent
+    value (3 significant digits).
+    """
+    rank = max(1, math.ceil(percentile / 100.0 * count - 1e-9))
+    return float(histogram.get_value_at_percentile(100.0 * (rank - 0.25) / count))
+
+
 def _spectra(
     histograms: dict[str, str], phase_order: list[str]
 ) -> tuple[dict[str, list[tuple[float, float]]], list[SpectrumRow], list[str]]:
@@ -646,8 +666,8 @@ def _spectra(
             notes.append(f"phase {phase}: no successful request")
             continue
 
-        def at(p: float, h: Any = histogram) -> float:
-            return float(h.get_value_at_percentile(p)) / 1000.0  # µs → ms
+        def at(p: float, h: Any = histogram, n: int = count) -> float:
+            return _nearest_rank_us(h, p, n) / 1000.0  # µs → ms
 
         spectra[phase] = [(p, at(p)) for p in SPECTRUM_PERCENTILES]
         rows.append(
