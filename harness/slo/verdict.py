@@ -12,6 +12,11 @@ Each end of the interval is a **one-sided** bound at ``confidence``:
   (true value at or below the objective) fails with probability at most
   ``1 - confidence``.
 
+With per-second counts, bursty failures or slow requests widen both bounds by their design
+effect (:func:`harness.slo.stats.rate_dispersion`); each result also carries the p-value of
+its FAIL side, and :func:`harness.slo.family.adjust_family` turns the per-pair FAIL control
+into a family-wise one across a scenario's SLO × phase pairs.
+
 Together the two bounds form a two-sided interval at ``2 * confidence - 1`` (90% for
 the default 0.95); messages therefore say "one-sided 95% bounds". Error rates use exact
 Clopper-Pearson bounds and latency quantiles exact order-statistic bounds, so both
