@@ -942,3 +942,27 @@ def test_the_spectrum_uses_the_load_tables_rank_rule(count: int) -> None:
         assert _nearest_rank_us(histogram, percentile, count) == nearest_rank(
             values, percentile / 100
         )
+
+
+def test_blocked_ejections_and_per_pair_verdicts_are_shown() -> None:
+    import dataclasses
+
+    from harness.journal import EdgeStats
+    from harness.slo.verdict import Verdict
+
+    journal = synthetic_journal()
+    blocked = {"upstream_rq_total": 900, "outlier_detection.ejections_overflow": 12}
+    journal.edges.append(
+        EdgeStats(caller="frontend", callee="inventory", phases={"fault": blocked}, total=blocked)
+    )
+    slo = journal.slos[0]
+    journal.slos[0] = dataclasses.replace(
+        slo, verdict=Verdict.INCONCLUSIVE, pair_verdict=Verdict.FAIL, family_size=4
+    )
+    html = render_report(journal)
+    edges = section(html, "edges")
+    assert "frontend → inventory: 12 ejections the outlier detector decided on were refused" in (
+        edges
+    )
+    assert "ejections blocked" in edges
+    assert "on its own: FAIL" in section(html, "verdicts")

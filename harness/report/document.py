@@ -79,6 +79,14 @@ EDGE_COLUMNS: dict[str, tuple[str, str]] = {
         "gateway ejections due",
         "outlier_detection.ejections_detected_consecutive_gateway_failure (enforced or not)",
     ),
+    "outlier_detection.ejections_enforced_consecutive_5xx": (
+        "5xx ejections",
+        "outlier_detection.ejections_enforced_consecutive_5xx",
+    ),
+    "outlier_detection.ejections_enforced_consecutive_gateway_failure": (
+        "gateway ejections",
+        "outlier_detection.ejections_enforced_consecutive_gateway_failure",
+    ),
 }
 AMPLIFICATION_NOTE = (
     "Retry amplification = attempts ÷ requests = upstream_rq_total ÷ (upstream_rq_total - "
@@ -257,6 +265,7 @@ class Sections:
     spectrum_notes: list[str]
     environment: list[tuple[str, str]]
     scenario_yaml: str
+    ejection_notes: list[str] = field(default_factory=list)  # ejections maxEjectionPercent refused
     amplification_note: str = AMPLIFICATION_NOTE
     signals: dict[str, str] = field(default_factory=lambda: dict(MESH_SIGNALS))
 
@@ -435,6 +444,22 @@ def _edge_tables(
             )
         tables.append(EdgeTable(edge.caller, edge.callee, rows))
     return keys, zero, tables
+
+
+def _ejection_notes(edges: list[EdgeStats]) -> list[str]:
+    """Edges where the outlier detector wanted to eject but ``maxEjectionPercent`` refused."""
+    notes = []
+    for edge in edges:
+        blocked = edge.total.get("outlier_detection.ejections_overflow", 0)
+        if blocked > 0:
+            done = edge.total.get("outlier_detection.ejections_enforced_total", 0)
+            notes.append(
+                f"{edge.caller} → {edge.callee}: {blocked} ejection"
+                f"{'' if blocked == 1 else 's'} the outlier detector decided on were refused "
+                f"because maxEjectionPercent was reached (outlier_detection.ejections_overflow); "
+                f"{done} enforced. The detector tripped; the cap held it back."
+            )
+    return notes
 
 
 def _flag_table(flags: dict[str, dict[str, int]]) -> FlagTable | None:
@@ -738,6 +763,7 @@ def _sections(journal: Journal) -> Sections:
         edge_columns=[EDGE_COLUMNS.get(k, (k, k)) for k in keys],
         edge_zero_columns=zero_keys,
         edges=edge_tables,
+        ejection_notes=_ejection_notes(journal.edges),
         flags=_flag_table(_sided_flags(journal)),
         codes=_code_table(journal.response_codes),
         aborted_at=_relative(journal.aborted_at, origin),
