@@ -311,9 +311,10 @@ def evaluate_latency(
     above ``max_s`` still fails it. ``measured`` is the empirical quantile.
 
     ``seconds`` (the second of the phase in which each latency's request started) lets
-    bursts of slow requests widen the bounds by their design effect
-    (:func:`harness.slo.stats.quantile_dispersion`); the exact bounds stand when the
-    share of slow requests per second looks independent.
+    bursts of requests slower than ``max_s`` widen the bounds by their design effect
+    (:func:`harness.slo.stats.quantile_dispersion` at the objective: the verdict is about
+    the share of requests slower than it); the exact bounds stand when that share per
+    second looks independent, or when no request is slower (nothing to see bursts in).
 
     >>> evaluate_latency("p50", "baseline", [0.01 * i for i in range(1, 101)], 0.5, 1.0, 0.95)
     ... # doctest: +ELLIPSIS
@@ -330,7 +331,7 @@ def evaluate_latency(
     n = int(values.size)
     dispersion: Dispersion | None = None
     if seconds is not None and n:
-        dispersion = quantile_dispersion(latencies_s, seconds, q, confidence)
+        dispersion = quantile_dispersion(latencies_s, seconds, q, confidence, threshold=max_s)
     label = f"p{q * 100:g}"
     head = f"{name} [{phase}]:"
     if n == 0:
