@@ -72,6 +72,19 @@ class SloResult:
     unit: Unit
     message: str
     samples_needed: int | None
+    p_value: float | None = None
+    """p-value of the FAIL side: how likely evidence at least this strong against the SLO
+    would be if the true value sat exactly on the objective (``FAIL`` per pair iff it is
+    at most ``1 - confidence``). ``None`` for counter-based verdicts, which are exact
+    counts, not tests."""
+    pair_verdict: Verdict | None = None
+    """The verdict of this SLO × phase pair on its own, before the family-wise adjustment
+    (:func:`harness.slo.family.adjust_family`); ``None`` when no adjustment was made."""
+    family_size: int | None = None
+    """How many SLO × phase pairs shared the family-wise FAIL control with this one."""
+    design_effect: float | None = None
+    """The variance inflation applied for bursty (over-dispersed) data; ``None`` or 1.0
+    when the data looked independent and the exact bounds stood."""
 
     @classmethod
     def judged(
@@ -90,6 +103,8 @@ class SloResult:
         unit: Unit,
         detail: str,
         samples_needed: int | None = None,
+        p_value: float | None = None,
+        design_effect: float | None = None,
     ) -> SloResult:
         """The one way to build a result: the message is ``"<slo> [<phase>]: <detail>"``."""
         return cls(
@@ -106,6 +121,8 @@ class SloResult:
             unit=unit,
             message=f"{slo} [{phase}]: {detail}",
             samples_needed=samples_needed,
+            p_value=p_value,
+            design_effect=design_effect,
         )
 
 
@@ -275,11 +292,13 @@ class Journal(Record):
     load_started_at: float | None = None  # epoch seconds; timelines count from here
     timeline: LoadTimeline | None = None
     mesh_timeline: MeshTimeline | None = None
-    # "caller→callee" → response flag → count, from the caller's outbound access log and
-    # the callee's inbound one (caller = x-harness-source); "ingress→<entry service>" too
+    # "caller→callee" → response flag → count, from the caller's outbound access log
+    # (URX, UO, UT…); "ingress→<entry service>" too
     response_flags: dict[str, dict[str, int]] = Field(default_factory=dict)
-    # "caller→callee" → status class ("2xx", "5xx", "0" = no response) as the caller's
-    # sidecar answered it
+    # the same, from the callee's inbound access log (FI, DI…; caller = x-harness-source)
+    response_flags_callee: dict[str, dict[str, int]] = Field(default_factory=dict)
+    # "caller→callee" → status code ("200", "503", "504", "0" = no response) as the
+    # caller's sidecar answered it (journals before 2026-12 kept classes: "2xx", "5xx")
     response_codes: dict[str, dict[str, int]] = Field(default_factory=dict)
     request_paths: list[RequestPath] = Field(default_factory=list)
     # phase → HdrHistogram of successful request latencies (microseconds), base64-encoded

@@ -36,7 +36,7 @@ from harness.load.driver import (
     read_samples,
 )
 from harness.mesh.stats import EDGE_COUNTERS, edge_stats, injected_totals
-from harness.observe.access_logs import request_paths, summarize_responses
+from harness.observe.access_logs import analyze_access_logs
 from harness.observe.sampler import MeshSampler
 from harness.observe.timeline import latency_histograms, load_timeline, phase_loads
 from harness.platforms.base import Deployment
@@ -359,10 +359,11 @@ class Run:
         journal.latency_histograms = latency_histograms(samples, journal.phases)
         access = self.run_dir / "access"
         service_of = {inst.name: inst.service for inst in deployment.instances}
-        responses = summarize_responses(access, service_of)
-        journal.response_flags = responses.flags
-        journal.response_codes = responses.codes
-        journal.request_paths = request_paths(access, samples, journal.phases)
+        found = analyze_access_logs(access, service_of, samples, journal.phases)  # one pass
+        journal.response_flags = found.responses.flags
+        journal.response_flags_callee = found.responses.callee_flags
+        journal.response_codes = found.responses.codes
+        journal.request_paths = found.paths
 
 
 def new_run_id() -> str:

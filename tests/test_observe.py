@@ -485,11 +485,25 @@ def test_response_flags_per_edge_from_both_sides(access_dir: Path) -> None:
         "ingress→frontend": {},
         "unknown→catalog": {"UC": 1},
     }
-    codes = summarize_responses(access_dir, SERVICE_OF).codes
-    assert codes == {
-        "frontend→catalog": {"2xx": 1, "5xx": 1},  # the caller's side only: one per request
-        "frontend→pricing": {"5xx": 1},
-        "ingress→frontend": {"2xx": 2, "5xx": 1},
+    summary = summarize_responses(access_dir, SERVICE_OF)
+    assert summary.codes == {
+        "frontend→catalog": {"200": 1, "503": 1},  # the caller's side only: one per request
+        "frontend→pricing": {"504": 1},  # a 504 stays a 504, not "5xx"
+        "ingress→frontend": {"200": 2, "503": 1},
+    }
+    # Each side's flags apart: the caller's router (URX, DI+UT at frontend's outbound) and
+    # the callee's fault filter (FI at catalog's inbound).
+    assert summary.flags == {
+        "frontend→catalog": {"URX": 1},
+        "frontend→pricing": {"DI": 1, "UT": 1},
+        "ingress→frontend": {},
+        "unknown→catalog": {},
+    }
+    assert summary.callee_flags == {
+        "frontend→catalog": {"FI": 3},
+        "frontend→pricing": {},
+        "ingress→frontend": {},
+        "unknown→catalog": {"UC": 1},
     }
 
 

@@ -474,7 +474,7 @@ def test_recorded_fields_fill_every_section() -> None:
     flags = section(html, "flags")
     assert ">URX<" in flags and ">UO<" in flags and ">UF<" in flags
     assert "UpstreamRetryLimitExceeded" in flags and "XYZ" in flags  # legend, unknown code
-    assert "Answers by status class" in flags and "1.04%" in flags  # 25 of 2,401 not 2xx
+    assert "Answers by status code" in flags and "1.04%" in flags  # 25 of 2,401 not 2xx
     graph = section(html, "graph")
     assert graph.count('<g class="node">') == 5  # ingress + 4 services
     assert graph.count('<g class="edge">') == 4
@@ -917,3 +917,49 @@ def test_harness_run_writes_the_report(tmp_path: Path, browser: Chromium) -> Non
     journal = Journal.read(report.parent / "journal.json")
     assert journal.verdict in report.read_text()
     assert browser.open(report).console_errors == []
+
+
+@pytest.mark.parametrize("count", [1, 2, 7, 100, 1060, 5003])
+def test_the_spectrum_uses_the_load_tables_rank_rule(count: int) -> None:
+    """Both percentile tables take the nearest rank ceil(q * n): HdrHistogram's own rule
+    (round(q * n)) would differ, e.g. p99 of 1060 values is rank 1050, not 1049."""
+    import random
+
+    from hdrh.histogram import HdrHistogram
+
+    from harness.observe.timeline import nearest_rank
+    from harness.report.document import _nearest_rank_us
+
+    rng = random.Random(count)
+    values = sorted(rng.randint(1, 2000) for _ in range(count))  # exact in 3 digits
+    histogram = HdrHistogram(1, 60_000_000, 3)
+    for value in values:
+        histogram.record_value(value)
+    for percentile in (50.0, 90.0, 95.0, 99.0, 99.9):
+        assert _nearest_rank_us(histogram, percentile, count) == nearest_rank(
+            values, percentile / 100
+        )
+
+
+def test_blocked_ejections_and_per_pair_verdicts_are_shown() -> None:
+    import dataclasses
+
+    from harness.journal import EdgeStats
+    from harness.slo.verdict import Verdict
+
+    journal = synthetic_journal()
+    blocked = {"upstream_rq_total": 900, "outlier_detection.ejections_overflow": 12}
+    journal.edges.append(
+        EdgeStats(caller="frontend", callee="inventory", phases={"fault": blocked}, total=blocked)
+    )
+    slo = journal.slos[0]
+    journal.slos[0] = dataclasses.replace(
+        slo, verdict=Verdict.INCONCLUSIVE, pair_verdict=Verdict.FAIL, family_size=4
+    )
+    html = render_report(journal)
+    edges = section(html, "edges")
+    assert "frontend → inventory: 12 ejections the outlier detector decided on were refused" in (
+        edges
+    )
+    assert "ejections blocked" in edges
+    assert "on its own: FAIL" in section(html, "verdicts")

@@ -97,6 +97,23 @@ def test_too_few_samples_give_no_bounds_but_an_estimate() -> None:
     assert (shift.estimate, shift.lower, shift.upper) == (3.5, None, None)
 
 
+@pytest.mark.parametrize("sample", [7, 64])
+def test_selection_with_tiny_samples_is_still_exact(
+    rng: np.random.Generator, sample: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tiny samples make many narrow or failed brackets: the invariant keeps it exact."""
+    monkeypatch.setattr(harness.slo.stats, "SELECTION_SAMPLE", sample)
+    for x, y in [
+        (rng.lognormal(-4, 0.5, 300), rng.lognormal(-4, 0.5, 250)),
+        (np.round(rng.lognormal(2, 0.5, 300)), np.round(rng.lognormal(2, 0.5, 250)) + 1),
+    ]:
+        pairs = x.size * y.size
+        ranks = [1, 2, 997, pairs // 2, pairs // 2 + 1, pairs - 1, pairs]
+        expected = np.sort(np.subtract.outer(y, x).ravel())
+        counted = difference_order_statistics(x, y, ranks, materialize_max_pairs=0)
+        assert counted == [float(expected[rank - 1]) for rank in ranks]
+
+
 def test_a_thousand_by_a_thousand_is_exact_on_both_paths(rng: np.random.Generator) -> None:
     # Above MATERIALIZE_MAX_PAIRS the order statistics are found by counting: same values.
     x, y = rng.lognormal(-4, 0.5, size=1200), rng.lognormal(-4, 0.5, size=1000) + 0.002
@@ -396,26 +413,36 @@ def test_an_unknown_phase_is_a_caller_error() -> None:
 
 
 @pytest.mark.parametrize(
-    ("counters", "verdict"),
+    ("counters", "verdict", "sheds"),
     [
-        ({"upstream_rq_total": 900, "upstream_rq_pending_overflow": 40}, Verdict.PASS),
-        ({"upstream_rq_total": 900, "upstream_cx_overflow": 3, "upstream_rq_pending_overflow": 2},
-         Verdict.PASS),
-        ({"upstream_rq_total": 900, "upstream_rq_pending_overflow": 4}, Verdict.FAIL),
-        ({"upstream_rq_total": 0}, Verdict.INCONCLUSIVE),
+        ({"upstream_rq_total": 900, "upstream_rq_pending_overflow": 40}, Verdict.PASS, 40),
+        ({"upstream_rq_total": 900, "upstream_rq_retry_overflow": 3,
+          "upstream_rq_pending_overflow": 2}, Verdict.PASS, 5),
+        ({"upstream_rq_total": 900, "upstream_rq_pending_overflow": 4}, Verdict.FAIL, 4),
+        # 1327 connection overflows and not one rejection: queueing, not shedding (issue 8)
+        ({"upstream_rq_total": 900, "upstream_cx_overflow": 1327}, Verdict.FAIL, 0),
+        ({"upstream_rq_total": 0}, Verdict.INCONCLUSIVE, 0),
     ],
 )  # fmt: skip
-def test_sheds_count_pending_and_connection_overflows(
-    counters: dict[str, int], verdict: Verdict
+def test_sheds_count_only_rejections(
+    counters: dict[str, int], verdict: Verdict, sheds: int
 ) -> None:
     journal = make_journal(edges=[edge(counters)])
     result = evaluate_sheds("sheds", "fault", journal, "frontend", "catalog", 5)
     assert result.verdict is verdict
     assert result.unit == "count" and result.objective == 5
-    expected = counters.get("upstream_rq_pending_overflow", 0) + counters.get(
-        "upstream_cx_overflow", 0
-    )
-    assert result.measured == expected
+    assert result.measured == sheds
+    for stat in ("upstream_rq_pending_overflow", "upstream_rq_retry_overflow"):
+        assert f"{counters.get(stat, 0)} {stat}" in result.message
+
+
+def test_connection_overflows_are_reported_as_queueing() -> None:
+    counters = {"upstream_rq_total": 900, "upstream_cx_overflow": 1327}
+    result = evaluate_sheds("sheds", "fault", make_journal(edges=[edge(counters)]), "frontend",
+                            "catalog", 1)  # fmt: skip
+    assert result.verdict is Verdict.FAIL
+    assert "1327 upstream_cx_overflow" in result.message
+    assert "queueing, not shedding" in result.message
 
 
 def test_sheds_on_an_edge_without_counters_are_inconclusive() -> None:
@@ -535,6 +562,41 @@ def test_ejections_from_the_timeline_alone() -> None:
     result = evaluate_ejections("ej", "fault", journal, "frontend", "catalog", 2)
     assert result.verdict is Verdict.PASS
     assert result.measured == 2  # the ejections at 40 s belong to the recovery phase
+
+
+def test_ejections_blocked_by_max_ejection_percent_are_said_with_the_numbers() -> None:
+    counters = {
+        "upstream_rq_total": 900,
+        EJECTIONS: 0,
+        "outlier_detection.ejections_overflow": 12,
+        "outlier_detection.ejections_detected_consecutive_5xx": 12,
+    }
+    journal = make_journal(edges=[edge(counters)])
+    journal.scenario = {"mesh": {"destinations": {"catalog": {"outlierDetection": {}}}}}
+    journal.mesh_timeline = MeshTimeline(
+        t=[1.0],
+        edges=[],
+        endpoints={f"frontend-0→catalog-{i}": ["healthy"] for i in range(3)},
+    )
+    result = evaluate_ejections("ejected", "fault", journal, "frontend", "catalog", 1)
+    assert result.verdict is Verdict.FAIL
+    message = result.message
+    assert "ejections were due but blocked" in message
+    assert "refused 12 ejections (outlier_detection.ejections_overflow)" in message
+    assert "12 for consecutive 5xx" in message
+    assert "maxEjectionPercent 10% (unset: Envoy's and Istio's default)" in message
+    assert "with 3 endpoints one ejection is 33% of the pool, already above the cap" in message
+
+
+def test_ejections_without_overflow_say_nothing_about_the_cap() -> None:
+    counters = {"upstream_rq_total": 900, EJECTIONS: 0}
+    journal = make_journal(edges=[edge(counters)])
+    journal.scenario = {
+        "mesh": {"destinations": {"catalog": {"outlierDetection": {"maxEjectionPercent": 50}}}}
+    }
+    result = evaluate_ejections("ejected", "fault", journal, "frontend", "catalog", 1)
+    assert result.verdict is Verdict.FAIL
+    assert "blocked" not in result.message
 
 
 # ------------------------------------------------------------------ recovery

@@ -300,7 +300,9 @@ def test_error_rate_well_above_the_objective_fails() -> None:
             "n=812) exceeds the objective 1.00%"
         ),
         samples_needed=None,
+        p_value=result.p_value,
     )
+    assert result.p_value is not None and result.p_value < 1e-30
     assert result.lower is not None and result.upper is not None
     assert 0.01 < result.lower < 67 / 812 < result.upper
 
@@ -503,3 +505,14 @@ def test_samples_needed_for_rate_decides_if_the_rate_holds(
     else:
         failures = math.ceil(observed * needed)
         assert rate_lower_bound(min(failures, needed), needed, confidence) > objective
+
+
+def test_a_zero_objective_can_never_pass_and_says_so() -> None:
+    clean = evaluate_error_rate("no-errors", "fault", 0, 100_000, 0.0, 0.95)
+    assert clean.verdict is Verdict.INCONCLUSIVE and clean.samples_needed is None
+    assert "a max of 0% can never PASS with any finite sample" in clean.message
+    assert "e.g. 0.1% (2995 clean requests PASS it)" in clean.message
+    one = evaluate_error_rate("no-errors", "fault", 1, 100_000, 0.0, 0.95)
+    assert one.verdict is Verdict.FAIL and one.p_value == 0.0  # a rate of 0 never fails
+    empty = evaluate_error_rate("no-errors", "fault", 0, 0, 0.0, 0.95)
+    assert "can never PASS" in empty.message

@@ -32,11 +32,16 @@ __all__ = [
     "CONNECT_TIMEOUTS",
     "EDGE_COUNTERS",
     "EJECTIONS",
+    "EJECTIONS_DETECTED_5XX",
+    "EJECTIONS_DETECTED_GATEWAY",
+    "EJECTION_COUNTERS",
+    "EJECTION_OVERFLOW",
     "FAULT_COUNTERS",
     "FAULT_LABELS",
     "HOST_COUNTERS",
     "PENDING_OVERFLOW",
     "PER_TRY_TIMEOUTS",
+    "QUEUEING",
     "REMOTE_CLOSES",
     "RETRIES",
     "RETRY_LIMIT",
@@ -45,6 +50,7 @@ __all__ = [
     "ROUTE_TIMEOUTS",
     "SCRAPE_PATTERN",
     "SHEDS",
+    "SHED_COUNTERS",
     "CounterSource",
     "Snapshot",
     "cluster_hosts",
@@ -74,8 +80,25 @@ CONNECT_TIMEOUTS = "upstream_cx_connect_timeout"
 REMOTE_CLOSES = "upstream_cx_destroy_remote"
 ANSWERED_5XX = "upstream_rq_5xx"  # 5xx answers passed on (not the retried ones)
 EJECTIONS = "outlier_detection.ejections_enforced_total"
-SHEDS = (PENDING_OVERFLOW, CONNECTION_OVERFLOW)
-"""What the ``sheds`` SLO counts as circuit-breaker sheds."""
+EJECTION_OVERFLOW = "outlier_detection.ejections_overflow"
+"""Ejections the detector decided on but ``maxEjectionPercent`` refused."""
+EJECTIONS_DETECTED_5XX = "outlier_detection.ejections_detected_consecutive_5xx"
+EJECTIONS_DETECTED_GATEWAY = "outlier_detection.ejections_detected_consecutive_gateway_failure"
+EJECTION_COUNTERS = (
+    EJECTIONS,
+    EJECTION_OVERFLOW,
+    EJECTIONS_DETECTED_5XX,
+    EJECTIONS_DETECTED_GATEWAY,
+    "outlier_detection.ejections_enforced_consecutive_5xx",
+    "outlier_detection.ejections_enforced_consecutive_gateway_failure",
+)
+"""Every outlier-detection counter the ``ejections`` verdict reads."""
+SHEDS = (PENDING_OVERFLOW, RETRY_OVERFLOW)
+"""Circuit-breaker rejections, what the ``sheds`` SLO counts: the pending queue (HTTP/1.1) or
+``max_requests`` (HTTP/2) overflowed, and retries refused by ``max_retries``."""
+QUEUEING = CONNECTION_OVERFLOW
+"""``maxConnections`` reached: an HTTP/1.1 request waits in the pending queue (not shed)."""
+SHED_COUNTERS = (*SHEDS, QUEUEING)
 
 EDGE_COUNTERS = (
     ATTEMPTS,
@@ -89,7 +112,7 @@ EDGE_COUNTERS = (
     PER_TRY_TIMEOUTS,
     CONNECT_FAILURES,
     ANSWERED_5XX,
-    EJECTIONS,
+    *EJECTION_COUNTERS,
 )
 """The counters of every edge the journal keeps per phase and the sampler per second."""
 FAULT_COUNTERS = ("aborts_injected", "delays_injected")

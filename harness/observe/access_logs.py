@@ -6,10 +6,15 @@ it (``ingress``, ``inbound`` at the callee's sidecar, ``outbound`` at the caller
 ``x-request-id`` (``rid``) is the same on every hop, so a request's path through the mesh
 can be put back together::
 
-    flags = response_flags(run_dir / "access", service_of)   # {"frontend→catalog": {"FI": 12}}
-    paths = request_paths(run_dir / "access", samples, journal.phases)
+    access = analyze_access_logs(run_dir / "access", service_of, samples, journal.phases)
+    access.flags["frontend→catalog"]          # {"URX": 3}: set by the caller's sidecar
+    access.callee_flags["frontend→catalog"]   # {"FI": 12}: set by the callee's sidecar
+    access.codes["frontend→catalog"]          # {"200": 950, "503": 3, "504": 1}
+    access.paths                              # a few requests rebuilt hop by hop
 
-Files are streamed line by line (memory does not grow with the run's length); a line cut
+:func:`analyze_access_logs` parses every line once (JSON, only the fields it needs) and
+then pulls the few chosen requests' lines back by a byte search for their ids, parsing
+only those; files are streamed (memory does not grow with the run's length). A line cut
 short (the proxy killed mid-write, or still writing) is skipped.
 """
 
@@ -17,7 +22,8 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import Iterator, Mapping, Sequence
+import mmap
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +37,10 @@ NO_FLAGS = "-"
 MARKED_RIDS_LIMIT = 20_000
 """At most this many interesting request ids are remembered while choosing paths."""
 _DIRECTION_ORDER = {"ingress": 0, "inbound": 1, "outbound": 2}
+_MISSING = "\x00missing"  # not an edge name: a cache miss
+# The C scanner behind json.loads (``JSONDecoder.scan_once``, set in its __init__ and not
+# in the type stubs): (object, end) from a string and an offset.
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -157,66 +167,44 @@ def status_class(status: int) -> str:
     return f"{status // 100}xx" if status >= 100 else "0"
 
 
+def status_label(status: int) -> str:
+    """The status as the journal keeps it: ``"503"``, or ``"0"`` when no response was sent."""
+    return str(status) if status >= 100 else "0"
+
+
 @dataclass
 class ResponseSummary:
-    """Per edge: response flags (both sides) and status classes (the caller's side)."""
+    """Per edge ``"caller→callee"``: the response flags each side's sidecar set, kept apart
+    (``flags`` from the caller's outbound or ingress entries: ``URX``, ``UO``, ``UT``…;
+    ``callee_flags`` from the callee's inbound entries: ``FI``, ``DI``…), and the status
+    codes as the caller's sidecar answered them (one per request; ``"0"``: no response)."""
 
     flags: dict[str, dict[str, int]] = field(default_factory=dict)
+    callee_flags: dict[str, dict[str, int]] = field(default_factory=dict)
     codes: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def summarize_responses(access_dir: Path, service_of: Mapping[str, str]) -> ResponseSummary:
-    """One pass over every log.
-
-    Flags are counted from the caller's outbound (or ingress) entries and from the callee's
-    inbound entries, each proxy logging the flags it set itself (``FI`` at the callee's
-    fault filter, ``URX`` at the caller's retrying router…). Status classes come from the
-    caller's side only, so each request on an edge counts once. Every edge seen appears,
-    with an empty flag map when no request on it had a flag.
-    """
-    summary = ResponseSummary()
-    for entry in read_access_logs(access_dir):
-        edge = edge_of(entry, service_of)
-        if edge is None:
-            continue
-        flags = summary.flags.setdefault(edge, {})
-        for flag in entry.flag_list:
-            flags[flag] = flags.get(flag, 0) + 1
-        if entry.direction != "inbound":
-            codes = summary.codes.setdefault(edge, {})
-            label = status_class(entry.status)
-            codes[label] = codes.get(label, 0) + 1
-    summary.flags = {edge: dict(sorted(f.items())) for edge, f in sorted(summary.flags.items())}
-    summary.codes = {edge: dict(sorted(c.items())) for edge, c in sorted(summary.codes.items())}
-    return summary
+    """Flags per side and status codes per edge, in one pass over every log (see
+    :func:`analyze_access_logs`, which also rebuilds request paths in the same pass).
+    Every edge seen appears, with an empty flag map when no request on it had a flag."""
+    return analyze_access_logs(access_dir, service_of, [], []).responses
 
 
 def response_flags(access_dir: Path, service_of: Mapping[str, str]) -> dict[str, dict[str, int]]:
-    """``{"caller→callee": {flag: count}}``; see :func:`summarize_responses`."""
-    return summarize_responses(access_dir, service_of).flags
+    """``{"caller→callee": {flag: count}}`` of both sides together (for a quick look; the
+    journal keeps them apart, see :func:`summarize_responses`)."""
+    summary = summarize_responses(access_dir, service_of)
+    merged: dict[str, dict[str, int]] = {}
+    for table in (summary.flags, summary.callee_flags):
+        for edge, counts in table.items():
+            into = merged.setdefault(edge, {})
+            for flag, count in counts.items():
+                into[flag] = into.get(flag, 0) + count
+    return {edge: dict(sorted(counts.items())) for edge, counts in sorted(merged.items())}
 
 
 # --------------------------------------------------------------------------- request paths
-
-
-def _is_marked(entry: AccessEntry) -> bool:
-    """A hop worth showing: it had a flag, a retry, or an error status."""
-    return (
-        entry.flags not in ("", NO_FLAGS)
-        or entry.attempts > 1
-        or entry.status >= 400
-        or entry.status == 0
-    )
-
-
-def _marked_rids(access_dir: Path) -> set[str]:
-    marked: set[str] = set()
-    for entry in read_access_logs(access_dir):
-        if entry.rid and _is_marked(entry):
-            marked.add(entry.rid)
-            if len(marked) >= MARKED_RIDS_LIMIT:
-                break
-    return marked
 
 
 def _spread(items: Sequence[Sample], n: int) -> list[Sample]:
@@ -252,22 +240,188 @@ def _choose(samples: Sequence[Sample], marked: set[str], n: int) -> list[Sample]
     return sorted(chosen, key=lambda s: s.t)
 
 
-def request_paths(
+@dataclass
+class AccessAnalysis:
+    """What :func:`analyze_access_logs` found: responses per edge and request paths."""
+
+    responses: ResponseSummary
+    paths: list[RequestPath]
+
+
+class _Tally:
+    """The one parsing pass: flags, codes and marked request ids, line by line."""
+
+    def __init__(self, service_of: Mapping[str, str]) -> None:
+        self.service_of = service_of
+        self.flags: dict[str, dict[str, int]] = {}
+        self.callee_flags: dict[str, dict[str, int]] = {}
+        self.codes: dict[str, dict[str, int]] = {}
+        self.marked: set[str] = set()
+        self._edges: dict[tuple[object, ...], str | None] = {}
+
+    def edge(
+        self, proxy: str, direction: str, cluster: str, authority: str, source: str
+    ) -> str | None:
+        """``"caller→callee"`` of a line, or ``None`` for a direction this does not know."""
+        callee = (
+            cluster.rsplit("|", 1)[-1]
+            if cluster.startswith("outbound|")
+            else authority.rsplit(":", 1)[0]
+            if authority
+            else UNKNOWN
+        )
+        if direction == "outbound":
+            return f"{self.service_of.get(proxy, proxy)}→{callee}"
+        if direction == "ingress":
+            return f"{INGRESS}→{callee}"
+        if direction == "inbound":
+            return f"{source or UNKNOWN}→{self.service_of.get(proxy, proxy)}"
+        return None
+
+    def read(self, path: Path) -> None:
+        proxy = path.stem
+        scan = _SCAN  # the C scanner behind json.loads, without its per-call wrappers
+        try:
+            handle = path.open("rb")
+        except FileNotFoundError:
+            return
+        with handle:
+            for line in handle:
+                text = line.decode("utf-8", "replace").strip()
+                if not text.startswith("{"):
+                    continue
+                try:
+                    raw, end = scan(text, 0)
+                except (StopIteration, ValueError):
+                    continue  # a torn line
+                if end != len(text):
+                    continue
+                try:
+                    self._count(proxy, raw)
+                except (TypeError, ValueError):
+                    continue
+
+    def _count(self, proxy: str, raw: dict[str, Any]) -> None:
+        # The hot loop of the pass: plain lookups, one cached edge per field combination.
+        get = raw.get
+        direction = get("dir")
+        key = (proxy, direction, get("cluster"), get("authority"), get("source"))
+        edge = self._edges.get(key, _MISSING)
+        if edge is _MISSING:
+            edge = self.edge(proxy, _text(key[1]), _text(key[2]), _text(key[3]), _text(key[4]))
+            self._edges[key] = edge
+        if edge is None:
+            return
+        status = get("status")
+        if type(status) is not int:
+            status = _int(status)
+        flags = get("flags")
+        flagged = type(flags) is str and flags != NO_FLAGS and flags != ""
+        inbound = direction == "inbound"
+        if flagged:
+            table = (self.callee_flags if inbound else self.flags).setdefault(edge, {})
+            for flag in str(flags).split(","):
+                if flag and flag != NO_FLAGS:
+                    table[flag] = table.get(flag, 0) + 1
+        elif edge not in (self.callee_flags if inbound else self.flags):
+            (self.callee_flags if inbound else self.flags)[edge] = {}
+        if not inbound:
+            codes = self.codes.get(edge)
+            if codes is None:
+                codes = self.codes[edge] = {}
+            label = str(status) if status >= 100 else "0"
+            codes[label] = codes.get(label, 0) + 1
+        attempts = get("attempts")
+        if type(attempts) is not int:
+            attempts = _int(attempts)
+        if (flagged or status >= 400 or status == 0 or attempts > 1) and len(
+            self.marked
+        ) < MARKED_RIDS_LIMIT:
+            rid = get("rid")
+            if type(rid) is str and rid and rid != "-":
+                self.marked.add(rid)
+
+    def summary(self) -> ResponseSummary:
+        def ordered(table: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+            return {edge: dict(sorted(counts.items())) for edge, counts in sorted(table.items())}
+
+        edges = set(self.flags) | set(self.callee_flags)
+        for edge in edges:  # every edge seen appears on both sides
+            self.flags.setdefault(edge, {})
+            self.callee_flags.setdefault(edge, {})
+        return ResponseSummary(
+            flags=ordered(self.flags),
+            callee_flags=ordered(self.callee_flags),
+            codes=ordered(self.codes),
+        )
+
+
+def _hops_of(files: Sequence[Path], rids: set[str]) -> dict[str, list[AccessEntry]]:
+    """Every line of the given request ids, found by a byte search for each id (no JSON
+    parsing of the other lines); each match is parsed and its ``rid`` checked."""
+    hops: dict[str, list[AccessEntry]] = {rid: [] for rid in rids}
+    needles = {rid: json.dumps(rid).encode() for rid in rids if rid}
+    for path in files:
+        try:
+            with (
+                path.open("rb") as handle,
+                mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data,
+            ):
+                for rid, needle in needles.items():
+                    position = data.find(needle)
+                    while position >= 0:
+                        begin = data.rfind(b"\n", 0, position) + 1
+                        end = data.find(b"\n", position)
+                        end = len(data) if end < 0 else end
+                        try:
+                            raw = json.loads(data[begin:end])
+                            if isinstance(raw, dict) and raw.get("rid") == rid:
+                                hops[rid].append(AccessEntry.from_json(path.stem, raw))
+                        except (ValueError, TypeError, KeyError):
+                            pass  # a torn line
+                        position = data.find(needle, end)
+        except (FileNotFoundError, ValueError):  # ValueError: an empty file cannot be mapped
+            continue
+    return hops
+
+
+def analyze_access_logs(
     access_dir: Path,
+    service_of: Mapping[str, str],
     samples: Sequence[Sample],
     phases: Sequence[PhaseWindow],
     *,
     failed: int = 5,
     succeeded: int = 2,
-) -> list[RequestPath]:
-    """A few requests rebuilt hop by hop from every proxy's log, by ``x-request-id``.
+) -> AccessAnalysis:
+    """Flags and status codes per edge (:class:`ResponseSummary`) and a few requests rebuilt
+    hop by hop, parsing each access-log line once.
 
-    Up to ``failed`` requests the client saw fail (different kinds first, spread over the
-    run) and ``succeeded`` successful ones, preferably ones the mesh saved (a retry, an
-    injected fault on the way). Only requests started inside a phase are chosen. Hops are
-    in start order (on the same millisecond: the enclosing hop first). Two passes over the
-    logs; memory stays bounded by :data:`MARKED_RIDS_LIMIT`.
+    Paths: up to ``failed`` requests the client saw fail (different kinds first, spread over
+    the run) and ``succeeded`` successful ones, preferably ones the mesh saved (a retry, an
+    injected fault on the way: "marked" in the pass, at most :data:`MARKED_RIDS_LIMIT`
+    ids remembered). Only requests started inside a phase are chosen. Hops are in start
+    order (on the same millisecond: the enclosing hop first); the chosen requests' lines
+    are pulled back by a byte search for their ids.
     """
+    files = access_log_files(access_dir)
+    tally = _Tally(service_of)
+    for path in files:
+        tally.read(path)
+    return AccessAnalysis(
+        responses=tally.summary(),
+        paths=_paths(files, tally.marked, samples, phases, failed, succeeded),
+    )
+
+
+def _paths(
+    files: Sequence[Path],
+    marked: set[str],
+    samples: Sequence[Sample],
+    phases: Sequence[PhaseWindow],
+    failed: int,
+    succeeded: int,
+) -> list[RequestPath]:
     windows = sorted(phases, key=lambda w: w.start)
     starts = [w.start for w in windows]
 
@@ -281,14 +435,9 @@ def request_paths(
     in_run = sorted((s for s in samples if s.rid in phase), key=lambda s: s.t)
     if not in_run:
         return []
-    marked = _marked_rids(access_dir)
     chosen = _choose([s for s in in_run if not s.ok], marked, failed)
     chosen += _choose([s for s in in_run if s.ok], marked, succeeded)
-    wanted = {s.rid for s in chosen}
-    hops: dict[str, list[AccessEntry]] = {rid: [] for rid in wanted}
-    for entry in read_access_logs(access_dir):
-        if entry.rid in wanted:
-            hops[entry.rid].append(entry)
+    hops = _hops_of(files, {s.rid for s in chosen})
     paths = []
     for sample in sorted(chosen, key=lambda s: s.t):
         entries = sorted(
@@ -306,15 +455,32 @@ def request_paths(
     return paths
 
 
+def request_paths(
+    access_dir: Path,
+    samples: Sequence[Sample],
+    phases: Sequence[PhaseWindow],
+    *,
+    failed: int = 5,
+    succeeded: int = 2,
+) -> list[RequestPath]:
+    """The request paths of :func:`analyze_access_logs` alone."""
+    return analyze_access_logs(
+        access_dir, {}, samples, phases, failed=failed, succeeded=succeeded
+    ).paths
+
+
 __all__ = [
+    "AccessAnalysis",
     "AccessEntry",
     "ResponseSummary",
     "access_log_files",
+    "analyze_access_logs",
     "edge_of",
     "read_access_log",
     "read_access_logs",
     "request_paths",
     "response_flags",
     "status_class",
+    "status_label",
     "summarize_responses",
 ]

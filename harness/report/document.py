@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import urllib.parse
 from dataclasses import dataclass, field
@@ -45,24 +46,49 @@ SPECTRUM_PERCENTILES = (0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.
 
 # Edge counters in table order: Envoy stat → (column header, tooltip).
 EDGE_COLUMNS: dict[str, tuple[str, str]] = {
-    stats.ATTEMPTS: ("attempts", f"{stats.ATTEMPTS}: every attempt, retries included"),
-    stats.RETRIES: ("retries", stats.RETRIES),
-    stats.RETRY_SUCCESS: ("retry ok", stats.RETRY_SUCCESS),
-    stats.RETRY_OVERFLOW: ("retry overflow", f"{stats.RETRY_OVERFLOW}: retry budget"),
-    stats.RETRY_LIMIT: ("retry limit", stats.RETRY_LIMIT),
-    stats.PENDING_OVERFLOW: ("pending overflow", stats.PENDING_OVERFLOW),
-    stats.CONNECTION_OVERFLOW: (
-        "cx overflow",
-        f"{stats.CONNECTION_OVERFLOW}: maxConnections reached",
+    "upstream_rq_total": ("attempts", "upstream_rq_total: every attempt, retries included"),
+    "upstream_rq_retry": ("retries", "upstream_rq_retry"),
+    "upstream_rq_retry_success": ("retry ok", "upstream_rq_retry_success"),
+    "upstream_rq_retry_overflow": ("retry overflow", "upstream_rq_retry_overflow: retry budget"),
+    "upstream_rq_retry_limit_exceeded": ("retry limit", "upstream_rq_retry_limit_exceeded"),
+    "upstream_rq_pending_overflow": (
+        "pending overflow (shed)",
+        "upstream_rq_pending_overflow: rejected by the circuit breaker (503 UO)",
     ),
-    stats.ROUTE_TIMEOUTS: ("timeouts", f"{stats.ROUTE_TIMEOUTS}: route timeout"),
-    stats.PER_TRY_TIMEOUTS: ("per-try timeouts", stats.PER_TRY_TIMEOUTS),
-    stats.CONNECT_FAILURES: ("connect fail", stats.CONNECT_FAILURES),
-    stats.ANSWERED_5XX: (
-        "5xx",
-        f"{stats.ANSWERED_5XX}: 5xx answers passed on (not retried ones)",
+    "upstream_cx_overflow": (
+        "cx overflow (queued)",
+        "upstream_cx_overflow: maxConnections reached; an HTTP/1.1 request then waits in the "
+        "pending queue (not a shed)",
     ),
-    stats.EJECTIONS: ("ejections", stats.EJECTIONS),
+    "upstream_rq_timeout": ("timeouts", "upstream_rq_timeout: route timeout"),
+    "upstream_rq_per_try_timeout": ("per-try timeouts", "upstream_rq_per_try_timeout"),
+    "upstream_cx_connect_fail": ("connect fail", "upstream_cx_connect_fail"),
+    "upstream_rq_5xx": ("5xx", "upstream_rq_5xx: 5xx answers passed on (not retried ones)"),
+    "outlier_detection.ejections_enforced_total": (
+        "ejections",
+        "outlier_detection.ejections_enforced_total",
+    ),
+    "outlier_detection.ejections_overflow": (
+        "ejections blocked",
+        "outlier_detection.ejections_overflow: ejections the detector decided on but "
+        "maxEjectionPercent refused",
+    ),
+    "outlier_detection.ejections_detected_consecutive_5xx": (
+        "5xx ejections due",
+        "outlier_detection.ejections_detected_consecutive_5xx (enforced or not)",
+    ),
+    "outlier_detection.ejections_detected_consecutive_gateway_failure": (
+        "gateway ejections due",
+        "outlier_detection.ejections_detected_consecutive_gateway_failure (enforced or not)",
+    ),
+    "outlier_detection.ejections_enforced_consecutive_5xx": (
+        "5xx ejections",
+        "outlier_detection.ejections_enforced_consecutive_5xx",
+    ),
+    "outlier_detection.ejections_enforced_consecutive_gateway_failure": (
+        "gateway ejections",
+        "outlier_detection.ejections_enforced_consecutive_gateway_failure",
+    ),
 }
 AMPLIFICATION_NOTE = (
     "Retry amplification = attempts ÷ requests = upstream_rq_total ÷ (upstream_rq_total - "
@@ -89,6 +115,7 @@ class SloRow:
     confidence: str
     n: int
     message: str
+    pair_verdict: str = ""  # the pair's own verdict when Holm's adjustment changed it
 
 
 @dataclass(frozen=True)
@@ -145,7 +172,8 @@ class FlagTable:
 
 @dataclass(frozen=True)
 class CodeTable:
-    """Answers per edge by status class, as the caller's sidecar passed them on."""
+    """Answers per edge by status code (by class in older journals), as the caller's
+    sidecar passed them on."""
 
     classes: list[str]
     rows: list[tuple[str, list[int], str]]  # edge, count per class, share not 2xx/3xx
@@ -240,6 +268,7 @@ class Sections:
     spectrum_notes: list[str]
     environment: list[tuple[str, str]]
     scenario_yaml: str
+    ejection_notes: list[str] = field(default_factory=list)  # ejections maxEjectionPercent refused
     amplification_note: str = AMPLIFICATION_NOTE
     signals: dict[str, str] = field(default_factory=lambda: dict(MESH_SIGNALS))
 
@@ -310,6 +339,11 @@ def _slo_rows(results: list[SloResult]) -> list[SloRow]:
             confidence=f"{r.confidence * 100:g}%",
             n=r.n,
             message=r.message,
+            pair_verdict=(
+                str(r.pair_verdict)
+                if r.pair_verdict is not None and r.pair_verdict != r.verdict
+                else ""
+            ),
         )
         for r in results
     ]
@@ -385,6 +419,22 @@ def _edge_tables(
     return keys, zero, tables
 
 
+def _ejection_notes(edges: list[EdgeStats]) -> list[str]:
+    """Edges where the outlier detector wanted to eject but ``maxEjectionPercent`` refused."""
+    notes = []
+    for edge in edges:
+        blocked = edge.total.get("outlier_detection.ejections_overflow", 0)
+        if blocked > 0:
+            done = edge.total.get("outlier_detection.ejections_enforced_total", 0)
+            notes.append(
+                f"{edge.caller} → {edge.callee}: {blocked} ejection"
+                f"{'' if blocked == 1 else 's'} the outlier detector decided on were refused "
+                f"because maxEjectionPercent was reached (outlier_detection.ejections_overflow); "
+                f"{done} enforced. The detector tripped; the cap held it back."
+            )
+    return notes
+
+
 def _flag_table(flags: dict[str, dict[str, int]]) -> FlagTable | None:
     if not flags:
         return None
@@ -426,17 +476,42 @@ def _flag_table(flags: dict[str, dict[str, int]]) -> FlagTable | None:
     )
 
 
+def _code_order(code: str) -> tuple[int, str]:
+    """Statuses ("503") and classes ("5xx", older journals) by number; "0" (no answer) last."""
+    if code == "0" or not code[:1].isdigit():
+        return (1000, code)
+    rest = code[1:]
+    return (int(code[0]) * 100 + (int(rest) if rest.isdigit() else 99), code)
+
+
+def _is_good(code: str) -> bool:
+    return code[:1] in ("1", "2", "3") and code != "0"
+
+
+def _sided_flags(journal: Journal) -> dict[str, dict[str, int]]:
+    """The flag table's rows: each edge's caller side and callee side apart (older journals
+    have one merged map per edge, shown as it is)."""
+    if not journal.response_flags_callee:
+        return journal.response_flags
+    rows: dict[str, dict[str, int]] = {}
+    for edge in sorted(set(journal.response_flags) | set(journal.response_flags_callee)):
+        for side, table in (
+            ("caller", journal.response_flags),
+            ("callee", journal.response_flags_callee),
+        ):
+            if edge in table and (table[edge] or side == "caller"):
+                rows[f"{edge} ({side})"] = table[edge]
+    return rows
+
+
 def _code_table(codes: dict[str, dict[str, int]]) -> CodeTable | None:
     if not codes:
         return None
-    order = {"1xx": 0, "2xx": 1, "3xx": 2, "4xx": 3, "5xx": 4, "0": 5}
-    classes = sorted(
-        {c for counts in codes.values() for c in counts}, key=lambda c: (order.get(c, 9), c)
-    )
+    classes = sorted({c for counts in codes.values() for c in counts}, key=_code_order)
     rows = []
     for edge, counts in sorted(codes.items()):
         total = sum(counts.values())
-        bad = sum(v for c, v in counts.items() if c not in ("1xx", "2xx", "3xx"))
+        bad = sum(v for c, v in counts.items() if not _is_good(c))
         rows.append(
             (
                 edge,
@@ -561,6 +636,19 @@ def _load_rows(journal: Journal) -> list[LoadRow]:
     ]
 
 
+def _nearest_rank_us(histogram: Any, percentile: float, count: int) -> float:
+    """The histogram's value at the nearest rank ``ceil(q * n)`` (at least 1), the rule of
+    the load table and the verdicts (``harness.observe.timeline.nearest_rank``).
+
+    HdrHistogram's own ``get_value_at_percentile`` takes rank ``round(q * n)`` instead
+    (``int(q * n + 0.5)``): at n = 1060, p99 it is rank 1049 against 1050. Asking it for
+    rank ``k - 0.25`` rounds to exactly ``k``; the value is the bucket's highest equivalent
+    value (3 significant digits).
+    """
+    rank = max(1, math.ceil(percentile / 100.0 * count - 1e-9))
+    return float(histogram.get_value_at_percentile(100.0 * (rank - 0.25) / count))
+
+
 def _spectra(
     histograms: dict[str, str], phase_order: list[str]
 ) -> tuple[dict[str, list[tuple[float, float]]], list[SpectrumRow], list[str]]:
@@ -583,8 +671,8 @@ def _spectra(
             notes.append(f"phase {phase}: no successful request")
             continue
 
-        def at(p: float, h: Any = histogram) -> float:
-            return float(h.get_value_at_percentile(p)) / 1000.0  # µs → ms
+        def at(p: float, h: Any = histogram, n: int = count) -> float:
+            return _nearest_rank_us(h, p, n) / 1000.0  # µs → ms
 
         spectra[phase] = [(p, at(p)) for p in SPECTRUM_PERCENTILES]
         rows.append(
@@ -655,7 +743,8 @@ def _sections(journal: Journal) -> Sections:
         edge_columns=[EDGE_COLUMNS.get(k, (k, k)) for k in keys],
         edge_zero_columns=zero_keys,
         edges=edge_tables,
-        flags=_flag_table(journal.response_flags),
+        ejection_notes=_ejection_notes(journal.edges),
+        flags=_flag_table(_sided_flags(journal)),
         codes=_code_table(journal.response_codes),
         aborted_at=_relative(journal.aborted_at, origin),
         mesh_gaps=mesh_gaps,

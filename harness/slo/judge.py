@@ -29,6 +29,7 @@ from harness.scenario.models import (
     SheddingSlo,
     Slo,
 )
+from harness.slo.family import adjust_family
 from harness.slo.mesh import (
     evaluate_ejections,
     evaluate_recovery,
@@ -37,7 +38,7 @@ from harness.slo.mesh import (
     recovery_phases,
 )
 from harness.slo.shift import evaluate_latency_shift
-from harness.slo.verdict import evaluate_error_rate, evaluate_latency
+from harness.slo.verdict import evaluate_error_rate, evaluate_latency, per_second_counts
 
 __all__ = [
     "RequestSample",
@@ -117,12 +118,23 @@ def judged_phases(slo: Slo, journal: Journal) -> list[str]:
 def _error_rate(slo: ErrorRateSlo, phase: str, run: RunEvidence) -> SloResult:
     in_phase = run.in_phase(phase)
     failures = sum(1 for s in in_phase if not s.ok)
-    return evaluate_error_rate(slo.name, phase, failures, len(in_phase), slo.max, slo.confidence)
+    window = run.windows[phase]
+    # Per-second counts let the verdict widen its bounds when errors come in bursts.
+    per_second = per_second_counts(
+        [s.t for s in in_phase], [not s.ok for s in in_phase], window.start, window.end
+    )
+    return evaluate_error_rate(
+        slo.name, phase, failures, len(in_phase), slo.max, slo.confidence, per_second=per_second
+    )
 
 
 def _latency(slo: LatencySlo, phase: str, run: RunEvidence) -> SloResult:
     latencies = run.successful_latencies_s(phase)
-    return evaluate_latency(slo.name, phase, latencies, slo.quantile, slo.max, slo.confidence)
+    start = run.windows[phase].start
+    seconds = [int(s.t - start) for s in run.in_phase(phase) if s.ok]  # bursts of slow ones
+    return evaluate_latency(
+        slo.name, phase, latencies, slo.quantile, slo.max, slo.confidence, seconds=seconds
+    )
 
 
 def _latency_shift(slo: LatencyShiftSlo, phase: str, run: RunEvidence) -> SloResult:
@@ -186,9 +198,11 @@ def judge_slo(slo: Slo, phase: str, run: RunEvidence) -> SloResult:
 def judge_slos(
     slos: Sequence[Slo], journal: Journal, samples: Sequence[RequestSample]
 ) -> list[SloResult]:
-    """Every SLO in each phase it covers, in the scenario's order."""
+    """Every SLO in each phase it covers, in the scenario's order, with family-wise FAIL
+    control (Holm) over all the SLO × phase pairs (each keeps its own verdict beside)."""
     run = RunEvidence(journal, samples)
-    return [judge_slo(slo, phase, run) for slo in slos for phase in judged_phases(slo, journal)]
+    results = [judge_slo(slo, phase, run) for slo in slos for phase in judged_phases(slo, journal)]
+    return adjust_family(results)
 
 
 def fault_problems(journal: Journal) -> list[str]:

@@ -10,9 +10,17 @@ INCONCLUSIVE with the reason, never a guess.
   ``upstream_rq_total / (upstream_rq_total - upstream_rq_retry)``; PASS iff ``<= max``.
 * ``ejections``: outlier ejections (``outlier_detection.ejections_enforced_total``) on the
   edge, at least ``min``; with ``within``, inside that many seconds of the phase's first
-  fault injection (or of the phase start when it has no fault).
-* ``sheds``: circuit-breaker overflows (``upstream_rq_pending_overflow +
-  upstream_cx_overflow``) on the edge, at least ``min``.
+  fault injection (or of the phase start when it has no fault). When too few happened but
+  Envoy refused ejections it had decided on because ``maxEjectionPercent`` was reached
+  (``outlier_detection.ejections_overflow``), the message says so with the numbers: the
+  detector tripped, the cap held it back.
+* ``sheds``: requests the circuit breaker **rejected** on the edge, at least ``min``:
+  ``upstream_rq_pending_overflow`` (the pending queue of an HTTP/1.1 pool was full, or an
+  HTTP/2 pool reached ``max_requests``: Envoy counts both there, and answers 503 with the
+  response flag ``UO``) plus ``upstream_rq_retry_overflow`` (a retry the breaker refused).
+  ``upstream_cx_overflow`` is *not* a shed: for HTTP/1.1 a request that finds every
+  connection taken waits in the pending queue and is usually served; it is reported as
+  queueing beside the verdict.
 * ``recoveryTime``: from the last fault revert until the per-second ingress error rate is
   at or below ``errorRate`` for :data:`RECOVERY_STREAK_S` consecutive seconds; PASS iff
   that takes at most ``max``.
@@ -32,15 +40,31 @@ from typing import TYPE_CHECKING
 from harness.formats import percent_short as _percent
 from harness.formats import seconds as _seconds
 from harness.journal import SloKind, SloResult, Unit, Verdict
-from harness.mesh.stats import ATTEMPTS, EJECTIONS, RETRIES, SHEDS
+from harness.mesh.stats import (
+    ATTEMPTS,
+    EJECTION_COUNTERS,
+    EJECTION_OVERFLOW,
+    EJECTIONS,
+    EJECTIONS_DETECTED_5XX,
+    EJECTIONS_DETECTED_GATEWAY,
+    QUEUEING,
+    RETRIES,
+    SHED_COUNTERS,
+    SHEDS,
+)
 
 if TYPE_CHECKING:
     from harness.journal import Journal, PhaseWindow
 
 __all__ = [
     "EJECTIONS",
+    "EJECTION_COUNTERS",
+    "EJECTION_OVERFLOW",
+    "QUEUEING",
     "RECOVERY_STREAK_S",
     "SHEDS",
+    "SHED_COUNTERS",
+    "blocked_ejections",
     "evaluate_ejections",
     "evaluate_recovery",
     "evaluate_retry_amplification",
@@ -48,6 +72,13 @@ __all__ = [
     "recovery_phases",
 ]
 
+EJECTIONS_DETECTED = {
+    EJECTIONS_DETECTED_5XX: "consecutive 5xx",
+    EJECTIONS_DETECTED_GATEWAY: "consecutive gateway errors",
+}
+"""Ejections the detector decided on (enforced or not), by reason."""
+ENVOY_DEFAULT_MAX_EJECTION_PERCENT = 10
+"""Envoy's default, which Istio keeps when ``maxEjectionPercent`` is unset."""
 RECOVERY_STREAK_S = 3
 """Consecutive good seconds after which the error rate counts as recovered."""
 
@@ -182,9 +213,11 @@ def evaluate_sheds(
     minimum: int,
     confidence: float = 0.95,
 ) -> SloResult:
-    """Judge ``sheds``: at least ``minimum`` circuit-breaker overflows on ``caller → callee``
-    in the phase (pending-request plus connection overflows). INCONCLUSIVE when the edge
-    had no counters, or no traffic and no sheds."""
+    """Judge ``sheds``: at least ``minimum`` requests rejected by the circuit breaker on
+    ``caller → callee`` in the phase (:data:`SHEDS`: pending overflows, which include
+    HTTP/2 ``max_requests`` overflows, and retry overflows). Connection overflows
+    (:data:`QUEUEING`) only queue a request; they are named in the message but not counted.
+    INCONCLUSIVE when the edge had no counters, or no traffic and no sheds."""
     _window(journal, phase)
     counters, missing = _edge_counters(journal, phase, caller, callee)
 
@@ -206,14 +239,21 @@ def evaluate_sheds(
 
     if counters is None:
         return result(Verdict.INCONCLUSIVE, None, 0, missing)
-    pending, connections = (counters.get(stat, 0) for stat in SHEDS)
-    sheds = pending + connections
+    pending, retries = (counters.get(stat, 0) for stat in SHEDS)
+    queued = counters.get(QUEUEING, 0)
+    sheds = pending + retries
     attempts = counters.get(ATTEMPTS, 0)
     detail = (
-        f"{sheds} circuit-breaker sheds on {caller} → {callee} "
-        f"({pending} pending overflows, {connections} connection overflows, "
-        f"{attempts} attempts)"
+        f"{sheds} request{'' if sheds == 1 else 's'} rejected by the circuit breaker on "
+        f"{caller} → {callee} ({pending} upstream_rq_pending_overflow: pending queue or "
+        f"max_requests full, answered 503 UO; {retries} upstream_rq_retry_overflow: retries "
+        f"refused; {attempts} attempts)"
     )
+    if queued:
+        detail += (
+            f"; {queued} upstream_cx_overflow: maxConnections reached, those requests queued "
+            "for a connection (queueing, not shedding)"
+        )
     if sheds >= minimum:
         return result(Verdict.PASS, sheds, attempts, f"{detail}; at least {minimum} expected")
     if attempts == 0:
@@ -331,6 +371,65 @@ def _timed_verdict(
     )
 
 
+def _max_ejection_percent(journal: Journal, callee: str) -> tuple[int, str]:
+    """The callee's ``maxEjectionPercent`` from the scenario, and where it came from."""
+    mesh = journal.scenario.get("mesh")
+    destinations = mesh.get("destinations") if isinstance(mesh, dict) else None
+    destination = destinations.get(callee) if isinstance(destinations, dict) else None
+    outlier = destination.get("outlierDetection") if isinstance(destination, dict) else None
+    value = outlier.get("maxEjectionPercent") if isinstance(outlier, dict) else None
+    if isinstance(value, int) and value > 0:
+        return value, "the scenario's outlierDetection"
+    return (
+        ENVOY_DEFAULT_MAX_EJECTION_PERCENT,
+        "unset: Envoy's and Istio's default",
+    )
+
+
+def _endpoints_of(journal: Journal, callee: str) -> int | None:
+    """How many instances of ``callee`` the mesh timeline saw (None without one)."""
+    mesh = journal.mesh_timeline
+    if mesh is None or not mesh.endpoints:
+        return None
+    names = {key.partition("→")[2] for key in mesh.endpoints}
+    found = {n for n in names if re.fullmatch(rf"{re.escape(callee)}-\d+", n)}
+    return len(found) or None
+
+
+def blocked_ejections(journal: Journal, counters: dict[str, int] | None, callee: str) -> str | None:
+    """Why ejections the detector wanted did not happen, with the numbers; ``None`` when
+    ``maxEjectionPercent`` blocked none (``outlier_detection.ejections_overflow`` is 0).
+
+    Envoy ejects a host only if the ejected share *after* ejecting it stays within
+    ``maxEjectionPercent``; otherwise it counts ``ejections_overflow`` and ejects nothing.
+    """
+    if counters is None:
+        return None
+    overflow = counters.get(EJECTION_OVERFLOW, 0)
+    if overflow <= 0:
+        return None
+    detected = [
+        f"{counters[stat]} for {reason}"
+        for stat, reason in EJECTIONS_DETECTED.items()
+        if counters.get(stat, 0) > 0
+    ]
+    percent, source = _max_ejection_percent(journal, callee)
+    endpoints = _endpoints_of(journal, callee)
+    share = ""
+    if endpoints:
+        share = (
+            f"; with {endpoints} endpoints one ejection is {100 / endpoints:.0f}% of the pool"
+            + (", already above the cap" if 100 / endpoints > percent else "")
+        )
+    return (
+        "ejections were due but blocked: Envoy's detector decided to eject"
+        + (f" ({', '.join(detected)})" if detected else "")
+        + f" and refused {overflow} ejection{'' if overflow == 1 else 's'} "
+        f"(outlier_detection.ejections_overflow) because maxEjectionPercent {percent}% "
+        f"({source}) was reached{share}; raise maxEjectionPercent to let it eject"
+    )
+
+
 def evaluate_ejections(
     name: str,
     phase: str,
@@ -386,7 +485,8 @@ def evaluate_ejections(
         )
 
     edge = f"{caller} → {callee}"
-    expected = f"at least {minimum} expected {scope}"
+    blocked = blocked_ejections(journal, counters, callee)
+    expected = f"at least {minimum} expected {scope}" + ("" if blocked is None else f"; {blocked}")
     if total is not None and total < minimum:
         if attempts == 0:
             return result(
@@ -402,13 +502,12 @@ def evaluate_ejections(
         return result(Verdict.PASS, total, total, f"{_ejections(total)} on {edge}; {expected}")
     if intervals is None:
         reason = missing if total is None else f"{_ejections(total)} on {edge} in the phase"
-        return result(
-            Verdict.INCONCLUSIVE,
-            None,
-            total,
-            f"{reason}, but no per-second mesh timeline to tell whether {expected}",
-        )
-    return result(*_timed_verdict(sure, possible, minimum, f"on {edge} {scope}"))
+        untimed = f"{reason}, but no per-second mesh timeline to tell whether {expected}"
+        return result(Verdict.INCONCLUSIVE, None, total, untimed)
+    verdict, low, high, message = _timed_verdict(sure, possible, minimum, f"on {edge} {scope}")
+    if verdict is Verdict.FAIL and blocked is not None:
+        message += f"; {blocked}"
+    return result(verdict, low, high, message)
 
 
 # --------------------------------------------------------------------------- recovery

@@ -32,6 +32,7 @@ from harness.slo.stats import (
     fewest_samples_for_shift,
     hodges_lehmann_shift,
     samples_needed_for_shift,
+    shift_fail_p_value,
 )
 from harness.slo.verdict import _check_confidence, _undecided
 
@@ -98,6 +99,7 @@ def evaluate_latency_shift(
             unit="s",
             detail=message,
             samples_needed=needed,
+            p_value=1.0 if measured is None else shift_fail_p_value(x, y, max_s),
         )
 
     if x.size == 0 or y.size == 0:
