@@ -245,6 +245,38 @@ def validate(
 
 
 @app.command()
+def manifests(
+    scenario: Annotated[Path, typer.Argument(help="A scenario file.")],
+    namespace: Annotated[
+        str | None, typer.Option(help="Namespace of every object (default: harness-<name>).")
+    ] = None,
+    image: Annotated[
+        str | None,
+        typer.Option(help="The sample app's container image (default: harness-app:local)."),
+    ] = None,
+    run_id: Annotated[str, typer.Option(help="Value of every object's harness/run-id label.")] = (
+        "manual"
+    ),
+) -> None:
+    """Print the scenario's Kubernetes + Istio objects as YAML for ``kubectl apply -f -``."""
+    from harness.kube import RenderOptions, render, to_yaml
+    from harness.kube.render import DEFAULT_IMAGE
+
+    try:
+        objects = render(
+            load_scenario(scenario),
+            RenderOptions(namespace=namespace, run_id=run_id, image=image or DEFAULT_IMAGE),
+        )
+    except ScenarioError as exc:
+        errors.print(str(exc), markup=False, soft_wrap=True)
+        raise typer.Exit(ExitCode.ERROR) from None
+    except HarnessError as exc:
+        errors.print(f"{scenario}: {exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(ExitCode.ERROR) from None
+    sys.stdout.write(to_yaml(objects))
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON Schema of scenario files."""
     sys.stdout.write(json.dumps(scenario_json_schema(), indent=2) + "\n")

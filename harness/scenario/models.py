@@ -144,7 +144,9 @@ class DestinationPolicy(Model):
 
     timeout: Duration | None = Field(default=None, description="Route timeout (Istio: none).")
     retries: Retries | None = Field(
-        default=None, description="Omitted: Istio's default (2 retries on connect/503 errors)."
+        default=None,
+        description="Omitted: Istio's default (2 retries on connect failures and refused "
+        "streams; since Istio 1.24 not on a 503).",
     )
     connection_pool: ConnectionPool | None = None
     outlier_detection: OutlierDetection | None = None

@@ -212,6 +212,7 @@ class LocalDeployment:
                     *(("ingress",) if inst.service == topology.entry else ()),
                 ),
                 bind_ip=inst.ip if self._namespaced else None,
+                policy=self.scenario.mesh.destinations.get(inst.service),
             )
             self._start_envoy(inst.name, sidecar_bootstrap(sidecar), sidecar.admin_socket)
             self.app_pids[inst.name] = self.sandbox.spawn(
