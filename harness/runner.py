@@ -26,6 +26,7 @@ from harness.errors import ExitCode, HarnessError, Interrupted, LoadError
 from harness.faults import build_injector
 from harness.faults.base import Injector, UndoJournal, applied
 from harness.journal import (
+    ControlPlaneRecord,
     EdgeStats,
     Journal,
     LatencySummary,
@@ -46,7 +47,7 @@ from harness.load.driver import (
 from harness.observe.access_logs import request_paths, summarize_responses
 from harness.observe.sampler import MeshSampler
 from harness.observe.timeline import latency_histograms, load_timeline, nearest_rank
-from harness.platforms.local.platform import LocalDeployment, LocalPlatform
+from harness.platforms.local.platform import LocalDeployment, LocalPlatform, Mesh
 from harness.platforms.local.sandbox import Isolation
 from harness.scenario.models import (
     EjectionSlo,
@@ -93,6 +94,7 @@ Log = Callable[[str], None]
 class RunOptions:
     reports_dir: Path = Path("reports")
     isolation: Isolation = Isolation.AUTO
+    mesh: Mesh = Mesh.ENVOY
     handle_signals: bool = True
     seed: int | None = None
 
@@ -654,8 +656,17 @@ def run_scenario(
     guard = SignalGuard(log, options.handle_signals)
     with guard.installed():
         try:
-            with LocalPlatform(options.isolation).deploy(scenario, run_dir) as deployment:
+            platform = LocalPlatform(options.isolation, options.mesh)
+            journal.mesh = options.mesh.value
+            with platform.deploy(scenario, run_dir) as deployment:
                 journal.isolation = deployment.isolation
+                control_plane = deployment.control_plane()
+                if control_plane is not None:
+                    journal.control_plane = ControlPlaneRecord(
+                        istio_version=control_plane.versions["istio"],
+                        kubernetes_version=control_plane.versions["kubernetes"],
+                        timings=control_plane.timings,
+                    )
                 journal.isolation_note = deployment.sandbox.note
                 journal.namespaces = deployment.sandbox.namespaces
                 journal.scratch_dir = str(deployment.scratch_dir)

@@ -96,9 +96,7 @@ class TcpToUnix:
                 raise
             return upstream
 
-        threading.Thread(
-            target=_accept_loop, args=(self._listener, dial), daemon=True
-        ).start()
+        threading.Thread(target=_accept_loop, args=(self._listener, dial), daemon=True).start()
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

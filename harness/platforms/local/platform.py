@@ -19,6 +19,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
@@ -52,6 +53,21 @@ ProcessKind = Literal["app", "sidecar"]
 STAT_PATTERN = (
     r"^(cluster\.outbound\|.*|http\.inbound_.*\.fault\..*|http\.ingress\..*downstream_rq_.xx)$"
 )
+
+
+class Mesh(StrEnum):
+    """Who programs the sidecars: the harness's own translation, or a real istiod."""
+
+    ENVOY = "envoy"  # bootstraps from harness.mesh.envoy (fast, pip only)
+    ISTIO = "istio"  # etcd + kube-apiserver + istiod in the run's namespace (toolchain)
+
+
+@dataclass(frozen=True)
+class ControlPlaneInfo:
+    """What the journal records of a real control plane (``--mesh istio``)."""
+
+    versions: dict[str, str]  # "istio", "kubernetes"
+    timings: dict[str, float]  # seconds from the start of the deployment
 
 
 def find_envoy() -> str:
@@ -99,6 +115,7 @@ class LocalDeployment:
     """The running app: instances, sidecars, ingress, and the sandbox they live in."""
 
     platform = "local"
+    mesh = Mesh.ENVOY
 
     def __init__(
         self, scenario: Scenario, run_dir: Path, sandbox: Sandbox, sock_dir: Path, envoy_binary: str
@@ -358,6 +375,13 @@ class LocalDeployment:
             time.sleep(0.1)
         raise PlatformError(f"the app does not answer through the ingress: {last}")
 
+    def control_plane(self) -> ControlPlaneInfo | None:
+        """The control plane's versions and timings; None: the harness programs the mesh."""
+        return None
+
+    def close(self) -> None:
+        """Stop what :meth:`start` started besides the sandbox's processes (nothing here)."""
+
     # ------------------------------------------------------------------ runtime services
 
     def spawn(
@@ -525,18 +549,27 @@ class LocalPlatform:
 
     name = "local"
 
-    def __init__(self, isolation: Isolation = Isolation.AUTO) -> None:
+    def __init__(self, isolation: Isolation = Isolation.AUTO, mesh: Mesh = Mesh.ENVOY) -> None:
         self.isolation = isolation
+        self.mesh = mesh
 
     @contextmanager
     def deploy(self, scenario: Scenario, run_dir: Path) -> Iterator[LocalDeployment]:
         envoy = find_envoy()
         sock_dir = Path(tempfile.mkdtemp(prefix="hrn-"))
         sandbox = Sandbox.start(run_dir.name, run_dir / "logs", self.isolation, sock_dir)
+        deployment: LocalDeployment | None = None
         try:
-            deployment = LocalDeployment(scenario, run_dir, sandbox, sock_dir, envoy)
+            if self.mesh is Mesh.ISTIO:
+                from harness.platforms.local.istio import IstioDeployment
+
+                deployment = IstioDeployment(scenario, run_dir, sandbox, sock_dir, envoy)
+            else:
+                deployment = LocalDeployment(scenario, run_dir, sandbox, sock_dir, envoy)
             deployment.start()
             yield deployment
         finally:
+            if deployment is not None:
+                deployment.close()
             sandbox.close()
             shutil.rmtree(sock_dir, ignore_errors=True)
