@@ -430,8 +430,8 @@ class IstioControlPlane:
 
     def syncz(self) -> list[dict[str, Any]]:
         """istiod's ``/debug/syncz``: one entry per connected proxy with each type's status."""
-        status, body = self.sandbox.http_get(
-            f"http://{LOCALHOST}:{ISTIOD_PORTS['http']}/debug/syncz", timeout=5.0
+        status, body = self.sandbox.http(
+            "GET", f"http://{LOCALHOST}:{ISTIOD_PORTS['http']}/debug/syncz", timeout=5.0
         )
         if status != 200:
             raise ControlPlaneError(f"istiod's /debug/syncz answered {status}: {body[:200]}")
@@ -978,8 +978,7 @@ class IstioDeployment(LocalDeployment):
         for workload in (gateway, *self.workloads.values()):
             plane.add_address(workload.ip)
             plane.add_pod(workload, sidecar=workload is not gateway)
-        for workload in self.workloads.values():
-            plane.add_address(self._egress(workload).host)
+        # The egress addresses are in 127.0.0.0/8, which lo already serves whole.
         root = plane.root_certificate(self.namespace)
         for workload in self.workloads.values():
             sidecar = plane.start_sidecar(workload, self._envoy, self._sock_dir, root)
