@@ -382,7 +382,9 @@ def toolchain_install(directory: ToolchainDir = None) -> None:
     from harness import toolchain
 
     try:
-        toolchain.install(directory, log=lambda line: console.print(line, markup=False))
+        toolchain.install(
+            directory, log=lambda line: console.print(line, markup=False, soft_wrap=True)
+        )
     except HarnessError as exc:
         raise _fail_input(exc) from None
 

@@ -203,7 +203,7 @@ def _wanted() -> list[Wanted]:
             command,
             "kubernetes",
             KUBERNETES_VERSION,
-            f"go build {KUBERNETES_MODULE}/cmd/{command} in kube/ ({KUBERNETES_VERSION})",
+            f"go build -ldflags=<version {KUBERNETES_VERSION}> {KUBERNETES_MODULE}/cmd/{command}",
             f"bin/{command}",
         )
         for command in KUBE_COMMANDS
@@ -280,6 +280,15 @@ def find_go() -> Go:
     return Go(path, version)
 
 
+@dataclass(frozen=True)
+class GoModule:
+    """A module version in Go's module cache."""
+
+    directory: Path
+    go_mod: str
+    time: str  # when the version was published (RFC 3339), "" if unknown
+
+
 class _Builder:
     """Runs ``go`` for one install: niced, output to a log file, a heartbeat while it runs."""
 
@@ -333,18 +342,19 @@ class _Builder:
             )
         return result.stdout
 
-    def module_dir(self, step: str, module: str, version: str) -> Path:
-        """Where ``go`` keeps ``module@version`` (downloaded if needed, hash-verified)."""
+    def module(self, step: str, module: str, version: str) -> GoModule:
+        """``module@version`` as ``go`` keeps it (downloaded if needed, checked against the
+        checksum database)."""
         out = self.run(
             step, ["mod", "download", "-json", f"{module}@{version}"], self.directory, {}
         )
-        return Path(json.loads(out)["Dir"])
-
-    def module_go_mod(self, step: str, module: str, version: str) -> str:
-        out = self.run(
-            step, ["mod", "download", "-json", f"{module}@{version}"], self.directory, {}
+        found = json.loads(out)
+        info = json.loads(Path(found["Info"]).read_text()) if found.get("Info") else {}
+        return GoModule(
+            directory=Path(found["Dir"]),
+            go_mod=Path(found["GoMod"]).read_text(),
+            time=str(info.get("Time", "")),
         )
-        return Path(json.loads(out)["GoMod"]).read_text()
 
 
 # --------------------------------------------------------------------------- steps
@@ -390,6 +400,29 @@ def kube_go_mod(kubernetes_go_mod: str, version: str, commands: tuple[str, ...])
     return "\n".join(lines)
 
 
+def kube_version_ldflags(version: str, published: str) -> str:
+    """Stamp the release into the binaries as Kubernetes' own build does (hack/lib/version.sh):
+    without it ``/version`` says ``v0.0.0-master``, and clients that gate features on the
+    server's version (istiod does) see a version that is not there."""
+    match = re.fullmatch(r"v(\d+)\.(\d+)\.\d+", version)
+    if match is None:
+        raise ToolchainError(
+            f"Kubernetes version {version!r} is not of the form vMAJOR.MINOR.PATCH"
+        )
+    values = {
+        "gitVersion": version,
+        "gitMajor": match[1],
+        "gitMinor": match[2],
+        "gitTreeState": "clean",
+        **({"buildDate": published} if published else {}),
+    }
+    return " ".join(
+        f"-X {package}.{key}={value}"
+        for package in ("k8s.io/client-go/pkg/version", "k8s.io/component-base/version")
+        for key, value in values.items()
+    )
+
+
 def _record(directory: Path, wanted: Wanted, path: Path, seconds: float) -> Artifact:
     relative = wanted.path if wanted.path is not None else str(path)
     return Artifact(
@@ -410,7 +443,7 @@ def _make_istio(builder: _Builder, wanted: list[Wanted]) -> list[Artifact]:
     bin_dir.mkdir(exist_ok=True)
     packages = [f"{ISTIO_MODULE}/pilot/cmd/{c}@{ISTIO_VERSION}" for c in ISTIO_COMMANDS]
     builder.run("istio", ["install", *packages], directory, {"GOBIN": str(bin_dir)})
-    source = builder.module_dir("istio", ISTIO_MODULE, ISTIO_VERSION)
+    source = builder.module("istio", ISTIO_MODULE, ISTIO_VERSION).directory
     istio_dir = directory / "istio"
     istio_dir.mkdir(exist_ok=True)
     for name, inner in ISTIO_FILES.items():
@@ -426,14 +459,20 @@ def _make_kubernetes(builder: _Builder, wanted: list[Wanted]) -> list[Artifact]:
     started = time.monotonic()
     module = directory / "kube"
     module.mkdir(exist_ok=True)
-    upstream = builder.module_go_mod("kubernetes", KUBERNETES_MODULE, KUBERNETES_VERSION)
-    go_mod = kube_go_mod(upstream, KUBERNETES_VERSION, KUBE_COMMANDS)
+    upstream = builder.module("kubernetes", KUBERNETES_MODULE, KUBERNETES_VERSION)
+    go_mod = kube_go_mod(upstream.go_mod, KUBERNETES_VERSION, KUBE_COMMANDS)
     if not (module / "go.mod").is_file() or (module / "go.mod").read_text() != go_mod:
         (module / "go.mod").write_text(go_mod)
     bin_dir = directory / "bin"
     bin_dir.mkdir(exist_ok=True)
     packages = [f"{KUBERNETES_MODULE}/cmd/{c}" for c in KUBE_COMMANDS]
-    builder.run("kubernetes", ["build", "-o", f"{bin_dir}{os.sep}", *packages], module, {})
+    ldflags = kube_version_ldflags(KUBERNETES_VERSION, upstream.time)
+    builder.run(
+        "kubernetes",
+        ["build", f"-ldflags={ldflags}", "-o", f"{bin_dir}{os.sep}", *packages],
+        module,
+        {},
+    )
     seconds = time.monotonic() - started
     return [_record(directory, w, _resolve(directory, w.path or ""), seconds) for w in wanted]
 

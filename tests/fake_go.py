@@ -46,9 +46,11 @@ def main(args: list[str]) -> int:
             files = {
                 "tools/packaging/common/envoy_bootstrap.json": '{"node": {}}\n',
                 "manifests/charts/base/files/crd-all.gen.yaml": "kind: CustomResourceDefinition\n",
+                "go.mod": "module istio.io/istio\n",
             }
         else:
             files = {"go.mod": KUBE_GO_MOD}
+        files["version.info"] = json.dumps({"Version": version, "Time": "2026-10-27T12:01:04Z"})
         for name, text in files.items():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             (root / name).write_text(text)
@@ -59,6 +61,7 @@ def main(args: list[str]) -> int:
                     "Version": version,
                     "Dir": str(root),
                     "GoMod": str(root / "go.mod"),
+                    "Info": str(root / "version.info"),
                 }
             )
         )
@@ -78,9 +81,10 @@ def main(args: list[str]) -> int:
         if fail == "build":
             print("cmd/kube-apiserver/apiserver.go:7: undefined: app", file=sys.stderr)
             return 1
-        out = Path(args[2])
-        for package in args[3:]:
-            (out / package.rsplit("/", 1)[-1]).write_text(f"fake {package}\n")
+        flags = [arg for arg in args[1:] if arg.startswith("-ldflags=")]
+        out = Path(args[args.index("-o") + 1])
+        for package in args[args.index("-o") + 2 :]:
+            (out / package.rsplit("/", 1)[-1]).write_text(f"fake {package} {flags}\n")
         return 0
     print(f"fake go: unsupported arguments {args}", file=sys.stderr)
     return 2

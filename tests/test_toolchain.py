@@ -94,6 +94,11 @@ def test_fake_go_kube_module_replaces_each_staging_module_with_its_published_ver
     assert "godebug default=go1.26" in go_mod
     assert "tool k8s.io/kubernetes/cmd/kube-apiserver" in go_mod
     assert "./staging" not in go_mod
+    # Stamped like a release build, or /version would say v0.0.0-master.
+    (build,) = [args for args in go_calls(fake_go) if args[0] == "build"]
+    assert "-X k8s.io/component-base/version.gitVersion=v1.37.2" in build[1]
+    assert "-X k8s.io/client-go/pkg/version.gitMinor=37" in build[1]
+    assert "-X k8s.io/component-base/version.buildDate=2026-10-27T12:01:04Z" in build[1]
 
 
 def test_fake_go_second_install_does_nothing_and_says_so(fake_go: Path) -> None:
