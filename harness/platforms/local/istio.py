@@ -395,6 +395,9 @@ class IstioControlPlane:
             "proxyBootstrapTemplatePath": str(template),
             "proxyAdminPort": workload.admin_port,
             "statusPort": workload.status_port,
+            # Istio's bootstrap keeps only a few stats by default; the observer reads the
+            # outbound clusters' and the fault filters' counters.
+            "proxyStatsMatcher": {"inclusionRegexps": [".*"]},
             "drainDuration": "1s",
             "terminationDrainDuration": "1s",
         }
@@ -999,6 +1002,15 @@ class IstioDeployment(LocalDeployment):
         self.timings["sync_wait_s"] = synced
         self._wait_ready()
         self.timings["ready_s"] = time.monotonic() - begun
+
+    def _read_counters(self, name: str, admin: EnvoyAdmin) -> dict[str, int]:
+        # istiod ends every cluster's stat name with ";" (its tag-extraction delimiter):
+        # "cluster.outbound|8080||catalog;.upstream_rq_retry". Read them as --mesh envoy
+        # names them, so the observer, the runner and the mesh SLOs work unchanged.
+        values = super()._read_counters(name, admin)
+        normal = {key.replace(";.", ".", 1): value for key, value in values.items()}
+        self._last_counters[name] = normal
+        return normal
 
     def control_plane(self) -> ControlPlaneInfo | None:
         return ControlPlaneInfo(
