@@ -11,16 +11,18 @@ import contextlib
 import json
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from harness.errors import ToolMissingError
+from harness.errors import ControlPlaneError, ExitCode, ToolMissingError
 from harness.platforms.local.istio import (
     IstioControlPlane,
     Workload,
+    fault_envoy_filter,
     istio_control_plane,
     mesh_address,
     sync_state,
@@ -28,6 +30,7 @@ from harness.platforms.local.istio import (
 from harness.platforms.local.platform import LocalPlatform, Mesh, find_envoy
 from harness.platforms.local.processes import namespace_members, run_processes
 from harness.platforms.local.sandbox import Isolation, Sandbox
+from harness.runner import RunOptions, run_scenario
 from harness.scenario.models import Scenario
 
 NAMESPACE = "harness-test"
@@ -104,6 +107,34 @@ def test_one_sidecar_gets_a_certificate_and_syncs(tmp_path: Path) -> None:
         ]
         assert f"spiffe://cluster.local/ns/{NAMESPACE}/sa/frontend" in sans
 
+        # What the API server refuses fails with the object and the server's reason.
+        bad_route = {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {"name": "bad", "namespace": NAMESPACE},
+            "spec": {"hosts": ["x"], "http": [{"retries": {"attempts": "three"}}]},
+        }
+        with pytest.raises(
+            ControlPlaneError,
+            match=r"refused VirtualService harness-test/bad.*attempts",
+        ):
+            plane.apply([bad_route])
+
+        # What Envoy rejects (a NACK: an abort status outside 200-599) fails the wait for
+        # SYNCED, naming the proxy and Envoy's reason (Envoy 1.40 redacts the field).
+        bad_filter = fault_envoy_filter(NAMESPACE, "frontend", [])
+        patches = bad_filter["spec"]["configPatches"]  # type: ignore[index]
+        patches[1]["patch"]["value"]["typed_config"]["abort"]["http_status"] = 99  # type: ignore[index]
+        plane.apply([bad_filter])
+        deadline = time.monotonic() + 30
+        with pytest.raises(
+            ControlPlaneError,
+            match=r"(?s)frontend-0 rejected istiod's configuration.*listener.*rejected",
+        ):
+            while time.monotonic() < deadline:
+                plane.wait_synced([workload.name], timeout_s=5)
+                time.sleep(0.5)
+
 
 SHOP = {
     "metadata": {"name": "istio-shop"},
@@ -171,3 +202,39 @@ def test_shop_app_under_istiod(tmp_path: Path) -> None:
         retried = deployment.mesh_counters()["catalog-0"]
         assert retried.get("cluster.outbound|8080||inventory.upstream_rq_retry") == 1
     assert run_processes(run_dir.name) == []
+
+
+def test_faults_istio_cannot_inject_yet_are_refused_with_exit_2(tmp_path: Path) -> None:
+    """A fault --mesh istio cannot inject is an input error (exit 2) naming it, before any
+    control-plane process starts — never a silently faked fault."""
+    spec = {
+        **SHOP,
+        "faults": [
+            {
+                "name": "slow-link",
+                "kind": "toxic",
+                "phase": "only",
+                "source": "frontend",
+                "target": {"service": "catalog"},
+                "toxic": "latency",
+                "latency": "100ms",
+            },
+            {
+                "name": "stop-proxy",
+                "kind": "pause",
+                "phase": "only",
+                "process": "sidecar",
+                "target": {"service": "catalog"},
+            },
+        ],
+    }
+    result = run_scenario(
+        Scenario.model_validate(spec),
+        options=RunOptions(reports_dir=tmp_path, mesh=Mesh.ISTIO, handle_signals=False),
+    )
+    assert result.exit_code == ExitCode.ERROR
+    assert result.journal.mesh == "istio"
+    assert result.journal.error is not None
+    assert "slow-link: kind toxic" in result.journal.error
+    assert "stop-proxy: pause of the sidecar" in result.journal.error
+    assert run_processes(result.journal.run_id) == []

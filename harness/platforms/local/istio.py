@@ -901,11 +901,11 @@ class IstioDeployment(LocalDeployment):
                 f"{MESH_NETWORK} exist only there); this run fell back to the host: "
                 f"{sandbox.note}"
             )
-        unsupported = sorted({f.kind for f in scenario.faults if f.kind not in ISTIO_FAULT_KINDS})
-        if unsupported:
+        problems = unsupported_faults(scenario)
+        if problems:
             raise PlatformError(
-                f"--mesh istio cannot inject {', '.join(unsupported)} faults yet "
-                f"(supported: {', '.join(sorted(ISTIO_FAULT_KINDS))}); run with --mesh envoy"
+                "--mesh istio cannot inject these faults yet (run them with --mesh envoy): "
+                + "; ".join(problems)
             )
         super().__init__(scenario, run_dir, sandbox, sock_dir, envoy_binary)
         self.ingress = Addr(mesh_address(GATEWAY_IP_INDEX), GATEWAY_PORT)
