@@ -23,13 +23,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import kubernetes.client
 import yaml
-from kubernetes.client.exceptions import ApiException
 
 from harness.controlplane.istiod import ENVIRONMENT as ISTIOD_ENVIRONMENT
 from harness.controlplane.istiod import ISTIO_NAMESPACE
@@ -41,9 +41,7 @@ from harness.controlplane.kube import (
     _close,
     _etcd_argv,
     _kubeconfig,
-    api_error,
     apply_crds,
-    read_crds,
 )
 from harness.errors import ControlPlaneError, PlatformError
 from harness.kube.render import (
@@ -192,6 +190,14 @@ def _api_path(manifest: Mapping[str, Any]) -> str:
     return f"{prefix}/{plural}/{name}"
 
 
+class ApiRefusal(ControlPlaneError):
+    """The API server answered a request with an error status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def _ref(manifest: Mapping[str, Any]) -> str:
     metadata = manifest["metadata"]
     where = f"{metadata['namespace']}/" if metadata.get("namespace") else ""
@@ -230,35 +236,61 @@ class IstioControlPlane:
 
     # ------------------------------------------------------------------ objects
 
-    def apply(self, objects: Sequence[Manifest | JsonObject]) -> None:
-        """Server-side apply ``objects`` in order; a refusal is a
-        :class:`~harness.errors.ControlPlaneError` naming the object and the server's reason."""
-        for item in objects:
-            body: Mapping[str, Any] = item.to_dict() if isinstance(item, Manifest) else item
-            url = f"{self.server}{_api_path(body)}?fieldManager={FIELD_MANAGER}&force=true"
-            request = urllib.request.Request(
-                url,
-                data=json.dumps(body).encode(),
-                method="PATCH",
-                headers={
-                    "Authorization": f"Bearer {self._token}",
-                    "Content-Type": "application/apply-patch+yaml",  # JSON is YAML
-                    "Accept": "application/json",
-                },
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=30.0, context=self._tls):
-                    pass
-            except urllib.error.HTTPError as exc:
-                text = exc.read(4096).decode(errors="replace")
-                message = text
-                with contextlib.suppress(ValueError):
-                    message = json.loads(text).get("message", text)
-                raise ControlPlaneError(
-                    f"the API server refused {_ref(body)}: {exc.code} {message}"
-                ) from None
-            except (urllib.error.URLError, OSError) as exc:
-                raise ControlPlaneError(f"cannot apply {_ref(body)}: {exc}") from None
+    def apply(self, objects: Sequence[Manifest | JsonObject], *, parallel: int = 1) -> None:
+        """Server-side apply ``objects`` (in order, or ``parallel`` at a time when they do not
+        depend on each other); a refusal is a :class:`~harness.errors.ControlPlaneError`
+        naming the object and the server's reason."""
+        bodies = [item.to_dict() if isinstance(item, Manifest) else item for item in objects]
+        if parallel <= 1:
+            for body in bodies:
+                self._apply_one(body)
+            return
+        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="apply") as pool:
+            for future in [pool.submit(self._apply_one, body) for body in bodies]:
+                future.result()  # the first refusal, in the objects' order
+
+    def _apply_one(self, body: Mapping[str, Any]) -> None:
+        self._call(
+            "PATCH",
+            f"{_api_path(body)}?fieldManager={FIELD_MANAGER}&force=true",
+            body,
+            "application/apply-patch+yaml",  # JSON is YAML
+            _ref(body),
+        )
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        content_type: str,
+        what: str,
+    ) -> dict[str, Any]:
+        """One API request; a refusal names ``what`` and the server's message. (Plain HTTP
+        rather than the generated client: its first call costs seconds on this machine.)"""
+        request = urllib.request.Request(
+            f"{self.server}{path}",
+            data=None if body is None else json.dumps(body).encode(),
+            method=method,
+            headers={
+                "Authorization": f"Bearer {self._token}",
+                "Content-Type": content_type,
+                "Accept": "application/json",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30.0, context=self._tls) as answer:
+                reply: dict[str, Any] = json.loads(answer.read() or b"{}")
+                return reply
+        except urllib.error.HTTPError as exc:
+            text = exc.read(4096).decode(errors="replace")
+            message = text
+            with contextlib.suppress(ValueError):
+                message = json.loads(text).get("message", text)
+            refusal = f"the API server refused {what}: {exc.code} {message}"
+            raise ApiRefusal(exc.code, refusal) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise ControlPlaneError(f"cannot reach the API server for {what}: {exc}") from None
 
     def add_pod(self, workload: Workload, *, sidecar: bool = True) -> None:
         """What a kubelet would write for ``workload``: a Running, Ready Pod at its address.
@@ -300,26 +332,34 @@ class IstioControlPlane:
                 ],
             }
         }
-        core = kubernetes.client.CoreV1Api(self.client)
-        try:
-            core.patch_namespaced_pod_status(workload.name, workload.namespace, status)
-        except ApiException as exc:
-            raise api_error(exc, f"Pod {workload.namespace}/{workload.name} status") from None
+        self._call(
+            "PATCH",
+            f"/api/v1/namespaces/{workload.namespace}/pods/{workload.name}/status",
+            status,
+            "application/merge-patch+json",
+            f"Pod {workload.namespace}/{workload.name} status",
+        )
 
     def root_certificate(self, namespace: str, timeout_s: float = READY_TIMEOUT_S) -> str:
         """istiod's root certificate as its namespace controller publishes it in ``namespace``
         (ConfigMap ``istio-ca-root-cert``)."""
-        core = kubernetes.client.CoreV1Api(self.client)
         deadline = time.monotonic() + timeout_s
+        what = f"ConfigMap {namespace}/istio-ca-root-cert"
         while True:
             try:
-                config = core.read_namespaced_config_map("istio-ca-root-cert", namespace)
-                pem = (config.data or {}).get("root-cert.pem")
+                config = self._call(
+                    "GET",
+                    f"/api/v1/namespaces/{namespace}/configmaps/istio-ca-root-cert",
+                    None,
+                    "application/json",
+                    what,
+                )
+                pem = (config.get("data") or {}).get("root-cert.pem")
                 if pem:
                     return str(pem)
-            except ApiException as exc:
+            except ApiRefusal as exc:
                 if exc.status != 404:
-                    raise api_error(exc, f"ConfigMap {namespace}/istio-ca-root-cert") from None
+                    raise
             if time.monotonic() > deadline:
                 raise ControlPlaneError(
                     f"istiod did not publish ConfigMap {namespace}/istio-ca-root-cert "
@@ -329,34 +369,38 @@ class IstioControlPlane:
 
     def token(self, namespace: str, service_account: str) -> str:
         """A ServiceAccount token for istiod's CA (TokenRequest, audience ``istio-ca``)."""
-        core = kubernetes.client.CoreV1Api(self.client)
-        request = kubernetes.client.AuthenticationV1TokenRequest(
-            spec=kubernetes.client.V1TokenRequestSpec(
-                audiences=[TOKEN_AUDIENCE], expiration_seconds=3600
-            )
+        what = f"TokenRequest {namespace}/{service_account}"
+        answer = self._call(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/serviceaccounts/{service_account}/token",
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"audiences": [TOKEN_AUDIENCE], "expirationSeconds": 3600},
+            },
+            "application/json",
+            what,
         )
-        try:
-            answer = core.create_namespaced_service_account_token(
-                service_account, namespace, request
-            )
-        except ApiException as exc:
-            raise api_error(exc, f"TokenRequest {namespace}/{service_account}") from None
-        if answer.status is None or not answer.status.token:
-            raise ControlPlaneError(f"TokenRequest {namespace}/{service_account}: no token")
-        return str(answer.status.token)
+        token = (answer.get("status") or {}).get("token")
+        if not token:
+            raise ControlPlaneError(f"{what}: the API server returned no token")
+        return str(token)
 
     # ------------------------------------------------------------------ sidecars
 
-    def add_address(self, ip: str) -> None:
-        """Put ``ip`` (from :data:`MESH_NETWORK`) on the namespace's loopback."""
-        if ipaddress.ip_address(ip) not in MESH_NETWORK:
-            raise ControlPlaneError(f"{ip} is outside {MESH_NETWORK}")
-        if ip in self._addresses:
+    def add_address(self, *ips: str) -> None:
+        """Put ``ips`` (from :data:`MESH_NETWORK`) on the namespace's loopback (one ``ip``)."""
+        outside = [ip for ip in ips if ipaddress.ip_address(ip) not in MESH_NETWORK]
+        if outside:
+            raise ControlPlaneError(f"{outside} are outside {MESH_NETWORK}")
+        new = sorted(set(ips) - self._addresses)
+        if not new:
             return
-        code, _, err = self.sandbox.run(["ip", "addr", "add", f"{ip}/32", "dev", "lo"])
-        if code != 0 and "File exists" not in err:
-            raise ControlPlaneError(f"cannot add {ip} inside the run's namespace: {err.strip()}")
-        self._addresses.add(ip)
+        script = "".join(f"addr add {ip}/32 dev lo\n" for ip in new)
+        code, _, err = self.sandbox.run(["ip", "-batch", "-"], input_text=script)
+        if code != 0:
+            raise ControlPlaneError(f"cannot add {new} inside the run's namespace: {err.strip()}")
+        self._addresses.update(new)
 
     def start_sidecar(
         self,
@@ -546,6 +590,17 @@ def _rejections(path: Path) -> str:
 # --------------------------------------------------------------------------- bring-up
 
 
+def read_crd_file(path: Path) -> list[dict[str, Any]]:
+    """The CustomResourceDefinitions in ``path``, parsed with libyaml when PyYAML has it
+    (8 s in pure Python on this machine, under 2 s with libyaml)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    crds = [doc for doc in yaml.load_all(path.read_text(), Loader=loader) if doc]
+    wrong = [doc.get("kind") for doc in crds if doc.get("kind") != "CustomResourceDefinition"]
+    if wrong:
+        raise ControlPlaneError(f"{path} holds non-CRD documents: {wrong}")
+    return crds
+
+
 def _wait_apiserver(
     sandbox: Sandbox, url: str, token: str, ca_file: Path, pids: Mapping[str, int], logs: Path
 ) -> None:
@@ -650,8 +705,13 @@ def istio_control_plane(
     *,
     toolchain: Toolchain | None = None,
     log: Log = _quiet,
+    while_istiod_starts: Callable[[IstioControlPlane], None] | None = None,
 ) -> Iterator[IstioControlPlane]:
     """etcd, kube-apiserver (Istio's CRDs Established) and istiod, ready, in ``sandbox``.
+
+    ``while_istiod_starts`` runs once istiod is spawned, before it is ready (its informers
+    pick up whatever is applied meanwhile): the time to apply a scenario's objects overlaps
+    istiod's start-up.
 
     ``directory`` holds certificates, etcd's data, sockets and the sidecars' working
     directories; keep it short (Unix socket paths are limited to 107 bytes) and inside the
@@ -678,6 +738,10 @@ def istio_control_plane(
             toolchain.path("kube-apiserver"), directory, APISERVER_PORT, ETCD_PORT, token_file
         )
         pids["kube-apiserver"] = sandbox.spawn(argv, log_path=log_dir / "kube-apiserver.log")
+        # Istio's CRDs are a 1 MB YAML file: parse it while the API server starts.
+        crd_reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crds")
+        crds = crd_reader.submit(read_crd_file, toolchain.path("crd-all.gen.yaml"))
+        crd_reader.shutdown(wait=False)
         api_socket = directory / "apiserver.sock"
         sandbox.forward(api_socket, LOCALHOST, APISERVER_PORT)
         bridge = TcpToUnix(str(api_socket))
@@ -688,7 +752,7 @@ def istio_control_plane(
         apiserver_ready = time.monotonic() - started
         log(f"kube-apiserver ready in {apiserver_ready:.1f} s")
         client = _client(server, ca_file, token)
-        apply_crds(client, read_crds(toolchain.path("crd-all.gen.yaml")))
+        apply_crds(client, crds.result())
         established = time.monotonic() - started
         kubeconfig = _kubeconfig(
             directory / "kubeconfig", f"https://{LOCALHOST}:{APISERVER_PORT}", ca_file, token
@@ -719,6 +783,8 @@ def istio_control_plane(
             cwd=istiod_dir,
         )
         log(f"istiod {ISTIO_RELEASE}: starting")
+        if while_istiod_starts is not None:
+            while_istiod_starts(plane)
         _wait_istiod(sandbox, pids, log_dir)
         ready = time.monotonic() - started
         log(f"istiod ready {ready:.1f} s after start")
@@ -744,6 +810,7 @@ GATEWAY_IP_INDEX: Final = 1  # 198.18.0.1: the ingress gateway
 EGRESS_NETWORK: Final = ipaddress.ip_network("127.20.0.0/16")  # per-instance egress binds
 INSTANCE_LABEL: Final = "harness/instance"
 GATEWAY_ACCOUNT: Final = "istio-ingressgateway"
+APPLY_PARALLEL: Final = 4  # requests in flight to the API server while deploying
 
 
 def sidecar_resource(workload: Workload, egress_ip: str) -> JsonObject:
@@ -939,18 +1006,8 @@ class IstioDeployment(LocalDeployment):
 
     def start(self) -> None:
         begun = time.monotonic()
-        topology = self.scenario.app.topology
         for directory in ("logs", "access"):
             (self.run_dir / directory).mkdir(parents=True, exist_ok=True)
-        plane = self._stack.enter_context(
-            istio_control_plane(self.sandbox, self._sock_dir / "cp", self.run_dir / "logs")
-        )
-        self.plane = plane
-        self.timings.update(
-            apiserver_ready_s=plane.timings.apiserver_ready_s,
-            istiod_ready_s=plane.timings.istiod_ready_s,
-        )
-        manifests = render(self.scenario, RenderOptions.for_run(self.sandbox.run_id))
         gateway = Workload(
             "istio-ingressgateway-0",
             GATEWAY_ACCOUNT,
@@ -959,6 +1016,32 @@ class IstioDeployment(LocalDeployment):
             GATEWAY_IP_INDEX,
             {"istio": "ingressgateway"},
         )
+
+        def apply_objects(plane: IstioControlPlane) -> None:
+            self._apply_objects(plane, gateway)
+            self.timings["objects_applied_s"] = time.monotonic() - begun
+
+        plane = self._stack.enter_context(
+            istio_control_plane(
+                self.sandbox,
+                self._sock_dir / "cp",
+                self.run_dir / "logs",
+                while_istiod_starts=apply_objects,
+            )
+        )
+        self.plane = plane
+        self.timings.update(
+            apiserver_ready_s=plane.timings.apiserver_ready_s,
+            crds_established_s=plane.timings.crds_established_s,
+            istiod_ready_s=plane.timings.istiod_ready_s,
+        )
+        self._start_proxies(plane, gateway, begun)
+
+    def _apply_objects(self, plane: IstioControlPlane, gateway: Workload) -> None:
+        """The rendered objects, and what a cluster's controllers would add: Sidecars,
+        fault EnvoyFilters, Pods, EndpointSlices; each instance's address on ``lo``."""
+        topology = self.scenario.app.topology
+        manifests = render(self.scenario, RenderOptions.for_run(self.sandbox.run_id))
         extra: list[JsonObject] = [
             {
                 "apiVersion": "v1",
@@ -976,13 +1059,23 @@ class IstioDeployment(LocalDeployment):
         for service in topology.service_names:
             members = [w for w in self.workloads.values() if w.service == service]
             extra.append(endpoint_slice(self.namespace, service, members))
-        plane.apply(manifests)
-        plane.apply(extra)
-        for workload in (gateway, *self.workloads.values()):
-            plane.add_address(workload.ip)
-            plane.add_pod(workload, sidecar=workload is not gateway)
+        plane.apply(manifests[:1])  # the Namespace first: everything else lives in it
+        plane.apply([*manifests[1:], *extra], parallel=APPLY_PARALLEL)
+        workloads = (gateway, *self.workloads.values())
+        plane.add_address(*(workload.ip for workload in workloads))
+        with ThreadPoolExecutor(max_workers=APPLY_PARALLEL, thread_name_prefix="pods") as pool:
+            added = [
+                pool.submit(plane.add_pod, workload, sidecar=workload is not gateway)
+                for workload in workloads
+            ]
+            for future in added:
+                future.result()
         # The egress addresses are in 127.0.0.0/8, which lo already serves whole.
+
+    def _start_proxies(self, plane: IstioControlPlane, gateway: Workload, begun: float) -> None:
+        topology = self.scenario.app.topology
         root = plane.root_certificate(self.namespace)
+        self.timings["root_certificate_s"] = time.monotonic() - begun
         for workload in self.workloads.values():
             sidecar = plane.start_sidecar(workload, self._envoy, self._sock_dir, root)
             self.proxies[workload.name] = _Proxy(
@@ -997,6 +1090,7 @@ class IstioDeployment(LocalDeployment):
             )
         sidecar = plane.start_sidecar(gateway, self._envoy, self._sock_dir, root, router=True)
         self.proxies["ingress"] = _Proxy("ingress", sidecar.admin, sidecar.pid, sidecar.log)
+        self.timings["sidecars_started_s"] = time.monotonic() - begun
         synced = plane.wait_synced([gateway.name, *self.workloads])
         self.timings["proxies_synced_s"] = time.monotonic() - begun
         self.timings["sync_wait_s"] = synced
