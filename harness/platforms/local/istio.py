@@ -1076,7 +1076,8 @@ class IstioDeployment(LocalDeployment):
         topology = self.scenario.app.topology
         root = plane.root_certificate(self.namespace)
         self.timings["root_certificate_s"] = time.monotonic() - begun
-        for workload in self.workloads.values():
+
+        def start(workload: Workload) -> None:
             sidecar = plane.start_sidecar(workload, self._envoy, self._sock_dir, root)
             self.proxies[workload.name] = _Proxy(
                 workload.name, sidecar.admin, sidecar.pid, sidecar.log
@@ -1088,6 +1089,11 @@ class IstioDeployment(LocalDeployment):
                 self._app_argv(inst, self._egress(workload), spec.calls),
                 log_path=self.run_dir / "logs" / f"{inst.name}.app.log",
             )
+
+        # Token requests and file writes overlap; the supervisor serialises the spawns.
+        with ThreadPoolExecutor(max_workers=APPLY_PARALLEL, thread_name_prefix="pods") as pool:
+            for future in [pool.submit(start, w) for w in self.workloads.values()]:
+                future.result()
         sidecar = plane.start_sidecar(gateway, self._envoy, self._sock_dir, root, router=True)
         self.proxies["ingress"] = _Proxy("ingress", sidecar.admin, sidecar.pid, sidecar.log)
         self.timings["sidecars_started_s"] = time.monotonic() - begun
