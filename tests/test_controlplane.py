@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from harness.controlplane import (
     kube_control_plane,
 )
 from harness.errors import ControlPlaneError, ToolMissingError
-from harness.toolchain import installed
+from harness.toolchain import Toolchain, installed
 
 pytestmark = pytest.mark.controlplane
 
@@ -233,3 +234,44 @@ def test_istiod_becomes_ready_and_works_against_the_api_server(kube: KubeControl
         assert pilot.timings.ready_s > 0
 
     assert not Path(f"/proc/{pid}").exists()
+
+
+def processes_marked(mark: str) -> list[int]:
+    """PIDs whose environment holds HARNESS_TEST_MARK=<mark>."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if f"HARNESS_TEST_MARK={mark}".encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+    return found
+
+
+def test_an_api_server_that_dies_fails_with_its_log_and_leaves_nothing_running(
+    tmp_path: Path,
+) -> None:
+    """The real etcd with a stand-in kube-apiserver that exits at once, as a bad flag would."""
+    real = installed()
+    dying = tmp_path / "kube-apiserver"
+    dying.write_text('#!/bin/sh\necho "Error: unknown flag: --harness-test" >&2\nexit 1\n')
+    dying.chmod(0o755)
+    artifacts = dict(real.manifest.artifacts)
+    artifacts["kube-apiserver"] = artifacts["kube-apiserver"].model_copy(
+        update={"path": str(dying)}
+    )
+    toolchain = Toolchain(real.directory, real.manifest.model_copy(update={"artifacts": artifacts}))
+    mark = tmp_path.name
+
+    with (
+        pytest.raises(ControlPlaneError) as caught,
+        kube_control_plane(toolchain, environment={"HARNESS_TEST_MARK": mark}),
+    ):
+        pass
+
+    message = str(caught.value)
+    assert "kube-apiserver exited with 1" in message
+    assert "unknown flag: --harness-test" in message
+    log = re.search(r"\(log (\S+)\)", message)
+    assert log is not None, message
+    assert not Path(log[1]).parent.exists()  # the temporary directory is gone
+    assert processes_marked(mark) == []  # etcd was stopped
