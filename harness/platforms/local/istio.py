@@ -101,7 +101,7 @@ POLL_S: Final = 0.1
 STOP_GRACE_S: Final = 2.0  # etcd, kube-apiserver and istiod ignore SIGTERM for > 10 s
 # Fault kinds that work under --mesh istio (see IstioDeployment); the others are refused
 # with exit 2 rather than faked.
-ISTIO_FAULT_KINDS: Final = frozenset({"http", "kill", "pause"})
+ISTIO_FAULT_KINDS: Final = frozenset({"http", "partition", "kill", "pause"})
 
 Log = Callable[[str], None]
 
@@ -160,6 +160,25 @@ class Workload:
     def proxy_id(self) -> str:
         """How istiod names the proxy in ``/debug/syncz``."""
         return f"{self.name}.{self.namespace}"
+
+
+class IstioEnvoyAdmin(EnvoyAdmin):
+    """The admin API of a sidecar istiod programs, with counters named as under
+    ``--mesh envoy``.
+
+    istiod ends every cluster's stat name with ``;`` (its tag-extraction delimiter):
+    ``cluster.outbound|8080||catalog;.upstream_rq_retry``. Dropping it gives the names the
+    observer, the runner, the fault injectors and the mesh SLOs read, so they work unchanged.
+    ``pattern`` is matched against the normalised names (here, not by Envoy).
+    """
+
+    def counters(self, pattern: str | None = None) -> dict[str, int]:
+        values = super().counters(None)
+        normal = {key.replace(";.", ".", 1): value for key, value in values.items()}
+        if pattern is None:
+            return normal
+        wanted = re.compile(pattern)
+        return {key: value for key, value in normal.items() if wanted.search(key)}
 
 
 @dataclass(frozen=True)
@@ -470,7 +489,7 @@ class IstioControlPlane:
         admin_socket = socket_dir / f"{workload.name}.sock"
         self.sandbox.forward(admin_socket, LOCALHOST, workload.admin_port)
         sidecar = Sidecar(
-            workload, pid, EnvoyAdmin(str(admin_socket), name=workload.name), log, directory
+            workload, pid, IstioEnvoyAdmin(str(admin_socket), name=workload.name), log, directory
         )
         self.sidecars[workload.name] = sidecar
         return sidecar
@@ -869,8 +888,6 @@ def endpoint_slice(namespace: str, service: str, workloads: Sequence[Workload]) 
 def unsupported_faults(scenario: Scenario) -> list[str]:
     """The scenario's faults ``--mesh istio`` cannot inject yet, each with why.
 
-    * ``partition``: nft matches the caller's address, but istiod's outbound clusters do not
-      bind a source address, so every connection leaves from the callee's own address.
     * ``toxic``: the toxiproxy edges would have to be endpoints istiod knows.
     * ``kill``/``pause`` of a ``sidecar``: the process is pilot-agent, not Envoy.
     """
@@ -881,6 +898,37 @@ def unsupported_faults(scenario: Scenario) -> list[str]:
         elif isinstance(fault, KillFault | PauseFault) and fault.process == "sidecar":
             problems.append(f"{fault.name}: {fault.kind} of the sidecar")
     return problems
+
+
+def source_bind_filter(workload: Workload) -> JsonObject:
+    """An ``EnvoyFilter`` making ``workload``'s outbound connections leave from its own
+    address, as they do from a pod's own IP in a cluster. Without it every connection in the
+    shared namespace would leave from the callee's address (the kernel's choice for a local
+    destination), and a partition (nft on source and destination addresses) could not tell
+    callers apart."""
+    return {
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": {"name": f"harness-bind-{workload.name}", "namespace": workload.namespace},
+        "spec": {
+            "workloadSelector": {"labels": {INSTANCE_LABEL: workload.name}},
+            "configPatches": [
+                {
+                    "applyTo": "CLUSTER",
+                    "match": {"context": context},
+                    "patch": {
+                        "operation": "MERGE",
+                        "value": {
+                            "upstream_bind_config": {
+                                "source_address": {"address": workload.ip, "port_value": 0}
+                            }
+                        },
+                    },
+                }
+                for context in ("SIDECAR_OUTBOUND", "GATEWAY")
+            ],
+        },
+    }
 
 
 HCM: Final = "envoy.filters.network.http_connection_manager"
@@ -1051,6 +1099,8 @@ class IstioDeployment(LocalDeployment):
         ]
         for workload in self.workloads.values():
             extra.append(sidecar_resource(workload, self._egress(workload).host))
+        for workload in (gateway, *self.workloads.values()):
+            extra.append(source_bind_filter(workload))
         for service in topology.service_names:
             sources = [*topology.callers_of(service)]
             if service == topology.entry:
@@ -1102,15 +1152,6 @@ class IstioDeployment(LocalDeployment):
         self.timings["sync_wait_s"] = synced
         self._wait_ready()
         self.timings["ready_s"] = time.monotonic() - begun
-
-    def _read_counters(self, name: str, admin: EnvoyAdmin) -> dict[str, int]:
-        # istiod ends every cluster's stat name with ";" (its tag-extraction delimiter):
-        # "cluster.outbound|8080||catalog;.upstream_rq_retry". Read them as --mesh envoy
-        # names them, so the observer, the runner and the mesh SLOs work unchanged.
-        values = super()._read_counters(name, admin)
-        normal = {key.replace(";.", ".", 1): value for key, value in values.items()}
-        self._last_counters[name] = normal
-        return normal
 
     def control_plane(self) -> ControlPlaneInfo | None:
         return ControlPlaneInfo(
