@@ -20,6 +20,7 @@ from harness import formats
 from harness.errors import ExitCode, HarnessError, OutputError, ScenarioError
 from harness.journal import Journal
 from harness.mesh.stats import RETRIES, RETRY_SUCCESS
+from harness.platforms.local.platform import Mesh
 from harness.platforms.local.sandbox import Isolation, isolation_requested
 from harness.runner import RunOptions, run_scenario, verdict_of
 from harness.scenario import load_scenario, scenario_json_schema
@@ -131,6 +132,14 @@ def run(
     report: Annotated[
         bool, typer.Option(help="Write report.html beside each journal after its run.")
     ] = True,
+    mesh: Annotated[
+        Mesh,
+        typer.Option(
+            help="envoy: sidecars from the harness's translation of Istio (fast); istio: a "
+            "real kube-apiserver + istiod in the run's namespace program them "
+            "(needs `harness toolchain install`)."
+        ),
+    ] = Mesh.ENVOY,
 ) -> None:
     """Run scenarios on the local platform and print their verdicts.
 
@@ -153,7 +162,7 @@ def run(
     codes: list[ExitCode] = []
     written: list[Path] = []
     for path, scenario in zip(scenarios, loaded, strict=True):
-        code, report_path = _run_one(path, scenario, reports, isolation, seed, report)
+        code, report_path = _run_one(path, scenario, reports, isolation, seed, report, mesh)
         codes.append(code)
         if report_path is not None:
             written.append(report_path)
@@ -181,13 +190,14 @@ def _run_one(
     isolation: Isolation,
     seed: int | None,
     report: bool,
+    mesh: Mesh = Mesh.ENVOY,
 ) -> tuple[ExitCode, Path | None]:
     say(f"scenario {scenario.metadata.name}: {scenario.metadata.description}")
     try:
         result = run_scenario(
             scenario,
             source=str(path),
-            options=RunOptions(reports_dir=reports, isolation=isolation, seed=seed),
+            options=RunOptions(reports_dir=reports, isolation=isolation, seed=seed, mesh=mesh),
             log=say,
         )
     except HarnessError as exc:  # before the run could start: e.g. --reports is a file

@@ -261,6 +261,16 @@ class RequestPath(Record):
     hops: list[Hop]
 
 
+class ControlPlaneRecord(Record):
+    """The real control plane of a ``--mesh istio`` run."""
+
+    istio_version: str
+    kubernetes_version: str
+    # seconds from the start of the deployment: apiserver_ready_s, istiod_ready_s,
+    # proxies_synced_s (every proxy SYNCED with istiod), ready_s (a request crossed the mesh)
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
 class Journal(Record):
     schema_version: int = SCHEMA_VERSION
     run_id: str
@@ -271,6 +281,8 @@ class Journal(Record):
     isolation: str
     isolation_note: str
     namespaces: dict[str, str] = Field(default_factory=dict)
+    mesh: str = "envoy"  # envoy: the harness's translation; istio: a real istiod
+    control_plane: ControlPlaneRecord | None = None
     environment: dict[str, str]
     started_at: float
     ended_at: float | None = None

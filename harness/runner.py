@@ -22,6 +22,7 @@ from harness.errors import ExitCode, HarnessError, Interrupted, LoadError, Outpu
 from harness.faults import InjectorFactory, build_injector
 from harness.faults.base import Adjustable, Injector, UndoJournal, applied
 from harness.journal import (
+    ControlPlaneRecord,
     Journal,
     LoadRecord,
     PhaseWindow,
@@ -40,7 +41,7 @@ from harness.observe.access_logs import analyze_access_logs
 from harness.observe.sampler import MeshSampler
 from harness.observe.timeline import latency_histograms, load_timeline, phase_loads
 from harness.platforms.base import Deployment
-from harness.platforms.local.platform import LocalPlatform
+from harness.platforms.local.platform import LocalPlatform, Mesh
 from harness.platforms.local.sandbox import Isolation
 from harness.runlock import RunnerLock, process_start
 from harness.scenario.models import Guard, Scenario
@@ -58,6 +59,7 @@ Log = Callable[[str], None]
 class RunOptions:
     reports_dir: Path = Path("reports")
     isolation: Isolation = Isolation.AUTO
+    mesh: Mesh = Mesh.ENVOY
     handle_signals: bool = True
     seed: int | None = None
 
@@ -387,11 +389,20 @@ def _new_journal(scenario: Scenario, run_id: str, source: str | None) -> Journal
     )
 
 
-def _deploy_and_run(run: Run, isolation: Isolation, guard: SignalGuard, log: Log) -> None:
+def _deploy_and_run(run: Run, options: RunOptions, guard: SignalGuard, log: Log) -> None:
     """Pick the platform (local: the only place that names it), deploy, run, judge."""
     journal, journal_path = run.journal, run.run_dir / "journal.json"
-    with LocalPlatform(isolation).deploy(run.scenario, run.run_dir) as deployment:
+    journal.mesh = options.mesh.value
+    platform = LocalPlatform(options.isolation, options.mesh)
+    with platform.deploy(run.scenario, run.run_dir) as deployment:
         journal.isolation = deployment.isolation
+        control_plane = deployment.control_plane()
+        if control_plane is not None:
+            journal.control_plane = ControlPlaneRecord(
+                istio_version=control_plane.versions["istio"],
+                kubernetes_version=control_plane.versions["kubernetes"],
+                timings=control_plane.timings,
+            )
         journal.isolation_note = deployment.isolation_note
         journal.namespaces = deployment.sandbox.namespaces
         journal.scratch_dir = str(deployment.scratch_dir)
@@ -437,7 +448,7 @@ def run_scenario(
     guard = SignalGuard(log, options.handle_signals)
     with guard.installed():
         try:
-            _deploy_and_run(run, options.isolation, guard, log)
+            _deploy_and_run(run, options, guard, log)
             journal.status = "completed"
         except Interrupted as exc:
             guard.shield()

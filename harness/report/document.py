@@ -693,10 +693,19 @@ def _environment_rows(journal: Journal) -> list[tuple[str, str]]:
     rows = [
         ("platform", journal.platform),
         ("isolation", f"{journal.isolation} — {journal.isolation_note}".rstrip(" —")),
+        ("mesh", journal.mesh),
         *((f"namespace {k}", v) for k, v in sorted(journal.namespaces.items())),
         ("scenario file", journal.scenario_file or "—"),
         ("journal schema", str(journal.schema_version)),
     ]
+    plane = journal.control_plane
+    if plane is not None:
+        rows.append(("Istio", plane.istio_version))
+        rows.append(("Kubernetes API", plane.kubernetes_version))
+        rows.extend(
+            (f"control plane: {name.removesuffix('_s').replace('_', ' ')}", f"{value:.1f} s")
+            for name, value in plane.timings.items()
+        )
     rows.extend(sorted(journal.environment.items()))
     return rows
 

@@ -19,6 +19,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from harness.errors import PlatformError, ToolMissingError
@@ -61,6 +62,21 @@ TOXIPROXY_API_PORT = 8474
 TOXIC_PROXY_FIRST_PORT = 20000
 STARTUP_TIMEOUT_S = 60.0
 PROCESS_SIGNAL_TIMEOUT_S = 5.0
+
+
+class Mesh(StrEnum):
+    """Who programs the sidecars: the harness's own translation, or a real istiod."""
+
+    ENVOY = "envoy"  # bootstraps from harness.mesh.envoy (fast, pip only)
+    ISTIO = "istio"  # etcd + kube-apiserver + istiod in the run's namespace (toolchain)
+
+
+@dataclass(frozen=True)
+class ControlPlaneInfo:
+    """What the journal records of a real control plane (``--mesh istio``)."""
+
+    versions: dict[str, str]  # "istio", "kubernetes"
+    timings: dict[str, float]  # seconds from the start of the deployment
 
 
 def find_envoy() -> str:
@@ -108,6 +124,7 @@ class LocalDeployment:
     """The running app: instances, sidecars, ingress, and the sandbox they live in."""
 
     platform = "local"
+    mesh = Mesh.ENVOY
 
     def __init__(
         self, scenario: Scenario, run_dir: Path, sandbox: Sandbox, sock_dir: Path, envoy_binary: str
@@ -365,6 +382,13 @@ class LocalDeployment:
             time.sleep(0.1)
         raise PlatformError(f"the app does not answer through the ingress: {last}")
 
+    def control_plane(self) -> ControlPlaneInfo | None:
+        """The control plane's versions and timings; None: the harness programs the mesh."""
+        return None
+
+    def close(self) -> None:
+        """Stop what :meth:`start` started besides the sandbox's processes (nothing here)."""
+
     # ------------------------------------------------------------------ runtime services
 
     def spawn(
@@ -396,7 +420,8 @@ class LocalDeployment:
         admin = self.proxies[proxy].admin
         if timeout is None:
             return admin
-        return EnvoyAdmin(admin.socket_path, name=proxy, timeout=timeout)
+        # The same client class (under --mesh istio it renames istiod's stat names).
+        return type(admin)(admin.socket_path, name=proxy, timeout=timeout)
 
     def proxy_names(self) -> tuple[str, ...]:
         return tuple(self.proxies)
@@ -545,20 +570,29 @@ class LocalPlatform:
 
     name = "local"
 
-    def __init__(self, isolation: Isolation = Isolation.AUTO) -> None:
+    def __init__(self, isolation: Isolation = Isolation.AUTO, mesh: Mesh = Mesh.ENVOY) -> None:
         self.isolation = isolation
+        self.mesh = mesh
 
     @contextmanager
     def deploy(self, scenario: Scenario, run_dir: Path) -> Iterator[LocalDeployment]:
         envoy = find_envoy()
         sock_dir = Path(tempfile.mkdtemp(prefix="hrn-"))
         sandbox: Sandbox | None = None
+        deployment: LocalDeployment | None = None
         try:
             sandbox = Sandbox.start(run_dir.name, run_dir / "logs", self.isolation, sock_dir)
-            deployment = LocalDeployment(scenario, run_dir, sandbox, sock_dir, envoy)
+            if self.mesh is Mesh.ISTIO:
+                from harness.platforms.local.istio import IstioDeployment
+
+                deployment = IstioDeployment(scenario, run_dir, sandbox, sock_dir, envoy)
+            else:
+                deployment = LocalDeployment(scenario, run_dir, sandbox, sock_dir, envoy)
             deployment.start()
             yield deployment
         finally:
+            if deployment is not None:
+                deployment.close()
             if sandbox is not None:
                 sandbox.close()
             shutil.rmtree(sock_dir, ignore_errors=True)

@@ -232,9 +232,10 @@ class Sandbox:
         log_path: Path,
         env: dict[str, str] | None = None,
         replace_env: bool = False,
+        cwd: Path | None = None,
     ) -> int:
-        """Start ``argv`` in the sandbox; ``env`` adds to (or, with ``replace_env``, replaces)
-        the supervisor's environment. The run id is always set."""
+        """Start ``argv`` in the sandbox (in ``cwd`` if given); ``env`` adds to (or, with
+        ``replace_env``, replaces) the supervisor's environment. The run id is always set."""
         full_env = {**(env or {}), RUN_ID_ENV: self.run_id}
         reply = self.request(
             "spawn",
@@ -243,6 +244,7 @@ class Sandbox:
             replace_env=replace_env,
             stdout=str(log_path),
             stderr=str(log_path),
+            cwd=None if cwd is None else str(cwd),
         )
         return int(reply["pid"])
 
@@ -289,6 +291,11 @@ class Sandbox:
             wait=timeout + 5.0,
         )
         return int(reply["status"]), str(reply["body"])
+
+    def forward(self, unix_path: Path, host: str, port: int) -> None:
+        """Make the namespace's TCP ``host:port`` reachable from the host as the Unix socket
+        ``unix_path`` (served by the supervisor; gone with it)."""
+        self.request("forward", path=str(unix_path), host=host, port=port)
 
     def run(
         self, argv: list[str], *, timeout: float = 10.0, input_text: str | None = None

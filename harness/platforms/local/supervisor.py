@@ -17,6 +17,9 @@ Requests: ``{"op": "spawn", "argv": [...], "env": {...}, "stdout": path, "stderr
 ``{"op": "http_get", "url": u, "timeout": s}``,
 ``{"op": "http", "method": m, "url": u, "body": text, "headers": {...}, "timeout": s}``
 (any HTTP call, e.g. to an API that listens only inside the namespace: toxiproxy's),
+``{"op": "forward", "path": unix_socket, "host": h, "port": p}`` (serve a Unix socket that
+forwards to a TCP address of the namespace: how the harness reaches the kube-apiserver and
+pilot-agent's Envoy admin APIs under ``--mesh istio``, see :mod:`.forward`),
 ``{"op": "shutdown", "grace": s}``.
 Replies: ``{"ok": true, ...}`` or ``{"ok": false, "error": msg}``.
 """
@@ -110,6 +113,7 @@ class Supervisor:
     def __init__(self) -> None:
         self.children: dict[int, subprocess.Popen[bytes]] = {}
         self.exited: dict[int, int] = {}
+        self.forwards: dict[str, socket.socket] = {}
 
     def reap(self) -> None:
         for pid, proc in list(self.children.items()):
@@ -236,7 +240,21 @@ class Supervisor:
         )
         return {"code": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
 
+    def forward(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Serve the Unix socket ``path``, forwarding to ``host:port`` (threads of ours)."""
+        from harness.platforms.local.forward import serve_unix_to_tcp
+
+        path = str(req["path"])
+        old = self.forwards.pop(path, None)
+        if old is not None:
+            old.close()
+        self.forwards[path] = serve_unix_to_tcp(path, str(req["host"]), int(req["port"]))
+        return {"path": path}
+
     def shutdown(self, grace: float) -> dict[str, Any]:
+        for listener in self.forwards.values():
+            with contextlib.suppress(OSError):
+                listener.close()
         for proc in self.children.values():
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
@@ -272,6 +290,7 @@ def serve(mode: str) -> int:
         "run": sup.run,
         "http_get": sup.http_get,
         "http": sup.http,
+        "forward": sup.forward,
     }
     for line in sys.stdin:
         try:

