@@ -57,8 +57,8 @@ from harness.kube.render import (
     render,
     run_namespace,
 )
-from harness.mesh.envoy import Addr, _fault_filter
 from harness.mesh.admin import EnvoyAdmin
+from harness.mesh.envoy import Addr, _fault_filter
 from harness.platforms.base import InstanceInfo
 from harness.platforms.local.forward import TcpToUnix
 from harness.platforms.local.platform import ControlPlaneInfo, LocalDeployment, Mesh, _Proxy
