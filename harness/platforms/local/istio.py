@@ -716,6 +716,32 @@ def _stop(sandbox: Sandbox, pids: Mapping[str, int]) -> None:
             sandbox.signal(pid, "SIGKILL")
 
 
+_ISTIO_NAMESPACE_OBJECT: JsonObject = {
+    "apiVersion": "v1",
+    "kind": "Namespace",
+    "metadata": {"name": ISTIO_NAMESPACE},
+}
+
+
+def _spawn_etcd_and_apiserver(
+    sandbox: Sandbox, toolchain: Toolchain, directory: Path, log_dir: Path, pids: dict[str, int]
+) -> str:
+    """Start etcd and kube-apiserver in the sandbox (PIDs into ``pids``); the admin token."""
+    token = secrets.token_urlsafe(32)
+    token_file = directory / "tokens.csv"
+    token_file.touch(mode=0o600)
+    token_file.write_text(f'{token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
+    pids["etcd"] = sandbox.spawn(
+        _etcd_argv(toolchain.path("etcd"), directory / "etcd", ETCD_PORT, ETCD_PEER_PORT),
+        log_path=log_dir / "etcd.log",
+    )
+    argv = _apiserver_argv(
+        toolchain.path("kube-apiserver"), directory, APISERVER_PORT, ETCD_PORT, token_file
+    )
+    pids["kube-apiserver"] = sandbox.spawn(argv, log_path=log_dir / "kube-apiserver.log")
+    return token
+
+
 @contextlib.contextmanager
 def istio_control_plane(
     sandbox: Sandbox,
@@ -745,18 +771,7 @@ def istio_control_plane(
     plane: IstioControlPlane | None = None
     started = time.monotonic()
     try:
-        token = secrets.token_urlsafe(32)
-        token_file = directory / "tokens.csv"
-        token_file.touch(mode=0o600)
-        token_file.write_text(f'{token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
-        pids["etcd"] = sandbox.spawn(
-            _etcd_argv(toolchain.path("etcd"), directory / "etcd", ETCD_PORT, ETCD_PEER_PORT),
-            log_path=log_dir / "etcd.log",
-        )
-        argv = _apiserver_argv(
-            toolchain.path("kube-apiserver"), directory, APISERVER_PORT, ETCD_PORT, token_file
-        )
-        pids["kube-apiserver"] = sandbox.spawn(argv, log_path=log_dir / "kube-apiserver.log")
+        token = _spawn_etcd_and_apiserver(sandbox, toolchain, directory, log_dir, pids)
         # Istio's CRDs are a 1 MB YAML file: parse it while the API server starts.
         crd_reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crds")
         crds = crd_reader.submit(read_crd_file, toolchain.path("crd-all.gen.yaml"))
@@ -778,11 +793,6 @@ def istio_control_plane(
         )
         istiod_dir = directory / "istiod"
         istiod_dir.mkdir(exist_ok=True)
-        namespace: JsonObject = {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {"name": ISTIO_NAMESPACE},
-        }
         plane = IstioControlPlane(
             sandbox,
             directory,
@@ -794,7 +804,7 @@ def istio_control_plane(
             pids,
             log,
         )
-        plane.apply([namespace])
+        plane.apply([_ISTIO_NAMESPACE_OBJECT])
         pids["istiod"] = sandbox.spawn(
             _istiod_argv(toolchain.path("pilot-discovery"), kubeconfig, istiod_dir),
             log_path=log_dir / "istiod.log",
@@ -811,15 +821,28 @@ def istio_control_plane(
         plane.pids = dict(pids)
         yield plane
     finally:
-        sidecar_pids = {} if plane is None else {n: s.pid for n, s in plane.sidecars.items()}
-        if sandbox.alive:
-            _stop(sandbox, sidecar_pids)
-            _stop(sandbox, dict(reversed(list(pids.items()))))
-        if client is not None:
-            _close(client)
-        if bridge is not None:
-            bridge.close()
-        shutil.rmtree(directory / "etcd", ignore_errors=True)
+        _shut_down(sandbox, plane, pids, client, bridge, directory)
+
+
+def _shut_down(
+    sandbox: Sandbox,
+    plane: IstioControlPlane | None,
+    pids: dict[str, int],
+    client: kubernetes.client.ApiClient | None,
+    bridge: TcpToUnix | None,
+    directory: Path,
+) -> None:
+    """Stop the sidecars, then istiod, kube-apiserver and etcd (by PID); close the client
+    and the host side of the API server's forward; drop etcd's data."""
+    sidecar_pids = {} if plane is None else {n: s.pid for n, s in plane.sidecars.items()}
+    if sandbox.alive:
+        _stop(sandbox, sidecar_pids)
+        _stop(sandbox, dict(reversed(list(pids.items()))))
+    if client is not None:
+        _close(client)
+    if bridge is not None:
+        bridge.close()
+    shutil.rmtree(directory / "etcd", ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- the deployment
