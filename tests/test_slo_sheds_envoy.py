@@ -8,9 +8,7 @@ maxRequestsPerConnection 1) at the ingress → frontend edge.
   nothing is rejected; connection overflows only queue. A ``sheds`` SLO FAILs (before
   issue 8 it passed on "1327 sheds" while not one request failed).
 
-Load ``{rate: 1000, users: N}`` makes each user effectively unpaced (a request every 3 ms,
-longer than the path through the mesh takes); the load driver's ``mode: concurrency``
-will say so directly.
+Load ``{mode: concurrency, users: N}``: N closed-loop users without pacing, as in the task.
 """
 
 from __future__ import annotations
@@ -47,7 +45,7 @@ mesh:
         tcp: {{maxConnections: 1}}
         http: {{http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}}
 load:
-  rate: 1000
+  mode: concurrency
   users: {users}
 phases:
   - {{name: load, duration: 8s}}
