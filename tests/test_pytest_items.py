@@ -233,7 +233,8 @@ def test_fake_runner_bad_scenario_is_a_collection_error_with_its_location(
     write(
         fake,
         "s/bad.yaml",
-        "apiVersion: harness/v1\nmetadata: {name: bad}\nphases:\n  - {name: baseline, durtion: 2s}\n",
+        "apiVersion: harness/v1\nmetadata: {name: bad}\nphases:\n"
+        "  - {name: baseline, durtion: 2s}\n",
     )
     result = fake.runpytest("--harness-scenarios", "s")
     result.assert_outcomes(errors=1)
@@ -334,7 +335,5 @@ def test_real_negative_control_item_xfails_and_writes_junit_properties(
         assert properties[f"{prefix}.verdict"] == entry.verdict
         assert properties[f"{prefix}.n"] == str(entry.n)
         assert properties[f"{prefix}.objective"] == str(entry.objective)
-    assert any(
-        value == "FAIL" for key, value in properties.items() if key.endswith(".verdict")
-    )
+    assert any(value == "FAIL" for key, value in properties.items() if key.endswith(".verdict"))
     assert (reports / "index.html").is_file()
