@@ -435,13 +435,12 @@ def doctor(
         raise typer.Exit(diagnosis.exit_code)
     for finding in diagnosis.findings:
         mark = "ok  " if finding.ok else ("MISSING" if finding.required else "no  ")
-        console.print(f"{mark:8}{finding.name}: {finding.detail}", markup=False, soft_wrap=True)
+        say(f"{mark:8}{finding.name}: {finding.detail}")
         if not finding.ok:
-            console.print(f"        needed for: {finding.needed_for}", markup=False)
+            say(f"        needed for: {finding.needed_for}")
             if finding.fix:
-                console.print(f"        fix: {finding.fix}", markup=False, soft_wrap=True)
-    verdict = "can" if diagnosis.ready else "cannot"
-    console.print(f"the local --mesh envoy path {verdict} run here", markup=False)
+                say(f"        fix: {finding.fix}")
+    say(f"the local --mesh envoy path {'can' if diagnosis.ready else 'cannot'} run here")
     raise typer.Exit(diagnosis.exit_code)
 
 

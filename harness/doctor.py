@@ -40,7 +40,7 @@ from harness.platforms.local.sandbox import NAMESPACE_ARGV
 __all__ = ["CHECKS", "Check", "Diagnosis", "Finding", "Probe", "binary", "diagnose"]
 
 PROBE_TIMEOUT_S = 15.0
-GO_MINIMUM = "1.23"
+GO_MINIMUM = "1.26"  # the control plane's k8s.io/kubernetes go.mod says go 1.26
 
 
 @dataclass(frozen=True)
