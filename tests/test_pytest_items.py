@@ -292,7 +292,7 @@ def test_fake_runner_reports_dir_option_gets_an_index_of_the_items(
 def test_fake_runner_items_run_under_xdist(fake: pytest.Pytester) -> None:
     for name in ("alpha", "beta", "gamma"):
         write(fake, f"s/{name}.yaml", scenario_yaml(name))
-    result = fake.runpytest_subprocess("--harness-scenarios", "s", "-n", "2", "-p", "xdist")
+    result = fake.runpytest_subprocess("--harness-scenarios", "s", "-n", "2")
     result.assert_outcomes(passed=3)
     assert sorted(ran(fake)) == ["alpha", "beta", "gamma"]
 
