@@ -322,9 +322,21 @@ def pytest_runtest_makereport(
         import pytest_html
 
         extras = getattr(report, "extras", [])
-        extras.append(pytest_html.extras.url(item.outcome.report.as_uri(), name="harness report"))
+        link = _link(item.outcome.report, item.config.getoption("htmlpath", None))
+        extras.append(pytest_html.extras.url(link, name="harness report"))
         report.extras = extras  # type: ignore[attr-defined]
     return report
+
+
+def _link(report: Path, html: str | None) -> str:
+    """The run's report as seen from pytest-html's page: relative when both sit under one
+    directory (so CI can archive them together), else an absolute file URI."""
+    report = report.resolve()
+    if html:
+        page_dir = Path(html).resolve().parent
+        if report.is_relative_to(page_dir):
+            return report.relative_to(page_dir).as_posix()
+    return report.as_uri()
 
 
 class SessionReports:

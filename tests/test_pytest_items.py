@@ -18,6 +18,7 @@ from textwrap import dedent
 import pytest
 
 from harness.journal import Journal
+from harness.scenario import load_scenario
 
 pytest_plugins = ["pytester"]
 
@@ -302,8 +303,19 @@ def test_fake_runner_items_run_under_xdist(fake: pytest.Pytester) -> None:
 )
 def test_fake_runner_html_row_links_the_report(fake: pytest.Pytester) -> None:
     write(fake, "s.yaml", scenario_yaml("linked"))
-    fake.runpytest("--harness-scenarios", "s.yaml", "--html=out.html").assert_outcomes(passed=1)
-    assert "linked/fake-linked/report.html" in (fake.path / "out.html").read_text()
+    args = ["--harness-scenarios", "s.yaml", "--harness-reports=kept", "--html=out.html"]
+    fake.runpytest(*args).assert_outcomes(passed=1)
+    assert '"kept/linked/fake-linked/report.html"' in (fake.path / "out.html").read_text()
+
+
+def test_shipped_negative_controls_and_only_they_expect_to_fail() -> None:
+    expected = {path.name: path.stem.endswith("-negative") for path in SCENARIOS.glob("*.yaml")}
+    found = {
+        path.name: load_scenario(path).metadata.expect == "fail"
+        for path in SCENARIOS.glob("*.yaml")
+    }
+    assert found == expected
+    assert sum(found.values()) >= 3
 
 
 @pytest.mark.integration
