@@ -9,6 +9,7 @@ the end runs a real shipped scenario in a pytest subprocess.
 
 from __future__ import annotations
 
+import html
 import importlib.util
 import shutil
 import xml.etree.ElementTree as ET
@@ -305,7 +306,9 @@ def test_fake_runner_html_row_links_the_report(fake: pytest.Pytester) -> None:
     write(fake, "s.yaml", scenario_yaml("linked"))
     args = ["--harness-scenarios", "s.yaml", "--harness-reports=kept", "--html=out.html"]
     fake.runpytest(*args).assert_outcomes(passed=1)
-    assert '"kept/linked/fake-linked/report.html"' in (fake.path / "out.html").read_text()
+    page = html.unescape((fake.path / "out.html").read_text())  # the rows are escaped JSON
+    assert 'href=\\"kept/linked/fake-linked/report.html\\"' in page
+    assert ">harness report</a>" in page
 
 
 def test_shipped_negative_controls_and_only_they_expect_to_fail() -> None:
