@@ -289,7 +289,8 @@ def test_fake_runner_reports_dir_option_gets_an_index_of_the_items(
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("xdist") is None, reason="pytest-xdist is an optional extra"
+    importlib.util.find_spec("xdist") is None,
+    reason="pytest-xdist is not installed: pip install -e '.[test]'",
 )
 def test_fake_runner_items_run_under_xdist(fake: pytest.Pytester) -> None:
     for name in ("alpha", "beta", "gamma"):
@@ -300,7 +301,8 @@ def test_fake_runner_items_run_under_xdist(fake: pytest.Pytester) -> None:
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("pytest_html") is None, reason="pytest-html is an optional extra"
+    importlib.util.find_spec("pytest_html") is None,
+    reason="pytest-html is not installed: pip install -e '.[test]'",
 )
 def test_fake_runner_html_row_links_the_report(fake: pytest.Pytester) -> None:
     write(fake, "s.yaml", scenario_yaml("linked"))
