@@ -14,7 +14,8 @@ is ever created).
     ['docker daemon', 'privileged containers', 'kind']
 
 Adding a check is one line in :data:`CHECKS`: a name, what it is needed for, whether the
-local envoy path requires it, and a probe (often :func:`binary`).
+local envoy path requires it, and a probe (often :func:`binary`). The control-plane checks
+ask :mod:`harness.toolchain` (its Go finder, and its status with hashes checked).
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ from harness.faults.partition import find_nft
 from harness.faults.toxiproxy import TOXIPROXY_INSTALL, find_toxiproxy
 from harness.platforms.local.platform import find_envoy
 from harness.platforms.local.sandbox import NAMESPACE_ARGV
+from harness.toolchain import GO_ENV, GO_MINIMUM, default_directory, find_go
+from harness.toolchain import status as toolchain_status
 
 __all__ = ["CHECKS", "Check", "Diagnosis", "Finding", "Probe", "binary", "diagnose"]
 
 PROBE_TIMEOUT_S = 15.0
-GO_MINIMUM = "1.26"  # the control plane's k8s.io/kubernetes go.mod says go 1.26
 
 
 @dataclass(frozen=True)
@@ -222,26 +224,28 @@ def _chromium() -> Probe:
     return Probe(False, "no chromium on PATH", "apt-get install chromium fonts-liberation")
 
 
-def _control_plane_toolchain() -> Probe:
-    """Go builds the pinned control plane (istiod, kube-apiserver) and toxiproxy."""
+def _go() -> Probe:
+    """The Go the toolchain install and toxiproxy's ``go install`` use (``harness.toolchain``)."""
     fix = (
-        f"apt-get install golang-go (Go >= {GO_MINIMUM}; older Debian: a newer golang from "
-        "backports); then `harness toolchain install` (coming) builds the pinned binaries"
+        f"install Go {GO_MINIMUM[0]}.{GO_MINIMUM[1]}+ (apt-get install golang-go where the "
+        f"distribution ships it, or the official tarball) and put go on PATH, or set {GO_ENV}"
     )
-    found = binary("go", ["version"], fix, extra_path="/usr/local/go/bin")()
-    if not found.ok:
-        return found
-    version = found.detail.split()[2].removeprefix("go") if "go version" in found.detail else ""
-    if version and _older(version, GO_MINIMUM):
-        return Probe(False, f"{found.detail}: older than Go {GO_MINIMUM}", fix)
-    return found
+    try:
+        go = find_go()
+    except HarnessError as exc:
+        return Probe(False, _first_line(str(exc)), fix)
+    return Probe(True, f"{go.version} ({go.path})")
 
 
-def _older(version: str, minimum: str) -> bool:
-    def parts(text: str) -> tuple[int, ...]:
-        return tuple(int(p) for p in text.split(".")[:2] if p.isdigit())
-
-    return parts(version) < parts(minimum)
+def _control_plane_toolchain() -> Probe:
+    """The pinned istiod, kube-apiserver and etcd, as ``harness toolchain status`` sees them
+    (hashes checked)."""
+    fix = "harness toolchain install  (needs Go; etcd: pip install 'harness[istio]')"
+    rows = toolchain_status()
+    missing = [f"{row.name} ({row.state})" for row in rows if row.state != "installed"]
+    if missing:
+        return Probe(False, f"not installed at its pin: {', '.join(missing)}", fix)
+    return Probe(True, f"{len(rows)} pinned artifacts installed in {default_directory()}")
 
 
 def _docker_daemon() -> Probe:
@@ -281,37 +285,22 @@ def _privileged_containers(status: Path = Path("/proc/self/status")) -> Probe:
     return Probe(True, "the capability bounding set allows privileged containers")
 
 
+_locust = _python_package("locust", "locust", "pip install locust")
+_kind = binary("kind", ["version"], "go install sigs.k8s.io/kind@latest")
+
+# One line per check: name, what needs it, required by the local envoy path, probe.
 CHECKS: tuple[Check, ...] = (
     Check("envoy", "every sidecar and the ingress (local --mesh envoy)", True, _envoy),
-    Check(
-        "locust",
-        "the load generator",
-        True,
-        _python_package("locust", "locust", "pip install locust"),
-    ),
+    Check("locust", "the load generator", True, _locust),
     Check("user namespaces", "crash-safe isolation; real partitions", False, _user_namespaces),
     Check("nft", "partition faults (nftables in the run's namespace)", False, _nft),
-    Check(
-        "toxiproxy",
-        "toxic faults (latency, bandwidth, ...) and host-mode partitions",
-        False,
-        _toxiproxy,
-    ),
-    Check("chromium", "checking reports in a real browser (the test suite)", False, _chromium),
-    Check(
-        "control-plane toolchain",
-        "--mesh istio (istiod, kube-apiserver), toxiproxy builds",
-        False,
-        _control_plane_toolchain,
-    ),
+    Check("toxiproxy", "toxic faults; partitions without namespaces", False, _toxiproxy),
+    Check("chromium", "checking reports in a real browser (the tests)", False, _chromium),
+    Check("go", "building the control-plane toolchain and toxiproxy", False, _go),
+    Check("control-plane toolchain", "--mesh istio", False, _control_plane_toolchain),
     Check("docker daemon", "--platform kube on kind", False, _docker_daemon),
     Check("privileged containers", "kind's nodes", False, _privileged_containers),
-    Check(
-        "kind",
-        "--platform kube on kind",
-        False,
-        binary("kind", ["version"], "go install sigs.k8s.io/kind@latest"),
-    ),
+    Check("kind", "--platform kube on kind", False, _kind),
 )
 
 

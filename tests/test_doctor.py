@@ -13,7 +13,17 @@ import pytest
 from harness.doctor import CHECKS, Check, Probe, binary, diagnose
 from harness.faults.toxiproxy import TOXIPROXY_INSTALL
 
-LOCAL_TOOLS = ("envoy", "locust", "user namespaces", "nft", "toxiproxy", "chromium")
+# What .ci/run installs: everything but Docker and kind.
+INSTALLED = (
+    "envoy",
+    "locust",
+    "user namespaces",
+    "nft",
+    "toxiproxy",
+    "chromium",
+    "go",
+    "control-plane toolchain",
+)
 
 
 def doctor(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -35,11 +45,13 @@ def test_real_machine_can_run_the_local_envoy_path() -> None:
     assert report["ready"] is True and report["exit_code"] == 0
     findings = {finding["name"]: finding for finding in report["findings"]}
     assert set(findings) == {check.name for check in CHECKS}
-    for name in LOCAL_TOOLS:
+    for name in INSTALLED:
         assert findings[name]["ok"], findings[name]
     assert findings["envoy"]["detail"].startswith("Envoy 1.")
     assert "works in a user+net namespace" in findings["nft"]["detail"]
     assert findings["toxiproxy"]["detail"].startswith("toxiproxy-server version")
+    assert findings["go"]["detail"].startswith("go1.")
+    assert "pinned artifacts installed in" in findings["control-plane toolchain"]["detail"]
     for finding in report["findings"]:
         assert finding["ok"] or finding["fix"], f"{finding['name']} is missing without a fix"
 
@@ -114,13 +126,17 @@ def test_binary_that_fails_its_version_command_is_missing(tmp_path: Path) -> Non
 def test_stripped_path_reports_every_system_tool_with_its_fix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A machine without unshare, nft, chromium, go, docker, kind or toxiproxy (an empty PATH
-    and no Go bin directories): each is missing, with the command that installs it."""
+    """A machine without unshare, chromium, go, docker, kind, toxiproxy or the control-plane
+    toolchain (an empty PATH, no Go bin directories, an empty toolchain directory): each is
+    missing, with the command that installs it."""
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("GOBIN", raising=False)
     monkeypatch.delenv("HARNESS_TOXIPROXY", raising=False)
-    names = {"user namespaces", "chromium", "docker daemon", "kind", "toxiproxy"}
+    monkeypatch.delenv("HARNESS_GO", raising=False)
+    monkeypatch.setenv("HARNESS_TOOLCHAIN_DIR", str(tmp_path / "no-toolchain"))
+    names = {"user namespaces", "chromium", "docker daemon", "kind", "toxiproxy", "go"}
+    names.add("control-plane toolchain")
     findings = {f.name: f for f in diagnose([c for c in CHECKS if c.name in names]).findings}
     assert {name: f.ok for name, f in findings.items()} == dict.fromkeys(names, False)
     assert findings["user namespaces"].fix == "apt-get install util-linux"
@@ -128,6 +144,9 @@ def test_stripped_path_reports_every_system_tool_with_its_fix(
     assert findings["docker daemon"].fix.startswith("apt-get install docker.io")
     assert findings["kind"].fix.startswith("go install sigs.k8s.io/kind@")
     assert findings["toxiproxy"].fix == TOXIPROXY_INSTALL
+    assert "install Go 1.26+" in findings["go"].fix
+    assert findings["control-plane toolchain"].fix.startswith("harness toolchain install")
+    assert "pilot-discovery (missing)" in findings["control-plane toolchain"].detail
 
 
 def test_fake_status_without_capabilities_refuses_privileged_containers(tmp_path: Path) -> None:
