@@ -34,9 +34,9 @@ from pathlib import Path
 
 from harness.errors import FaultError, HarnessError
 from harness.faults.partition import find_nft
-from harness.faults.toxiproxy import TOXIPROXY_INSTALL, find_toxiproxy
 from harness.platforms.local.platform import find_envoy
 from harness.platforms.local.sandbox import NAMESPACE_ARGV
+from harness.platforms.local.toxiproxy import TOXIPROXY_INSTALL, find_toxiproxy
 from harness.toolchain import GO_ENV, GO_MINIMUM, default_directory, find_go
 from harness.toolchain import status as toolchain_status
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.doctor import CHECKS, Check, Probe, binary, diagnose
-from harness.faults.toxiproxy import TOXIPROXY_INSTALL
+from harness.platforms.local.toxiproxy import TOXIPROXY_INSTALL
 
 # What .ci/run installs: everything but Docker and kind.
 INSTALLED = (
