@@ -19,9 +19,15 @@ from textwrap import dedent
 import pytest
 
 from harness.journal import Journal
+from harness.runner import RunResult
 from harness.scenario import load_scenario
 
 pytest_plugins = ["pytester"]
+
+# The fake runner below builds a RunResult. Its modules (numpy among them) must be loaded
+# here, outside the in-process pytester runs: those drop every module first imported inside
+# them, and numpy refuses to load twice in one process.
+assert RunResult is not None
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -33,7 +39,7 @@ from harness.pytest_plugin import ScenarioOutcome
 from harness.runner import RunResult, verdict_of
 
 SLO = {
-    "slo": "e2e-error-rate", "kind": "error-rate", "phase": "fault", "measured": 0.02,
+    "slo": "e2e-error-rate", "kind": "errorRate", "phase": "fault", "measured": 0.02,
     "lower": 0.015, "upper": None, "objective": 0.01, "confidence": 0.95, "n": 812,
     "unit": "ratio", "message": "fake: error rate 2.00% over the 1.00% objective",
     "samples_needed": None,
