@@ -419,6 +419,31 @@ def toolchain_status(directory: ToolchainDir = None) -> None:
     raise typer.Exit(ExitCode.PASSED if complete else ExitCode.FAILED)
 
 
+@app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+) -> None:
+    """Check what this machine can run, and print the command that fixes each missing piece.
+
+    Exit 0 when the local --mesh envoy path can run, 1 otherwise.
+    """
+    from harness.doctor import diagnose
+
+    diagnosis = diagnose()
+    if as_json:
+        sys.stdout.write(diagnosis.to_json() + "\n")
+        raise typer.Exit(diagnosis.exit_code)
+    for finding in diagnosis.findings:
+        mark = "ok  " if finding.ok else ("MISSING" if finding.required else "no  ")
+        say(f"{mark:8}{finding.name}: {finding.detail}")
+        if not finding.ok:
+            say(f"        needed for: {finding.needed_for}")
+            if finding.fix:
+                say(f"        fix: {finding.fix}")
+    say(f"the local --mesh envoy path {'can' if diagnosis.ready else 'cannot'} run here")
+    raise typer.Exit(diagnosis.exit_code)
+
+
 def main() -> None:
     """The ``harness`` command. An unexpected exception is a harness bug: it exits 2 with one
     line (``HARNESS_DEBUG=1`` shows the traceback), never 1, which means an SLO failed."""

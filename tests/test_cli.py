@@ -28,12 +28,12 @@ def harness(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
 
 
 BROKEN = {
-    "bad-indentation": (GOOD.replace("  name: shop\n", "  name: shop\n   replicas: {}\n"), 11),
-    "unknown-fault-kind": (GOOD.replace("kind: http", "kind: htp"), 28),
-    "duplicate-key": (GOOD.replace("load:\n  rate: 40\n", "load:\n  rate: 40\n  rate: 50\n"), 22),
+    "bad-indentation": (GOOD.replace("  name: shop\n", "  name: shop\n   replicas: {}\n"), 12),
+    "unknown-fault-kind": (GOOD.replace("kind: http", "kind: htp"), 29),
+    "duplicate-key": (GOOD.replace("load:\n  rate: 40\n", "load:\n  rate: 40\n  rate: 50\n"), 23),
     "python-tag": (
         GOOD.replace("  rate: 40\n", "  rate: !!python/object/apply:os.system ['touch PWNED']\n"),
-        21,
+        22,
     ),
 }
 

@@ -76,6 +76,10 @@ class Metadata(Model):
     labels: dict[str, Annotated[str, Field(max_length=MAX_TEXT)]] = Field(
         default_factory=dict, max_length=MAX_ITEMS
     )
+    expect: Literal["pass", "fail"] = Field(
+        "pass",
+        description="'fail' marks a negative control: its SLOs must fail (pytest: strict xfail).",
+    )
 
     _name = field_validator("name")(_check_name)
 
