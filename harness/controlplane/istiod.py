@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +25,7 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from harness.controlplane.kube import POLL_S, KubeControlPlane, api_error
-from harness.controlplane.process import LOOPBACK, ChildProcess, free_port
+from harness.controlplane.process import LOOPBACK, ChildProcess, free_port, http_probe
 from harness.errors import ControlPlaneError
 from harness.toolchain import ISTIO_RELEASE, Toolchain, installed
 
@@ -94,15 +92,10 @@ def _wait_ready(url: str, process: ChildProcess, timeout_s: float) -> None:
             raise ControlPlaneError(
                 f"istiod exited with {code} while starting (log {process.log}):\n{process.tail()}"
             )
-        try:
-            with urllib.request.urlopen(url, timeout=2.0) as answer:
-                if answer.status == 200:
-                    return
-                last = f"HTTP {answer.status}"
-        except urllib.error.HTTPError as exc:
-            last = f"HTTP {exc.code}"
-        except (urllib.error.URLError, OSError) as exc:
-            last = str(exc)
+        seen = http_probe(url)
+        if seen is None:
+            return
+        last = seen
         time.sleep(POLL_S)
     raise ControlPlaneError(
         f"istiod was not ready within {timeout_s:.0f} s ({url}: {last}); "

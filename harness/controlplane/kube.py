@@ -40,7 +40,7 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from harness.controlplane.certs import write_serving_certificates, write_signing_key
-from harness.controlplane.process import LOOPBACK, ChildProcess, free_port
+from harness.controlplane.process import LOOPBACK, ChildProcess, free_port, http_probe
 from harness.errors import ControlPlaneError
 from harness.toolchain import KUBERNETES_VERSION, Toolchain, installed
 
@@ -135,15 +135,10 @@ def _wait_ready(
                     f"{process.name} exited with {code} while the API server was starting "
                     f"(log {process.log}):\n{process.tail()}"
                 )
-        try:
-            with urllib.request.urlopen(request, timeout=2.0, context=context) as answer:
-                if answer.status == 200:
-                    return
-                last = f"HTTP {answer.status}"
-        except urllib.error.HTTPError as exc:
-            last = f"HTTP {exc.code}: {exc.read(500).decode(errors='replace')}"
-        except (urllib.error.URLError, OSError) as exc:
-            last = str(exc)
+        seen = http_probe(request, context)
+        if seen is None:
+            return
+        last = seen
         time.sleep(POLL_S)
     raise ControlPlaneError(
         f"kube-apiserver was not ready within {timeout_s:.0f} s ({url}: {last}); "

@@ -6,11 +6,14 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["LOOPBACK", "STOP_GRACE_S", "ChildProcess", "free_port"]
+__all__ = ["LOOPBACK", "STOP_GRACE_S", "ChildProcess", "free_port", "http_probe"]
 
 LOOPBACK = "127.0.0.1"
 # etcd, kube-apiserver and istiod take more than 10 s to honour SIGTERM, and hold nothing
@@ -23,6 +26,20 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
+
+
+def http_probe(
+    request: urllib.request.Request | str, context: ssl.SSLContext | None = None
+) -> str | None:
+    """One readiness probe: ``None`` on HTTP 200, else what was seen instead (for the
+    timeout's message)."""
+    try:
+        with urllib.request.urlopen(request, timeout=2.0, context=context) as answer:
+            return None if answer.status == 200 else f"HTTP {answer.status}"
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}: {exc.read(500).decode(errors='replace')}"
+    except (urllib.error.URLError, OSError) as exc:
+        return str(exc)
 
 
 class ChildProcess:

@@ -43,6 +43,7 @@ from harness.controlplane.kube import (
     _kubeconfig,
     apply_crds,
 )
+from harness.controlplane.process import http_probe
 from harness.errors import ControlPlaneError, PlatformError
 from harness.kube.render import (
     APP_VERSION,
@@ -629,15 +630,10 @@ def _wait_apiserver(
     last = "no answer yet"
     while time.monotonic() < deadline:
         _check_running(sandbox, pids, logs)
-        try:
-            with urllib.request.urlopen(request, timeout=2.0, context=context) as answer:
-                if answer.status == 200:
-                    return
-                last = f"HTTP {answer.status}"
-        except urllib.error.HTTPError as exc:
-            last = f"HTTP {exc.code}"
-        except (urllib.error.URLError, OSError) as exc:
-            last = str(exc)
+        seen = http_probe(request, context)
+        if seen is None:
+            return
+        last = seen
         time.sleep(POLL_S)
     raise ControlPlaneError(
         f"kube-apiserver was not ready within {READY_TIMEOUT_S:.0f} s ({last}); "
