@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.platforms.local.platform import LocalPlatform, Mesh
+from harness.platforms.local.deploy import LocalPlatform
+from harness.platforms.local.platform import Mesh
 from harness.platforms.local.sandbox import Isolation
 from harness.scenario import load_scenario
 

@@ -41,7 +41,8 @@ from harness.observe.access_logs import analyze_access_logs
 from harness.observe.sampler import MeshSampler
 from harness.observe.timeline import latency_histograms, load_timeline, phase_loads
 from harness.platforms.base import Deployment
-from harness.platforms.local.platform import LocalPlatform, Mesh
+from harness.platforms.local.deploy import LocalPlatform
+from harness.platforms.local.platform import Mesh
 from harness.platforms.local.sandbox import Isolation
 from harness.runlock import RunnerLock, process_start
 from harness.scenario.models import Guard, Scenario

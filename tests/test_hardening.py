@@ -27,7 +27,7 @@ from harness.errors import ExitCode, OutputError, PlatformError
 from harness.faults.base import UndoJournal
 from harness.files import write_atomic
 from harness.journal import FaultEntry, Journal
-from harness.platforms.local.platform import LocalPlatform
+from harness.platforms.local.deploy import LocalPlatform
 from harness.runner import RunOptions, run_scenario
 from harness.scenario import load_scenario_text
 from harness.slo.verdict import SloResult, Verdict

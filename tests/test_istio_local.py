@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ControlPlaneError, ExitCode, ToolMissingError
+from harness.platforms.local.deploy import LocalPlatform
 from harness.platforms.local.istio import (
     IstioControlPlane,
     Workload,
@@ -27,7 +28,7 @@ from harness.platforms.local.istio import (
     mesh_address,
     sync_state,
 )
-from harness.platforms.local.platform import LocalPlatform, Mesh, find_envoy
+from harness.platforms.local.platform import Mesh, find_envoy
 from harness.platforms.local.processes import namespace_members, run_processes
 from harness.platforms.local.sandbox import Isolation, Sandbox
 from harness.runner import RunOptions, run_scenario

@@ -11,7 +11,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from harness.platforms.local.platform import LocalDeployment, LocalPlatform
+    from harness.platforms.local.deploy import LocalPlatform
+    from harness.platforms.local.platform import LocalDeployment
     from harness.platforms.local.sandbox import Isolation, Sandbox
 
 __all__ = ["Isolation", "LocalDeployment", "LocalPlatform", "Sandbox"]
@@ -20,7 +21,7 @@ _HOMES = {
     "Isolation": "harness.platforms.local.sandbox",
     "Sandbox": "harness.platforms.local.sandbox",
     "LocalDeployment": "harness.platforms.local.platform",
-    "LocalPlatform": "harness.platforms.local.platform",
+    "LocalPlatform": "harness.platforms.local.deploy",
 }
 
 

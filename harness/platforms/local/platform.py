@@ -13,11 +13,9 @@ import json
 import shutil
 import socket
 import sys
-import tempfile
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -563,36 +561,3 @@ class LocalDeployment:
         self._await_state(pid, lambda state: state not in ("T", "t"), "running")
         self.disrupted.discard((instance, process))
         return pid
-
-
-class LocalPlatform:
-    """``with LocalPlatform().deploy(scenario, run_dir) as deployment: ...``"""
-
-    name = "local"
-
-    def __init__(self, isolation: Isolation = Isolation.AUTO, mesh: Mesh = Mesh.ENVOY) -> None:
-        self.isolation = isolation
-        self.mesh = mesh
-
-    @contextmanager
-    def deploy(self, scenario: Scenario, run_dir: Path) -> Iterator[LocalDeployment]:
-        envoy = find_envoy()
-        sock_dir = Path(tempfile.mkdtemp(prefix="hrn-"))
-        sandbox: Sandbox | None = None
-        deployment: LocalDeployment | None = None
-        try:
-            sandbox = Sandbox.start(run_dir.name, run_dir / "logs", self.isolation, sock_dir)
-            if self.mesh is Mesh.ISTIO:
-                from harness.platforms.local.istio import IstioDeployment
-
-                deployment = IstioDeployment(scenario, run_dir, sandbox, sock_dir, envoy)
-            else:
-                deployment = LocalDeployment(scenario, run_dir, sandbox, sock_dir, envoy)
-            deployment.start()
-            yield deployment
-        finally:
-            if deployment is not None:
-                deployment.close()
-            if sandbox is not None:
-                sandbox.close()
-            shutil.rmtree(sock_dir, ignore_errors=True)

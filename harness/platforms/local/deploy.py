@@ -1,0 +1,54 @@
+"""Pick and deploy the local platform's deployment: the harness's own Envoy bootstraps
+(``--mesh envoy``) or sidecars programmed by a real istiod (``--mesh istio``).
+
+Its own module so that neither deployment imports the other: ``istio.py`` builds on
+``platform.py``, and only this chooser names both (the istio one on first use, so the
+default path never imports the Kubernetes client).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from harness.platforms.local.platform import LocalDeployment, Mesh, find_envoy
+from harness.platforms.local.sandbox import Isolation, Sandbox
+from harness.scenario.models import Scenario
+
+__all__ = ["LocalPlatform"]
+
+
+class LocalPlatform:
+    """``with LocalPlatform().deploy(scenario, run_dir) as deployment: ...``"""
+
+    name = "local"
+
+    def __init__(self, isolation: Isolation = Isolation.AUTO, mesh: Mesh = Mesh.ENVOY) -> None:
+        self.isolation = isolation
+        self.mesh = mesh
+
+    @contextmanager
+    def deploy(self, scenario: Scenario, run_dir: Path) -> Iterator[LocalDeployment]:
+        envoy = find_envoy()
+        sock_dir = Path(tempfile.mkdtemp(prefix="hrn-"))
+        sandbox: Sandbox | None = None
+        deployment: LocalDeployment | None = None
+        try:
+            sandbox = Sandbox.start(run_dir.name, run_dir / "logs", self.isolation, sock_dir)
+            if self.mesh is Mesh.ISTIO:
+                from harness.platforms.local.istio import IstioDeployment
+
+                deployment = IstioDeployment(scenario, run_dir, sandbox, sock_dir, envoy)
+            else:
+                deployment = LocalDeployment(scenario, run_dir, sandbox, sock_dir, envoy)
+            deployment.start()
+            yield deployment
+        finally:
+            if deployment is not None:
+                deployment.close()
+            if sandbox is not None:
+                sandbox.close()
+            shutil.rmtree(sock_dir, ignore_errors=True)
