@@ -391,6 +391,7 @@ class _FakePlatform:
                 sandbox=sandbox,
                 scratch_dir=run_dir / "scratch",
                 instances=[],
+                control_plane=lambda: None,
             )
         finally:
             _FakePlatform.stopped.append(True)
