@@ -286,7 +286,7 @@ def _privileged_containers(status: Path = Path("/proc/self/status")) -> Probe:
 
 
 _locust = _python_package("locust", "locust", "pip install locust")
-_kind = binary("kind", ["version"], "go install sigs.k8s.io/kind@latest")
+_kind = binary("kind", ["version"], "go install sigs.k8s.io/kind@v0.33.0")
 
 # One line per check: name, what needs it, required by the local envoy path, probe.
 CHECKS: tuple[Check, ...] = (
