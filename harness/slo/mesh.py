@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 
 from harness.formats import percent_short as _percent
 from harness.formats import seconds as _seconds
-from harness.journal import SloKind, SloResult, Unit, Verdict
+from harness.journal import SloResult, Verdict
 from harness.mesh.stats import (
     ATTEMPTS,
     EJECTION_COUNTERS,
@@ -83,37 +83,6 @@ RECOVERY_STREAK_S = 3
 """Consecutive good seconds after which the error rate counts as recovered."""
 
 _EPSILON_S = 1e-6  # clock rounding in the journal's times
-
-
-def _result(
-    name: str,
-    kind: SloKind,
-    phase: str,
-    verdict: Verdict,
-    *,
-    measured: float | None,
-    lower: float | None,
-    upper: float | None,
-    objective: float,
-    confidence: float,
-    n: int,
-    unit: Unit,
-    message: str,
-) -> SloResult:
-    return SloResult.judged(
-        name,
-        kind,
-        phase,
-        verdict,
-        measured=measured,
-        lower=lower,
-        upper=upper,
-        objective=objective,
-        confidence=confidence,
-        n=n,
-        unit=unit,
-        detail=message,
-    )
 
 
 def _window(journal: Journal, phase: str) -> PhaseWindow:
@@ -163,7 +132,7 @@ def evaluate_retry_amplification(
     counters, missing = _edge_counters(journal, phase, caller, callee)
 
     def result(verdict: Verdict, ratio: float | None, n: int, message: str) -> SloResult:
-        return _result(
+        return SloResult.judged(
             name,
             "retryAmplification",
             phase,
@@ -175,7 +144,7 @@ def evaluate_retry_amplification(
             confidence=confidence,
             n=n,
             unit="factor",
-            message=message,
+            detail=message,
         )
 
     if counters is None:
@@ -222,7 +191,7 @@ def evaluate_sheds(
     counters, missing = _edge_counters(journal, phase, caller, callee)
 
     def result(verdict: Verdict, sheds: int | None, n: int, message: str) -> SloResult:
-        return _result(
+        return SloResult.judged(
             name,
             "sheds",
             phase,
@@ -234,7 +203,7 @@ def evaluate_sheds(
             confidence=confidence,
             n=n,
             unit="count",
-            message=message,
+            detail=message,
         )
 
     if counters is None:
@@ -469,7 +438,7 @@ def evaluate_ejections(
     attempts = None if counters is None else counters.get(ATTEMPTS, 0)
 
     def result(verdict: Verdict, low: int | None, high: int | None, message: str) -> SloResult:
-        return _result(
+        return SloResult.judged(
             name,
             "ejections",
             phase,
@@ -481,7 +450,7 @@ def evaluate_ejections(
             confidence=confidence,
             n=attempts or 0,
             unit="count",
-            message=f"{message}; {when}",
+            detail=f"{message}; {when}",
         )
 
     edge = f"{caller} → {callee}"
@@ -614,7 +583,7 @@ def evaluate_recovery(
     def result(
         verdict: Verdict, measured: float | None, lower: float | None, n: int, message: str
     ) -> SloResult:
-        return _result(
+        return SloResult.judged(
             name,
             "recoveryTime",
             phase,
@@ -626,7 +595,7 @@ def evaluate_recovery(
             confidence=confidence,
             n=n,
             unit="s",
-            message=message,
+            detail=message,
         )
 
     reverts = [
