@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from journals import new_journal
 from typer.testing import CliRunner
 
 from harness.cleanup import scratch_dir_problem
@@ -48,22 +49,28 @@ def make_run(
     run_dir.mkdir(parents=True)
     if lock:
         RunnerLock.acquire(run_dir).release()
-    journal = Journal(
+    return write_journal(run_dir, run_id, scratch_dir=scratch_dir, runner=runner)
+
+
+def write_journal(
+    run_dir: Path,
+    run_id: str,
+    *,
+    scratch_dir: str | None = None,
+    runner: tuple[int, int] | None = None,
+) -> Path:
+    """A journal still ``running``, naming its runner's PID and start time if given."""
+    path = run_dir / "journal.json"
+    new_journal(
         run_id=run_id,
         scenario_name="victimized",
-        scenario_file=None,
-        scenario={},
-        platform="local",
         isolation="host",
         isolation_note="",
-        environment={},
         started_at=time.time(),
         scratch_dir=scratch_dir,
         runner_pid=runner[0] if runner else None,
         runner_start=runner[1] if runner else None,
-    )
-    path = run_dir / "journal.json"
-    journal.write(path)
+    ).write(path)
     return path
 
 
@@ -160,7 +167,7 @@ def test_cleanup_during_a_live_run_leaves_it_alone(tmp_path: Path, evidence: str
         assert ready.exists(), "the stand-in runner did not start"
         start = process_start(runner.pid)
         assert start is not None
-        journal = make_run_in(run_dir, run_id, (runner.pid, start))
+        journal = write_journal(run_dir, run_id, runner=(runner.pid, start))
         UndoJournal(run_dir / "undo.jsonl")._append(
             {"event": "intent", "name": "f", "kind": "http", "targets": ["catalog-0"]}
         )
@@ -176,24 +183,6 @@ def test_cleanup_during_a_live_run_leaves_it_alone(tmp_path: Path, evidence: str
             os.kill(proc.pid, 9)
         runner.kill()
         runner.wait()
-
-
-def make_run_in(run_dir: Path, run_id: str, runner: tuple[int, int]) -> Path:
-    journal = Journal(
-        run_id=run_id,
-        scenario_name="victimized",
-        scenario_file=None,
-        scenario={},
-        platform="local",
-        isolation="host",
-        isolation_note="",
-        environment={},
-        started_at=time.time(),
-        runner_pid=runner[0],
-        runner_start=runner[1],
-    )
-    journal.write(run_dir / "journal.json")
-    return run_dir / "journal.json"
 
 
 def test_no_proof_of_death_means_no_cleanup(tmp_path: Path) -> None:
