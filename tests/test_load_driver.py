@@ -89,6 +89,19 @@ class TargetServer:
             return {rid: list(statuses) for rid, statuses in self.seen.items()}
 
 
+@contextlib.contextmanager
+def serving(server: ThreadingHTTPServer, name: str) -> Iterator[None]:
+    """Serve on a thread of its own for the block; shut down and joined afterwards."""
+    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
 @pytest.fixture
 def target() -> Iterator[TargetServer]:
     state = TargetServer()
@@ -108,14 +121,8 @@ def target() -> Iterator[TargetServer]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, name="target-server", daemon=True)
-    thread.start()
-    try:
+    with serving(server, "target-server"):
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def plan_for(
@@ -810,14 +817,8 @@ def stalling_server(
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, name="stalling-server", daemon=True)
-    thread.start()
-    try:
+    with serving(server, "stalling-server"):
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def in_window(samples: list[Sample], start: float, end: float) -> list[Sample]:
