@@ -668,8 +668,9 @@ class Scenario(Model):
             if phase.name in seen:
                 problems.append((("phases", index, "name"), f"duplicate phase name {phase.name!r}"))
             seen.add(phase.name)
+        durations = {phase.name: phase.duration for phase in self.phases}
         for index, fault in enumerate(self.faults):
-            problems += self._fault_problems(("faults", index), fault)
+            problems += self._fault_problems(("faults", index), fault, durations)
         fault_names: set[str] = set()
         for index in range(len(self.faults)):
             name = self.fault_name(index)
@@ -681,7 +682,7 @@ class Scenario(Model):
             if slo.name in slo_names:
                 problems.append((("slos", index, "name"), f"duplicate SLO name {slo.name!r}"))
             slo_names.add(slo.name)
-            problems += self._slo_problems(("slos", index), slo)
+            problems += self._slo_problems(("slos", index), slo, durations)
         return problems
 
     def _service_problems(
@@ -705,14 +706,15 @@ class Scenario(Model):
         return []
 
     def _fault_problems(
-        self, where: tuple[str | int, ...], fault: Fault
+        self, where: tuple[str | int, ...], fault: Fault, durations: dict[str, float]
     ) -> list[tuple[tuple[str | int, ...], str]]:
-        phases = self.phase_names()
+        """``durations``: every phase's duration by name (built once per scenario, so the
+        checks stay linear in the number of faults)."""
         problems: list[tuple[tuple[str | int, ...], str]] = []
-        if fault.phase not in phases:
-            problems.append(((*where, "phase"), _unknown("phase", fault.phase, phases)))
+        if fault.phase not in durations:
+            problems.append(((*where, "phase"), _unknown("phase", fault.phase, durations)))
         else:
-            phase_duration = {phase.name: phase.duration for phase in self.phases}[fault.phase]
+            phase_duration = durations[fault.phase]
             begin, finish = fault.window(phase_duration)
             if begin >= phase_duration:
                 problems.append(
@@ -738,9 +740,8 @@ class Scenario(Model):
         return problems
 
     def _slo_problems(
-        self, where: tuple[str | int, ...], slo: Slo
+        self, where: tuple[str | int, ...], slo: Slo, phases: dict[str, float]
     ) -> list[tuple[tuple[str | int, ...], str]]:
-        phases = self.phase_names()
         problems: list[tuple[tuple[str | int, ...], str]] = [
             ((*where, "phases", p_index), _unknown("phase", phase_name, phases))
             for p_index, phase_name in enumerate(slo.phases)
