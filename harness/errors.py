@@ -10,6 +10,8 @@
     ├── ToolchainError            building the control-plane toolchain failed
     ├── FaultError                a fault could not be injected or reverted
     ├── LoadError                 the load generator failed
+    ├── Interrupted               a signal stopped the run (faults reverted first)
+    │   └── Halted                an operator halted a game day (faults reverted first)
     └── OutputError               a file could not be written safely (link, directory, input)
 
 Exit codes of ``harness run`` (also in the README):
@@ -19,7 +21,8 @@ Exit codes of ``harness run`` (also in the README):
 1     an SLO failed, or a fault showed no effect
 2     bad input (scenario, journal, arguments) or a harness error, in one line
 3     inconclusive: no SLO failed, but at least one could not be decided
-130   interrupted (SIGINT / SIGTERM / SIGHUP); faults were reverted
+130   interrupted (SIGINT / SIGTERM / SIGHUP) or halted by a game day's operator; faults
+      were reverted
 ====  ================================================================================
 """
 
@@ -92,3 +95,14 @@ class Interrupted(HarnessError):
     def __init__(self, signal_name: str) -> None:
         self.signal_name = signal_name
         super().__init__(f"interrupted by {signal_name}")
+
+
+class Halted(Interrupted):
+    """An operator halted a game day (``harness gameday``); faults were reverted first.
+
+    A halt ends the run like a signal does (status ``interrupted``, exit 130)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        HarnessError.__init__(self, f"halted: {reason}")
+        self.signal_name = "halt"

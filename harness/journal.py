@@ -36,6 +36,10 @@ SloKind = Literal[
     "recoveryTime",
 ]
 Unit = Literal["ratio", "s", "factor", "count"]
+ActionKind = Literal["note", "inject", "revert", "extend", "end-phase", "halt"]
+"""What an operator did during a game day (``harness gameday``); see :class:`OperatorAction`."""
+FaultTrigger = Literal["timeline", "operator"]
+"""Who injected a fault: the scenario's timeline, or an operator during a game day."""
 """What an SLO's numbers count: a share (0–1), seconds, a multiple, or events."""
 
 
@@ -153,6 +157,25 @@ class FaultEntry(Record):
     evidence: dict[str, int] = Field(default_factory=dict)
     took_effect: bool | None = None
     effect_message: str = ""
+    trigger: FaultTrigger = "timeline"  # journals before game days hold timeline faults only
+
+
+class OperatorAction(Record):
+    """One thing an operator did during a game day, as the run loop carried it out.
+
+    ``phase`` is the phase running at that moment (``None`` before the first one); ``fault``
+    names the fault of an ``inject``/``revert``; ``seconds`` is an ``extend``'s length;
+    ``text`` is a note's text or a halt's reason; ``error`` says why the action could not be
+    done (a refused or failed action is journaled too).
+    """
+
+    at: float  # epoch seconds
+    kind: ActionKind
+    phase: str | None = None
+    fault: str | None = None
+    seconds: float | None = None
+    text: str = ""
+    error: str | None = None
 
 
 class LatencySummary(Record):
@@ -297,6 +320,9 @@ class Journal(Record):
     runner_start: int | None = None
     phases: list[PhaseWindow] = Field(default_factory=list)
     faults: list[FaultEntry] = Field(default_factory=list)
+    # notes and manual actions of a game day, in order (empty for `harness run`; journals
+    # written before game days have none)
+    actions: list[OperatorAction] = Field(default_factory=list)
     load: LoadRecord | None = None
     edges: list[EdgeStats] = Field(default_factory=list)
     injected: dict[str, dict[str, int]] = Field(default_factory=dict)  # instance → fault counters

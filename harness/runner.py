@@ -17,14 +17,32 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import assert_never
 
-from harness.errors import ExitCode, HarnessError, Interrupted, LoadError, OutputError
+from harness.control import (
+    Command,
+    EndPhase,
+    ExtendPhase,
+    FaultState,
+    FaultView,
+    Halt,
+    InjectFault,
+    Note,
+    OperatorControls,
+    RevertFault,
+    RunView,
+    Stage,
+)
+from harness.errors import ExitCode, Halted, HarnessError, Interrupted, LoadError, OutputError
 from harness.faults import InjectorFactory, build_injector
 from harness.faults.base import Adjustable, Injector, UndoJournal, applied
 from harness.journal import (
+    ActionKind,
     ControlPlaneRecord,
+    FaultTrigger,
     Journal,
     LoadRecord,
+    OperatorAction,
     PhaseWindow,
 )
 from harness.load.driver import (
@@ -63,6 +81,7 @@ class RunOptions:
     mesh: Mesh = Mesh.ENVOY
     handle_signals: bool = True
     seed: int | None = None
+    controls: OperatorControls | None = None  # a game day's operator (harness.control)
 
 
 @dataclass
@@ -101,6 +120,18 @@ class _Event:
     fault: int = field(compare=False)
     injector: Injector = field(compare=False)
     value: float = field(compare=False, default=0.0)
+
+
+@dataclass
+class _Phase:
+    """The phase being run: its end moves when an operator extends or ends it."""
+
+    name: str
+    start: float
+    end: float
+    events: list[_Event]
+    applied: dict[int, contextlib.ExitStack] = field(default_factory=dict)  # fault → its revert
+    manual: set[int] = field(default_factory=set)  # of those, the ones an operator injected
 
 
 class GuardWatch:
@@ -160,8 +191,14 @@ class Run:
         log: Log,
         seed: int | None,
         build: InjectorFactory = build_injector,
+        controls: OperatorControls | None = None,
     ) -> None:
         self.build = build
+        self.controls = controls
+        self.extension_left = controls.max_extension_s if controls is not None else 0.0
+        self.deployment: Deployment | None = None
+        self.phase: _Phase | None = None
+        self.fault_states: dict[int, tuple[FaultState, FaultTrigger]] = {}
         self.scenario = scenario
         self.run_dir = run_dir
         self.journal = journal
@@ -173,6 +210,7 @@ class Run:
         self.injectors: list[tuple[int, Injector]] = []
         self.sampler: MeshSampler | None = None
         self.guard = GuardWatch(scenario.guard, self.samples_path) if scenario.guard else None
+        self.publish("deploying")
 
     def build_injectors(self, deployment: Deployment) -> None:
         for index, fault in enumerate(self.scenario.faults):
@@ -181,13 +219,15 @@ class Run:
 
     def execute(self, deployment: Deployment) -> None:
         scenario = self.scenario
+        self.deployment = deployment
         self.build_injectors(deployment)
+        spare = self.extension_left  # what an operator may add to the phases
         plan = LoadPlan(
             host=deployment.ingress_url,
             rate=scenario.load.rate,
             mode=scenario.load.mode,
             users=scenario.load.effective_users(),
-            run_time_s=scenario.duration + 30.0,
+            run_time_s=scenario.duration + spare + 30.0,
             request_timeout_s=scenario.load.request_timeout,
             samples_path=self.samples_path,
             seed=self.seed,
@@ -213,13 +253,15 @@ class Run:
                 deployment,
                 t0=self.journal.load_started_at,
                 counters=EDGE_COUNTERS,
-                max_duration=scenario.duration + 60.0,
+                max_duration=scenario.duration + spare + 60.0,
             )
             self.sampler.start()
             self.snapshots.append(deployment.mesh_counters())
             for phase in scenario.phases:
                 self._run_phase(deployment, locust, phase.name, phase.duration)
         finally:
+            self.phase = None
+            self.publish("stopping")
             if self.sampler is not None:
                 self.sampler.stop()
             if self.guard is not None:
@@ -269,16 +311,18 @@ class Run:
             + (f", faults: {', '.join(phase_faults)}" if phase_faults else "")
         )
         start = time.time()
-        end = start + duration
-        events = self._phase_events(name, start, duration)
-        applied_now: dict[int, contextlib.ExitStack] = {}
+        phase = _Phase(name, start, start + duration, self._phase_events(name, start, duration))
+        self.phase = phase
+        self.publish()
         next_check = 0.0
         try:
             while True:
+                while phase.events and phase.events[0].at <= time.time():
+                    self._handle(phase.events.pop(0), phase)
+                for command in self.controls.drain() if self.controls is not None else ():
+                    self._operate(command, phase)
                 now = time.time()
-                while events and events[0].at <= now:
-                    self._handle(events.pop(0), applied_now)
-                if now >= end:
+                if now >= phase.end:
                     break
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + 0.5
@@ -289,48 +333,202 @@ class Run:
                     if self.guard is not None and self.journal.aborted is None:
                         reason = self.guard.poll(now)
                         if reason is not None:
-                            self._abort(reason, applied_now)
-                wake = min(end, events[0].at if events else end)
+                            self._abort(reason, phase)
+                wake = min(phase.end, phase.events[0].at if phase.events else phase.end)
                 time.sleep(max(0.0, min(0.1, wake - time.time())))
             self.snapshots.append(deployment.mesh_counters())
-            self.journal.phases.append(PhaseWindow(name=name, start=start, end=end))
+            self.journal.phases.append(PhaseWindow(name=name, start=start, end=phase.end))
         finally:
             # Whatever is still applied is reverted now (also on errors and signals).
-            for index in list(applied_now):
-                applied_now.pop(index).close()
+            self._revert_all(phase)
             self.journal.write(self.run_dir / "journal.json")
+            self.publish()
         for index, injector in self.injectors:
             record = injector.record
             if self.scenario.faults[index].phase == name and record.injected_at is not None:
                 self.log(("  " if record.took_effect else "  ✗ ") + record.effect_message)
 
-    def _handle(self, event: _Event, applied_now: dict[int, contextlib.ExitStack]) -> None:
+    def _revert_all(self, phase: _Phase) -> None:
+        """Revert every fault applied in ``phase`` (each revert holds the signals)."""
+        for index in list(phase.applied):
+            phase.manual.discard(index)
+            phase.applied.pop(index).close()
+            self._set_state(index, "reverted")
+
+    def _set_state(self, index: int, state: FaultState, by: FaultTrigger | None = None) -> None:
+        _, before = self.fault_states.get(index, ("pending", "timeline"))
+        self.fault_states[index] = (state, by or before)
+
+    def _handle(self, event: _Event, phase: _Phase) -> None:
         if event.action == "inject":
             if self.journal.aborted is not None:
                 self.log(
                     f"  {event.injector.record.name}: not injected, the guard stopped the faults"
                 )
                 return
-            stack = contextlib.ExitStack()
-            applied_now[event.fault] = stack
-            self.journal.faults.append(event.injector.record)  # a failed inject shows too
-            stack.enter_context(applied(event.injector, self.undo))
-            self.journal.write(self.run_dir / "journal.json")
-        elif event.action == "adjust" and event.fault in applied_now:
-            if isinstance(event.injector, Adjustable):
+            if event.fault in phase.applied:
+                self.log(f"  {event.injector.record.name}: already injected by the operator")
+                return
+            self._apply(event.fault, event.injector, phase)
+        elif event.action == "adjust" and event.fault in phase.applied:
+            if isinstance(event.injector, Adjustable) and event.fault not in phase.manual:
                 event.injector.adjust(event.value)
-        elif event.action == "revert" and event.fault in applied_now:
-            applied_now.pop(event.fault).close()
+        elif event.action == "revert" and event.fault in phase.applied.keys() - phase.manual:
+            # (what the operator injected, the operator or the phase's end reverts)
+            phase.applied.pop(event.fault).close()
+            self._set_state(event.fault, "reverted")
             self.journal.write(self.run_dir / "journal.json")
+        self.publish()
 
-    def _abort(self, reason: str, applied_now: dict[int, contextlib.ExitStack]) -> None:
+    def _apply(self, index: int, injector: Injector, phase: _Phase) -> None:
+        """Inject through the undo journal; the revert waits in ``phase.applied``."""
+        stack = contextlib.ExitStack()
+        phase.applied[index] = stack
+        self.journal.faults.append(injector.record)  # a failed inject shows too
+        self._set_state(index, "failed", injector.record.trigger)
+        try:
+            stack.enter_context(applied(injector, self.undo))
+        except BaseException:
+            phase.applied.pop(index, None)
+            phase.manual.discard(index)
+            raise
+        finally:
+            self.journal.write(self.run_dir / "journal.json")
+        self._set_state(index, "active")
+
+    def _abort(self, reason: str, phase: _Phase) -> None:
         """The guard tripped: revert every fault now; no further fault starts."""
         self.journal.aborted = reason
         self.journal.aborted_at = time.time()
         self.log(f"GUARD: {reason}; reverting all faults")
-        for index in list(applied_now):
-            applied_now.pop(index).close()
+        self._revert_all(phase)
         self.journal.write(self.run_dir / "journal.json")
+        self.publish()
+
+    # ------------------------------------------------------------------ the operator
+
+    def _operate(self, command: Command, phase: _Phase) -> None:
+        """Carry out one operator command now, on the run loop's thread, and journal it."""
+        match command:
+            case Note(text=text):
+                self._action("note", phase, text=text)
+            case InjectFault(fault=name):
+                self._action("inject", phase, fault=name, error=self._inject_now(name, phase))
+            case RevertFault(fault=name):
+                self._action("revert", phase, fault=name, error=self._revert_now(name, phase))
+            case ExtendPhase(seconds=seconds):
+                error = None
+                if not 0 < seconds <= self.extension_left:
+                    error = f"can extend by at most {self.extension_left:g}s more (--max-extend)"
+                else:
+                    phase.end += seconds
+                    self.extension_left -= seconds
+                self._action("extend", phase, seconds=seconds, error=error)
+            case EndPhase():
+                phase.end = min(phase.end, time.time())
+                self._action("end-phase", phase)
+            case Halt(reason=reason):
+                self._halt(reason, phase)
+            case _:
+                assert_never(command)
+        self.publish()
+
+    def _halt(self, reason: str, phase: _Phase) -> None:
+        """Revert every fault first, then stop: the load and the deployment stop as the
+        :class:`Halted` exception unwinds, exactly as for a signal."""
+        self.journal.actions.append(self._new_action("halt", phase, text=reason))
+        self.log(f"operator: HALT ({reason}): reverting every fault, then stopping")
+        self._revert_all(phase)
+        now = time.time()
+        self.journal.phases.append(PhaseWindow(name=phase.name, start=phase.start, end=now))
+        self.journal.write(self.run_dir / "journal.json")
+        raise Halted(reason)
+
+    def _fault_index(self, name: str) -> int | None:
+        names = [self.scenario.fault_name(i) for i in range(len(self.scenario.faults))]
+        return names.index(name) if name in names else None
+
+    def _inject_now(self, name: str, phase: _Phase) -> str | None:
+        """Inject a fault of the scenario now; the reason it was not, or None."""
+        index = self._fault_index(name)
+        if index is None:
+            return f"no fault named {name!r}"
+        if index in phase.applied:
+            return f"fault {name} is already active"
+        if self.journal.aborted is not None:
+            return "the guard stopped the faults"
+        assert self.deployment is not None
+        try:
+            # A fresh injector: its record is this injection's own (the timeline keeps its).
+            injector = self.build(self.scenario.faults[index], name, self.deployment)
+            injector.record.trigger = "operator"
+            injector.record.phase = phase.name
+            phase.manual.add(index)
+            self._apply(index, injector, phase)
+        except HarnessError as exc:  # reverted by applied(); the game day goes on
+            return str(exc)
+        return None
+
+    def _revert_now(self, name: str, phase: _Phase) -> str | None:
+        index = self._fault_index(name)
+        if index is None:
+            return f"no fault named {name!r}"
+        if index not in phase.applied:
+            return f"fault {name} is not active"
+        phase.manual.discard(index)
+        phase.applied.pop(index).close()
+        self._set_state(index, "reverted")
+        return None
+
+    def _new_action(
+        self, kind: ActionKind, phase: _Phase | None, **fields: object
+    ) -> OperatorAction:
+        return OperatorAction.model_validate(
+            {"at": time.time(), "kind": kind, "phase": phase.name if phase else None, **fields}
+        )
+
+    def _action(self, kind: ActionKind, phase: _Phase, **fields: object) -> None:
+        action = self._new_action(kind, phase, **fields)
+        self.journal.actions.append(action)
+        self.journal.write(self.run_dir / "journal.json")
+        what = " ".join(
+            str(part)
+            for part in (action.fault, action.seconds, action.text)
+            if part not in (None, "")
+        )
+        outcome = f": REFUSED: {action.error}" if action.error else ""
+        self.log(f"operator: {kind} {what}".rstrip() + outcome)
+
+    def publish(self, stage: Stage | None = None) -> None:
+        """Tell the operator's console what the run is doing (nothing without one)."""
+        if self.controls is None:
+            return
+        before = self.controls.view
+        phase = self.phase
+        faults = tuple(
+            FaultView(
+                name=self.scenario.fault_name(i),
+                kind=fault.kind,
+                phase=fault.phase,
+                state=self.fault_states.get(i, ("pending", "timeline"))[0],
+                trigger=self.fault_states[i][1] if i in self.fault_states else None,
+            )
+            for i, fault in enumerate(self.scenario.faults)
+        )
+        self.controls.publish(
+            RunView(
+                run_id=self.journal.run_id,
+                run_dir=self.run_dir,
+                stage=stage or ("running" if phase is not None else before.stage),
+                load_started_at=self.journal.load_started_at,
+                phase=phase.name if phase else None,
+                phase_start=phase.start if phase else None,
+                phase_end=phase.end if phase else None,
+                phases_done=tuple((w.name, w.start, w.end) for w in self.journal.phases),
+                faults=faults,
+                extension_left_s=self.extension_left,
+            )
+        )
 
     # ------------------------------------------------------------------ judging
 
@@ -445,7 +643,7 @@ def run_scenario(
     journal_path = run_dir / "journal.json"
     journal = _new_journal(scenario, run_id, source)
     journal.write(journal_path)
-    run = Run(scenario, run_dir, journal, log, options.seed)
+    run = Run(scenario, run_dir, journal, log, options.seed, controls=options.controls)
     guard = SignalGuard(log, options.handle_signals)
     with guard.installed():
         try:
@@ -471,6 +669,7 @@ def run_scenario(
                 journal.write(journal_path)
             finally:
                 runner_lock.release()  # only after the final journal: cleanup reads it next
+                run.publish("done")
     return RunResult(
         journal=journal,
         run_dir=run_dir,
