@@ -22,10 +22,11 @@ from harness.journal import Journal
 from harness.mesh.stats import RETRIES, RETRY_SUCCESS
 from harness.platforms.local.platform import Mesh
 from harness.platforms.local.sandbox import Isolation, isolation_requested
-from harness.runner import RunOptions, run_scenario, verdict_of
+from harness.runner import RunOptions, RunResult, run_scenario, verdict_of
 from harness.scenario import load_scenario, scenario_json_schema
 from harness.scenario.models import Scenario
 from harness.terminal import markup_safe, plain
+from harness.units import parse_duration
 
 app = typer.Typer(
     name="harness",
@@ -204,6 +205,11 @@ def _run_one(
         say(f"error: {exc}", err=True)
         return ExitCode.ERROR, None
     print_summary(result.journal, result.journal_path)
+    return _write_report(result, report)
+
+
+def _write_report(result: RunResult, report: bool) -> tuple[ExitCode, Path | None]:
+    """Write the run's report.html (when asked); the exit code stands unless that fails."""
     if not report:
         return result.exit_code, None
     from harness.report import write_report
@@ -218,6 +224,92 @@ def _run_one(
         return code, None
     say(f"report: {written}")
     return result.exit_code, written
+
+
+@app.command()
+def gameday(
+    scenario: Annotated[Path, typer.Argument(help="The scenario file (YAML) to run.")],
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Port of the OpenMetrics endpoint on 127.0.0.1 (0: a free one; the URL is "
+            "printed and shown on the console).",
+        ),
+    ] = 0,
+    extend_step: Annotated[
+        str, typer.Option(help="What the `e` key adds to the running phase.")
+    ] = "30s",
+    max_extend: Annotated[
+        str,
+        typer.Option(
+            help="The most the operator may add to the phases in all (the load generator "
+            "gets that much spare run time)."
+        ),
+    ] = "10m",
+    reports: Annotated[Path, typer.Option(help="Directory for run records.")] = Path("reports"),
+    isolation: Annotated[Isolation, typer.Option(help="As for `harness run`.")] = Isolation.AUTO,
+    seed: Annotated[int | None, typer.Option(help="Seed for the load generator.")] = None,
+    report: Annotated[
+        bool, typer.Option(help="Write report.html beside the journal after the run.")
+    ] = True,
+    mesh: Annotated[Mesh, typer.Option(help="As for `harness run`.")] = Mesh.ENVOY,
+) -> None:
+    """Run a scenario as a game day: a live console to steer it, and an OpenMetrics endpoint.
+
+    Keys: 1-9 inject/revert fault N now, n note, e extend the phase, x end the phase,
+    h halt (revert every fault, then stop), : type a command. Every note and action goes
+    into the journal and onto the report's timelines. Needs a terminal (exit 2 otherwise);
+    a halt or Ctrl-C exits 130 after reverting, else the exit code is the run's verdict.
+    """
+    from harness.gameday.session import GameDayOptions, run_gameday
+
+    try:
+        loaded = load_scenario(scenario)
+        isolation_requested(isolation)
+        if reports.exists() and not reports.is_dir():
+            raise OutputError(f"--reports {reports}: not a directory")
+    except HarnessError as exc:
+        raise _fail_input(exc) from None
+    try:
+        step, budget = parse_duration(extend_step), parse_duration(max_extend)
+    except ValueError as exc:
+        say(f"error: --extend-step/--max-extend: {exc}", err=True)
+        raise typer.Exit(ExitCode.ERROR) from None
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        say(
+            "error: harness gameday needs a terminal on stdin and stdout for its console "
+            "(run it in a terminal or tmux); for an unattended run use `harness run`",
+            err=True,
+        )
+        raise typer.Exit(ExitCode.ERROR)
+    say(f"game day {loaded.metadata.name}: {loaded.metadata.description}")
+    try:
+        result = run_gameday(
+            loaded,
+            source=str(scenario),
+            run_options=RunOptions(reports_dir=reports, isolation=isolation, seed=seed, mesh=mesh),
+            options=GameDayOptions(metrics_port, step, budget),
+            console=console,
+            announce=lambda url: say(f"metrics: {url}"),
+        )
+    except (HarnessError, OSError) as exc:  # before the run could start: the port, --reports
+        say(f"error: {exc}", err=True)
+        raise typer.Exit(ExitCode.ERROR) from None
+    print_summary(result.journal, result.journal_path)
+    print_actions(result.journal)
+    code, _ = _write_report(result, report)
+    raise typer.Exit(code)
+
+
+def print_actions(journal: Journal) -> None:
+    """A game day's notes and manual actions, with their time since the load started."""
+    origin = journal.load_started_at or journal.started_at
+    for action in journal.actions:
+        what = " ".join(str(part) for part in (action.fault, action.seconds, action.text) if part)
+        refused = f" — refused: {action.error}" if action.error else ""
+        say(f"  {action.at - origin:+7.1f}s  {action.kind} [{action.phase or '-'}] {what}{refused}")
 
 
 @app.command()

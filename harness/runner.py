@@ -440,6 +440,8 @@ class Run:
         self.log(f"operator: HALT ({reason}): reverting every fault, then stopping")
         self._revert_all(phase)
         now = time.time()
+        assert self.deployment is not None
+        self.snapshots.append(self.deployment.mesh_counters())  # one per phase boundary
         self.journal.phases.append(PhaseWindow(name=phase.name, start=phase.start, end=now))
         self.journal.write(self.run_dir / "journal.json")
         raise Halted(reason)

@@ -26,6 +26,7 @@ from harness import formats
 from harness.files import write_atomic
 from harness.journal import EdgeStats, Journal, RequestPath, SloResult
 from harness.mesh import stats
+from harness.report.actions import ActionRow, action_moments, action_rows
 from harness.report.flags import RESPONSE_FLAGS, FlagInfo, split_flags
 from harness.report.graph import HEALTH_SCALE, NO_TRAFFIC, ServiceGraph, service_graph
 from harness.report.plots import (
@@ -132,6 +133,7 @@ class FaultRow:
     took_effect: bool | None
     message: str
     detail: str
+    manual: bool = False  # injected by a game day's operator
 
 
 @dataclass(frozen=True)
@@ -269,6 +271,7 @@ class Sections:
     environment: list[tuple[str, str]]
     scenario_yaml: str
     ejection_notes: list[str] = field(default_factory=list)  # ejections maxEjectionPercent refused
+    actions: list[ActionRow] = field(default_factory=list)  # a game day's notes and actions
     amplification_note: str = AMPLIFICATION_NOTE
     signals: dict[str, str] = field(default_factory=lambda: dict(MESH_SIGNALS))
 
@@ -321,7 +324,9 @@ def _marks(journal: Journal, origin: float) -> Marks:
         ends.append(journal.timeline.t[-1] + 1.0)
     if journal.mesh_timeline is not None and journal.mesh_timeline.t:
         ends.append(journal.mesh_timeline.t[-1])
-    return Marks(phases=phases, faults=faults, end=max(ends))
+    moments = action_moments(journal, origin)
+    ends.extend(m.at for m in moments)
+    return Marks(phases=phases, faults=faults, end=max(ends), actions=moments)
 
 
 def _slo_rows(results: list[SloResult]) -> list[SloRow]:
@@ -371,6 +376,7 @@ def _fault_rows(journal: Journal, origin: float) -> list[FaultRow]:
                 took_effect=fault.took_effect,
                 message=fault.effect_message,
                 detail=json.dumps(fault.detail, indent=1, sort_keys=True) if fault.detail else "",
+                manual=fault.trigger == "operator",
             )
         )
     return rows
@@ -744,6 +750,7 @@ def _sections(journal: Journal) -> Sections:
         slos=_slo_rows(journal.slos),
         slo_counts=slo_counts,
         faults=_fault_rows(journal, origin),
+        actions=action_rows(journal, origin),
         marks=marks,
         load_plot=load_plot,
         mesh_plot=mesh_plot,

@@ -59,6 +59,7 @@ _STATE_COLORS = {
 }
 _OTHER_STATE = "#9e9e9e"
 _FAULT_COLOR = "#d62728"
+_ACTION_COLOR = "#7b3fa0"
 # Fixed margins (inches) instead of a tight layout, so that every time chart puts its
 # time axis at the same horizontal position: the charts line up one under the other.
 _WIDTH_IN = 11.0
@@ -77,12 +78,22 @@ class Span:
 
 
 @dataclass(frozen=True)
+class Moment:
+    """An instant worth a line across every time chart: a game day's note or action."""
+
+    label: str  # short: the action's number in the report's table
+    at: float  # seconds since the load started
+
+
+@dataclass(frozen=True)
 class Marks:
-    """What every time chart marks: the phases and the windows when faults were active."""
+    """What every time chart marks: the phases, the windows when faults were active, and
+    the operator's notes and actions of a game day."""
 
     phases: Sequence[Span]
     faults: Sequence[Span]
     end: float  # the right end of every time axis, so that all charts line up
+    actions: Sequence[Moment] = ()
 
 
 @dataclass(frozen=True)
@@ -156,11 +167,26 @@ def _mark(axes: list[Axes], marks: Marks) -> None:
         for x in edges:
             ax.axvline(x, color="#777777", ls="--", lw=0.7, zorder=1)
         ax.set_xlim(0.0, x_max)
+        for action in marks.actions:
+            ax.axvline(action.at, color=_ACTION_COLOR, ls=":", lw=1.1, zorder=2)
     top = axes[0]
     label_at = blended_transform_factory(top.transData, top.transAxes)
     for phase in marks.phases:
         middle = (max(phase.start, 0.0) + min(phase.end, x_max)) / 2
         top.text(middle, 1.02, phase.label, transform=label_at, ha="center", va="bottom")
+    for action in marks.actions:
+        top.text(
+            action.at,
+            0.97,
+            action.label,
+            transform=label_at,
+            ha="center",
+            va="top",
+            color=_ACTION_COLOR,
+            fontsize=7.5,
+            fontweight="bold",
+            bbox={"facecolor": "white", "edgecolor": _ACTION_COLOR, "pad": 1.0, "lw": 0.6},
+        )
     axes[-1].set_xlabel("seconds since load start")
 
 
@@ -176,6 +202,8 @@ def _fault_legend(ax: Axes, marks: Marks, handles: list[Artist]) -> None:
     # The caption under each chart names the faults; the legend stays narrow.
     if marks.faults:
         handles.append(Patch(color=_FAULT_COLOR, alpha=0.15, label="fault active"))
+    if marks.actions:
+        handles.append(Line2D([], [], color=_ACTION_COLOR, ls=":", label="operator action"))
     _legend(ax, handles)
 
 
