@@ -408,14 +408,18 @@ class Run:
     # ------------------------------------------------------------------ the operator
 
     def _operate(self, command: Command, phase: _Phase) -> None:
-        """Carry out one operator command now, on the run loop's thread, and journal it."""
+        """Carry out one operator command now, on the run loop's thread, and journal it
+        (stamped with the moment it was taken up)."""
+        at = time.time()
         match command:
             case Note(text=text):
-                self._action("note", phase, text=text)
+                self._action("note", phase, at=at, text=text)
             case InjectFault(fault=name):
-                self._action("inject", phase, fault=name, error=self._inject_now(name, phase))
+                error = self._inject_now(name, phase)
+                self._action("inject", phase, at=at, fault=name, error=error)
             case RevertFault(fault=name):
-                self._action("revert", phase, fault=name, error=self._revert_now(name, phase))
+                error = self._revert_now(name, phase)
+                self._action("revert", phase, at=at, fault=name, error=error)
             case ExtendPhase(seconds=seconds):
                 error = None
                 if not 0 < seconds <= self.extension_left:
@@ -423,10 +427,10 @@ class Run:
                 else:
                     phase.end += seconds
                     self.extension_left -= seconds
-                self._action("extend", phase, seconds=seconds, error=error)
+                self._action("extend", phase, at=at, seconds=seconds, error=error)
             case EndPhase():
-                phase.end = min(phase.end, time.time())
-                self._action("end-phase", phase)
+                phase.end = min(phase.end, at)
+                self._action("end-phase", phase, at=at)
             case Halt(reason=reason):
                 self._halt(reason, phase)
             case _:

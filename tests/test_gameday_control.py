@@ -115,7 +115,9 @@ def test_the_operator_reverts_and_ends_a_phase(tmp_path: Path) -> None:
     assert baseline.end - baseline.start < 0.2  # ended early
     manual = run.journal.faults[0]
     assert manual.trigger == "operator" and manual.reverted_at is not None
-    assert manual.reverted_at <= run.journal.actions[1].at
+    inject, revert, _ = run.journal.actions
+    assert manual.injected_at is not None
+    assert inject.at <= manual.injected_at <= revert.at <= manual.reverted_at
     assert_all_reverted(log, run, deployment)
 
 
