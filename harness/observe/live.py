@@ -90,6 +90,7 @@ class LiveLoad:
         self._tail: SampleTail | None = None
         self._buckets: defaultdict[int, _Bucket] = defaultdict(_Bucket)
         self._next_slos = 0.0
+        self._errors = 0
         self._lock = threading.Lock()
         self._snapshot = LiveSnapshot(
             pending_slos=tuple(s.name for s in scenario.slos if not isinstance(s, SAMPLE_KINDS))
@@ -119,8 +120,8 @@ class LiveLoad:
         snapshot = LiveSnapshot(
             updated_at=now,
             seconds=tuple(settled),
-            requests_total=before.requests_total + len(fresh),
-            errors_total=before.errors_total + sum(1 for s in fresh if not s.ok),
+            requests_total=len(self.samples),
+            errors_total=self._errors,
             slos=slos,
             pending_slos=before.pending_slos,
             slo_compute_s=spent,
@@ -132,6 +133,7 @@ class LiveLoad:
     def add(self, samples: Sequence[Sample]) -> None:
         for sample in samples:
             self.samples.append(sample)
+            self._errors += 0 if sample.ok else 1
             self._bucket(int(sample.intended_start)).offered += 1
             done = self._bucket(int(sample.t + sample.ms / 1000.0))
             done.achieved += 1
