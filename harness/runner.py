@@ -343,9 +343,8 @@ class Run:
             self._revert_all(phase)
             self.journal.write(self.run_dir / "journal.json")
             self.publish()
-        for index, injector in self.injectors:
-            record = injector.record
-            if self.scenario.faults[index].phase == name and record.injected_at is not None:
+        for record in self.journal.faults:  # the timeline's and the operator's
+            if record.phase == name and record.injected_at is not None:
                 self.log(("  " if record.took_effect else "  ✗ ") + record.effect_message)
 
     def _revert_all(self, phase: _Phase) -> None:
