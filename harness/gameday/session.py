@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.live import Live
 
 from harness.control import Command, OperatorControls
+from harness.errors import HarnessError
 from harness.gameday.console import ConsoleState, TerminalKeys, render
 from harness.gameday.keys import KeyReader
 from harness.gameday.metrics import MetricsServer, render_openmetrics
@@ -88,10 +89,16 @@ def run_gameday(
     name = scenario.metadata.name
     phases = tuple(scenario.phase_names())
     live = LiveLoad(scenario)
-    server = MetricsServer(
-        lambda: render_openmetrics(controls.view, live.snapshot, phases, name),
-        options.metrics_port,
-    )
+    try:
+        server = MetricsServer(
+            lambda: render_openmetrics(controls.view, live.snapshot, phases, name),
+            options.metrics_port,
+        )
+    except OSError as exc:
+        raise HarnessError(
+            f"--metrics-port {options.metrics_port}: cannot listen on 127.0.0.1: "
+            f"{exc.strerror or exc}; pick another port, or 0 for a free one"
+        ) from None
     announce(server.url)
     state = ConsoleState(name, server.url, KeyReader(options.extend_step_s))
 
