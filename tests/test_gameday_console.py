@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shlex
 import shutil
 import subprocess
@@ -42,13 +41,13 @@ NOTE = "errors climbing on checkout — paging catalog"
 
 @dataclass
 class Terminal:
-    """One tmux server of our own (its socket name is unique), one 140x60 window."""
+    """One tmux server of our own (its socket in the test's directory), one 140x60 window."""
 
     tmux: str
-    socket: str
+    socket: Path
 
     def run(self, *args: str) -> str:
-        argv = [self.tmux, "-L", self.socket, "-f", "/dev/null", *args]
+        argv = [self.tmux, "-S", str(self.socket), "-f", "/dev/null", *args]
         # pytest's capture sets COLUMNS=80/LINES=24; the server (and so the console) would
         # inherit them and draw 80 columns in a 140-column window.
         env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
@@ -62,14 +61,14 @@ class Terminal:
 
 
 @pytest.fixture
-def terminal() -> Iterator[Terminal]:
+def terminal(tmp_path: Path) -> Iterator[Terminal]:
     tmux = shutil.which("tmux")
     if tmux is None:
         pytest.fail("tmux is not installed: apt-get install tmux (.ci/run does)")
-    term = Terminal(tmux, f"harness-test-{secrets.token_hex(4)}")
+    term = Terminal(tmux, tmp_path / "tmux.sock")
     yield term
-    # Only our own server, by its socket name; the game day has exited by now.
-    subprocess.run([tmux, "-L", term.socket, "kill-server"], check=False, capture_output=True)
+    # Only our own server, by its socket; the game day has exited by now.
+    subprocess.run([tmux, "-S", str(term.socket), "kill-server"], check=False, capture_output=True)
 
 
 def wait_for(
