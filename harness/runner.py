@@ -23,6 +23,7 @@ from harness.faults import InjectorFactory, build_injector
 from harness.faults.base import Adjustable, Injector, UndoJournal, applied
 from harness.journal import (
     ControlPlaneRecord,
+    InstanceRecord,
     Journal,
     LoadRecord,
     PhaseWindow,
@@ -394,7 +395,7 @@ def _deploy_and_run(run: Run, options: RunOptions, guard: SignalGuard, log: Log)
     """Pick the platform (local: the only place that names it), deploy, run, judge."""
     journal, journal_path = run.journal, run.run_dir / "journal.json"
     journal.mesh = options.mesh.value
-    platform = LocalPlatform(options.isolation, options.mesh)
+    platform = LocalPlatform(options.isolation, options.mesh, options.seed)
     with platform.deploy(run.scenario, run.run_dir) as deployment:
         journal.isolation = deployment.isolation
         control_plane = deployment.control_plane()
@@ -405,6 +406,10 @@ def _deploy_and_run(run: Run, options: RunOptions, guard: SignalGuard, log: Log)
                 timings=control_plane.timings,
             )
         journal.isolation_note = deployment.isolation_note
+        journal.instances = [
+            InstanceRecord(name=inst.name, service=inst.service, version=inst.version)
+            for inst in deployment.instances
+        ]
         journal.namespaces = deployment.sandbox.namespaces
         journal.scratch_dir = str(deployment.scratch_dir)
         log(
