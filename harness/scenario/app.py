@@ -149,6 +149,11 @@ ServiceTime = Annotated[
 ]
 
 
+def _name_or_call(schema: dict[str, Any]) -> None:
+    """JSON Schema of ``calls``: each item a service name or a call mapping."""
+    schema["items"] = {"anyOf": [{"type": "string"}, schema["items"]]}
+
+
 class CallDecl(Model):
     """A call to another service; a bare name calls it on every request."""
 
@@ -200,10 +205,16 @@ class ServiceDecl(Model):
         default=None, ge=1, le=MAX_REPLICAS, description="Default 1; with versions: per version."
     )
     service_time: ServiceTime = Field(
-        default_factory=lambda: ServiceTimeDecl(distribution="uniform", mean=0.001),
+        default=DEFAULT_SERVICE_TIME,  # type: ignore[assignment]  # the shorthand, validated
+        validate_default=True,
         description=f"Default {DEFAULT_SERVICE_TIME} ±50%.",
     )
-    calls: list[CallDecl] = Field(default_factory=list, max_length=MAX_ITEMS)
+    calls: list[CallDecl] = Field(
+        default_factory=list,
+        max_length=MAX_ITEMS,
+        description="Services it calls: a name, or {service, probability}.",
+        json_schema_extra=_name_or_call,
+    )
     call_mode: Literal["parallel", "sequential"] = Field(
         default="parallel",
         description="parallel: all calls at once; sequential: in order, up to the first failure.",
@@ -310,8 +321,11 @@ def _graph_problems(
     names = list(index)
     if entry is not None and entry not in index:
         yield ("app", "entry"), _unknown(entry, names)
+    calls_ok = True
     for i, service in enumerate(services):
-        yield from _service_problems((*where, i), service, names, replicas)
+        for problem in _service_problems((*where, i), service, names, replicas):
+            calls_ok = calls_ok and "calls" not in problem[0]
+            yield problem
     graph = {
         s.name: [c.service for c in s.calls if c.service in index and c.service != s.name]
         for s in services
@@ -322,6 +336,8 @@ def _graph_problems(
             (*where, index[caller], "calls", j, "service"),
             ("calls form a cycle: " + " → ".join(cycle) + "; requests would never end"),
         )
+    if not calls_ok:
+        return  # a misspelt callee would also show as a service nobody calls
     root = entry if entry in index else services[0].name
     reached = _reachable(graph, root)
     for name, i in index.items():
