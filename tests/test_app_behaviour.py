@@ -9,6 +9,7 @@ concurrency is observed as how many calls are in flight at the stand-in at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import statistics
 from collections.abc import Awaitable, Callable
@@ -99,10 +100,8 @@ class StandIn:
             self.both.set()
         try:
             if self.pair:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.both.wait(), self.pair_wait)
-                except TimeoutError:
-                    pass
             return web.json_response({}, status=self.statuses.get(host, 200))
         finally:
             self.in_flight -= 1

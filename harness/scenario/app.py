@@ -205,7 +205,7 @@ class ServiceDecl(Model):
         default=None, ge=1, le=MAX_REPLICAS, description="Default 1; with versions: per version."
     )
     service_time: ServiceTime = Field(
-        default=DEFAULT_SERVICE_TIME,  # type: ignore[assignment]  # the shorthand, validated
+        default=DEFAULT_SERVICE_TIME,  # the shorthand, validated
         validate_default=True,
         description=f"Default {DEFAULT_SERVICE_TIME} ±50%.",
     )
