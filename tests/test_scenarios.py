@@ -142,6 +142,7 @@ def test_default_retries_do_not_retry_503(harness_run: Run) -> None:
         ("partition-outlier-ejection-negative.yaml", ExitCode.FAILED),
         ("kill-instance-restart.yaml", ExitCode.PASSED),
         ("pause-instance-timeouts.yaml", ExitCode.PASSED),
+        ("fan-out-retries-mask-deep-errors-negative.yaml", ExitCode.FAILED),
     ],
 )
 def test_shipped_fault_scenarios(harness_run: Run, scenario: str, expected: ExitCode) -> None:
@@ -154,4 +155,42 @@ def test_shipped_fault_scenarios(harness_run: Run, scenario: str, expected: Exit
     if expected == ExitCode.FAILED:
         assert not journal.problems, "a negative control fails on its SLOs, not on its faults"
         assert any(entry.verdict == "FAIL" for entry in journal.slos)
+    assert_nothing_left(outcome)
+
+
+FAN_OUT = ("gateway", "catalog", "inventory", "stock", "pricing", "reviews", "ratings")
+
+
+def test_declared_fan_out_topology_runs_and_its_request_paths_cross_the_fan_out(
+    harness_run: Run,
+) -> None:
+    """Seven declared services (parallel fan-out, a sequential chain, a call on half the
+    requests, two versions): retries deep in the tree mask a fault, and the access logs
+    rebuild requests through every branch."""
+    outcome = harness_run(SCENARIOS / "fan-out-retries-mask-deep-errors.yaml")
+    assert outcome.exit_code == ExitCode.PASSED, outcome.summary
+    journal = outcome.journal
+    (fault,) = journal.faults
+    assert fault.took_effect and journal.injected["ratings-0"]["aborts_injected"] > 0
+    assert edge(outcome, "reviews", "ratings")["fault"]["upstream_rq_retry"] > 0
+    versions = {inst.name: (inst.service, inst.version) for inst in journal.instances}
+    assert versions["reviews-v1-0"] == ("reviews", "v1")
+    assert versions["reviews-v2-0"] == ("reviews", "v2")
+    assert versions["catalog-1"] == ("catalog", "v1")
+    # Every edge of the declared graph carried traffic, the optional one too.
+    for caller, callee in [("ingress", "gateway"), *((("gateway", s) for s in (
+        "catalog", "pricing", "reviews", "recommend"))), ("catalog", "inventory"),
+        ("catalog", "stock"), ("reviews", "ratings")]:  # fmt: skip
+        assert journal.response_codes[f"{caller}→{callee}"].get("200", 0) > 0, (caller, callee)
+    # recommend is called on about half the requests (Binomial(n, 0.5), far from the edges).
+    ingress = sum(journal.response_codes["ingress→gateway"].values())
+    recommend = sum(journal.response_codes["gateway→recommend"].values())
+    assert 0.3 * ingress < recommend < 0.7 * ingress, (recommend, ingress)
+    service_of = {inst.name: inst.service for inst in journal.instances}
+    succeeded = [p for p in journal.request_paths if p.status == 200]
+    assert succeeded, journal.request_paths
+    for path in succeeded:
+        reached = {service_of[h.proxy] for h in path.hops if h.direction == "inbound"}
+        assert set(FAN_OUT) <= reached, (path.rid, reached)
+        assert {h.proxy for h in path.hops if h.direction == "ingress"} == {"ingress"}
     assert_nothing_left(outcome)
