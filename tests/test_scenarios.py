@@ -9,6 +9,7 @@ import pytest
 
 from harness.errors import ExitCode
 from harness.journal import Journal
+from harness.platforms.local.platform import Mesh
 from harness.platforms.local.processes import namespace_members, run_processes
 from harness.pytest_plugin import ScenarioOutcome
 from harness.report import render_report
@@ -178,9 +179,14 @@ def test_declared_fan_out_topology_runs_and_its_request_paths_cross_the_fan_out(
     assert versions["reviews-v2-0"] == ("reviews", "v2")
     assert versions["catalog-1"] == ("catalog", "v1")
     # Every edge of the declared graph carried traffic, the optional one too.
-    for caller, callee in [("ingress", "gateway"), *((("gateway", s) for s in (
-        "catalog", "pricing", "reviews", "recommend"))), ("catalog", "inventory"),
-        ("catalog", "stock"), ("reviews", "ratings")]:  # fmt: skip
+    declared = [
+        ("ingress", "gateway"),
+        *(("gateway", callee) for callee in ("catalog", "pricing", "reviews", "recommend")),
+        ("catalog", "inventory"),
+        ("catalog", "stock"),
+        ("reviews", "ratings"),
+    ]
+    for caller, callee in declared:
         assert journal.response_codes[f"{caller}→{callee}"].get("200", 0) > 0, (caller, callee)
     # recommend is called on about half the requests (Binomial(n, 0.5), far from the edges).
     ingress = sum(journal.response_codes["ingress→gateway"].values())
@@ -193,4 +199,26 @@ def test_declared_fan_out_topology_runs_and_its_request_paths_cross_the_fan_out(
         reached = {service_of[h.proxy] for h in path.hops if h.direction == "inbound"}
         assert set(FAN_OUT) <= reached, (path.rid, reached)
         assert {h.proxy for h in path.hops if h.direction == "ingress"} == {"ingress"}
+    assert_nothing_left(outcome)
+
+
+@pytest.mark.controlplane
+def test_declared_fan_out_topology_under_istiod(harness_run: Run) -> None:
+    """The same seven services with sidecars programmed by a real istiod: the verdict, the
+    fault's effect and the retries deep in the tree, and traffic on every declared edge
+    (from the sidecars' counters: this platform writes no access logs yet)."""
+    outcome = harness_run(SCENARIOS / "fan-out-retries-mask-deep-errors.yaml", mesh=Mesh.ISTIO)
+    assert outcome.exit_code == ExitCode.PASSED, outcome.summary
+    journal = outcome.journal
+    assert journal.mesh == "istio"
+    assert journal.faults[0].took_effect
+    assert edge(outcome, "reviews", "ratings")["fault"]["upstream_rq_retry"] > 0
+    totals = {(e.caller, e.callee): e.phases["fault"]["upstream_rq_total"] for e in journal.edges}
+    ingress = totals[("ingress", "gateway")]
+    for callee in ("catalog", "pricing", "reviews"):
+        assert totals[("gateway", callee)] >= ingress * 0.95, (callee, totals)
+    assert 0.3 * ingress < totals[("gateway", "recommend")] < 0.7 * ingress, totals
+    assert totals[("catalog", "inventory")] > 0 and totals[("catalog", "stock")] > 0
+    versions = {inst.name: inst.version for inst in journal.instances}
+    assert sorted(v for n, v in versions.items() if n.startswith("reviews")) == ["v1", "v2"]
     assert_nothing_left(outcome)
