@@ -199,6 +199,11 @@ def test_declared_fan_out_topology_runs_and_its_request_paths_cross_the_fan_out(
         reached = {service_of[h.proxy] for h in path.hops if h.direction == "inbound"}
         assert set(FAN_OUT) <= reached, (path.rid, reached)
         assert {h.proxy for h in path.hops if h.direction == "ingress"} == {"ingress"}
+    # The report (from the journal alone) says where each request went through the fan-out.
+    html = render_report(Journal.read(outcome.result.journal_path))
+    start = html.index('<section id="paths">')
+    paths = html[start : html.index("</section>", start)]
+    assert "reached: gateway-0, " in paths and "ratings-" in paths
     assert_nothing_left(outcome)
 
 
