@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harness.app.topology import ServiceTimeSpec
 from harness.errors import ScenarioError
@@ -228,6 +230,36 @@ def test_the_json_schema_accepts_a_declared_topology() -> None:
     assert list(validator.iter_errors(yaml.safe_load(DECLARED))) == []
     bad = yaml.safe_load(edited(("callMode: sequential", "callMode: serial")))
     assert len(list(validator.iter_errors(bad))) == 1
+
+
+@st.composite
+def acyclic_apps(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Services s0..sN-1 where every call goes forward and each service but s0 has a caller:
+    a DAG the entry s0 reaches whole."""
+    n = draw(st.integers(2, 9))
+    calls: list[set[int]] = [set() for _ in range(n)]
+    for j in range(1, n):
+        calls[draw(st.integers(0, j - 1))].add(j)
+        for i in draw(st.sets(st.integers(0, j - 1), max_size=2)):
+            calls[i].add(j)
+    return [{"name": f"s{i}", "calls": [f"s{j}" for j in sorted(calls[i])]} for i in range(n)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(acyclic_apps(), st.data())
+def test_every_dag_the_entry_reaches_is_accepted_and_a_call_back_to_it_is_a_cycle(
+    services: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    assert App.model_validate({"services": services}).problems() == []
+
+    back = data.draw(st.integers(1, len(services) - 1))
+    services[back]["calls"].append("s0")
+    problems = App.model_validate({"services": services}).problems()
+
+    assert [loc for loc, _ in problems] == [
+        ("app", "services", back, "calls", len(services[back]["calls"]) - 1, "service")
+    ]
+    assert "cycle" in problems[0][1] and problems[0][1].count("s0") == 2
 
 
 # --------------------------------------------------------------------------- Kubernetes

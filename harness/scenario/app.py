@@ -291,10 +291,6 @@ class App(Model):
         """Instances of ``service`` over all its versions."""
         return self.topology.service(service).replicas
 
-    def service_time_of(self, service: str) -> float:
-        """The value of the service's (first version's) service time, in seconds."""
-        return self.topology.service(service).variants[0].service_time.value
-
     def problems(self) -> list[Problem]:
         """Problems across fields, as (field path from the scenario, message)."""
         if self.services is None:
