@@ -44,7 +44,7 @@ from harness.app.topology import (
     Topology,
     Variant,
 )
-from harness.scenario.base import MAX_ITEMS, Model, check_name
+from harness.scenario.base import Model, check_name
 from harness.scenario.units import DURATION_PATTERN, Duration, Fraction
 
 __all__ = ["PRESETS", "App", "CallDecl", "ServiceDecl", "ServiceTimeDecl", "VersionDecl"]
@@ -52,6 +52,10 @@ __all__ = ["PRESETS", "App", "CallDecl", "ServiceDecl", "ServiceTimeDecl", "Vers
 PRESETS_DIR: Final = Path(__file__).resolve().parents[1] / "app" / "presets"
 PRESETS: Final = ("shop",)
 MAX_REPLICAS: Final = 10
+# Far above what one machine runs (each instance is an app process and an Envoy), and
+# low enough that every instance gets an address in the local plan (127.10.<service>.<n>).
+MAX_SERVICES: Final = 50
+MAX_VERSIONS: Final = 10
 MAX_RESPONSE_BYTES: Final = 1024 * 1024
 DEFAULT_SERVICE_TIME: Final = "1ms"
 # Kubernetes label keys (optional DNS prefix + name) and values, 63 characters per part.
@@ -211,7 +215,7 @@ class ServiceDecl(Model):
     )
     calls: list[CallDecl] = Field(
         default_factory=list,
-        max_length=MAX_ITEMS,
+        max_length=MAX_SERVICES,
         description="Services it calls: a name, or {service, probability}.",
         json_schema_extra=_name_or_call,
     )
@@ -221,7 +225,7 @@ class ServiceDecl(Model):
     )
     error_rate: Fraction = Field(default=0.0, description="Share answered 500 by the service.")
     response_size: int = Field(default=0, ge=0, le=MAX_RESPONSE_BYTES, description="Bytes.")
-    versions: list[VersionDecl] = Field(default_factory=list, max_length=MAX_ITEMS)
+    versions: list[VersionDecl] = Field(default_factory=list, max_length=MAX_VERSIONS)
 
     _name = field_validator("name")(check_name)
 
@@ -235,7 +239,7 @@ class App(Model):
     entry: str | None = Field(
         default=None, description="The service the ingress routes to (default: the first)."
     )
-    services: list[ServiceDecl] | None = Field(default=None, min_length=1, max_length=MAX_ITEMS)
+    services: list[ServiceDecl] | None = Field(default=None, min_length=1, max_length=MAX_SERVICES)
     replicas: dict[str, Annotated[int, Field(ge=1, le=MAX_REPLICAS)]] = Field(
         default_factory=dict, description="Replicas per service, e.g. {catalog: 3}."
     )
