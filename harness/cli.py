@@ -129,7 +129,10 @@ def run(
             "auto: the namespace where the system allows it."
         ),
     ] = Isolation.AUTO,
-    seed: Annotated[int | None, typer.Option(help="Seed for the load generator.")] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Seed for the load generator and the app processes' random draws."),
+    ] = None,
     report: Annotated[
         bool, typer.Option(help="Write report.html beside each journal after its run.")
     ] = True,

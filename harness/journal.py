@@ -134,6 +134,14 @@ class Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class InstanceRecord(Record):
+    """One deployed instance of a service, with its version label."""
+
+    name: str  # "catalog-0", "reviews-v2-0"
+    service: str
+    version: str
+
+
 class PhaseWindow(Record):
     name: str
     start: float  # epoch seconds
@@ -306,6 +314,7 @@ class Journal(Record):
     namespaces: dict[str, str] = Field(default_factory=dict)
     mesh: str = "envoy"  # envoy: the harness's translation; istio: a real istiod
     control_plane: ControlPlaneRecord | None = None
+    instances: list[InstanceRecord] = Field(default_factory=list)  # as deployed
     environment: dict[str, str]
     started_at: float
     ended_at: float | None = None

@@ -40,6 +40,7 @@ from harness.journal import (
     ActionKind,
     ControlPlaneRecord,
     FaultTrigger,
+    InstanceRecord,
     Journal,
     LoadRecord,
     OperatorAction,
@@ -593,11 +594,25 @@ def _new_journal(scenario: Scenario, run_id: str, source: str | None) -> Journal
     )
 
 
+def _instance_records(scenario: Scenario, deployment: Deployment) -> list[InstanceRecord]:
+    """Each instance with the version its app process runs: the topology's variant of its
+    service-wide index, whatever names the platform gave it."""
+    topology = scenario.app.topology
+    return [
+        InstanceRecord(
+            name=inst.name,
+            service=inst.service,
+            version=topology.service(inst.service).variant_of(inst.index).version,
+        )
+        for inst in deployment.instances
+    ]
+
+
 def _deploy_and_run(run: Run, options: RunOptions, guard: SignalGuard, log: Log) -> None:
     """Pick the platform (local: the only place that names it), deploy, run, judge."""
     journal, journal_path = run.journal, run.run_dir / "journal.json"
     journal.mesh = options.mesh.value
-    platform = LocalPlatform(options.isolation, options.mesh)
+    platform = LocalPlatform(options.isolation, options.mesh, options.seed)
     with platform.deploy(run.scenario, run.run_dir) as deployment:
         journal.isolation = deployment.isolation
         control_plane = deployment.control_plane()
@@ -608,6 +623,7 @@ def _deploy_and_run(run: Run, options: RunOptions, guard: SignalGuard, log: Log)
                 timings=control_plane.timings,
             )
         journal.isolation_note = deployment.isolation_note
+        journal.instances = _instance_records(run.scenario, deployment)
         journal.namespaces = deployment.sandbox.namespaces
         journal.scratch_dir = str(deployment.scratch_dir)
         log(

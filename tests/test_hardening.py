@@ -378,7 +378,7 @@ class _FakePlatform:
 
     stopped: ClassVar[list[bool]] = []
 
-    def __init__(self, isolation: object, mesh: object = None) -> None:
+    def __init__(self, isolation: object, mesh: object = None, seed: object = None) -> None:
         pass
 
     @contextlib.contextmanager

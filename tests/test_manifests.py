@@ -279,15 +279,27 @@ def test_core_objects_fit_together(path: Path) -> None:
     accounts = by_kind(objects, "ServiceAccount")
     services = by_kind(objects, "Service")
     deployments = by_kind(objects, "Deployment")
-    assert set(accounts) == set(services) == set(deployments) == set(topology.service_names)
-    for name, deployment in deployments.items():
+    assert set(accounts) == set(services) == set(topology.service_names)
+    # One Deployment per version of each service (one, labelled v1, without versions).
+    versions: dict[str, list[str]] = {}
+    replicas: dict[str, int] = {}
+    for deployment in deployments.values():
+        service = deployment.labels["app"]
+        body = spec(deployment)
+        versions.setdefault(service, []).append(body["template"]["metadata"]["labels"]["version"])
+        replicas[service] = replicas.get(service, 0) + body["replicas"]
+    assert set(versions) == set(topology.service_names)
+    for service in topology.service_names:
+        declared = topology.service(service).variants
+        assert versions[service] == [variant.version for variant in declared]
+        assert replicas[service] == scenario.app.replicas_of(service)
+    for deployment in deployments.values():
+        name = deployment.labels["app"]
         body = spec(deployment)
         pod = body["template"]
-        assert body["replicas"] == scenario.app.replicas_of(name)
         # The Deployment's selector and the Service's selector both pick its pods.
         assert body["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
         assert spec(services[name])["selector"].items() <= pod["metadata"]["labels"].items()
-        assert pod["metadata"]["labels"]["version"] == "v1"
         assert pod["spec"]["serviceAccountName"] in accounts
         (container,) = pod["spec"]["containers"]
         assert container["image"] == DEFAULT_IMAGE

@@ -11,9 +11,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.app.topology import SHOP
 from harness.errors import ScenarioError
 from harness.scenario import Scenario, load_scenario, load_scenario_text, scenario_json_schema
+from harness.scenario.app import App
 from harness.scenario.models import FAULT_KINDS, MAX_RATE, SLO_KINDS, LbAlgorithm
 
 # Line numbers in the expectations below refer to this text (line 1 is apiVersion).
@@ -255,6 +255,7 @@ def test_document_that_is_not_one_mapping_is_rejected(text: str, expected: str) 
 
 # --------------------------------------------------------------------------- round trip
 
+SHOP = App(name="shop").topology
 SERVICES = list(SHOP.service_names)
 names = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?", fullmatch=True)
 # Durations whose text form survives format_duration → parse_duration exactly.

@@ -2,21 +2,32 @@
 
 The platform starts one process per service instance (``frontend``, ``catalog-0``, ...),
 each behind its own Envoy sidecar. A request to any path except ``/healthz`` is served by
-sleeping a jittered service time and then calling *every* dependency concurrently through
-the instance's sidecar outbound listener, Istio-style: ``GET http://<sidecar>/<dep>/<id>``
-with ``Host: <dep>``, so the mesh (retries, timeouts, faults, circuit breakers) sits on
-every hop. ``x-request-id`` (made up if absent) and the trace headers are forwarded, so
-one user request can be followed through every sidecar's access log.
+sleeping a service time drawn from its distribution (``--service-time``: uniform ±jitter,
+fixed, exponential or lognormal), then, unless it fails on its own (``--error-rate``),
+calling its dependencies through the instance's sidecar outbound listener, Istio-style:
+``GET http://<sidecar>/<dep>/<id>`` with ``Host: <dep>``, so the mesh (retries, timeouts,
+faults, circuit breakers) sits on every hop. Each dependency is called on a share of the
+requests (``--calls catalog@0.5``; default all), all at once (``--call-mode parallel``,
+the default) or one after another, stopping at the first failure (``sequential``).
+``x-request-id`` (made up if absent) and the trace headers are forwarded, so one user
+request can be followed through every sidecar's access log, fan-out included.
 
 Answers:
 
 ====  ==============================================================================
-200   every dependency answered 2xx: ``{"service", "instance", "path", "deps"}``
+200   every dependency called answered 2xx: ``{"service", "instance", "path", "deps"}``
+      (``version`` too when the instance has one), padded to ``--response-size`` bytes
+500   the instance's own failure, drawn with probability ``--error-rate``; it calls no
+      dependency then
 502   a dependency answered non-2xx or failed at transport level; the body names it.
-      Never 503: 503 is what the mesh itself answers (overflow, no healthy host), and
-      retry policies with ``5xx`` would retry it, which would hide the failure.
+      Never 503: 503 is what the mesh itself answers (overflow, no healthy host); an
+      app's 503 would read as the mesh's in access logs and response-code tables.
 504   a dependency call outlived ``--dependency-timeout``
 ====  ==============================================================================
+
+Random draws (service times, errors, which calls are made) come from generators seeded
+with ``--seed`` and the instance name, each its own stream: the same seed gives every
+instance the same sequence of draws in every run.
 
 Run it as a process (``READY <host>:<port>`` is printed once listening, but callers
 should probe TCP or ``GET /healthz``)::
@@ -33,6 +44,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import math
 import random
 import signal
 import sys
@@ -43,6 +56,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
+from harness.app.topology import Call, CallMode, Distribution, ServiceTimeSpec
 from harness.errors import ExitCode
 from harness.units import format_duration, parse_duration
 
@@ -72,7 +86,9 @@ class ServiceConfig:
     """What one service instance is and whom it calls.
 
     ``sidecar`` is ``host:port`` of this instance's Envoy outbound listener; it is needed
-    only when ``calls`` is not empty. Times are in seconds.
+    only when ``calls`` is not empty. Times are in seconds. ``service_time`` is the value of
+    the ``distribution`` (uniform: the mean, with ``jitter``; lognormal: the median, with
+    ``p99``). ``probabilities`` go with ``calls`` (empty: every call on every request).
     """
 
     service: str
@@ -85,6 +101,13 @@ class ServiceConfig:
     jitter: float = 0.5
     dependency_timeout: float = 10.0
     seed: int | None = None
+    distribution: Distribution = "uniform"
+    p99: float | None = None
+    probabilities: tuple[float, ...] = ()
+    call_mode: CallMode = "parallel"
+    error_rate: float = 0.0
+    response_size: int = 0
+    version: str | None = None
 
     def __post_init__(self) -> None:
         if self.calls and not self.sidecar:
@@ -92,10 +115,15 @@ class ServiceConfig:
                 f"{self.service} calls {', '.join(self.calls)} but has no sidecar: "
                 "pass --sidecar HOST:PORT (the instance's Envoy outbound listener)"
             )
-        if self.service_time < 0:
-            raise ValueError(f"service time must be >= 0 (got {self.service_time}s)")
-        if not 0.0 <= self.jitter <= 1.0:
-            raise ValueError(f"jitter must be in [0, 1], e.g. 0.5 for ±50% (got {self.jitter})")
+        self.time_spec  # noqa: B018  # validates the distribution's numbers
+        if self.probabilities and len(self.probabilities) != len(self.calls):
+            raise ValueError("give one probability per call, or none")
+        if any(not 0.0 <= p <= 1.0 for p in (*self.probabilities, self.error_rate)):
+            raise ValueError(
+                "call probabilities and the error rate are shares in [0, 1], e.g. 0.05"
+            )
+        if self.response_size < 0:
+            raise ValueError(f"response size must be >= 0 bytes (got {self.response_size})")
         if self.dependency_timeout <= 0:
             raise ValueError(
                 f"dependency timeout must be > 0, e.g. '10s' (got {self.dependency_timeout}s)"
@@ -103,22 +131,52 @@ class ServiceConfig:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535 (got {self.port})")
 
+    @property
+    def time_spec(self) -> ServiceTimeSpec:
+        return ServiceTimeSpec(self.distribution, self.service_time, self.jitter, self.p99)
+
+    @property
+    def outbound(self) -> tuple[Call, ...]:
+        shares = self.probabilities or (1.0,) * len(self.calls)
+        return tuple(Call(name, share) for name, share in zip(self.calls, shares, strict=True))
+
+    def stream(self, purpose: str) -> str | None:
+        """The seed of one random stream of this instance (``None``: unseeded)."""
+        return None if self.seed is None else f"{self.seed}:{self.instance}:{purpose}"
+
 
 class ServiceTime:
-    """Draws service times uniformly from ``mean * [1 - jitter, 1 + jitter]``.
+    """Draws service times from a distribution: a mean with uniform jitter
+    (``mean * [1 - jitter, 1 + jitter]``), or a :class:`ServiceTimeSpec`.
 
     >>> times = ServiceTime(0.004, jitter=0.5, seed=1)
     >>> 0.002 <= times.draw() <= 0.006
     True
+    >>> lognormal = ServiceTime(ServiceTimeSpec("lognormal", 0.003, p99=0.02), seed=1)
     """
 
-    def __init__(self, mean: float, *, jitter: float, seed: int | None) -> None:
-        self._low = mean * (1.0 - jitter)
-        self._high = mean * (1.0 + jitter)
+    def __init__(
+        self, mean: float | ServiceTimeSpec, *, jitter: float = 0.5, seed: int | str | None
+    ) -> None:
+        spec = (
+            mean if isinstance(mean, ServiceTimeSpec) else ServiceTimeSpec("uniform", mean, jitter)
+        )
+        self.spec = spec
         self._random = random.Random(seed)
+        self._mu = math.log(spec.value) if spec.value > 0 else 0.0
+        self._sigma = spec.sigma
 
     def draw(self) -> float:
-        return self._random.uniform(self._low, self._high)
+        spec, rng = self.spec, self._random
+        match spec.distribution:
+            case "fixed":
+                return spec.value
+            case "exponential":
+                return rng.expovariate(1.0 / spec.value) if spec.value > 0 else 0.0
+            case "lognormal":
+                return rng.lognormvariate(self._mu, self._sigma)
+            case _:
+                return rng.uniform(spec.value * (1 - spec.jitter), spec.value * (1 + spec.jitter))
 
 
 @dataclass(frozen=True)
@@ -140,7 +198,10 @@ class _Service:
 
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
-        self.times = ServiceTime(config.service_time, jitter=config.jitter, seed=config.seed)
+        self.times = ServiceTime(config.time_spec, seed=config.stream("times"))
+        self.errors = random.Random(config.stream("errors"))
+        self.choices = random.Random(config.stream("calls"))
+        self.outbound = config.outbound
         self.session: aiohttp.ClientSession | None = None
 
     async def session_context(self, _app: web.Application) -> AsyncIterator[None]:
@@ -163,24 +224,18 @@ class _Service:
         delay = self.times.draw()
         if delay > 0:
             await asyncio.sleep(delay)
-        outcomes: list[DependencyOutcome] = []
-        if config.calls:
-            headers = {"x-request-id": request_id}
-            for name in TRACE_HEADERS:
-                value = request.headers.get(name)
-                if value is not None:
-                    headers[name] = value
-            # "/product/42" → item "42", asked of every dependency as "/<dep>/42".
-            item = request.rel_url.raw_path.rstrip("/").rpartition("/")[2]
-            outcomes = await asyncio.gather(
-                *(self._call(dependency, item, headers) for dependency in config.calls)
-            )
         body: dict[str, object] = {
             "service": config.service,
             "instance": config.instance,
             "path": request.path,
-            "deps": {outcome.dependency: outcome.status for outcome in outcomes},
         }
+        if config.version is not None:
+            body["version"] = config.version
+        if config.error_rate > 0 and self.errors.random() < config.error_rate:
+            body["error"] = f"the instance's own failure (error rate {config.error_rate:g})"
+            return self._answer(body, 500, request_id)
+        outcomes = await self._call_dependencies(request, request_id)
+        body["deps"] = {outcome.dependency: outcome.status for outcome in outcomes}
         status = 200
         failed = [outcome for outcome in outcomes if not outcome.ok]
         if failed:
@@ -190,7 +245,51 @@ class _Service:
                 outcome.dependency: {"status": outcome.status, "error": outcome.error}
                 for outcome in failed
             }
-        return web.json_response(body, status=status, headers={"x-request-id": request_id})
+        return self._answer(body, status, request_id)
+
+    async def _call_dependencies(
+        self, request: web.Request, request_id: str
+    ) -> list[DependencyOutcome]:
+        """Call the dependencies this request draws: all at once, or in order up to the
+        first failure."""
+        chosen = [
+            call.service
+            for call in self.outbound
+            if call.probability >= 1.0 or self.choices.random() < call.probability
+        ]
+        if not chosen:
+            return []
+        headers = {"x-request-id": request_id}
+        for name in TRACE_HEADERS:
+            value = request.headers.get(name)
+            if value is not None:
+                headers[name] = value
+        # "/product/42" → item "42", asked of every dependency as "/<dep>/42".
+        item = request.rel_url.raw_path.rstrip("/").rpartition("/")[2]
+        if self.config.call_mode == "parallel":
+            return list(await asyncio.gather(*(self._call(d, item, headers) for d in chosen)))
+        outcomes: list[DependencyOutcome] = []
+        for dependency in chosen:
+            outcomes.append(await self._call(dependency, item, headers))
+            if not outcomes[-1].ok:
+                break
+        return outcomes
+
+    def _answer(self, body: dict[str, object], status: int, request_id: str) -> web.Response:
+        """JSON, padded with a ``pad`` field to ``--response-size`` bytes when shorter."""
+        text = json.dumps(body)
+        size = self.config.response_size
+        if len(text) < size:
+            padded = {**body, "pad": ""}
+            missing = size - len(json.dumps(padded))
+            if missing >= 0:
+                text = json.dumps({**body, "pad": "x" * missing})
+        return web.Response(
+            text=text,
+            status=status,
+            content_type="application/json",
+            headers={"x-request-id": request_id},
+        )
 
     async def _call(self, dependency: str, item: str, headers: dict[str, str]) -> DependencyOutcome:
         assert self.session is not None  # created at startup whenever there are calls
@@ -263,6 +362,34 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _service_time(text: str) -> ServiceTimeSpec:
+    try:
+        return ServiceTimeSpec.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _share(text: str) -> float:
+    try:
+        share = float(text)
+    except ValueError:
+        share = -1.0
+    if not 0.0 <= share <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share in [0, 1], e.g. 0.05")
+    return share
+
+
+def _calls(chunks: Sequence[str]) -> list[Call]:
+    """``["catalog,pricing@0.5", "catalog"]`` → catalog (1.0), pricing (0.5): first wins."""
+    calls: dict[str, Call] = {}
+    for chunk in chunks:
+        for part in chunk.split(","):
+            name, at, share = part.strip().partition("@")
+            if name and name not in calls:
+                calls[name] = Call(name, _share(share) if at else 1.0)
+    return list(calls.values())
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m harness.app.service",
@@ -281,22 +408,41 @@ def _parser() -> argparse.ArgumentParser:
         "--calls",
         action="append",
         default=[],
-        metavar="SERVICE[,SERVICE...]",
-        help="a dependency to call on every request; repeat or comma-separate",
+        metavar="SERVICE[@SHARE][,...]",
+        help="a dependency to call (on a SHARE of requests, default all); repeat or comma-separate",
     )
     parser.add_argument(
-        "--service-time", type=_duration, default=0.0, help="mean service time, e.g. 3ms"
+        "--call-mode",
+        choices=("parallel", "sequential"),
+        default="parallel",
+        help="call the dependencies all at once, or in order up to the first failure",
+    )
+    parser.add_argument(
+        "--service-time",
+        type=_service_time,
+        default=ServiceTimeSpec(),
+        help="3ms (mean, uniform with --jitter), fixed:3ms, exponential:3ms (mean) or "
+        "lognormal:3ms:20ms (p50:p99)",
     )
     parser.add_argument(
         "--jitter", type=float, default=0.5, help="service time spread: mean * (1 +- jitter)"
     )
+    parser.add_argument(
+        "--error-rate", type=_share, default=0.0, help="share of requests answered 500"
+    )
+    parser.add_argument(
+        "--response-size", type=int, default=0, help="pad response bodies to this many bytes"
+    )
+    parser.add_argument("--version", help="the instance's version label, e.g. v2")
     parser.add_argument(
         "--dependency-timeout",
         type=_duration,
         default=10.0,
         help="client timeout per dependency call; on expiry answer 504 (default 10s)",
     )
-    parser.add_argument("--seed", type=int, help="seed of the service-time jitter")
+    parser.add_argument(
+        "--seed", type=int, help="seed of the random draws (with the instance name)"
+    )
     return parser
 
 
@@ -304,12 +450,12 @@ def parse_args(argv: Sequence[str] | None = None) -> ServiceConfig:
     """The :class:`ServiceConfig` a command line asks for; exits 2 on bad arguments."""
     parser = _parser()
     args = parser.parse_args(argv)
-    calls: list[str] = []
-    for chunk in args.calls:
-        for name in chunk.split(","):
-            if name.strip() and name.strip() not in calls:
-                calls.append(name.strip())
+    try:
+        calls = _calls(args.calls)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(f"argument --calls: {exc}")
     host, port = args.listen
+    time_spec: ServiceTimeSpec = args.service_time
     try:
         return ServiceConfig(
             service=args.service,
@@ -317,8 +463,15 @@ def parse_args(argv: Sequence[str] | None = None) -> ServiceConfig:
             host=host,
             port=port,
             sidecar=args.sidecar,
-            calls=tuple(calls),
-            service_time=args.service_time,
+            calls=tuple(call.service for call in calls),
+            probabilities=tuple(call.probability for call in calls),
+            service_time=time_spec.value,
+            distribution=time_spec.distribution,
+            p99=time_spec.p99,
+            call_mode=args.call_mode,
+            error_rate=args.error_rate,
+            response_size=args.response_size,
+            version=args.version,
             jitter=args.jitter,
             dependency_timeout=args.dependency_timeout,
             seed=args.seed,

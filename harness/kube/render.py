@@ -49,6 +49,7 @@ from typing import Final, TypeAlias
 
 import yaml
 
+from harness.app.topology import DEFAULT_VERSION, ServiceSpec
 from harness.errors import HarnessError
 from harness.scenario.models import (
     ConnectionPool,
@@ -67,7 +68,7 @@ SERVICE_PORT: Final = 8080
 PORT_NAME: Final = "http"  # Istio selects the HTTP protocol by the port name
 GATEWAY_PORT: Final = 80
 INGRESS: Final = "ingress"  # name of the Gateway and of its VirtualService
-APP_VERSION: Final = "v1"
+APP_VERSION: Final = DEFAULT_VERSION  # the version label of a service without versions
 DEFAULT_IMAGE: Final = "harness-app:local"
 DEFAULT_GATEWAY_SELECTOR: Final[Mapping[str, str]] = {"istio": "ingressgateway"}
 MANAGED_BY: Final = "harness"
@@ -371,13 +372,28 @@ def _workloads(context: _Context) -> Iterator[Manifest]:
             {"app": service},
         )
     for service in services:
-        yield _deployment(context, service)
+        yield from _deployments(context, service)
 
 
-def _deployment(context: _Context, service: str) -> Manifest:
-    scenario = context.scenario
-    spec = scenario.app.topology.service(service)
-    pod_labels = {**context.labels, "app": service, "version": APP_VERSION}
+def _deployments(context: _Context, service: str) -> Iterator[Manifest]:
+    """One Deployment per version of ``service``: named after the service alone when it
+    declares no versions (label ``version: v1``), ``<service>-<version>`` otherwise, as
+    Istio's samples do; DestinationRule subsets select them by their ``version`` label."""
+    spec = context.scenario.app.topology.service(service)
+    first = 0
+    for variant in spec.variants:
+        name = f"{service}-{variant.version}" if spec.versioned else service
+        yield _deployment(context, spec, name, variant.pod_labels, first)
+        first += variant.replicas
+
+
+def _deployment(
+    context: _Context, spec: ServiceSpec, name: str, version_labels: dict[str, str], first: int
+) -> Manifest:
+    """``first``: the service-wide number of this version's first instance."""
+    service = spec.name
+    variant = spec.variant_of(first)
+    pod_labels = {**context.labels, **version_labels, "app": service}
     args: list[JsonValue] = [
         "--service",
         service,
@@ -385,8 +401,6 @@ def _deployment(context: _Context, service: str) -> Manifest:
         "$(POD_NAME)",  # Kubernetes expands $(VAR) from the container's env
         "--listen",
         f"0.0.0.0:{SERVICE_PORT}",
-        "--service-time",
-        format_duration(scenario.app.service_time_of(service)),
     ]
     if spec.calls:
         # In a pod the sidecar captures every outbound connection, and Istio serves all
@@ -394,8 +408,7 @@ def _deployment(context: _Context, service: str) -> Manifest:
         # the app sets to the dependency's name). So any dependency's Service address
         # reaches the sidecar's outbound routes for all of them.
         args += ["--sidecar", f"{spec.calls[0]}:{SERVICE_PORT}"]
-        for callee in spec.calls:
-            args += ["--calls", callee]
+    args += spec.app_arguments(first)
     container: JsonObject = {
         "name": "app",
         "image": context.options.image,
@@ -413,8 +426,8 @@ def _deployment(context: _Context, service: str) -> Manifest:
     }
     body: JsonObject = {
         "spec": {
-            "replicas": scenario.app.replicas_of(service),
-            "selector": {"matchLabels": {"app": service, "version": APP_VERSION}},
+            "replicas": variant.replicas,
+            "selector": {"matchLabels": {"app": service, "version": variant.version}},
             "template": {
                 "metadata": {"labels": dict(pod_labels)},
                 "spec": {
@@ -425,7 +438,8 @@ def _deployment(context: _Context, service: str) -> Manifest:
             },
         }
     }
-    return context.manifest("apps/v1", "Deployment", service, body, {"app": service})
+    extra = {"app": service, "version": variant.version} if spec.versioned else {"app": service}
+    return context.manifest("apps/v1", "Deployment", name, body, extra)
 
 
 def _ingress(context: _Context) -> Iterator[Manifest]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from harness.app.topology import DEFAULT_VERSION
 from harness.mesh.admin import AdminApi
 from harness.mesh.envoy import Addr
 from harness.scenario.models import Fault, PartitionFault, Scenario, Target, ToxicFault
@@ -34,12 +35,13 @@ ProcessKind = Literal["app", "sidecar"]
 class InstanceInfo:
     """One app instance (a pod, on kind) and where its sidecar listens."""
 
-    name: str  # e.g. "catalog-0"
+    name: str  # e.g. "catalog-0"; with declared versions "reviews-v2-0"
     service: str
-    index: int
+    index: int  # across the service's versions (ServiceSpec.variant_of)
     ip: str
     inbound_port: int
     app_port: int
+    version: str = DEFAULT_VERSION  # the pod's ``version`` label
 
 
 @dataclass(frozen=True)

@@ -204,6 +204,7 @@ class PathView:
     at: str  # since the load started
     why: str
     hops: list[HopRow]
+    reached: str = ""  # the instances whose inbound sidecar saw it, first arrival first
 
 
 @dataclass(frozen=True)
@@ -588,7 +589,20 @@ def _why(path: RequestPath) -> str:
     return ", ".join(reasons) or "ok"
 
 
-def _paths(paths: list[RequestPath], origin: float) -> list[PathView]:
+def _reached(path: RequestPath, versions: dict[str, str]) -> str:
+    """``gateway-0, catalog-1, reviews-v2-0 (v2), ...``: where a request went through a
+    fan-out, from the inbound hops; versions where the journal names them."""
+    names = dict.fromkeys(
+        h.proxy for h in sorted(path.hops, key=lambda h: h.start) if h.direction == "inbound"
+    )
+    return ", ".join(
+        f"{name} ({versions[name]})" if versions.get(name, "v1") != "v1" else name for name in names
+    )
+
+
+def _paths(
+    paths: list[RequestPath], origin: float, versions: dict[str, str] | None = None
+) -> list[PathView]:
     # The interesting ones first (failed, retried, flagged), then the plain ones, as recorded.
     ranked = sorted(enumerate(paths), key=lambda item: (_why(item[1]) == "ok", item[0]))
     views = []
@@ -611,7 +625,8 @@ def _paths(paths: list[RequestPath], origin: float) -> list[PathView]:
             for h in sorted(path.hops, key=lambda h: h.start)
         ]
         at = _relative(first, origin) if path.hops else "—"
-        views.append(PathView(path.rid, path.status, path.phase, at, _why(path), hops))
+        reached = _reached(path, versions or {})
+        views.append(PathView(path.rid, path.status, path.phase, at, _why(path), hops, reached))
     return views
 
 
@@ -768,7 +783,11 @@ def _sections(journal: Journal) -> Sections:
         graph=service_graph(journal.edges, journal.faults),
         graph_legend=[(color, label) for _, color, label in HEALTH_SCALE]
         + [(NO_TRAFFIC, "no traffic")],
-        paths=_paths(journal.request_paths, origin),
+        paths=_paths(
+            journal.request_paths,
+            origin,
+            {inst.name: inst.version for inst in journal.instances},
+        ),
         load=_load_rows(journal),
         spectrum_plot=latency_spectrum_plot(spectra),
         spectrum=spectrum_rows,

@@ -14,8 +14,6 @@ from enum import StrEnum
 from typing import Annotated, Final, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationInfo,
     field_validator,
@@ -23,51 +21,18 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from harness.app.topology import TOPOLOGIES, Topology
+from harness.scenario.app import App
+from harness.scenario.base import (
+    API_VERSION,
+    MAX_ITEMS,
+    MAX_TEXT,
+    Model,
+    check_name,
+    check_optional_name,
+)
 from harness.scenario.units import Duration, Fraction
 
-API_VERSION: Final = "harness/v1"
-# The DNS label rule (RFC 1123), for every name: scenario, phases, faults, SLOs. Names
-# become directory names and are printed; fullmatch, because "$" matches before a "\n".
-_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-# Limits of a scenario: far above any real one, low enough that validation stays fast.
-MAX_ITEMS = 1000  # phases, faults, SLOs, steps, ... in one list
-MAX_TEXT = 4096  # characters of a description or label
-
-
-class Model(BaseModel):
-    """Base of every scenario model: strict about unknown fields, camelCase aliases.
-
-    ``strict``: no bool for a number (``rate: true``), no string for a number
-    (``replicas: '3'``), no ``.inf`` or ``.nan``; an int is still a float. Enums take their
-    string values.
-    """
-
-    model_config = ConfigDict(
-        extra="forbid",
-        alias_generator=to_camel,
-        populate_by_name=True,
-        frozen=True,
-        strict=True,
-        allow_inf_nan=False,  # .inf / .nan are no objective; a journal holds finite numbers
-    )
-
-
-def _check_name(value: str) -> str:
-    if not _NAME.fullmatch(value):
-        shown = repr(value) if len(value) <= 70 else repr(value[:67] + "...")
-        raise ValueError(
-            f"{shown} is not a valid name: use lowercase letters, digits and '-', "
-            "starting and ending with a letter or digit (at most 63 characters)"
-        )
-    return value
-
-
-def _check_optional_name(value: str | None) -> str | None:
-    return None if value is None else _check_name(value)
-
-
-# --------------------------------------------------------------------------- metadata / app
+# --------------------------------------------------------------------------- metadata
 
 
 class Metadata(Model):
@@ -81,31 +46,7 @@ class Metadata(Model):
         description="'fail' marks a negative control: its SLOs must fail (pytest: strict xfail).",
     )
 
-    _name = field_validator("name")(_check_name)
-
-
-class App(Model):
-    """Which sample app to deploy, with per-service overrides."""
-
-    name: Literal["shop"] = "shop"
-    replicas: dict[str, Annotated[int, Field(ge=1, le=10)]] = Field(
-        default_factory=dict, description="Replicas per service, e.g. {catalog: 3}."
-    )
-    service_time: dict[str, Duration] = Field(
-        default_factory=dict, description="Mean service time per service, e.g. {catalog: 5ms}."
-    )
-
-    @property
-    def topology(self) -> Topology:
-        return TOPOLOGIES[self.name]
-
-    def replicas_of(self, service: str) -> int:
-        return self.replicas.get(service, self.topology.service(service).replicas)
-
-    def service_time_of(self, service: str) -> float:
-        """Mean service time in seconds."""
-        default = self.topology.service(service).service_time_ms / 1000.0
-        return self.service_time.get(service, default)
+    _name = field_validator("name")(check_name)
 
 
 # --------------------------------------------------------------------------- mesh policy
@@ -261,7 +202,7 @@ class Phase(Model):
     name: str
     duration: Duration = Field(description="How long the phase lasts, e.g. '20s'.")
 
-    _name = field_validator("name")(_check_name)
+    _name = field_validator("name")(check_name)
 
     @field_validator("duration")
     @classmethod
@@ -334,7 +275,7 @@ class FaultTiming(Model):
     name: str | None = None
     phase: str = Field(description="The phase the fault belongs to.")
 
-    _name = field_validator("name")(_check_optional_name)
+    _name = field_validator("name")(check_optional_name)
     start: Duration = Field(default=0.0, description="Offset from the start of the phase.")
     duration: Duration | None = Field(
         default=None, description="How long it lasts (default: until the phase ends)."
@@ -519,7 +460,7 @@ class SloBase(Model):
     )
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
 
-    _name = field_validator("name")(_check_name)
+    _name = field_validator("name")(check_name)
 
 
 class ErrorRateSlo(SloBase):
@@ -610,6 +551,9 @@ SLO_KINDS: tuple[str, ...] = (
 # --------------------------------------------------------------------------- scenario
 
 
+__all__ = ["API_VERSION", "FAULT_KINDS", "MAX_ITEMS", "SLO_KINDS", "App", "Scenario"]
+
+
 def _unknown(kind: str, value: str, valid: Iterable[str]) -> str:
     return f"unknown {kind} {value!r}; valid: {', '.join(sorted(valid))}"
 
@@ -654,7 +598,7 @@ class Scenario(Model):
 
     def reference_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
         """Cross-field problems as (field path, message) pairs."""
-        problems: list[tuple[tuple[str | int, ...], str]] = []
+        problems: list[tuple[tuple[str | int, ...], str]] = list(self.app.problems())
         for section, mapping in (
             ("replicas", self.app.replicas),
             ("serviceTime", self.app.service_time),

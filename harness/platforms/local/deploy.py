@@ -26,9 +26,15 @@ class LocalPlatform:
 
     name = "local"
 
-    def __init__(self, isolation: Isolation = Isolation.AUTO, mesh: Mesh = Mesh.ENVOY) -> None:
+    def __init__(
+        self,
+        isolation: Isolation = Isolation.AUTO,
+        mesh: Mesh = Mesh.ENVOY,
+        seed: int | None = None,
+    ) -> None:
         self.isolation = isolation
         self.mesh = mesh
+        self.seed = seed  # of the app processes' random draws
 
     @contextmanager
     def deploy(self, scenario: Scenario, run_dir: Path) -> Iterator[LocalDeployment]:
@@ -44,6 +50,7 @@ class LocalPlatform:
                 deployment = IstioDeployment(scenario, run_dir, sandbox, sock_dir, envoy)
             else:
                 deployment = LocalDeployment(scenario, run_dir, sandbox, sock_dir, envoy)
+            deployment.app_seed = self.seed
             deployment.start()
             yield deployment
         finally:

@@ -49,7 +49,6 @@ from harness.platforms.local.toxiproxy import (
     sandbox_transport,
 )
 from harness.scenario.models import Scenario
-from harness.scenario.units import format_duration
 
 APP_PORT = 8080
 INBOUND_PORT = 15006
@@ -123,6 +122,9 @@ class LocalDeployment:
 
     platform = "local"
     mesh = Mesh.ENVOY
+    app_seed: int | None = None
+    """The run's seed, given to every app process (``LocalPlatform`` sets it before
+    ``start()``): service times, errors and calls are then drawn the same in every run."""
 
     def __init__(
         self, scenario: Scenario, run_dir: Path, sandbox: Sandbox, sock_dir: Path, envoy_binary: str
@@ -163,13 +165,16 @@ class LocalDeployment:
     def _plan_instances(self) -> tuple[InstanceInfo, ...]:
         app = self.scenario.app
         planned: list[InstanceInfo] = []
-        for s_index, service in enumerate(app.topology.service_names, start=1):
-            for r in range(app.replicas_of(service)):
+        for s_index, spec in enumerate(app.topology.services, start=1):
+            for r in range(spec.replicas):
                 if self._namespaced:
                     ip, inbound, app_port = f"127.10.{s_index}.{r + 1}", INBOUND_PORT, APP_PORT
                 else:
                     ip, inbound, app_port = "127.0.0.1", _free_port(), _free_port()
-                planned.append(InstanceInfo(f"{service}-{r}", service, r, ip, inbound, app_port))
+                name, version = spec.instance_name(r), spec.variant_of(r).version
+                planned.append(
+                    InstanceInfo(name, spec.name, r, ip, inbound, app_port, version=version)
+                )
         return tuple(planned)
 
     def _plan_toxic_proxies(self) -> dict[tuple[str, str], EdgeProxy]:
@@ -251,7 +256,10 @@ class LocalDeployment:
         self._wait_ready()
 
     def _app_argv(self, inst: InstanceInfo, sidecar: Addr, calls: tuple[str, ...]) -> list[str]:
-        service_time = self.scenario.app.service_time_of(inst.service)
+        """The app process of ``inst``: its behaviour from the topology (``calls`` are the
+        service's, kept in the signature for the deployments built on this one)."""
+        del calls
+        spec = self.scenario.app.topology.service(inst.service)
         argv = [
             sys.executable,
             "-m",
@@ -264,11 +272,10 @@ class LocalDeployment:
             f"{inst.ip}:{inst.app_port}",
             "--sidecar",
             f"{sidecar.host}:{sidecar.port}",
-            "--service-time",
-            format_duration(service_time),
+            *spec.app_arguments(inst.index),
         ]
-        for callee in calls:
-            argv += ["--calls", callee]
+        if self.app_seed is not None:
+            argv += ["--seed", str(self.app_seed)]
         return argv
 
     def _start_envoy(self, name: str, bootstrap: dict[str, object], admin_socket: str) -> None:
