@@ -261,14 +261,27 @@ class RequestPath(Record):
     hops: list[Hop]
 
 
+class PolicyPush(Record):
+    """One change of the mesh's objects under ``--mesh istio``, and how long istiod took to
+    get it to every proxy it affects: from the API write until each of them acknowledged a
+    configuration newer than before the write (istiod's ``/debug/syncz`` nonces)."""
+
+    change: str  # e.g. "apply EnvoyFilter ns/harness-faults-catalog, ..."
+    at: float  # epoch seconds of the API write
+    proxies: list[str]  # the proxies it affects
+    seconds: float  # API write → every affected proxy SYNCED with the new configuration
+
+
 class ControlPlaneRecord(Record):
     """The real control plane of a ``--mesh istio`` run."""
 
     istio_version: str
     kubernetes_version: str
-    # seconds from the start of the deployment: apiserver_ready_s, istiod_ready_s,
-    # proxies_synced_s (every proxy SYNCED with istiod), ready_s (a request crossed the mesh)
+    # seconds from the start of the deployment: apiserver_ready_s, crds_established_s,
+    # istiod_ready_s, proxies_synced_s (every proxy SYNCED with istiod), ready_s (a request
+    # crossed the mesh), and the steps between
     timings: dict[str, float] = Field(default_factory=dict)
+    pushes: list[PolicyPush] = Field(default_factory=list)  # absent from older journals
 
 
 class Journal(Record):

@@ -42,7 +42,7 @@ from harness.observe.sampler import MeshSampler
 from harness.observe.timeline import latency_histograms, load_timeline, phase_loads
 from harness.platforms.base import Deployment
 from harness.platforms.local.deploy import LocalPlatform
-from harness.platforms.local.platform import Mesh
+from harness.platforms.local.platform import LocalDeployment, Mesh
 from harness.platforms.local.sandbox import Isolation
 from harness.runlock import RunnerLock, process_start
 from harness.scenario.models import Guard, Scenario
@@ -390,6 +390,18 @@ def _new_journal(scenario: Scenario, run_id: str, source: str | None) -> Journal
     )
 
 
+def _record_control_plane(journal: Journal, deployment: LocalDeployment) -> None:
+    """The real control plane's versions, timings and policy pushes (``--mesh istio``)."""
+    control_plane = deployment.control_plane()
+    if control_plane is not None:
+        journal.control_plane = ControlPlaneRecord(
+            istio_version=control_plane.versions["istio"],
+            kubernetes_version=control_plane.versions["kubernetes"],
+            timings=control_plane.timings,
+            pushes=list(control_plane.pushes),
+        )
+
+
 def _deploy_and_run(run: Run, options: RunOptions, guard: SignalGuard, log: Log) -> None:
     """Pick the platform (local: the only place that names it), deploy, run, judge."""
     journal, journal_path = run.journal, run.run_dir / "journal.json"
@@ -397,13 +409,7 @@ def _deploy_and_run(run: Run, options: RunOptions, guard: SignalGuard, log: Log)
     platform = LocalPlatform(options.isolation, options.mesh)
     with platform.deploy(run.scenario, run.run_dir) as deployment:
         journal.isolation = deployment.isolation
-        control_plane = deployment.control_plane()
-        if control_plane is not None:
-            journal.control_plane = ControlPlaneRecord(
-                istio_version=control_plane.versions["istio"],
-                kubernetes_version=control_plane.versions["kubernetes"],
-                timings=control_plane.timings,
-            )
+        _record_control_plane(journal, deployment)
         journal.isolation_note = deployment.isolation_note
         journal.namespaces = deployment.sandbox.namespaces
         journal.scratch_dir = str(deployment.scratch_dir)
@@ -416,6 +422,7 @@ def _deploy_and_run(run: Run, options: RunOptions, guard: SignalGuard, log: Log)
             run.execute(deployment)
         finally:
             guard.shield()
+            _record_control_plane(journal, deployment)  # pushes made during the run
             if journal.load is not None and journal.phases:
                 run.judge(deployment)
 

@@ -706,6 +706,13 @@ def _environment_rows(journal: Journal) -> list[tuple[str, str]]:
             (f"control plane: {name.removesuffix('_s').replace('_', ' ')}", f"{value:.1f} s")
             for name, value in plane.timings.items()
         )
+        rows.extend(
+            (
+                f"policy push: {push.change}",
+                f"{push.seconds:.2f} s to {len(push.proxies)} proxies (API write → all SYNCED)",
+            )
+            for push in plane.pushes
+        )
     rows.extend(sorted(journal.environment.items()))
     return rows
 

@@ -14,7 +14,6 @@ Modules, bottom up (each imports only from those before it):
 """
 
 from harness.platforms.local.istio.deployment import (
-    ISTIO_FAULT_KINDS,
     IstioDeployment,
     unsupported_faults,
 )
@@ -35,7 +34,6 @@ from harness.platforms.local.istio.sync import sync_state
 from harness.platforms.local.istio.workloads import MESH_NETWORK, Sidecar, Workload, mesh_address
 
 __all__ = [
-    "ISTIO_FAULT_KINDS",
     "MESH_NETWORK",
     "IstioControlPlane",
     "IstioDeployment",

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from harness.kube.render import NETWORKING, PORT_NAME, SERVICE_PORT, JsonObject, JsonValue
-from harness.mesh.envoy import _fault_filter
+from harness.mesh.envoy import ACCESS_LOG_FORMAT, _fault_filter
 from harness.platforms.local.istio.workloads import (
     APP_PORT,
     GATEWAY_ACCOUNT,
@@ -24,6 +24,7 @@ __all__ = [
     "endpoint_slice",
     "fault_envoy_filter",
     "fault_filter",
+    "observe_envoy_filter",
     "sidecar_resource",
     "source_bind_filter",
 ]
@@ -58,11 +59,21 @@ def sidecar_resource(workload: Workload, egress_ip: str) -> JsonObject:
     }
 
 
-def endpoint_slice(namespace: str, service: str, workloads: Sequence[Workload]) -> JsonObject:
-    """What the EndpointSlice controller would write for ``service``: its ready pods."""
+def endpoint_slice(
+    namespace: str,
+    service: str,
+    workloads: Sequence[Workload],
+    via: Mapping[str, str] | None = None,
+) -> JsonObject:
+    """What the EndpointSlice controller would write for ``service``: its ready pods.
+
+    ``via``: pod name → the address its callers reach it at instead of its own (a toxic
+    proxy in front of its sidecar). The endpoint still names its Pod, so istiod takes the
+    identity (ServiceAccount, ``tlsMode``: mutual TLS through the proxy) from the Pod."""
+    via = via or {}
     endpoints: list[JsonValue] = [
         {
-            "addresses": [w.ip],
+            "addresses": [via.get(w.name, w.ip)],
             "conditions": {"ready": True, "serving": True, "terminating": False},
             "targetRef": {"kind": "Pod", "name": w.name, "namespace": namespace},
         }
@@ -180,4 +191,82 @@ def fault_envoy_filter(namespace: str, service: str, sources: Sequence[str]) -> 
         "kind": "EnvoyFilter",
         "metadata": {"name": f"harness-faults-{service}", "namespace": namespace},
         "spec": {"workloadSelector": {"labels": {"app": service}}, "configPatches": patches},
+    }
+
+
+SOURCE_HEADER: Final = "x-harness-source"
+FILE_ACCESS_LOG_TYPE: Final = (
+    "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+)
+
+
+def _access_log(path: str, direction: str) -> JsonObject:
+    """Envoy's JSON file access log in the format :mod:`harness.observe.access_logs` parses
+    (:data:`harness.mesh.envoy.ACCESS_LOG_FORMAT`), ``dir`` fixed per listener."""
+    fmt: dict[str, JsonValue] = {**ACCESS_LOG_FORMAT, "dir": direction}
+    return {
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": FILE_ACCESS_LOG_TYPE,
+            "path": path,
+            "log_format": {"json_format": fmt},
+        },
+    }
+
+
+def observe_envoy_filter(workload: Workload, access_log: str, source: str) -> JsonObject:
+    """An ``EnvoyFilter`` giving ``workload``'s proxy what the observer reads under
+    ``--mesh envoy`` too: JSON access logs to ``access_log`` (``dir``: inbound / outbound,
+    or ingress at the gateway) and an ``x-harness-source: <source>`` header on the requests
+    it sends, which the callee's inbound log records as the edge's caller."""
+    gateway = source == "ingress"
+    contexts = (
+        {"GATEWAY": "ingress"}
+        if gateway
+        else {
+            "SIDECAR_INBOUND": "inbound",
+            "SIDECAR_OUTBOUND": "outbound",
+        }
+    )
+    patches: list[JsonValue] = [
+        {
+            "applyTo": "NETWORK_FILTER",
+            "match": {"context": context, "listener": {"filterChain": {"filter": {"name": HCM}}}},
+            "patch": {
+                "operation": "MERGE",
+                "value": {
+                    "typed_config": {
+                        "@type": HCM_TYPE,
+                        "access_log": [_access_log(access_log, direction)],
+                    }
+                },
+            },
+        }
+        for context, direction in contexts.items()
+    ]
+    patches.append(
+        {
+            "applyTo": "ROUTE_CONFIGURATION",
+            "match": {"context": "GATEWAY" if gateway else "SIDECAR_OUTBOUND"},
+            "patch": {
+                "operation": "MERGE",
+                "value": {
+                    "request_headers_to_add": [
+                        {
+                            "header": {"key": SOURCE_HEADER, "value": source},
+                            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                        }
+                    ]
+                },
+            },
+        }
+    )
+    return {
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": {"name": f"harness-observe-{workload.name}", "namespace": workload.namespace},
+        "spec": {
+            "workloadSelector": {"labels": {INSTANCE_LABEL: workload.name}},
+            "configPatches": patches,
+        },
     }

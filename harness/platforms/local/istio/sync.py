@@ -28,6 +28,7 @@ __all__ = [
     "check_sidecar",
     "rejected_updates",
     "sent_nonces",
+    "snapshot",
     "sync_state",
     "syncz",
     "wait_pushed",

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from harness.mesh.admin import EnvoyAdmin
 
@@ -94,6 +94,22 @@ class IstioEnvoyAdmin(EnvoyAdmin):
             return normal
         wanted = re.compile(pattern)
         return {key: value for key, value in normal.items() if wanted.search(key)}
+
+    def clusters(self) -> dict[str, Any]:
+        """``/clusters`` with each outbound cluster named as its stats are
+        (``outbound|8080||catalog``, not ``...||catalog.<ns>.svc.cluster.local``)."""
+        answer = super().clusters()
+        for status in answer.get("cluster_statuses", []):
+            status["name"] = short_cluster_name(str(status.get("name", "")))
+        return answer
+
+
+def short_cluster_name(name: str) -> str:
+    """``outbound|8080||catalog.ns.svc.cluster.local`` → ``outbound|8080||catalog``."""
+    parts = name.split("|")
+    if len(parts) == 4 and parts[0] == "outbound" and parts[3].endswith(".svc.cluster.local"):
+        parts[3] = parts[3].split(".", 1)[0]
+    return "|".join(parts)
 
 
 @dataclass(frozen=True)
