@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from harness.app.topology import ServiceSpec, Topology
 from harness.errors import ControlPlaneError, ExitCode, ToolMissingError
+from harness.kube.render import JsonObject
 from harness.platforms.local.deploy import LocalPlatform
 from harness.platforms.local.istio import (
     IstioControlPlane,
@@ -27,6 +32,7 @@ from harness.platforms.local.istio import (
     istio_control_plane,
     mesh_address,
     sync_state,
+    unsupported_faults,
 )
 from harness.platforms.local.istio.deployment import TOXIC_IP_BASE
 from harness.platforms.local.platform import Mesh, find_envoy
@@ -310,37 +316,70 @@ def test_toxic_and_sidecar_faults_under_istio(tmp_path: Path) -> None:
     assert run_processes(journal.run_id) == []
 
 
-def test_faults_istio_cannot_inject_yet_are_refused_with_exit_2(tmp_path: Path) -> None:
-    """A fault --mesh istio cannot inject is an input error (exit 2) naming it, before any
-    control-plane process starts — never a silently faked fault."""
-    spec = {
-        **SHOP,
-        "faults": [
-            {
-                "name": "slow-link",
-                "kind": "toxic",
-                "phase": "only",
-                "source": "frontend",
-                "target": {"service": "catalog"},
-                "toxic": "latency",
-                "latency": "100ms",
-            },
-            {
-                "name": "stop-proxy",
-                "kind": "pause",
-                "phase": "only",
-                "process": "sidecar",
-                "target": {"service": "catalog"},
-            },
-        ],
-    }
-    result = run_scenario(
-        Scenario.model_validate(spec),
-        options=RunOptions(reports_dir=tmp_path, mesh=Mesh.ISTIO, handle_signals=False),
+def test_a_toxic_edge_whose_target_has_other_callers_is_refused() -> None:
+    """Under Istio every caller of a Service reads the same EndpointSlice, so a toxic proxy
+    there would sit on every caller's edge; an edge whose target other services also call is
+    refused (the shop app has none: a FAKE topology stands in, as a future app would)."""
+    scenario = Scenario.model_validate(FAULTS)
+    assert unsupported_faults(scenario) == []
+    two_callers = Topology(
+        name="fake",
+        entry="frontend",
+        services=(
+            ServiceSpec("frontend", ("catalog", "pricing"), 1, 1.0),
+            ServiceSpec("pricing", ("catalog",), 1, 1.0),
+            ServiceSpec("catalog", (), 1, 1.0),
+        ),
     )
-    assert result.exit_code == ExitCode.ERROR
-    assert result.journal.mesh == "istio"
-    assert result.journal.error is not None
-    assert "slow-link: kind toxic" in result.journal.error
-    assert "stop-proxy: pause of the sidecar" in result.journal.error
-    assert run_processes(result.journal.run_id) == []
+    fake = SimpleNamespace(app=SimpleNamespace(topology=two_callers), faults=scenario.faults)
+    assert unsupported_faults(fake) == [  # type: ignore[arg-type]
+        "slow-link: toxic on frontend → catalog, which pricing also call "
+        "(under Istio every caller reads the same endpoints)"
+    ]
+
+
+def _broken_fault_filter(broken: str) -> Callable[..., JsonObject]:
+    """fault_envoy_filter, with one filter made ``broken``: "schema" (the API server's CRD
+    schema refuses it) or "nack" (istiod accepts it, Envoy rejects the listener)."""
+
+    def build(namespace: str, service: str, sources: Sequence[str]) -> JsonObject:
+        made = fault_envoy_filter(namespace, service, sources)
+        if service == "inventory":
+            patches: Any = made["spec"]["configPatches"]  # type: ignore[index]
+            if broken == "schema":
+                patches[1]["applyTo"] = "NOT_A_PLACE"
+            else:
+                patches[1]["patch"]["value"]["typed_config"]["abort"]["http_status"] = 99
+        return made
+
+    return build
+
+
+@pytest.mark.controlplane
+def test_a_refused_object_or_a_nack_fails_the_run_with_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A policy object the API server refuses, or whose configuration Envoy rejects (a NACK,
+    update_rejected > 0), is an error (exit 2) naming the object and the reason; nothing of
+    the run is left running. (The broken object is injected into the deployment's fault
+    EnvoyFilters, applied as a policy change once every proxy is SYNCED.)"""
+    expected = {
+        "schema": r"EnvoyFilter harness-\S+/harness-faults-inventory: 422 .*applyTo",
+        "nack": r"EnvoyFilter harness-\S+/harness-faults-inventory.*inventory-0 rejected "
+        r"istiod's configuration",
+    }
+    for broken, pattern in expected.items():
+        monkeypatch.setattr(
+            "harness.platforms.local.istio.deployment.fault_envoy_filter",
+            _broken_fault_filter(broken),
+        )
+        result = run_scenario(
+            Scenario.model_validate(SHOP),
+            options=RunOptions(reports_dir=tmp_path, mesh=Mesh.ISTIO, handle_signals=False),
+        )
+        journal = result.journal
+        assert result.exit_code == ExitCode.ERROR, (broken, journal.error)
+        assert journal.error is not None
+        assert re.search(pattern, journal.error, re.S), (broken, journal.error)
+        assert journal.load is None  # no load was driven against a broken mesh
+        assert run_processes(journal.run_id) == []
