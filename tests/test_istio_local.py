@@ -35,6 +35,7 @@ from harness.platforms.local.istio import (
     unsupported_faults,
 )
 from harness.platforms.local.istio.deployment import TOXIC_IP_BASE
+from harness.platforms.local.istio.workloads import short_cluster_name
 from harness.platforms.local.platform import Mesh, find_envoy
 from harness.platforms.local.processes import namespace_members, run_processes
 from harness.platforms.local.sandbox import Isolation, Sandbox
@@ -79,6 +80,15 @@ def test_syncz_entry_states() -> None:
     nack = {**base, "resources": {lds: {"sent": "n2", "acked": "n1", "lastError": "bad filter"}}}
     assert sync_state(nack) == ("NACK", "Listener: bad filter")
     assert sync_state({"proxy": "a.ns", "resources": {}})[0] == "STALE"
+
+
+def test_istio_cluster_names_read_as_under_envoy() -> None:
+    """/clusters under istiod names a Service by its FQDN; the observer and the toxic
+    injector read ``outbound|8080||<service>`` as under --mesh envoy."""
+    fqdn = "outbound|8080||catalog.harness-x.svc.cluster.local"
+    assert short_cluster_name(fqdn) == "outbound|8080||catalog"
+    for name in ("inbound|8080||", "outbound|8080|v1|catalog", "BlackHoleCluster"):
+        assert short_cluster_name(name) == name
 
 
 @pytest.mark.controlplane
