@@ -23,13 +23,18 @@ from harness.errors import ControlPlaneError
 from harness.kube.render import JsonObject, Manifest
 from harness.platforms.local.istio.workloads import POLL_S, READY_TIMEOUT_S, Workload
 
-__all__ = ["ApiRefusal", "KubeApi", "object_ref"]
+__all__ = ["ISTIO_KINDS", "ApiRefusal", "KubeApi", "object_ref"]
 
 TOKEN_AUDIENCE: Final = "istio-ca"
 
 # kind -> (URL prefix, plural, namespaced) for the objects the harness applies.
 _RESOURCES: Final[Mapping[str, tuple[str, str, bool]]] = {
     "Namespace": ("/api/v1", "namespaces", False),
+    "CustomResourceDefinition": (
+        "/apis/apiextensions.k8s.io/v1",
+        "customresourcedefinitions",
+        False,
+    ),
     "ServiceAccount": ("/api/v1", "serviceaccounts", True),
     "Service": ("/api/v1", "services", True),
     "Pod": ("/api/v1", "pods", True),
@@ -45,6 +50,14 @@ _RESOURCES: Final[Mapping[str, tuple[str, str, bool]]] = {
     "PeerAuthentication": ("/apis/security.istio.io/v1", "peerauthentications", True),
     "AuthorizationPolicy": ("/apis/security.istio.io/v1", "authorizationpolicies", True),
 }
+
+# The Istio kinds a run writes: the only CRDs the run's API server needs (istiod starts the
+# informers of the others if their CRDs ever appear).
+ISTIO_KINDS: Final = frozenset(
+    kind
+    for kind, (prefix, _, _) in _RESOURCES.items()
+    if prefix.endswith(".istio.io/v1") or prefix.endswith(".istio.io/v1alpha3")
+)
 
 
 def _api_path(manifest: Mapping[str, Any]) -> str:
@@ -232,3 +245,32 @@ class KubeApi:
         if not token:
             raise ControlPlaneError(f"{what}: the API server returned no token")
         return str(token)
+
+    def wait_established(self, names: set[str], timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Wait until the CustomResourceDefinitions ``names`` are Established."""
+        deadline = time.monotonic() + timeout_s
+        what = "CustomResourceDefinitions"
+        while True:
+            answer = self.call(
+                "GET",
+                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                None,
+                "application/json",
+                what,
+            )
+            established = {
+                item["metadata"]["name"]
+                for item in answer.get("items") or []
+                if any(
+                    c.get("type") == "Established" and c.get("status") == "True"
+                    for c in (item.get("status") or {}).get("conditions") or []
+                )
+            }
+            if names <= established:
+                return
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(
+                    f"{what} not Established within {timeout_s:.0f} s: "
+                    f"{sorted(names - established)}"
+                )
+            time.sleep(POLL_S / 2)
