@@ -93,6 +93,8 @@ def _agent_env(setup: AgentSetup, workload: Workload, directory: Path) -> dict[s
         # Istio's bootstrap keeps only a few stats by default; the observer reads the
         # outbound clusters' and the fault filters' counters.
         "proxyStatsMatcher": {"inclusionRegexps": [".*"]},
+        # One worker thread, as every Envoy under --mesh envoy has (Istio's default: 2).
+        "concurrency": 1,
         "drainDuration": "1s",
         "terminationDrainDuration": "1s",
     }
