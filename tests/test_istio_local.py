@@ -27,6 +27,7 @@ from harness.kube.render import JsonObject
 from harness.platforms.local.deploy import LocalPlatform
 from harness.platforms.local.istio import (
     IstioControlPlane,
+    Sidecar,
     Workload,
     fault_envoy_filter,
     istio_control_plane,
@@ -35,6 +36,7 @@ from harness.platforms.local.istio import (
     unsupported_faults,
 )
 from harness.platforms.local.istio.deployment import TOXIC_IP_BASE
+from harness.platforms.local.istio.sync import sent_nonces, wait_pushed
 from harness.platforms.local.istio.workloads import short_cluster_name
 from harness.platforms.local.platform import Mesh, find_envoy
 from harness.platforms.local.processes import namespace_members, run_processes
@@ -80,6 +82,60 @@ def test_syncz_entry_states() -> None:
     nack = {**base, "resources": {lds: {"sent": "n2", "acked": "n1", "lastError": "bad filter"}}}
     assert sync_state(nack) == ("NACK", "Listener: bad filter")
     assert sync_state({"proxy": "a.ns", "resources": {}})[0] == "STALE"
+
+
+class FakeIstiod:
+    """FAKE: the two things ``wait_pushed`` asks of the sandbox (istiod's /debug/syncz, is
+    an agent running), answering syncz from a script, one answer per call."""
+
+    def __init__(self, answers: list[list[dict[str, Any]]]) -> None:
+        self.answers = answers
+
+    def http(self, method: str, url: str, timeout: float) -> tuple[int, str]:
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        return 200, json.dumps(answer)
+
+    def running(self, pid: int) -> tuple[bool, int | None]:
+        return True, None
+
+
+class FakeAdmin:
+    """FAKE: an Envoy admin with no rejected update."""
+
+    def counters(self, pattern: str | None = None) -> dict[str, int]:
+        return {}
+
+
+def _syncz(sent: str, acked: str, error: str = "") -> dict[str, Any]:
+    lds = "type.googleapis.com/envoy.config.listener.v3.Listener"
+    status = {"sent": sent, "acked": acked, **({"lastError": error} if error else {})}
+    return {
+        "proxy": "catalog-0.ns",
+        "cluster_sent": "c1",
+        "listener_sent": sent,
+        "resources": {lds: status},
+    }
+
+
+def test_a_push_counts_once_a_newer_configuration_is_acknowledged() -> None:
+    """wait_pushed returns only when the proxy was sent a nonce newer than the snapshot
+    before the write AND acknowledged it; a NACK on the way fails, naming the proxy."""
+    workload = Workload("catalog-0", "catalog", "ns", mesh_address(2), 2)
+    sidecars = {"catalog-0": Sidecar(workload, 7, FakeAdmin(), Path("log"), Path("."))}  # type: ignore[arg-type]
+    before = {"catalog-0.ns": sent_nonces(_syncz("n1", "n1"))}
+    script = [
+        [_syncz("n1", "n1")],  # not pushed yet (istiod debounces)
+        [_syncz("n2", "n1")],  # sent, not acknowledged
+        [_syncz("n2", "n2")],  # SYNCED with the new configuration
+    ]
+    fake = FakeIstiod(list(script))
+    wait_pushed(fake, sidecars, ["catalog-0"], before, timeout_s=5)  # type: ignore[arg-type]
+    assert fake.answers == [[_syncz("n2", "n2")]]  # every step was read
+    nack = FakeIstiod([[_syncz("n1", "n1")], [_syncz("n2", "n1", "bad filter")]])
+    with pytest.raises(ControlPlaneError, match=r"catalog-0 rejected .*Listener: bad filter"):
+        wait_pushed(nack, sidecars, ["catalog-0"], before, timeout_s=5)  # type: ignore[arg-type]
+    with pytest.raises(ControlPlaneError, match=r"did not reach \['catalog-0'\]"):
+        wait_pushed(FakeIstiod([[_syncz("n1", "n1")]]), sidecars, ["catalog-0"], before, 0.2)  # type: ignore[arg-type]
 
 
 def test_istio_cluster_names_read_as_under_envoy() -> None:
