@@ -23,6 +23,7 @@ from harness.faults import InjectorFactory, build_injector
 from harness.faults.base import Adjustable, Injector, UndoJournal, applied
 from harness.journal import (
     ControlPlaneRecord,
+    ControlPlaneTimings,
     Journal,
     LoadRecord,
     PhaseWindow,
@@ -397,7 +398,7 @@ def _record_control_plane(journal: Journal, deployment: LocalDeployment) -> None
         journal.control_plane = ControlPlaneRecord(
             istio_version=control_plane.versions["istio"],
             kubernetes_version=control_plane.versions["kubernetes"],
-            timings=control_plane.timings,
+            timings=ControlPlaneTimings(**control_plane.timings),
             pushes=list(control_plane.pushes),
         )
 

@@ -704,7 +704,7 @@ def _environment_rows(journal: Journal) -> list[tuple[str, str]]:
         rows.append(("Kubernetes API", plane.kubernetes_version))
         rows.extend(
             (f"control plane: {name.removesuffix('_s').replace('_', ' ')}", f"{value:.1f} s")
-            for name, value in plane.timings.items()
+            for name, value in plane.timings.steps()
         )
         rows.extend(
             (
