@@ -406,7 +406,9 @@ def test_a_toxic_edge_whose_target_has_other_callers_is_refused() -> None:
 
 def _broken_fault_filter(broken: str) -> Callable[..., JsonObject]:
     """fault_envoy_filter, with one filter made ``broken``: "schema" (the API server's CRD
-    schema refuses it) or "nack" (istiod accepts it, Envoy rejects the listener)."""
+    schema refuses it), "istiod" (the schema lets it pass, istiod's validation refuses it:
+    an INSERT_BEFORE without a value) or "nack" (istiod accepts it, Envoy rejects the
+    listener)."""
 
     def build(namespace: str, service: str, sources: Sequence[str]) -> JsonObject:
         made = fault_envoy_filter(namespace, service, sources)
@@ -414,6 +416,8 @@ def _broken_fault_filter(broken: str) -> Callable[..., JsonObject]:
             patches: Any = made["spec"]["configPatches"]  # type: ignore[index]
             if broken == "schema":
                 patches[1]["applyTo"] = "NOT_A_PLACE"
+            elif broken == "istiod":
+                del patches[1]["patch"]["value"]
             else:
                 patches[1]["patch"]["value"]["typed_config"]["abort"]["http_status"] = 99
         return made
@@ -425,12 +429,15 @@ def _broken_fault_filter(broken: str) -> Callable[..., JsonObject]:
 def test_a_refused_object_or_a_nack_fails_the_run_with_exit_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A policy object the API server refuses, or whose configuration Envoy rejects (a NACK,
-    update_rejected > 0), is an error (exit 2) naming the object and the reason; nothing of
+    """A policy object the API server refuses, or istiod's validation refuses, or whose
+    configuration Envoy rejects (a NACK, update_rejected > 0), is an error (exit 2) naming
+    the object and the reason; nothing of
     the run is left running. (The broken object is injected into the deployment's fault
     EnvoyFilters, applied as a policy change once every proxy is SYNCED.)"""
     expected = {
         "schema": r"EnvoyFilter harness-\S+/harness-faults-inventory: 422 .*applyTo",
+        "istiod": r"istiod's validation refused EnvoyFilter harness-\S+/harness-faults-inventory: "
+        r"configuration is invalid: Envoy filter: missing patch value",
         "nack": r"EnvoyFilter harness-\S+/harness-faults-inventory.*inventory-0 rejected "
         r"istiod's configuration",
     }

@@ -23,12 +23,12 @@ from harness.errors import ControlPlaneError
 from harness.kube.render import JsonObject, Manifest
 from harness.platforms.local.istio.workloads import POLL_S, READY_TIMEOUT_S, Workload
 
-__all__ = ["ISTIO_KINDS", "ApiRefusal", "KubeApi", "object_ref"]
+__all__ = ["ISTIO_KINDS", "RESOURCES", "ApiRefusal", "KubeApi", "object_ref"]
 
 TOKEN_AUDIENCE: Final = "istio-ca"
 
 # kind -> (URL prefix, plural, namespaced) for the objects the harness applies.
-_RESOURCES: Final[Mapping[str, tuple[str, str, bool]]] = {
+RESOURCES: Final[Mapping[str, tuple[str, str, bool]]] = {
     "Namespace": ("/api/v1", "namespaces", False),
     "CustomResourceDefinition": (
         "/apis/apiextensions.k8s.io/v1",
@@ -55,16 +55,16 @@ _RESOURCES: Final[Mapping[str, tuple[str, str, bool]]] = {
 # informers of the others if their CRDs ever appear).
 ISTIO_KINDS: Final = frozenset(
     kind
-    for kind, (prefix, _, _) in _RESOURCES.items()
+    for kind, (prefix, _, _) in RESOURCES.items()
     if prefix.endswith(".istio.io/v1") or prefix.endswith(".istio.io/v1alpha3")
 )
 
 
 def _api_path(manifest: Mapping[str, Any]) -> str:
     kind = str(manifest["kind"])
-    if kind not in _RESOURCES:
+    if kind not in RESOURCES:
         raise ControlPlaneError(f"the harness does not know where to apply a {kind}")
-    prefix, plural, namespaced = _RESOURCES[kind]
+    prefix, plural, namespaced = RESOURCES[kind]
     metadata = manifest["metadata"]
     name = metadata["name"]
     if namespaced:

@@ -28,6 +28,7 @@ from harness.kube.render import (
 )
 from harness.mesh.envoy import Addr
 from harness.platforms.base import EdgeProxy, InstanceInfo, ProcessKind, toxic_edges
+from harness.platforms.local.istio.admission import istiod_refusals
 from harness.platforms.local.istio.api import object_ref
 from harness.platforms.local.istio.objects import (
     endpoint_slice,
@@ -124,6 +125,7 @@ class IstioDeployment(LocalDeployment):
         self.timings: dict[str, float] = {}
         self._stack = contextlib.ExitStack()
         self.pushes: list[PolicyPush] = []
+        self._applied: list[JsonObject] = []  # the objects the API server accepted
         self._paused: dict[str, list[int]] = {}  # instance → its paused Envoy PIDs
 
     def _plan_instances(self) -> tuple[InstanceInfo, ...]:
@@ -191,6 +193,7 @@ class IstioDeployment(LocalDeployment):
             crds_established_s=plane.timings.crds_established_s,
             istiod_ready_s=plane.timings.istiod_ready_s,
         )
+        _refuse_what_istiod_refuses(self.sandbox, self._applied)
         if self.toxic_proxies:
             self._start_toxiproxy()
         self._start_proxies(plane, gateway, begun)
@@ -237,14 +240,16 @@ class IstioDeployment(LocalDeployment):
     def apply_policy(self, objects: Sequence[JsonObject], affected: Sequence[str]) -> PolicyPush:
         """Apply ``objects`` and wait until istiod got them to every proxy in ``affected``
         (instance names): the push time, recorded for the journal. An object the API server
-        refuses, or a proxy that rejects the result (a NACK), is a ControlPlaneError naming
-        the objects and the reason."""
+        or istiod's validation refuses (checked in a cluster's order: the CRD schema, then
+        istiod's webhook), or a proxy that rejects the result (a NACK), is a
+        ControlPlaneError naming the objects and the reason."""
         if self.plane is None:
             raise PlatformError("the control plane is not running")
         change = "apply " + ", ".join(object_ref(item) for item in objects)
         before = snapshot(self.sandbox)
         at, begun = time.time(), time.monotonic()
-        self.plane.apply(objects, parallel=APPLY_PARALLEL)
+        self.plane.apply(objects, parallel=APPLY_PARALLEL)  # the CRD schemas first,
+        _refuse_what_istiod_refuses(self.sandbox, objects)  # then istiod's webhook
         try:
             wait_pushed(self.sandbox, self.plane.sidecars, affected, before)
         except ControlPlaneError as exc:
@@ -258,9 +263,12 @@ class IstioDeployment(LocalDeployment):
     def _apply_objects(self, plane: IstioControlPlane, gateway: Workload) -> None:
         """The rendered objects and the run's own (:meth:`_run_objects`), the Pods; each
         instance's (and toxic proxy's) address on ``lo``."""
-        manifests = render(self.scenario, RenderOptions.for_run(self.sandbox.run_id))
+        manifests = [
+            m.to_dict() for m in render(self.scenario, RenderOptions.for_run(self.sandbox.run_id))
+        ]
         plane.apply(manifests[:1])  # the Namespace first: everything else lives in it
-        plane.apply([*manifests[1:], *self._run_objects(gateway)], parallel=APPLY_PARALLEL)
+        self._applied = [*manifests[1:], *self._run_objects(gateway)]
+        plane.apply(self._applied, parallel=APPLY_PARALLEL)
         workloads = (gateway, *self.workloads.values())
         plane.add_address(*(workload.ip for workload in workloads))
         plane.add_address(*(edge.listen.host for edge in self.toxic_proxies.values()))
@@ -403,3 +411,11 @@ def _is(state: str | None, done: str) -> bool:
     if done == "stopped":
         return state in ("T", "t")
     return state is not None and state not in ("T", "t")
+
+
+def _refuse_what_istiod_refuses(sandbox: Sandbox, objects: Sequence[JsonObject]) -> None:
+    """istiod's validation webhook on every Istio object (as a cluster's API server would
+    call it); a refusal is a ControlPlaneError naming each object and istiod's reason."""
+    refused = istiod_refusals(sandbox, objects)
+    if refused:
+        raise ControlPlaneError("istiod's validation refused " + "; ".join(refused))

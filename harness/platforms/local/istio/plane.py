@@ -231,7 +231,8 @@ def _istiod_argv(binary: Path, kubeconfig: Path, directory: Path) -> list[str]:
         f"--httpAddr={LOCALHOST}:{ISTIOD_PORTS['http']}",
         f"--grpcAddr={LOCALHOST}:{ISTIOD_PORTS['grpc']}",
         f"--secureGRPCAddr={LOCALHOST}:{ISTIOD_PORTS['secure']}",
-        f"--httpsAddr={LOCALHOST}:{ISTIOD_PORTS['https']}",
+        # No HTTPS server: istiod then serves its webhooks (/validate) on the HTTP port.
+        "--httpsAddr=",
         f"--monitoringAddr={LOCALHOST}:{ISTIOD_PORTS['monitor']}",
         f"--ctrlz_address={LOCALHOST}",
         f"--ctrlz_port={ISTIOD_PORTS['z']}",

@@ -23,10 +23,9 @@ ETCD_PORT: Final = 2379
 ETCD_PEER_PORT: Final = 2380
 APISERVER_PORT: Final = 6443
 ISTIOD_PORTS: Final[Mapping[str, int]] = {
-    "http": 8080,  # /ready, /debug/syncz
+    "http": 8080,  # /ready, /debug/syncz, /validate
     "grpc": 15010,
     "secure": 15012,  # mTLS xDS and the CA
-    "https": 15017,
     "monitor": 15014,
     "z": 9876,
 }
