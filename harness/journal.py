@@ -280,6 +280,7 @@ class ControlPlaneTimings(Record):
     crds_established_s: float | None = None  # Istio's CRDs Established
     objects_applied_s: float | None = None  # the rendered objects + the run's own
     istiod_ready_s: float | None = None  # istiod /ready
+    objects_validated_s: float | None = None  # istiod's webhook judged every Istio object
     root_certificate_s: float | None = None  # istiod's root certificate published
     sidecars_started_s: float | None = None  # every pilot-agent and app spawned
     proxies_synced_s: float | None = None  # every proxy SYNCED (istiod /debug/syncz)

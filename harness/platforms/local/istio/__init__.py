@@ -6,6 +6,7 @@ Modules, bottom up (each imports only from those before it):
 * :mod:`.workloads` — fixed addresses and ports, :class:`Workload`, :class:`Sidecar`
 * :mod:`.objects` — builders of the Sidecars, EndpointSlices and EnvoyFilters the run adds
 * :mod:`.api` — server-side apply, Pod status, tokens, root certificate (plain HTTPS)
+* :mod:`.admission` — istiod's validation webhook asked about every Istio object
 * :mod:`.proxies` — pilot-agent + Envoy processes, pod addresses on ``lo``
 * :mod:`.sync` — SYNCED / NACK from istiod's ``/debug/syncz`` and Envoy's counters;
   push times of policy changes

@@ -194,6 +194,7 @@ class IstioDeployment(LocalDeployment):
             istiod_ready_s=plane.timings.istiod_ready_s,
         )
         _refuse_what_istiod_refuses(self.sandbox, self._applied)
+        self.timings["objects_validated_s"] = time.monotonic() - begun
         if self.toxic_proxies:
             self._start_toxiproxy()
         self._start_proxies(plane, gateway, begun)
