@@ -332,7 +332,8 @@ class IstioDeployment(LocalDeployment):
         wait until each is ``done`` (``gone``, ``stopped``, ``running``)."""
         if not pids:
             return
-        self.sandbox.run(["kill", f"-{signal}", *map(str, pids)])
+        # The shell's own kill: no procps needed in the namespace.
+        self.sandbox.run(["sh", "-c", f"kill -{signal} {' '.join(map(str, pids))}"])
         deadline = time.monotonic() + PROCESS_SIGNAL_TIMEOUT_S
         for pid in pids:
             while not _is(self._ns_state(pid), done):
