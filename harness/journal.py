@@ -292,14 +292,45 @@ class RequestPath(Record):
     hops: list[Hop]
 
 
+class PolicyPush(Record):
+    """One change of the mesh's objects under ``--mesh istio``, and how long istiod took to
+    get it to every proxy it affects: from the API write until each of them acknowledged a
+    configuration newer than before the write (istiod's ``/debug/syncz`` nonces)."""
+
+    change: str  # e.g. "apply EnvoyFilter ns/harness-faults-catalog, ..."
+    at: float  # epoch seconds of the API write
+    proxies: list[str]  # the proxies it affects
+    seconds: float  # API write → every affected proxy SYNCED with the new configuration
+
+
+class ControlPlaneTimings(Record):
+    """Seconds from the start of a ``--mesh istio`` deployment to each step (None: not
+    reached, or not recorded by the harness that wrote the journal)."""
+
+    apiserver_ready_s: float | None = None  # kube-apiserver /readyz
+    crds_established_s: float | None = None  # Istio's CRDs Established
+    objects_applied_s: float | None = None  # the rendered objects + the run's own
+    istiod_ready_s: float | None = None  # istiod /ready
+    objects_validated_s: float | None = None  # istiod's webhook judged every Istio object
+    root_certificate_s: float | None = None  # istiod's root certificate published
+    sidecars_started_s: float | None = None  # every pilot-agent and app spawned
+    proxies_synced_s: float | None = None  # every proxy SYNCED (istiod /debug/syncz)
+    sync_wait_s: float | None = None  # from the last spawn to SYNCED (a duration)
+    fault_filters_pushed_s: float | None = None  # the fault EnvoyFilters' push acknowledged
+    ready_s: float | None = None  # a request crossed the mesh
+
+    def steps(self) -> list[tuple[str, float]]:
+        """The recorded steps, in the order of a bring-up."""
+        return [(name, value) for name, value in self if value is not None]
+
+
 class ControlPlaneRecord(Record):
     """The real control plane of a ``--mesh istio`` run."""
 
     istio_version: str
     kubernetes_version: str
-    # seconds from the start of the deployment: apiserver_ready_s, istiod_ready_s,
-    # proxies_synced_s (every proxy SYNCED with istiod), ready_s (a request crossed the mesh)
-    timings: dict[str, float] = Field(default_factory=dict)
+    timings: ControlPlaneTimings = Field(default_factory=ControlPlaneTimings)
+    pushes: list[PolicyPush] = Field(default_factory=list)  # absent from older journals
 
 
 class Journal(Record):

@@ -41,6 +41,7 @@ from harness.journal import (
     ControlPlaneRecord,
     FaultTrigger,
     InstanceRecord,
+    ControlPlaneTimings,
     Journal,
     LoadRecord,
     OperatorAction,
@@ -61,7 +62,7 @@ from harness.observe.sampler import MeshSampler
 from harness.observe.timeline import latency_histograms, load_timeline, phase_loads
 from harness.platforms.base import Deployment
 from harness.platforms.local.deploy import LocalPlatform
-from harness.platforms.local.platform import Mesh
+from harness.platforms.local.platform import LocalDeployment, Mesh
 from harness.platforms.local.sandbox import Isolation
 from harness.runlock import RunnerLock, process_start
 from harness.scenario.models import Guard, Scenario
@@ -608,6 +609,18 @@ def _instance_records(scenario: Scenario, deployment: Deployment) -> list[Instan
     ]
 
 
+def _record_control_plane(journal: Journal, deployment: LocalDeployment) -> None:
+    """The real control plane's versions, timings and policy pushes (``--mesh istio``)."""
+    control_plane = deployment.control_plane()
+    if control_plane is not None:
+        journal.control_plane = ControlPlaneRecord(
+            istio_version=control_plane.versions["istio"],
+            kubernetes_version=control_plane.versions["kubernetes"],
+            timings=ControlPlaneTimings(**control_plane.timings),
+            pushes=list(control_plane.pushes),
+        )
+
+
 def _deploy_and_run(run: Run, options: RunOptions, guard: SignalGuard, log: Log) -> None:
     """Pick the platform (local: the only place that names it), deploy, run, judge."""
     journal, journal_path = run.journal, run.run_dir / "journal.json"
@@ -615,13 +628,7 @@ def _deploy_and_run(run: Run, options: RunOptions, guard: SignalGuard, log: Log)
     platform = LocalPlatform(options.isolation, options.mesh, options.seed)
     with platform.deploy(run.scenario, run.run_dir) as deployment:
         journal.isolation = deployment.isolation
-        control_plane = deployment.control_plane()
-        if control_plane is not None:
-            journal.control_plane = ControlPlaneRecord(
-                istio_version=control_plane.versions["istio"],
-                kubernetes_version=control_plane.versions["kubernetes"],
-                timings=control_plane.timings,
-            )
+        _record_control_plane(journal, deployment)
         journal.isolation_note = deployment.isolation_note
         journal.instances = _instance_records(run.scenario, deployment)
         journal.namespaces = deployment.sandbox.namespaces
@@ -635,6 +642,7 @@ def _deploy_and_run(run: Run, options: RunOptions, guard: SignalGuard, log: Log)
             run.execute(deployment)
         finally:
             guard.shield()
+            _record_control_plane(journal, deployment)  # pushes made during the run
             if journal.load is not None and journal.phases:
                 run.judge(deployment)
 

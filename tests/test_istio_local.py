@@ -9,25 +9,35 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from harness.app.topology import ServiceSpec, Topology
 from harness.errors import ControlPlaneError, ExitCode, ToolMissingError
+from harness.kube.render import JsonObject
 from harness.platforms.local.deploy import LocalPlatform
 from harness.platforms.local.istio import (
     IstioControlPlane,
+    Sidecar,
     Workload,
     fault_envoy_filter,
     istio_control_plane,
     mesh_address,
     sync_state,
+    unsupported_faults,
 )
+from harness.platforms.local.istio.deployment import TOXIC_IP_BASE
+from harness.platforms.local.istio.sync import sent_nonces, wait_pushed
+from harness.platforms.local.istio.workloads import short_cluster_name
 from harness.platforms.local.platform import Mesh, find_envoy
 from harness.platforms.local.processes import namespace_members, run_processes
 from harness.platforms.local.sandbox import Isolation, Sandbox
@@ -72,6 +82,69 @@ def test_syncz_entry_states() -> None:
     nack = {**base, "resources": {lds: {"sent": "n2", "acked": "n1", "lastError": "bad filter"}}}
     assert sync_state(nack) == ("NACK", "Listener: bad filter")
     assert sync_state({"proxy": "a.ns", "resources": {}})[0] == "STALE"
+
+
+class FakeIstiod:
+    """FAKE: the two things ``wait_pushed`` asks of the sandbox (istiod's /debug/syncz, is
+    an agent running), answering syncz from a script, one answer per call."""
+
+    def __init__(self, answers: list[list[dict[str, Any]]]) -> None:
+        self.answers = answers
+
+    def http(self, method: str, url: str, timeout: float) -> tuple[int, str]:
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        return 200, json.dumps(answer)
+
+    def running(self, pid: int) -> tuple[bool, int | None]:
+        return True, None
+
+
+class FakeAdmin:
+    """FAKE: an Envoy admin with no rejected update."""
+
+    def counters(self, pattern: str | None = None) -> dict[str, int]:
+        return {}
+
+
+def _syncz(sent: str, acked: str, error: str = "") -> dict[str, Any]:
+    lds = "type.googleapis.com/envoy.config.listener.v3.Listener"
+    status = {"sent": sent, "acked": acked, **({"lastError": error} if error else {})}
+    return {
+        "proxy": "catalog-0.ns",
+        "cluster_sent": "c1",
+        "listener_sent": sent,
+        "resources": {lds: status},
+    }
+
+
+def test_a_push_counts_once_a_newer_configuration_is_acknowledged() -> None:
+    """wait_pushed returns only when the proxy was sent a nonce newer than the snapshot
+    before the write AND acknowledged it; a NACK on the way fails, naming the proxy."""
+    workload = Workload("catalog-0", "catalog", "ns", mesh_address(2), 2)
+    sidecars = {"catalog-0": Sidecar(workload, 7, FakeAdmin(), Path("log"), Path("."))}  # type: ignore[arg-type]
+    before = {"catalog-0.ns": sent_nonces(_syncz("n1", "n1"))}
+    script = [
+        [_syncz("n1", "n1")],  # not pushed yet (istiod debounces)
+        [_syncz("n2", "n1")],  # sent, not acknowledged
+        [_syncz("n2", "n2")],  # SYNCED with the new configuration
+    ]
+    fake = FakeIstiod(list(script))
+    wait_pushed(fake, sidecars, ["catalog-0"], before, timeout_s=5)  # type: ignore[arg-type]
+    assert fake.answers == [[_syncz("n2", "n2")]]  # every step was read
+    nack = FakeIstiod([[_syncz("n1", "n1")], [_syncz("n2", "n1", "bad filter")]])
+    with pytest.raises(ControlPlaneError, match=r"catalog-0 rejected .*Listener: bad filter"):
+        wait_pushed(nack, sidecars, ["catalog-0"], before, timeout_s=5)  # type: ignore[arg-type]
+    with pytest.raises(ControlPlaneError, match=r"did not reach \['catalog-0'\]"):
+        wait_pushed(FakeIstiod([[_syncz("n1", "n1")]]), sidecars, ["catalog-0"], before, 0.2)  # type: ignore[arg-type]
+
+
+def test_istio_cluster_names_read_as_under_envoy() -> None:
+    """/clusters under istiod names a Service by its FQDN; the observer and the toxic
+    injector read ``outbound|8080||<service>`` as under --mesh envoy."""
+    fqdn = "outbound|8080||catalog.harness-x.svc.cluster.local"
+    assert short_cluster_name(fqdn) == "outbound|8080||catalog"
+    for name in ("inbound|8080||", "outbound|8080|v1|catalog", "BlackHoleCluster"):
+        assert short_cluster_name(name) == name
 
 
 @pytest.mark.controlplane
@@ -205,37 +278,181 @@ def test_shop_app_under_istiod(tmp_path: Path) -> None:
     assert run_processes(run_dir.name) == []
 
 
-def test_faults_istio_cannot_inject_yet_are_refused_with_exit_2(tmp_path: Path) -> None:
-    """A fault --mesh istio cannot inject is an input error (exit 2) naming it, before any
-    control-plane process starts — never a silently faked fault."""
-    spec = {
-        **SHOP,
-        "faults": [
-            {
-                "name": "slow-link",
-                "kind": "toxic",
-                "phase": "only",
-                "source": "frontend",
-                "target": {"service": "catalog"},
-                "toxic": "latency",
-                "latency": "100ms",
+FAULTS = {
+    "metadata": {"name": "istio-faults"},
+    "app": {"replicas": {"catalog": 2, "inventory": 2}},
+    "mesh": {
+        "destinations": {
+            "catalog": {
+                "timeout": "2s",
+                "retries": {"attempts": 2, "perTryTimeout": "1s", "retryOn": "5xx,connect-failure"},
             },
-            {
-                "name": "stop-proxy",
-                "kind": "pause",
-                "phase": "only",
-                "process": "sidecar",
-                "target": {"service": "catalog"},
+            "inventory": {
+                "timeout": "2s",
+                "retries": {"attempts": 2, "perTryTimeout": "200ms", "retryOn": "5xx,reset"},
             },
-        ],
-    }
+        }
+    },
+    "load": {"rate": 20},
+    "phases": [
+        {"name": "slow", "duration": "4s"},
+        {"name": "killed", "duration": "5s"},
+        {"name": "paused", "duration": "4s"},
+    ],
+    "faults": [
+        {
+            "name": "slow-link",
+            "kind": "toxic",
+            "phase": "slow",
+            "source": "frontend",
+            "target": {"service": "catalog", "instances": 1},
+            "toxic": "latency",
+            "latency": "200ms",
+        },
+        {
+            "name": "sidecar-killed",
+            "kind": "kill",
+            "phase": "killed",
+            "process": "sidecar",
+            "target": {"service": "catalog", "instances": 1},
+            "restartAfter": "1s",
+        },
+        {
+            "name": "sidecar-paused",
+            "kind": "pause",
+            "phase": "paused",
+            "process": "sidecar",
+            "target": {"service": "inventory", "instances": 1},
+        },
+    ],
+    "slos": [{"kind": "errorRate", "name": "errors", "max": "50%"}],
+}
+
+
+@pytest.mark.controlplane
+def test_toxic_and_sidecar_faults_under_istio(tmp_path: Path) -> None:
+    """Every fault kind --mesh envoy injects works under istiod too, with proof:
+
+    * a latency toxic: frontend's sidecar reaches catalog-0 through the toxic proxy (its
+      EndpointSlice address), seen in the caller's per-endpoint counters and in the access
+      logs (catalog-0's calls from frontend take at least the toxic's 200 ms);
+    * a sidecar kill: pilot-agent and its Envoy are gone, the restarted agent is SYNCED
+      with istiod again and serves (callers saw connection failures meanwhile);
+    * a sidecar pause: agent and Envoy stopped (callers timed out), resumed after.
+
+    The JSON access logs istiod was told to write (EnvoyFilter) name every edge's caller."""
     result = run_scenario(
-        Scenario.model_validate(spec),
+        Scenario.model_validate(FAULTS),
         options=RunOptions(reports_dir=tmp_path, mesh=Mesh.ISTIO, handle_signals=False),
     )
-    assert result.exit_code == ExitCode.ERROR
-    assert result.journal.mesh == "istio"
-    assert result.journal.error is not None
-    assert "slow-link: kind toxic" in result.journal.error
-    assert "stop-proxy: pause of the sidecar" in result.journal.error
-    assert run_processes(result.journal.run_id) == []
+    journal = result.journal
+    assert journal.error is None, journal.error
+    faults = {fault.name: fault for fault in journal.faults}
+    for name, fault in faults.items():
+        assert fault.took_effect, (name, fault.effect_message, fault.evidence)
+        assert fault.revert_verified, name
+    assert faults["slow-link"].evidence["requests_via_proxy"] > 0
+    killed = faults["sidecar-killed"].detail
+    assert killed["state_after_inject"] == {"catalog-0": "gone"}
+    assert killed["restarts"]["catalog-0"]["pid"] != killed["pids"]["catalog-0"]
+    assert faults["sidecar-paused"].detail["state_after_inject"] == {"inventory-0": "T"}
+    # Envoy itself stopped and died, not only pilot-agent: callers saw it.
+    for name in ("sidecar-killed", "sidecar-paused"):
+        seen = {k: v for k, v in faults[name].evidence.items() if k.startswith("callers_")}
+        assert sum(seen.values()) > 0, (name, faults[name].evidence)
+    # Access logs: every inbound line knows its caller (x-harness-source from istiod's
+    # routes), and the toxic's latency shows on frontend's calls to catalog-0.
+    edges = set(journal.response_codes)
+    assert {"ingress→frontend", "frontend→catalog", "catalog→inventory"} <= edges
+    assert not [edge for edge in edges if edge.startswith("unknown")]
+    assert journal.request_paths
+    access = tmp_path / journal.scenario_name / journal.run_id / "access"
+    toxic = next(p for p in journal.phases if p.name == "slow")
+    through_proxy = [
+        entry
+        for entry in map(json.loads, (access / "frontend-0.jsonl").read_text().splitlines())
+        if entry["dir"] == "outbound"
+        and entry["upstream"] == f"{mesh_address(TOXIC_IP_BASE)}:8080"
+        and toxic.start + 0.5 < float(entry["start"]) < toxic.end - 0.5
+    ]
+    assert through_proxy
+    assert all(int(entry["ms"]) >= 200 for entry in through_proxy), through_proxy
+    inbound = (access / "catalog-1.jsonl").read_text().splitlines()
+    assert any('"source":"frontend"' in line and '"dir":"inbound"' in line for line in inbound)
+    assert run_processes(journal.run_id) == []
+
+
+def test_a_toxic_edge_whose_target_has_other_callers_is_refused() -> None:
+    """Under Istio every caller of a Service reads the same EndpointSlice, so a toxic proxy
+    there would sit on every caller's edge; an edge whose target other services also call is
+    refused (the shop app has none: a FAKE topology stands in, as a future app would)."""
+    scenario = Scenario.model_validate(FAULTS)
+    assert unsupported_faults(scenario) == []
+    two_callers = Topology(
+        name="fake",
+        entry="frontend",
+        services=(
+            ServiceSpec("frontend", ("catalog", "pricing"), 1, 1.0),
+            ServiceSpec("pricing", ("catalog",), 1, 1.0),
+            ServiceSpec("catalog", (), 1, 1.0),
+        ),
+    )
+    fake = SimpleNamespace(app=SimpleNamespace(topology=two_callers), faults=scenario.faults)
+    assert unsupported_faults(fake) == [  # type: ignore[arg-type]
+        "slow-link: toxic on frontend → catalog, which pricing also call "
+        "(under Istio every caller reads the same endpoints)"
+    ]
+
+
+def _broken_fault_filter(broken: str) -> Callable[..., JsonObject]:
+    """fault_envoy_filter, with one filter made ``broken``: "schema" (the API server's CRD
+    schema refuses it), "istiod" (the schema lets it pass, istiod's validation refuses it:
+    an INSERT_BEFORE without a value) or "nack" (istiod accepts it, Envoy rejects the
+    listener)."""
+
+    def build(namespace: str, service: str, sources: Sequence[str]) -> JsonObject:
+        made = fault_envoy_filter(namespace, service, sources)
+        if service == "inventory":
+            patches: Any = made["spec"]["configPatches"]  # type: ignore[index]
+            if broken == "schema":
+                patches[1]["applyTo"] = "NOT_A_PLACE"
+            elif broken == "istiod":
+                del patches[1]["patch"]["value"]
+            else:
+                patches[1]["patch"]["value"]["typed_config"]["abort"]["http_status"] = 99
+        return made
+
+    return build
+
+
+@pytest.mark.controlplane
+def test_a_refused_object_or_a_nack_fails_the_run_with_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A policy object the API server refuses, or istiod's validation refuses, or whose
+    configuration Envoy rejects (a NACK, update_rejected > 0), is an error (exit 2) naming
+    the object and the reason; nothing of
+    the run is left running. (The broken object is injected into the deployment's fault
+    EnvoyFilters, applied as a policy change once every proxy is SYNCED.)"""
+    expected = {
+        "schema": r"EnvoyFilter harness-\S+/harness-faults-inventory: 422 .*applyTo",
+        "istiod": r"istiod's validation refused EnvoyFilter harness-\S+/harness-faults-inventory: "
+        r"configuration is invalid: Envoy filter: missing patch value",
+        "nack": r"EnvoyFilter harness-\S+/harness-faults-inventory.*inventory-0 rejected "
+        r"istiod's configuration",
+    }
+    for broken, pattern in expected.items():
+        monkeypatch.setattr(
+            "harness.platforms.local.istio.deployment.fault_envoy_filter",
+            _broken_fault_filter(broken),
+        )
+        result = run_scenario(
+            Scenario.model_validate(SHOP),
+            options=RunOptions(reports_dir=tmp_path, mesh=Mesh.ISTIO, handle_signals=False),
+        )
+        journal = result.journal
+        assert result.exit_code == ExitCode.ERROR, (broken, journal.error)
+        assert journal.error is not None
+        assert re.search(pattern, journal.error, re.S), (broken, journal.error)
+        assert journal.load is None  # no load was driven against a broken mesh
+        assert run_processes(journal.run_id) == []

@@ -23,6 +23,7 @@ from harness.load.driver import Sample
 from harness.mesh.admin import EnvoyAdmin
 from harness.mesh.stats import EDGE_COUNTERS
 from harness.observe.access_logs import (
+    edge_of,
     read_access_log,
     request_paths,
     response_flags,
@@ -505,6 +506,25 @@ def test_response_flags_per_edge_from_both_sides(access_dir: Path) -> None:
         "ingress→frontend": {},
         "unknown→catalog": {"UC": 1},
     }
+
+
+def test_istiods_cluster_stat_names_give_the_same_edges(access_dir: Path) -> None:
+    """Under --mesh istio %UPSTREAM_CLUSTER% prints istiod's stat name, which ends with its
+    tag delimiter (``outbound|8080||catalog;``): the edges are the same as without it."""
+    plain = summarize_responses(access_dir, SERVICE_OF)
+    for path in access_dir.glob("*.jsonl"):
+        text = path.read_text().replace('"outbound|8080||catalog"', '"outbound|8080||catalog;"')
+        path.write_text(text.replace('"outbound|8080||pricing"', '"outbound|8080||pricing;"'))
+    assert ';"' in (access_dir / "frontend-0.jsonl").read_text()
+    istio = summarize_responses(access_dir, SERVICE_OF)
+    assert (istio.codes, istio.flags) == (plain.codes, plain.flags)
+    assert [edge_of(e, SERVICE_OF) for e in read_access_log(access_dir / "frontend-0.jsonl")] == [
+        "ingress→frontend",
+        "frontend→catalog",
+        "ingress→frontend",
+        "frontend→catalog",
+        "frontend→pricing",
+    ]
 
 
 @pytest.mark.parametrize(("status", "label"), [(200, "2xx"), (503, "5xx"), (0, "0"), (404, "4xx")])

@@ -963,3 +963,53 @@ def test_blocked_ejections_and_per_pair_verdicts_are_shown() -> None:
     )
     assert "ejections blocked" in edges
     assert "on its own: FAIL" in section(html, "verdicts")
+
+
+def test_istio_runs_show_versions_timings_and_policy_pushes() -> None:
+    """--mesh istio: the header names the mesh and the pinned Istio / Kubernetes versions;
+    the environment lists the control-plane timings and each policy push; a journal from
+    before pushes were recorded still loads and renders."""
+    plane = {
+        "istio_version": "1.31",
+        "kubernetes_version": "v1.37.2",
+        "timings": {"apiserver_ready_s": 4.2, "istiod_ready_s": 9.6, "proxies_synced_s": 15.5},
+        "pushes": [
+            {
+                "change": "apply EnvoyFilter ns/harness-faults-catalog",
+                "at": T0,
+                "proxies": ["catalog-0", "catalog-1"],
+                "seconds": 0.41,
+            }
+        ],
+    }
+    journal = new_journal(mesh="istio", control_plane=plane)
+    html = render_report(Journal.model_validate_json(journal.model_dump_json()))
+    assert "mesh <b>istio (Istio 1.31, Kubernetes v1.37.2)</b>" in html
+    assert "control plane: istiod ready" in html and "9.6 s" in html
+    assert "policy push: apply EnvoyFilter ns/harness-faults-catalog" in html
+    assert "0.41 s to 2 proxies" in html
+    # As the first --mesh istio journals wrote it: no pushes, these timing keys.
+    older = {
+        "istio_version": "1.31",
+        "kubernetes_version": "v1.37.2",
+        "timings": dict.fromkeys(
+            [
+                "objects_applied_s",
+                "apiserver_ready_s",
+                "crds_established_s",
+                "istiod_ready_s",
+                "root_certificate_s",
+                "sidecars_started_s",
+                "proxies_synced_s",
+                "sync_wait_s",
+                "ready_s",
+            ],
+            1.0,
+        ),
+    }
+    loaded = Journal.model_validate_json(
+        new_journal(mesh="istio", control_plane=older).model_dump_json()
+    )
+    assert loaded.control_plane is not None and loaded.control_plane.pushes == []
+    assert loaded.control_plane.timings.ready_s == 1.0
+    assert "policy push" not in render_report(loaded)

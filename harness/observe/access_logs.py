@@ -147,8 +147,14 @@ def read_access_logs(access_dir: Path) -> Iterator[AccessEntry]:
 
 def _callee(entry: AccessEntry) -> str:
     if entry.cluster.startswith("outbound|"):
-        return entry.cluster.rsplit("|", 1)[-1]
+        return _cluster_service(entry.cluster)
     return entry.authority.rsplit(":", 1)[0] if entry.authority else UNKNOWN
+
+
+def _cluster_service(cluster: str) -> str:
+    """``outbound|8080||catalog`` → ``catalog``; istiod's stat name ends with its tag
+    delimiter (``outbound|8080||catalog;``), which %UPSTREAM_CLUSTER% prints too."""
+    return cluster.rsplit("|", 1)[-1].rstrip(";")
 
 
 def edge_of(entry: AccessEntry, service_of: Mapping[str, str]) -> str | None:
@@ -264,7 +270,7 @@ class _Tally:
     ) -> str | None:
         """``"caller→callee"`` of a line, or ``None`` for a direction this does not know."""
         callee = (
-            cluster.rsplit("|", 1)[-1]
+            _cluster_service(cluster)
             if cluster.startswith("outbound|")
             else authority.rsplit(":", 1)[0]
             if authority

@@ -725,7 +725,14 @@ def _environment_rows(journal: Journal) -> list[tuple[str, str]]:
         rows.append(("Kubernetes API", plane.kubernetes_version))
         rows.extend(
             (f"control plane: {name.removesuffix('_s').replace('_', ' ')}", f"{value:.1f} s")
-            for name, value in plane.timings.items()
+            for name, value in plane.timings.steps()
+        )
+        rows.extend(
+            (
+                f"policy push: {push.change}",
+                f"{push.seconds:.2f} s to {len(push.proxies)} proxies (API write → all SYNCED)",
+            )
+            for push in plane.pushes
         )
     rows.extend(sorted(journal.environment.items()))
     return rows

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from harness.errors import PlatformError, ToolMissingError
 from harness.files import write_atomic
+from harness.journal import PolicyPush
 from harness.mesh.admin import AdminApi, EnvoyAdmin
 from harness.mesh.envoy import (
     Addr,
@@ -74,6 +75,7 @@ class ControlPlaneInfo:
 
     versions: dict[str, str]  # "istio", "kubernetes"
     timings: dict[str, float]  # seconds from the start of the deployment
+    pushes: tuple[PolicyPush, ...] = ()  # policy changes and their push times
 
 
 def find_envoy() -> str:
