@@ -336,7 +336,16 @@ class IstioControlPlane:
             "spec": {
                 "serviceAccountName": workload.service,
                 "nodeName": "harness",
-                "containers": [{"name": "app", "image": "harness-app:local"}],
+                # The named port the Service's targetPort names, as the rendered Deployment's
+                # pods have it: without it istiod cannot match the Sidecar's ingress port to
+                # the Service and the inbound cluster misses the DestinationRule's pool.
+                "containers": [
+                    {
+                        "name": "app",
+                        "image": "harness-app:local",
+                        "ports": [{"name": PORT_NAME, "containerPort": SERVICE_PORT}],
+                    }
+                ],
             },
         }
         self.apply([pod])
