@@ -455,7 +455,7 @@ def role_edges(scenario: Scenario) -> dict[str, tuple[str, ...]]:
     """Proxy role (service name, or ``ingress``) → the edges it serves: its inbound port
     (sidecars) and one outbound edge per service it calls."""
     topology = scenario.app.topology
-    roles = {INGRESS: (f"→ {topology.entry}:{SERVICE_PORT}",)}
+    roles: dict[str, tuple[str, ...]] = {INGRESS: (f"→ {topology.entry}:{SERVICE_PORT}",)}
     for service in topology.service_names:
         calls = topology.service(service).calls
         roles[service] = (

@@ -21,9 +21,12 @@ filters on the inbound listener, stat prefix) and the source-bind ``EnvoyFilter`
 from __future__ import annotations
 
 import json
+import secrets
+import shutil
 import subprocess
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -32,19 +35,23 @@ from harness.errors import ControlPlaneError, PlatformError
 from harness.kube.render import JsonObject, RenderOptions, render
 from harness.mesh.admin import EnvoyAdmin
 from harness.mesh.envoy import EnvoyCommand
-from harness.mesh.fidelity import INGRESS, translation_bootstraps
+from harness.mesh.fidelity import INGRESS, Difference, differences, translation_bootstraps
 from harness.platforms.local.istio import (
     EGRESS_NETWORK,
     GATEWAY_ACCOUNT,
     READY_TIMEOUT_S,
     IstioControlPlane,
+    Log,
     Sidecar,
     Workload,
+    _quiet,
     _stop,
     endpoint_slice,
+    istio_control_plane,
     mesh_address,
     sidecar_resource,
 )
+from harness.platforms.local.sandbox import Isolation, Sandbox
 from harness.scenario.models import Scenario
 
 INGRESS_ROLE: Final = INGRESS
@@ -210,3 +217,25 @@ def _read_dump(role: str, process: subprocess.Popen[bytes], directory: Path) -> 
         raise PlatformError(f"translation {role}: /config_dump answered {status}: {body[:200]}")
     data: dict[str, Any] = json.loads(body)
     return data
+
+
+def check_fidelity(
+    scenarios: Sequence[Scenario], envoy: str, work: Path, *, log: Log = _quiet
+) -> dict[str, list[Difference]]:
+    """Every scenario's differences between istiod and the translation (empty: they agree),
+    with one control plane for all of them, in a sandbox of its own; nothing survives."""
+    run_id = f"fidelity-{secrets.token_hex(4)}"
+    scratch = Path(tempfile.mkdtemp(prefix="hrn-"))
+    found: dict[str, list[Difference]] = {}
+    sandbox = Sandbox.start(run_id, work / "logs", Isolation.NAMESPACE, scratch)
+    try:
+        with istio_control_plane(sandbox, scratch / "cp", work / "logs", log=log) as plane:
+            for slot, scenario in enumerate(scenarios):
+                istio = istiod_dumps(plane, scenario, slot, envoy, scratch)
+                mine = translation_dumps(scenario, envoy, work / "translation" / str(slot))
+                found[scenario.metadata.name] = differences(scenario, istio.dumps, mine)
+                log(f"{scenario.metadata.name}: {len(found[scenario.metadata.name])} differences")
+    finally:
+        sandbox.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    return found
