@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
-from harness.errors import ToolMissingError
+from harness.cli import app
+from harness.errors import ExitCode, ToolMissingError
 from harness.mesh.fidelity import (
     Difference,
     cluster_view,
@@ -163,6 +165,17 @@ def test_differences_are_readable_lines() -> None:
     assert found.line() == "frontend → catalog:8080: route.timeout: istiod 2s | translation 15s"
     (missing,) = compare("frontend", ["inbound:8080"], {}, {"inbound:8080": {}})
     assert missing.field == "edge"
+
+
+def test_fidelity_command_refuses_a_bad_scenario_before_starting_anything(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: harness/v1\nmetadata: {name: x}\nfaults: [{kind: htp}]\n")
+    result = CliRunner().invoke(app, ["fidelity", str(bad)])
+    assert result.exit_code == ExitCode.ERROR
+    assert "bad.yaml" in result.output
+    missing = CliRunner().invoke(app, ["fidelity", str(tmp_path / "none.yaml")])
+    assert missing.exit_code == ExitCode.ERROR
+    assert "none.yaml" in missing.output
 
 
 # --------------------------------------------------------------------------- real Envoys
