@@ -3,9 +3,10 @@
 Usage: ``python bench/mesh_verdicts.py [SCENARIO ...] [--out FILE]`` from the repository root
 (default: every file in ``scenarios/``). Runs each scenario once under each mesh, one run at
 a time (a run under ``--mesh istio`` brings up its own etcd, kube-apiserver and istiod), and
-prints a Markdown table: per scenario and mesh the exit code, the run's verdict, and each
-SLO's verdict per phase; the last column says whether the two meshes agree (same run verdict
-and the same verdict for every SLO × phase). ``--out`` also writes the rows as JSON.
+prints a Markdown table: per scenario and mesh the exit code, the run's verdict and the
+SLO × phase pairs that did not pass; then whether the run verdicts agree and which
+SLO × phase verdicts differ. ``--out`` also writes the rows as JSON; ``--table FILE``
+prints the table of such a file again.
 
 About 20 runs × 50 s on this machine: too long for CI, which runs the differential config
 test (tests/test_fidelity.py) on every change and the pairs that differ most in a slow test
@@ -50,38 +51,48 @@ def run_once(path: Path, mesh: Mesh, reports: Path) -> dict[str, Any]:
     }
 
 
-def agree(envoy: dict[str, Any], istio: dict[str, Any]) -> bool:
-    return envoy["verdict"] == istio["verdict"] and envoy["slos"] == istio["slos"]
+def slo_differences(envoy: dict[str, Any], istio: dict[str, Any]) -> list[str]:
+    """The SLO × phase pairs whose verdicts differ between the meshes."""
+    keys = sorted(set(envoy["slos"]) | set(istio["slos"]))
+    return [
+        f"{key}: {envoy['slos'].get(key, '-')} / {istio['slos'].get(key, '-')}"
+        for key in keys
+        if envoy["slos"].get(key) != istio["slos"].get(key)
+    ]
+
+
+def cell(row: dict[str, Any]) -> str:
+    """Exit code, run verdict, and the SLO × phase pairs that did not pass."""
+    text = f"exit {row['exit']} {row['verdict']}"
+    others = [f"{k} {v}" for k, v in sorted(row["slos"].items()) if v != "PASS"]
+    if others:
+        text += f" ({', '.join(others)})"
+    if row["error"] and not row["slos"]:
+        text += f": {row['error']}"
+    return text
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| scenario | --mesh envoy | --mesh istio | agree |",
-        "|---|---|---|---|",
+        "| scenario | --mesh envoy | --mesh istio | run verdicts agree | SLO × phase differing |",
+        "|---|---|---|---|---|",
     ]
     by_name: dict[str, dict[str, dict[str, Any]]] = {}
     for row in rows:
         by_name.setdefault(row["scenario"], {})[row["mesh"]] = row
-
-    def cell(row: dict[str, Any]) -> str:
-        slos = ", ".join(f"{k} {v}" for k, v in sorted(row["slos"].items()))
-        text = f"exit {row['exit']} {row['verdict']}"
-        if slos:
-            text += f" ({slos})"
-        if row["error"] and not row["slos"]:
-            text += f": {row['error']}"
-        return text
-
     for name, pair in by_name.items():
         envoy, istio = pair.get("envoy"), pair.get("istio")
         if envoy is None or istio is None:
             continue
-        verdict = "yes" if agree(envoy, istio) else "**no**"
-        lines.append(f"| {name} | {cell(envoy)} | {cell(istio)} | {verdict} |")
+        same = "yes" if envoy["verdict"] == istio["verdict"] else "**no**"
+        differing = "; ".join(slo_differences(envoy, istio)) if istio["slos"] else "-"
+        lines.append(f"| {name} | {cell(envoy)} | {cell(istio)} | {same} | {differing or 'none'} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--table"] and len(argv) == 2:
+        return render(Path(argv[1]))
     out: Path | None = None
     if "--out" in argv:
         at = argv.index("--out")
@@ -100,6 +111,12 @@ def main(argv: list[str]) -> int:
     print(table(rows))
     if out is not None:
         out.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def render(path: Path) -> int:
+    """``--table FILE``: print the table of rows a previous ``--out FILE`` wrote."""
+    print(table(json.loads(path.read_text())))
     return 0
 
 
