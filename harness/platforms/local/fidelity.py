@@ -13,9 +13,9 @@ proxy SYNCED (every xDS type acknowledged): that is the configuration Envoy acce
 runs, and it is printed by the same Envoy code as the translation's side. The sidecars are
 stopped (by PID) before the next scenario's start, so at most one scenario's proxies run.
 
-Not applied, because they decide no resilience field: the fault ``EnvoyFilter`` (fault
-filters on the inbound listener, stat prefix) and the source-bind ``EnvoyFilter``
-(``upstream_bind_config``).
+The ``EnvoyFilter`` objects an ``--mesh istio`` run adds (the inbound fault filters and the
+source-bind patch of the outbound clusters) are applied too: a patch that disturbed a
+resilience field would show as a difference.
 """
 
 from __future__ import annotations
@@ -47,9 +47,11 @@ from harness.platforms.local.istio import (
     _quiet,
     _stop,
     endpoint_slice,
+    fault_envoy_filter,
     istio_control_plane,
     mesh_address,
     sidecar_resource,
+    source_bind_filter,
 )
 from harness.platforms.local.sandbox import Isolation, Sandbox
 from harness.scenario.models import Scenario
@@ -116,10 +118,16 @@ def _objects(scenario: Scenario, namespace: str, roles: Mapping[str, Workload]) 
             "metadata": {"name": GATEWAY_ACCOUNT, "namespace": namespace},
         }
     ]
+    topology = scenario.app.topology
     for role, workload in roles.items():
+        extra.append(source_bind_filter(workload))
         if role != INGRESS_ROLE:
             extra.append(sidecar_resource(workload, str(EGRESS_NETWORK[workload.index])))
             extra.append(endpoint_slice(namespace, role, [workload]))
+            sources = [*topology.callers_of(role)]
+            if role == topology.entry:
+                sources.append(INGRESS_ROLE)
+            extra.append(fault_envoy_filter(namespace, role, sources))
     return [*manifests, *extra]
 
 
