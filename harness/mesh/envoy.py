@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
+from harness.app.topology import Topology
 from harness.scenario.models import DestinationPolicy, LbAlgorithm, Retries
 
 SERVICE_PORT = 8080
@@ -148,6 +149,14 @@ def fault_keys(source: str | None) -> FaultKeys:
         delay_percent=f"{prefix}.delay_percent",
         delay_duration_ms=f"{prefix}.delay_duration_ms",
     )
+
+
+def fault_sources_of(topology: Topology, service: str) -> tuple[str, ...]:
+    """The callers a per-source fault filter of ``service`` is made for: the services that
+    call it, and the ingress gateway for the entry service (one place, so the deployment and
+    the fidelity check program the same filters)."""
+    gateway = ("ingress",) if service == topology.entry else ()
+    return (*topology.callers_of(service), *gateway)
 
 
 def percent_to_runtime(percent: float) -> int:

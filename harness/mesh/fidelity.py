@@ -50,6 +50,7 @@ from harness.mesh.envoy import (
     IngressSpec,
     SidecarSpec,
     Upstream,
+    fault_sources_of,
     ingress_bootstrap,
     sidecar_bootstrap,
 )
@@ -498,10 +499,7 @@ def translation_bootstraps(scenario: Scenario, directory: str) -> dict[str, Json
                 admin_socket=f"{directory}/{service}.sock",
                 access_log=f"{directory}/{service}.jsonl",
                 upstreams=tuple(upstream(callee) for callee in calls),
-                fault_sources=(
-                    *topology.callers_of(service),
-                    *((INGRESS,) if service == topology.entry else ()),
-                ),
+                fault_sources=fault_sources_of(topology, service),
                 policy=destinations.get(service),
             )
         )

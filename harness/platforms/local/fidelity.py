@@ -34,7 +34,7 @@ from typing import Any, Final
 from harness.errors import ControlPlaneError, PlatformError
 from harness.kube.render import JsonObject, RenderOptions, render
 from harness.mesh.admin import EnvoyAdmin
-from harness.mesh.envoy import EnvoyCommand
+from harness.mesh.envoy import EnvoyCommand, fault_sources_of
 from harness.mesh.fidelity import INGRESS, Difference, differences, translation_bootstraps
 from harness.platforms.local.istio import (
     EGRESS_NETWORK,
@@ -124,9 +124,7 @@ def _objects(scenario: Scenario, namespace: str, roles: Mapping[str, Workload]) 
         if role != INGRESS_ROLE:
             extra.append(sidecar_resource(workload, str(EGRESS_NETWORK[workload.index])))
             extra.append(endpoint_slice(namespace, role, [workload]))
-            sources = [*topology.callers_of(role)]
-            if role == topology.entry:
-                sources.append(INGRESS_ROLE)
+            sources = fault_sources_of(topology, role)
             extra.append(fault_envoy_filter(namespace, role, sources))
     return [*manifests, *extra]
 
