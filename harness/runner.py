@@ -39,9 +39,9 @@ from harness.faults.base import Adjustable, Injector, UndoJournal, applied
 from harness.journal import (
     ActionKind,
     ControlPlaneRecord,
+    ControlPlaneTimings,
     FaultTrigger,
     InstanceRecord,
-    ControlPlaneTimings,
     Journal,
     LoadRecord,
     OperatorAction,

@@ -278,7 +278,9 @@ def test_cluster_without_destination_rule_has_istio_defaults() -> None:
     ]
     assert UNLIMITED == 2**32 - 1
     assert "outlier_detection" not in built
-    assert "healthy_panic_threshold" not in built.get("common_lb_config", {})
+    # Panic mode off (PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS, on by default): with every host
+    # ejected Envoy answers "no healthy upstream" instead of using the ejected hosts.
+    assert built["common_lb_config"]["healthy_panic_threshold"] == {"value": 0.0}
     assert "typed_extension_protocol_options" not in built
     assert "upstream_bind_config" not in built
     endpoints = built["load_assignment"]["endpoints"][0]["lb_endpoints"]

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
+from harness.app.topology import Topology
 from harness.scenario.models import DestinationPolicy, LbAlgorithm, Retries
 
 SERVICE_PORT = 8080
@@ -148,6 +149,14 @@ def fault_keys(source: str | None) -> FaultKeys:
         delay_percent=f"{prefix}.delay_percent",
         delay_duration_ms=f"{prefix}.delay_duration_ms",
     )
+
+
+def fault_sources_of(topology: Topology, service: str) -> tuple[str, ...]:
+    """The callers a per-source fault filter of ``service`` is made for: the services that
+    call it, and the ingress gateway for the entry service (one place, so the deployment and
+    the fidelity check program the same filters)."""
+    gateway = ("ingress",) if service == topology.entry else ()
+    return (*topology.callers_of(service), *gateway)
 
 
 def percent_to_runtime(percent: float) -> int:
@@ -303,7 +312,13 @@ def _outbound_cluster(upstream: Upstream, bind_ip: str | None) -> dict[str, Any]
                 }
             ],
         },
-        "common_lb_config": {},
+        # istiod disables Envoy's panic mode (default 50%) on every outbound cluster: with
+        # PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS (default true, pilot/pkg/features/
+        # experimental.go) every service "supports unhealthy endpoints", and applyLoadBalancer
+        # (cluster_traffic_policy.go) then sets healthy_panic_threshold 0. With every host
+        # ejected or unhealthy, requests fail with "no healthy upstream" instead of being
+        # spread over the unhealthy hosts.
+        "common_lb_config": {"healthy_panic_threshold": {"value": 0.0}},
     }
     _apply_connection_pool(cluster, policy)
     outlier = policy.outlier_detection
@@ -327,7 +342,8 @@ def _outbound_cluster(upstream: Upstream, bind_ip: str | None) -> dict[str, Any]
         if outlier.max_ejection_percent:
             detection["max_ejection_percent"] = outlier.max_ejection_percent
         cluster["outlier_detection"] = detection
-        # Istio: with outlier detection, minHealthPercent (default 0) is the panic threshold.
+        # Istio (applyOutlierDetection): with outlier detection, minHealthPercent (default 0)
+        # is the panic threshold.
         cluster["common_lb_config"]["healthy_panic_threshold"] = {
             "value": float(outlier.min_health_percent or 0)
         }

@@ -30,6 +30,7 @@ from harness.mesh.envoy import (
     IngressSpec,
     SidecarSpec,
     Upstream,
+    fault_sources_of,
     ingress_bootstrap,
     sidecar_bootstrap,
 )
@@ -235,10 +236,7 @@ class LocalDeployment:
                 admin_socket=str(self._sock_dir / f"{inst.name}.sock"),
                 access_log=str(self.run_dir / "access" / f"{inst.name}.jsonl"),
                 upstreams=tuple(self._upstream(callee, inst.service) for callee in spec.calls),
-                fault_sources=(
-                    *topology.callers_of(inst.service),
-                    *(("ingress",) if inst.service == topology.entry else ()),
-                ),
+                fault_sources=fault_sources_of(topology, inst.service),
                 bind_ip=inst.ip if self._namespaced else None,
                 policy=self.scenario.mesh.destinations.get(inst.service),
             )

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from harness.controlplane.kube import FIELD_MANAGER
 from harness.errors import ControlPlaneError
-from harness.kube.render import JsonObject, Manifest
+from harness.kube.render import PORT_NAME, SERVICE_PORT, JsonObject, Manifest
 from harness.platforms.local.istio.workloads import POLL_S, READY_TIMEOUT_S, Workload
 
 __all__ = ["ISTIO_KINDS", "RESOURCES", "ApiRefusal", "KubeApi", "object_ref"]
@@ -176,7 +176,16 @@ class KubeApi:
             "spec": {
                 "serviceAccountName": workload.service,
                 "nodeName": "harness",
-                "containers": [{"name": "app", "image": "harness-app:local"}],
+                # The named port the Service's targetPort names, as the rendered Deployment's
+                # pods have it: without it istiod cannot match the Sidecar's ingress port to
+                # the Service and the inbound cluster misses the DestinationRule's pool.
+                "containers": [
+                    {
+                        "name": "app",
+                        "image": "harness-app:local",
+                        "ports": [{"name": PORT_NAME, "containerPort": SERVICE_PORT}],
+                    }
+                ],
             },
         }
         self.apply([pod])

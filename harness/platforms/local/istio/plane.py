@@ -241,7 +241,7 @@ def _istiod_argv(binary: Path, kubeconfig: Path, directory: Path) -> list[str]:
     ]
 
 
-def _stop(sandbox: Sandbox, pids: Mapping[str, int]) -> None:
+def stop_processes(sandbox: Sandbox, pids: Mapping[str, int]) -> None:
     """SIGTERM, a short grace, SIGKILL — by PID, through the supervisor."""
     alive = [pid for pid in pids.values() if sandbox.alive and sandbox.running(pid)[0]]
     for pid in alive:
@@ -402,8 +402,8 @@ def _shut_down(
     and the host side of the API server's forward; drop etcd's data."""
     sidecar_pids = {} if plane is None else {n: s.pid for n, s in plane.sidecars.items()}
     if sandbox.alive:
-        _stop(sandbox, sidecar_pids)
-        _stop(sandbox, dict(reversed(list(pids.items()))))
+        stop_processes(sandbox, sidecar_pids)
+        stop_processes(sandbox, dict(reversed(list(pids.items()))))
     if client is not None:
         _close(client)
     if bridge is not None:
