@@ -18,7 +18,6 @@ from typing import Final
 from harness.errors import ControlPlaneError, PlatformError
 from harness.journal import PolicyPush
 from harness.kube.render import (
-    APP_VERSION,
     GATEWAY_PORT,
     SERVICE_PORT,
     JsonObject,
@@ -115,9 +114,15 @@ class IstioDeployment(LocalDeployment):
         self.ingress = Addr(mesh_address(GATEWAY_IP_INDEX), GATEWAY_PORT)
         self.ingress_url = f"http://{self.ingress.host}:{self.ingress.port}"
         self.namespace = run_namespace(sandbox.run_id)
+        topology = scenario.app.topology
         self.workloads = {
             inst.name: Workload(
-                inst.name, inst.service, self.namespace, inst.ip, i + 2, {"version": APP_VERSION}
+                inst.name,
+                inst.service,
+                self.namespace,
+                inst.ip,
+                i + 2,
+                topology.service(inst.service).variant_of(inst.index).pod_labels,
             )
             for i, inst in enumerate(self.instances)
         }
@@ -133,12 +138,12 @@ class IstioDeployment(LocalDeployment):
         planned: list[InstanceInfo] = []
         index = GATEWAY_IP_INDEX
         for service in app.topology.service_names:
+            spec = app.topology.service(service)
             for r in range(app.replicas_of(service)):
                 index += 1
                 ip = mesh_address(index)
-                planned.append(
-                    InstanceInfo(f"{service}-{r}", service, r, ip, SERVICE_PORT, APP_PORT)
-                )
+                name = spec.instance_name(r)
+                planned.append(InstanceInfo(name, service, r, ip, SERVICE_PORT, APP_PORT))
         return tuple(planned)
 
     def _plan_toxic_proxies(self) -> dict[tuple[str, str], EdgeProxy]:
