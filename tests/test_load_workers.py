@@ -24,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from test_load_driver import DEADLINE_S, TargetServer, locustfile_eval, target
 
 from harness.errors import ExitCode, ScenarioError
 from harness.load import MAX_WORKERS, LoadPlan, read_samples
@@ -42,7 +43,6 @@ from harness.platforms.local.processes import run_processes
 from harness.pytest_plugin import ScenarioOutcome
 from harness.scenario import models
 from harness.scenario.loader import load_scenario_text
-from test_load_driver import DEADLINE_S, TargetServer, locustfile_eval, target
 
 __all__ = ["target"]  # the fixture, imported for the integration tests
 
@@ -68,9 +68,7 @@ def plan(tmp_path: Path, **overrides: object) -> LoadPlan:
 
 
 @pytest.mark.parametrize("workers", [1, 2, 4])
-def test_the_workers_users_own_exactly_one_process_s_schedule(
-    tmp_path: Path, workers: int
-) -> None:
+def test_the_workers_users_own_exactly_one_process_s_schedule(tmp_path: Path, workers: int) -> None:
     """Each worker numbers its own users 0, 1, ...; the global indices they take make the
     workers' schedules together the single process's, slot for slot."""
     users, rate = 8, 40.0
@@ -183,13 +181,11 @@ slos:
             ("rate: 40", "rate: 900"),
             "example.yaml:4:3: load: load.rate 900 is above 800 req/s, the most 2 Locust "
             "workers sustain on this kind of machine (400 req/s each, docs/benchmarks.md); "
-            "lower the rate or set 'workers: 3' or more",
+            "lower the rate or set load.workers to 3 or more",
         ),
     ],
 )
-def test_load_workers_errors_say_where_and_how_to_fix(
-    edit: tuple[str, str], expected: str
-) -> None:
+def test_load_workers_errors_say_where_and_how_to_fix(edit: tuple[str, str], expected: str) -> None:
     with pytest.raises(ScenarioError) as raised:
         load_scenario_text(SCENARIO.replace(*edit), "example.yaml")
     (problem,) = raised.value.problems
@@ -226,7 +222,9 @@ def write_run(
     the_plan = plan(tmp_path, workers=len(lines), users=2 * len(lines))
     paths = worker_samples_paths(the_plan)
     for number, (path, count) in enumerate(zip(paths, lines, strict=True)):
-        sample = '{"t":%d.5,"ms":1.0,"status":200,"ok":true,"err":null,"rid":"w%d-%d","intended":null}\n'  # noqa: E501
+        sample = (
+            '{"t":%d.5,"ms":1.0,"status":200,"ok":true,"err":null,"rid":"w%d-%d","intended":null}\n'
+        )
         path.write_text("".join(sample % (i, number, i) for i in range(count)))
         if torn and number == 0:
             with path.open("a") as file:
@@ -238,7 +236,9 @@ def write_run(
          "samples_path": str(paths[w]), "node": f"vm_{w}"}
         for w in range(len(lines))
     ]  # fmt: skip
-    workers_report_path(the_plan).write_text(json.dumps({"workers": len(lines), "reports": reports}))
+    workers_report_path(the_plan).write_text(
+        json.dumps({"workers": len(lines), "reports": reports})
+    )
     total = sum(lines) if locust is None else locust
     stats = [{"name": "/product/{id}", "method": "GET", "num_requests": total, "num_failures": 0}]
     master_stats_path(the_plan).write_text(json.dumps(stats))

@@ -250,9 +250,9 @@ class Load(Model):
             if self.rate > MAX_RATE * processes:
                 raise ValueError(
                     f"load.rate {self.rate:g} is above {MAX_RATE * processes:g} req/s, the most "
-                    f"{_locust_processes(self.workers)} sustain on this kind of machine "
+                    f"{_locust_processes(self.workers)} on this kind of machine "
                     f"({MAX_RATE:g} req/s each, docs/benchmarks.md); lower the rate or set "
-                    f"'workers: {math.ceil(self.rate / MAX_RATE)}' or more"
+                    f"load.workers to {math.ceil(self.rate / MAX_RATE)} or more"
                 )
         else:
             if self.rate is not None:
@@ -297,7 +297,7 @@ class Load(Model):
 
 
 def _locust_processes(workers: int | None) -> str:
-    return "one Locust process" if workers is None else f"{workers} Locust workers"
+    return "one Locust process sustains" if workers is None else f"{workers} Locust workers sustain"
 
 
 class Phase(Model):
