@@ -20,13 +20,15 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from fakes import FakeDeployment, recording_factory
+from journals import new_journal
 from test_load_driver import DEADLINE_S, TargetServer, locustfile_eval, target
 
-from harness.errors import ExitCode, ScenarioError
+from harness.errors import ExitCode, LoadError, ScenarioError
 from harness.load import MAX_WORKERS, LoadPlan, read_samples
 from harness.load.distributed import (
     ChildProcesses,
@@ -41,6 +43,7 @@ from harness.load.distributed import (
 )
 from harness.platforms.local.processes import run_processes
 from harness.pytest_plugin import ScenarioOutcome
+from harness.runner import Run as ScenarioRun
 from harness.scenario import models
 from harness.scenario.loader import load_scenario_text
 
@@ -331,6 +334,78 @@ def test_the_group_starts_and_stops_the_master_first(
     assert group.dead() == "locust-master"
     assert group.stop() == 0
     assert host.calls[3:] == ["stop 101", "stop 102", "stop 103"]
+
+
+@dataclass
+class WorkersFakeDeployment(FakeDeployment):
+    """FAKE (no process): each "worker" writes one sample to its own file; with ``honest``
+    the "master" also leaves the drain report and Locust's total that match them."""
+
+    honest: bool = False
+
+    def spawn(
+        self, argv: list[str], *, env: dict[str, str], log_name: str, replace_env: bool = False
+    ) -> int:
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "logs" / log_name).write_text("")
+        if "HARNESS_SAMPLES_PATH" in env:
+            path = env["HARNESS_SAMPLES_PATH"]
+            line = '{"t":%r,"ms":1.0,"status":200,"ok":true,"err":null,"rid":"%s"}\n'
+            Path(path).write_text(line % (time.time(), log_name))
+            if self.honest:
+                self.reports.append({"index": len(self.reports), "users": 2, "samples": 1,
+                                     "indices": [len(self.reports), len(self.reports) + 2],
+                                     "samples_path": path})  # fmt: skip
+        self.calls.append(f"spawn {log_name}")
+        return 4242 + len(self.calls)
+
+    def stop(self, pid: int, *, grace: float) -> int | None:
+        if self.honest and self.reports:  # what the drained master leaves behind
+            (self.run_dir / "samples.workers.json").write_text(
+                json.dumps({"reports": self.reports})
+            )
+            stats = [{"name": "/product/{id}", "method": "GET", "num_requests": 2}]
+            (self.run_dir / "samples.locust-stats.json").write_text(json.dumps(stats))
+        return super().stop(pid, grace=grace)
+
+    def running(self, pid: int) -> bool:
+        return self.stopped_at is None  # the workers quit with the master
+
+    @property
+    def reports(self) -> list[dict[str, object]]:
+        return self.__dict__.setdefault("_reports", [])
+
+
+FAKE_RUN = """\
+apiVersion: harness/v1
+metadata: {name: fake-workers}
+load: {rate: 20, users: 4, workers: 2}
+phases:
+  - {name: baseline, duration: 50ms}
+slos:
+  - {name: errors, kind: errorRate, max: 10%}
+"""
+
+
+@pytest.mark.parametrize("honest", [True, False])
+def test_the_runner_fails_a_run_whose_workers_do_not_add_up(tmp_path: Path, honest: bool) -> None:
+    spec = load_scenario_text(FAKE_RUN, "fake.yaml")
+    journal = new_journal(scenario_name=spec.metadata.name, platform="fake")
+    run = ScenarioRun(
+        spec, tmp_path, journal, lambda message: None, None, recording_factory([], set())
+    )
+    deployment = WorkersFakeDeployment(spec, tmp_path, honest=honest)
+    if honest:
+        run.execute(deployment)
+        assert journal.load is not None and journal.load.locust_requests == 2
+    else:
+        with pytest.raises(LoadError, match="the Locust workers' samples do not add up") as err:
+            run.execute(deployment)
+        assert "Locust worker 1 did not report" in str(err.value)
+        assert "Locust's master left no request total" in str(err.value)
+    assert deployment.calls[:3] == ["spawn locust-master.log", "spawn locust-worker-1.log",
+                                    "spawn locust-worker-2.log"]  # fmt: skip
+    assert len(read_samples(tmp_path / "samples.jsonl")) == 2  # merged either way, for judging
 
 
 # ---------------------------------------------------------------- real Locust master + workers
