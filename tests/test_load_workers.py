@@ -43,6 +43,7 @@ from harness.load.distributed import (
 )
 from harness.platforms.local.processes import run_processes
 from harness.pytest_plugin import ScenarioOutcome
+from harness.runner import GuardWatch
 from harness.runner import Run as ScenarioRun
 from harness.scenario import models
 from harness.scenario.loader import load_scenario_text
@@ -218,6 +219,7 @@ def write_run(
     indices: list[list[int]] | None = None,
     locust: int | None = None,
     torn: bool = False,
+    extra_user: int = 0,
 ) -> LoadPlan:
     """Worker files with ``lines[i]`` samples each, the master's drain report and Locust's
     stats file in their real formats (as the locustfile and ``locust --json-file`` write
@@ -239,6 +241,8 @@ def write_run(
          "samples_path": str(paths[w]), "node": f"vm_{w}"}
         for w in range(len(lines))
     ]  # fmt: skip
+    for report in reports[:extra_user]:
+        report["users"] = 3
     workers_report_path(the_plan).write_text(
         json.dumps({"workers": len(lines), "reports": reports})
     )
@@ -276,6 +280,7 @@ def test_collect_merges_the_workers_and_agrees_with_locust(tmp_path: Path) -> No
         ({"locust": 13}, "merged samples (12) differ from Locust's own request total (13)"),
         ({"reported": [5, 9]}, "Locust worker 2 wrote 9 samples but samples.worker-2.jsonl"),
         ({"torn": True}, "samples.worker-1.jsonl ends inside a line"),
+        ({"extra_user": 1}, "the workers ran 5 users, the plan has 4"),
         ({"indices": [[0, 2], [2, 3]]}, "the workers' users hold the global indices [0, 2, 2, 3]"),
     ],
 )
@@ -406,6 +411,29 @@ def test_the_runner_fails_a_run_whose_workers_do_not_add_up(tmp_path: Path, hone
     assert deployment.calls[:3] == ["spawn locust-master.log", "spawn locust-worker-1.log",
                                     "spawn locust-worker-2.log"]  # fmt: skip
     assert len(read_samples(tmp_path / "samples.jsonl")) == 2  # merged either way, for judging
+
+
+def test_the_guard_reads_every_worker_s_file(tmp_path: Path) -> None:
+    """Three bad seconds, their failures split over two workers' files: the guard, which
+    reads both as they grow, sees the streak that neither file shows alone."""
+    files = [tmp_path / "samples.worker-1.jsonl", tmp_path / "samples.worker-2.jsonl"]
+    lines: list[list[str]] = [[], []]
+    for second in range(8):
+        for i in range(10):
+            ok = not (3 <= second < 6 and i < 8)
+            sample = {"t": 1000.0 + second + i / 20, "ms": 1.0, "status": 200 if ok else 503,
+                      "ok": ok, "err": None if ok else "HTTP 503", "rid": ""}  # fmt: skip
+            lines[i % 2].append(json.dumps(sample) + "\n")
+    for path, text in zip(files, lines, strict=True):
+        path.write_text("".join(text))
+    guard = models.Guard.model_validate({"errorRate": "50%", "for": "3s"})
+    watch = GuardWatch(guard, files)
+    try:
+        assert watch.poll(1000.0 + 6.0) is None
+        reason = watch.poll(1000.0 + 7.0)
+        assert reason is not None and "8/10 failed" in reason
+    finally:
+        watch.close()
 
 
 # ---------------------------------------------------------------- real Locust master + workers

@@ -405,6 +405,10 @@ def _tally_problems(plan: LoadPlan, tallies: list[WorkerTally]) -> list[str]:
             )
         if tally.cut_short:
             problems.append(f"{tally.path.name} ends inside a line ({name} was killed)")
+    if all(t.reported is not None for t in tallies):
+        started = sum(t.users or 0 for t in tallies)
+        if started != plan.users:
+            problems.append(f"the workers ran {started} users, the plan has {plan.users}")
     if plan.mode == "open" and all(t.reported is not None for t in tallies):
         indices = sorted(i for tally in tallies for i in tally.indices)
         if indices != list(range(plan.users)):
