@@ -564,6 +564,7 @@ def test_master_and_workers_die_with_the_runner(tmp_path: Path, how: signal.Sign
         assert run_id, "no worker wrote a sample within 90 s"
         locust = [p for p in run_processes(run_id) if "locust" in p.argv]
         assert len(locust) == 3, locust  # the master and two workers, carrying the run id
+        time.sleep(1.0)  # into the first phase, where a Ctrl-C usually lands
         runner.send_signal(how)
         code = runner.wait(timeout=60)
         assert code == (ExitCode.INTERRUPTED if how == signal.SIGINT else -signal.SIGKILL)
