@@ -296,6 +296,8 @@ def start_flusher(environment: Any, **_: Any) -> None:
             raise RuntimeError("HARNESS_LOAD_ROLE=worker needs locust --worker")
         runner.register_message("harness_origin", _take_origin)
         runner.register_message("harness_drain", _drain, concurrent=True)
+        if _seed is not None:  # repeatable, yet not the same ids from every worker
+            _ids.seed(f"{_seed}-worker-{runner.worker_index}")
 
 
 @events.test_start.add_listener
