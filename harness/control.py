@@ -110,10 +110,8 @@ class RunView:
     phases_done: tuple[tuple[str, float, float], ...] = ()  # (name, start, end)
     faults: tuple[FaultView, ...] = ()
     extension_left_s: float = 0.0
-
-    @property
-    def samples_path(self) -> Path | None:
-        return None if self.run_dir is None else self.run_dir / "samples.jsonl"
+    # Where Locust writes while it runs: samples.jsonl, or one file per Locust worker.
+    live_samples: tuple[Path, ...] = ()
 
 
 @dataclass

@@ -217,6 +217,8 @@ class LoadRecord(Record):
     warnings: list[str] = Field(default_factory=list)
     exit_code: int | None = None
     mode: str = "open"  # harness.load.LoadMode: "open" or "concurrency"
+    workers: int | None = None  # Locust workers (None: one Locust process)
+    locust_requests: int | None = None  # with workers: Locust's own total (= merged samples)
 
 
 class EdgeStats(Record):

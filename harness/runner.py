@@ -13,7 +13,7 @@ import platform as pyplatform
 import secrets
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,13 +47,12 @@ from harness.journal import (
     OperatorAction,
     PhaseWindow,
 )
+from harness.load.distributed import LocustGroup, collect_samples, live_samples_paths
 from harness.load.driver import (
     LoadPlan,
     Sample,
     SampleTail,
     generator_warnings,
-    locust_command,
-    locust_environment,
     read_samples,
 )
 from harness.mesh.stats import EDGE_COUNTERS, edge_stats, injected_totals
@@ -139,21 +138,23 @@ class _Phase:
 class GuardWatch:
     """Trips when the ingress error rate stays above the guard's limit for ``for`` seconds.
 
-    Reads the samples Locust writes as the run goes; requests are counted in the second in
-    which they completed, and a second is judged once it is over.
+    Reads the samples Locust writes as the run goes (one file, or one per Locust worker);
+    requests are counted in the second in which they completed, and a second is judged
+    once it is over.
     """
 
     MIN_REQUESTS = 3  # a second with fewer requests says nothing either way
 
-    def __init__(self, guard: Guard, samples_path: Path) -> None:
+    def __init__(self, guard: Guard, samples_paths: Path | Sequence[Path]) -> None:
         self.guard = guard
-        self.tail = SampleTail(samples_path)
+        paths = [samples_paths] if isinstance(samples_paths, Path) else list(samples_paths)
+        self.tails = [SampleTail(path) for path in paths]
         self.buckets: dict[int, list[int]] = {}  # second → [requests, errors]
         self.judged_until = 0
         self.streak = 0
 
     def poll(self, now: float) -> str | None:
-        for sample in self.tail.poll():
+        for sample in (s for tail in self.tails for s in tail.poll()):
             second = int(sample.t + sample.ms / 1000.0)
             bucket = self.buckets.setdefault(second, [0, 0])
             bucket[0] += 1
@@ -176,7 +177,8 @@ class GuardWatch:
         return None
 
     def close(self) -> None:
-        self.tail.close()
+        for tail in self.tails:
+            tail.close()
 
 
 # --------------------------------------------------------------------------- the run
@@ -211,7 +213,9 @@ class Run:
         self.snapshots: list[dict[str, dict[str, int]]] = []
         self.injectors: list[tuple[int, Injector]] = []
         self.sampler: MeshSampler | None = None
-        self.guard = GuardWatch(scenario.guard, self.samples_path) if scenario.guard else None
+        # Where Locust writes while it runs: samples.jsonl, or one file per worker.
+        self.live_samples = live_samples_paths(self.samples_path, scenario.load.workers)
+        self.guard = GuardWatch(scenario.guard, self.live_samples) if scenario.guard else None
         self.publish("deploying")
 
     def build_injectors(self, deployment: Deployment) -> None:
@@ -233,23 +237,23 @@ class Run:
             request_timeout_s=scenario.load.request_timeout,
             samples_path=self.samples_path,
             seed=self.seed,
+            workers=scenario.load.workers,
         )
-        argv, _ = locust_command(plan)
         pace = f"{plan.rate:g} req/s open loop" if plan.rate else "no pacing (concurrency)"
-        self.log(f"load: {pace} from {plan.users} Locust users → {plan.host}")
+        spread = f" on {plan.workers} Locust workers" if plan.workers else ""
+        self.log(f"load: {pace} from {plan.users} Locust users{spread} → {plan.host}")
         # Locust reads LOCUST_* variables: the run's own settings must not be overridden.
-        locust = deployment.spawn(
-            argv, env=locust_environment(plan), log_name="locust.log", replace_env=True
-        )
+        locust = LocustGroup.start(deployment, plan)
         self.journal.load = LoadRecord(
             target_rate=plan.rate,
             users=plan.users,
             samples_file=str(self.samples_path),
             phases=[],
             mode=plan.mode,
+            workers=plan.workers,
         )
         try:
-            self._wait_first_sample(deployment, locust)
+            self._wait_first_sample(locust)
             self.journal.load_started_at = time.time()
             self.sampler = MeshSampler.for_deployment(
                 deployment,
@@ -268,23 +272,47 @@ class Run:
                 self.sampler.stop()
             if self.guard is not None:
                 self.guard.close()
-            code = deployment.stop(locust, grace=plan.stop_timeout_s + 3.0)
-            self.journal.load.exit_code = code
-        log_text = (self.run_dir / "logs" / "locust.log").read_text(errors="replace")
+            self.journal.load.exit_code = locust.stop()
+            problems = self._merge_workers(plan)
+        logs = self.run_dir / "logs"
+        log_text = "".join((logs / name).read_text(errors="replace") for name in locust.log_names)
         self.journal.load.warnings = generator_warnings(log_text)
+        if problems:
+            raise LoadError("the Locust workers' samples do not add up: " + "; ".join(problems))
 
-    def _wait_first_sample(self, deployment: Deployment, locust: int) -> None:
+    def _merge_workers(self, plan: LoadPlan) -> list[str]:
+        """With workers: merge their samples into samples.jsonl (so judging reads one file
+        either way) and compare with Locust's own total; the problems found, if any."""
+        if not plan.workers or self.journal.load is None:
+            return []
+        try:
+            totals = collect_samples(plan)
+        except OSError as error:
+            return [f"merging the workers' samples into {plan.samples_path} failed: {error}"]
+        self.journal.load.locust_requests = totals.locust_requests
+        self.log(
+            f"load: {totals.merged} samples from {plan.workers} workers, Locust counted "
+            f"{totals.locust_requests}"
+        )
+        return list(totals.problems)
+
+    def _wait_first_sample(self, locust: LocustGroup) -> None:
         deadline = time.monotonic() + FIRST_SAMPLE_TIMEOUT_S
-        with SampleTail(self.samples_path) as tail:
+        tails = [SampleTail(path) for path in self.live_samples]
+        try:
             while time.monotonic() < deadline:
-                if tail.poll():
+                if any(tail.poll() for tail in tails):
                     return
-                if not deployment.running(locust):
+                dead = locust.dead()
+                if dead is not None:
                     raise LoadError(
-                        "Locust exited before its first request; "
-                        f"see {self.run_dir}/logs/locust.log"
+                        f"{dead} exited before the first request; "
+                        f"see {self.run_dir}/logs/{dead}.log"
                     )
                 time.sleep(0.05)
+        finally:
+            for tail in tails:
+                tail.close()
         raise LoadError(f"no request sample within {FIRST_SAMPLE_TIMEOUT_S:g}s of starting Locust")
 
     def _phase_events(self, name: str, phase_start: float, duration: float) -> list[_Event]:
@@ -304,7 +332,9 @@ class Run:
                 events.append(_Event(phase_start + finish, 0, "revert", index, injector))
         return sorted(events)
 
-    def _run_phase(self, deployment: Deployment, locust: int, name: str, duration: float) -> None:
+    def _run_phase(
+        self, deployment: Deployment, locust: LocustGroup, name: str, duration: float
+    ) -> None:
         phase_faults = [
             inj.record.name for i, inj in self.injectors if self.scenario.faults[i].phase == name
         ]
@@ -328,9 +358,10 @@ class Run:
                     break
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + 0.5
-                    if not deployment.running(locust):
+                    dead = locust.dead()
+                    if dead is not None:
                         raise LoadError(
-                            "Locust stopped in the middle of the run; see logs/locust.log"
+                            f"{dead} stopped in the middle of the run; see logs/{dead}.log"
                         )
                     if self.guard is not None and self.journal.aborted is None:
                         reason = self.guard.poll(now)
@@ -534,6 +565,7 @@ class Run:
                 phases_done=tuple((w.name, w.start, w.end) for w in self.journal.phases),
                 faults=faults,
                 extension_left_s=self.extension_left,
+                live_samples=tuple(self.live_samples),
             )
         )
 

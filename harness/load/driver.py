@@ -65,6 +65,13 @@ LoadMode = Literal["open", "concurrency"]
 MAX_SPAWN_RATE = 100
 """Locust warns that spawn rates above 100 users/s "sometimes cause issues"."""
 
+MAX_WORKERS = 32
+"""The most Locust workers one plan may ask for (each is a process, or a pod)."""
+
+DRAIN_ALLOWANCE_S = 10.0
+"""Distributed: beyond the stop timeout, what the master may take to drain its workers
+(the locustfile waits up to 5 s past the stop timeout) and quit (two 0.5 s waits)."""
+
 STARTUP_ALLOWANCE_S = 30.0
 """Time :func:`run_load` allows Locust to import and start, beyond the plan's run time."""
 
@@ -95,6 +102,11 @@ class LoadPlan:
     ``run_time_s`` is rounded up to whole seconds (Locust's ``--run-time`` resolution) and
     counts from the start of spawning. ``path_template`` is formatted with ``id`` = 1..100
     (``seed`` makes the ids repeatable).
+
+    ``workers``: ``None`` runs one Locust process; ``N`` runs Locust's distributed mode, a
+    master and ``N`` worker processes (:mod:`harness.load.distributed`), each worker
+    with ``users / N`` users (open mode: ``users`` must be a multiple of ``N``) writing
+    its own samples file, merged into ``samples_path`` at the end.
     """
 
     host: str
@@ -107,9 +119,10 @@ class LoadPlan:
     seed: int | None = None
     mode: LoadMode = "open"
     max_in_flight: int | None = None
+    workers: int | None = None
 
     def __post_init__(self) -> None:
-        problems: list[str] = []
+        problems: list[str] = self._worker_problems()
         if not re.match(r"^https?://[^/\s]+/?$", self.host):
             problems.append(
                 f"host must be a base URL like 'http://127.0.0.1:8080', got {self.host!r}"
@@ -147,21 +160,50 @@ class LoadPlan:
         if problems:
             raise ValueError("invalid LoadPlan: " + "; ".join(problems))
 
+    def _worker_problems(self) -> list[str]:
+        workers = self.workers
+        if workers is None:
+            return []
+        if isinstance(workers, bool) or not isinstance(workers, int):
+            return [f"workers must be None or an integer, got {workers!r}"]
+        if not 1 <= workers <= MAX_WORKERS:
+            return [f"workers must be between 1 and {MAX_WORKERS}, got {workers}"]
+        if isinstance(self.users, int) and self.users < workers:
+            return [f"users ({self.users}) must be at least workers ({workers})"]
+        if self.mode == "open" and isinstance(self.users, int) and self.users % workers:
+            return [
+                f"users ({self.users}) must be a multiple of workers ({workers}) in open "
+                "mode: each worker runs users/workers users, each owning a fixed share of "
+                "the arrival schedule"
+            ]
+        return []
+
+    @property
+    def users_per_process(self) -> int:
+        """Users in one Locust process: all of them, or a worker's share (rounded up)."""
+        return math.ceil(self.users / (self.workers or 1))
+
+    @property
+    def stop_grace_s(self) -> float:
+        """How long to wait, after SIGTERM, for Locust (its master) to flush and exit."""
+        drain = DRAIN_ALLOWANCE_S if self.workers else 0.0
+        return self.stop_timeout_s + 3.0 + drain
+
     def in_flight_per_user(self) -> int:
         """How many requests one open-loop user may have out at once.
 
         ``max_in_flight`` when given; else every request the user's schedule starts within
         ``request_timeout_s + 1`` s (Little's law with the timeout as the longest latency),
         plus one, so a request can only start late when the generator itself is short of
-        CPU. All users together stay within :data:`MAX_TOTAL_IN_FLIGHT`. 1 in concurrency
-        mode.
+        CPU. The users of one process together stay within :data:`MAX_TOTAL_IN_FLIGHT`. 1
+        in concurrency mode.
         """
         if self.mode == "concurrency" or self.rate is None:
             return 1
         if self.max_in_flight is not None:
             return self.max_in_flight
         per_user = math.ceil(self.rate / self.users * (self.request_timeout_s + 1.0)) + 1
-        return max(1, min(per_user, MAX_TOTAL_IN_FLIGHT // self.users))
+        return max(1, min(per_user, MAX_TOTAL_IN_FLIGHT // self.users_per_process))
 
     @property
     def run_time_arg_s(self) -> int:
@@ -192,7 +234,15 @@ def locust_command(plan: LoadPlan) -> tuple[list[str], dict[str, str]]:
     (``[tool.locust]``) in its working directory; every option set here wins over those,
     but for a clean run drop ``LOCUST_*`` from the environment (see :func:`locust_environment`)
     and start it in a directory of its own.
+
+    One process only: a plan with ``workers`` needs a master and workers, see
+    :func:`harness.load.distributed.locust_processes`.
     """
+    if plan.workers is not None:
+        raise ValueError(
+            "a plan with workers runs several Locust processes: use "
+            "harness.load.distributed.locust_processes(plan, master_port)"
+        )
     argv = [
         sys.executable,
         "-m",

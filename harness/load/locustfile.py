@@ -34,7 +34,24 @@ Configuration comes from the environment (the driver sets it):
 ``HARNESS_REQUEST_TIMEOUT``           connect and read timeout in seconds (default 10)
 ``HARNESS_LOAD_PATH_TEMPLATE``        request path, ``{id}`` is 1..100 (``/product/{id}``)
 ``HARNESS_LOAD_SEED``                 seed for the ids (optional)
+``HARNESS_LOAD_ROLE``                 ``local`` (default, one process), ``master`` or
+                                      ``worker`` (Locust's distributed mode)
+``HARNESS_LOAD_WORKERS``              distributed: the number of workers
+``HARNESS_LOAD_REPORT``               master: where to write the workers' final reports
 ====================================  ===================================================
+
+Distributed mode (``--master`` + ``--worker`` processes, ``load.workers``): the schedule
+stays the single process's. The master sends every worker one origin ``T0`` before any
+user starts, and the ``k``-th user a worker starts takes the global index
+``worker_index + k * workers`` (Locust's ``worker_index`` is 0..workers-1 and its
+dispatcher hands each worker ``users / workers`` users), so the users of all workers
+together own exactly the slots one process would give its users. At stop the master
+*drains* the workers before quitting: each worker stops its users (in-flight requests
+finish and are recorded), flushes its samples, sends Locust its last stats report, then
+reports its sample count and user indices; the master writes those reports to
+``HARNESS_LOAD_REPORT``. Locust's own master waits only 0.5 s for the workers' last stats
+after ``quit``, so without the drain its totals would miss the requests that finish later.
+A master does not send requests and needs no ``HARNESS_SAMPLES_PATH``.
 
 Each request becomes one line of ``HARNESS_SAMPLES_PATH``::
 
@@ -64,15 +81,22 @@ from typing import Any
 
 import gevent
 from gevent import Greenlet
+from gevent.event import Event
 from gevent.pool import Group
 from locust import FastHttpUser, constant, events, task
 from locust.exception import CatchResponseError
+from locust.runners import MasterRunner, WorkerRunner
 
 FLUSH_INTERVAL_S = 0.25
 MAX_ID = 100
 """Ids 1..MAX_ID; the app only passes the id on. 100 distinct URLs stay inside the 128-entry
 cache of ``urllib.parse.urlsplit``, which geventhttpclient calls on every request."""
 _ERRNO = re.compile(r"\[Errno -?\d+\] [^'\")]+")
+ORIGIN_LEAD_S = 0.2
+"""Distributed: ``T0`` is this far after the master's start, so the message reaches every
+worker before the first slot is due."""
+DRAIN_MARGIN_S = 5.0
+"""Distributed: the master waits the stop timeout plus this for every worker's drain."""
 
 
 def _env(name: str, default: str | None = None) -> str:
@@ -102,13 +126,34 @@ if MODE not in ("open", "concurrency"):
 USERS = max(1, int(_positive("HARNESS_LOAD_USERS")))
 RATE = _positive("HARNESS_LOAD_RATE") if MODE == "open" else 0.0
 MAX_IN_FLIGHT = max(1, int(_positive("HARNESS_LOAD_MAX_IN_FLIGHT", "1")))
-SAMPLES_PATH = _env("HARNESS_SAMPLES_PATH")
+ROLE = _env("HARNESS_LOAD_ROLE", "local")
+if ROLE not in ("local", "master", "worker"):
+    raise RuntimeError(f"HARNESS_LOAD_ROLE must be 'local', 'master' or 'worker', got {ROLE!r}")
+WORKERS = max(1, int(_positive("HARNESS_LOAD_WORKERS", "1")))
+# A master sends no request, so it writes no sample.
+SAMPLES_PATH = os.devnull if ROLE == "master" else _env("HARNESS_SAMPLES_PATH")
+REPORT_PATH = _env("HARNESS_LOAD_REPORT") if ROLE == "master" else ""
 REQUEST_TIMEOUT_S = _positive("HARNESS_REQUEST_TIMEOUT", "10")
 PATH_TEMPLATE = _env("HARNESS_LOAD_PATH_TEMPLATE", "/product/{id}")
 _seed = os.environ.get("HARNESS_LOAD_SEED") or None
 _ids = random.Random(int(_seed) if _seed is not None else None)
 _user_numbers = itertools.count()
-_schedule_origin: list[float] = []  # T0, set when the first user starts
+_schedule_origin: list[float] = []  # T0: the first user's start, or the master's origin
+_origin_set = Event()
+_user_indices: list[int] = []  # this process's users: global indices (open), local (concurrency)
+_drained: dict[str, dict[str, Any]] = {}  # master: worker node id -> its final report
+
+
+def global_user_index(local: int, worker_index: int, workers: int) -> int:
+    """The global index of the ``local``-th user a worker starts (0-based).
+
+    Worker ``w`` of ``W`` owns the indices ``w, w + W, w + 2W, ...``: with ``users / W``
+    users on each worker (Locust's dispatcher gives each worker an equal share when users
+    is a multiple of W) the workers' users together hold every index ``0..users-1`` once,
+    so together they own exactly the slots of a single process's users. One process
+    (``W = 1``, ``w = 0``) numbers its users ``0, 1, 2, ...``.
+    """
+    return worker_index + local * workers
 
 
 class SampleWriter:
@@ -123,6 +168,7 @@ class SampleWriter:
         self._path = path
         self._lines: list[str] = []
         self._fd: int | None = None
+        self.written = 0  # lines handed to write(2) so far
 
     def add(self, line: str) -> None:
         self._lines.append(line)
@@ -132,6 +178,7 @@ class SampleWriter:
             return
         # Swap the buffer first: no yield to other greenlets happens before the write.
         lines, self._lines = self._lines, []
+        self.written += len(lines)
         if self._fd is None:
             self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         data = memoryview("".join(lines).encode())
@@ -237,8 +284,85 @@ def record_sample(
 
 
 @events.init.add_listener
-def start_flusher(**_: Any) -> None:
+def start_flusher(environment: Any, **_: Any) -> None:
     gevent.spawn(writer.flush_forever)
+    runner = environment.runner
+    if ROLE == "master":
+        if not isinstance(runner, MasterRunner):
+            raise RuntimeError("HARNESS_LOAD_ROLE=master needs locust --master")
+        runner.register_message("harness_drained", _record_drained)
+    elif ROLE == "worker":
+        if not isinstance(runner, WorkerRunner):
+            raise RuntimeError("HARNESS_LOAD_ROLE=worker needs locust --worker")
+        runner.register_message("harness_origin", _take_origin)
+        runner.register_message("harness_drain", _drain, concurrent=True)
+        if _seed is not None:  # repeatable, yet not the same ids from every worker
+            _ids.seed(f"{_seed}-worker-{runner.worker_index}")
+
+
+@events.test_start.add_listener
+def send_origin(environment: Any, **_: Any) -> None:
+    """Master: one ``T0`` for every worker, sent before the users are (ZeroMQ keeps the
+    order of messages to each worker, and Locust sends the spawn messages after this)."""
+    if ROLE == "master":
+        environment.runner.send_message("harness_origin", {"origin": time.time() + ORIGIN_LEAD_S})
+
+
+def _take_origin(msg: Any, **_: Any) -> None:
+    if not _schedule_origin:
+        _schedule_origin.append(float(msg.data["origin"]))
+        _origin_set.set()
+
+
+def _drain(environment: Any, **_: Any) -> None:
+    """Worker: stop the users (in-flight requests finish and are recorded), flush, send
+    Locust's stats report, then this worker's own count. The master reads them in order."""
+    runner = environment.runner
+    runner.stop()
+    writer.flush()
+    data: dict[str, Any] = {}
+    environment.events.report_to_master.fire(client_id=runner.client_id, data=data)
+    runner.send_message("stats", data)  # what Locust's own periodic report sends
+    runner.send_message(
+        "harness_drained",
+        {
+            "index": runner.worker_index,
+            "users": len(_user_indices),
+            "indices": sorted(_user_indices) if MODE == "open" else [],
+            "samples": writer.written,
+            "samples_path": SAMPLES_PATH,
+        },
+    )
+
+
+def _record_drained(msg: Any, **_: Any) -> None:
+    _drained[str(msg.node_id)] = dict(msg.data)
+
+
+@events.test_stop.add_listener
+def drain_workers(environment: Any, **_: Any) -> None:
+    """Master: before Locust's quit (which waits only 0.5 s for the workers' last stats),
+    have every worker stop, report, and say how many samples it wrote; write the reports.
+    Bounded by the stop timeout plus :data:`DRAIN_MARGIN_S`."""
+    if ROLE != "master":
+        return
+    runner = environment.runner
+    expected = {client.id for client in runner.clients.all}
+    started = time.monotonic()
+    runner.send_message("harness_drain")
+    deadline = started + float(environment.stop_timeout or 0) + DRAIN_MARGIN_S
+    while not expected <= set(_drained) and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    report = {
+        "workers": WORKERS,
+        "connected": len(expected),
+        "drain_s": round(time.monotonic() - started, 3),
+        "reports": [dict(data, node=node) for node, data in sorted(_drained.items())],
+    }
+    temporary = f"{REPORT_PATH}.tmp"
+    with open(temporary, "w", encoding="utf-8") as file:
+        json.dump(report, file)
+    os.replace(temporary, REPORT_PATH)
 
 
 @events.test_stop.add_listener
@@ -269,6 +393,33 @@ class Schedule:
         before it existed were never owed, so skipping them omits nothing.
         """
         return max(0, math.ceil((now - self.origin - self.offset) / self.period - 1e-9))
+
+
+def _origin() -> float:
+    """``T0``: one process takes the first user's start; a worker waits for the master's."""
+    if ROLE != "worker" and not _schedule_origin:
+        _schedule_origin.append(time.time())
+        _origin_set.set()
+    if not _origin_set.wait(timeout=30):
+        raise RuntimeError("no schedule origin from the Locust master within 30 s")
+    return _schedule_origin[0]
+
+
+def _next_user_index(user: Any) -> int:
+    """This user's global index (see :func:`global_user_index`), recorded for the drain."""
+    local = next(_user_numbers)
+    if ROLE != "worker":
+        index = local
+    else:
+        index = global_user_index(local, int(user.environment.runner.worker_index), WORKERS)
+        if not 0 <= index < USERS:
+            raise RuntimeError(
+                f"user index {index} is outside 0..{USERS - 1}: Locust gave this worker "
+                f"(index {user.environment.runner.worker_index}) more than "
+                f"{USERS // WORKERS} users; users must be a multiple of the workers"
+            )
+    _user_indices.append(index)
+    return index
 
 
 class _SampleAppUser(FastHttpUser):
@@ -316,9 +467,7 @@ if MODE == "open":
         wait_time = constant(3600)
 
         def on_start(self) -> None:
-            if not _schedule_origin:
-                _schedule_origin.append(time.time())
-            self._schedule = Schedule(_schedule_origin[0], next(_user_numbers), USERS, RATE)
+            self._schedule = Schedule(_origin(), _next_user_index(self), USERS, RATE)
             self._slot = self._schedule.first_slot(time.time())
             self._workers = Group()
             self._idle: set[Greenlet] = set()
@@ -364,6 +513,9 @@ else:
 
         concurrency = 1  # one connection per user: N users hold N connections
         wait_time = constant(0)
+
+        def on_start(self) -> None:
+            _user_indices.append(next(_user_numbers))  # counted for the drain report
 
         @task
         def send_next(self) -> None:

@@ -87,7 +87,7 @@ class LiveLoad:
         self.scenario = scenario
         self.slo_every_s = slo_every_s
         self.samples: list[Sample] = []
-        self._tail: SampleTail | None = None
+        self._tails: list[SampleTail] = []
         self._buckets: defaultdict[int, _Bucket] = defaultdict(_Bucket)
         self._next_slos = 0.0
         self._errors = 0
@@ -104,10 +104,10 @@ class LiveLoad:
     def update(self, view: RunView, now: float | None = None) -> LiveSnapshot:
         """Read the new samples, settle the seconds that are old enough, maybe re-judge."""
         now = time.time() if now is None else now
-        if self._tail is None and view.samples_path is not None:
-            self._tail = SampleTail(view.samples_path)
-        fresh = self._tail.poll() if self._tail is not None else []
-        self.add(fresh)
+        if not self._tails:
+            self._tails = [SampleTail(path) for path in view.live_samples]
+        for tail in self._tails:
+            self.add(tail.poll())
         settled = self._settle(int(now) - SETTLE_S + 1)
         before = self.snapshot
         slos, spent = before.slos, before.slo_compute_s
@@ -206,5 +206,5 @@ class LiveLoad:
         ]
 
     def close(self) -> None:
-        if self._tail is not None:
-            self._tail.close()
+        for tail in self._tails:
+            tail.close()

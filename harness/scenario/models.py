@@ -134,6 +134,10 @@ errors, 0% late; 450 req/s already failed 22% of its requests (``bench/load_max_
 docs/benchmarks.md). Above it the generator, the app and its eight Envoys share too little
 CPU for an open-loop schedule to hold; load past it needs Locust workers."""
 
+MAX_WORKERS: Final = 32
+"""The most Locust workers a scenario may ask for (``load.workers``); the same bound as
+``harness.load.driver.MAX_WORKERS`` (a test keeps them equal)."""
+
 
 class Load(Model):
     """The load at the ingress.
@@ -143,6 +147,11 @@ class Load(Model):
     the schedule down, and latency is measured from each request's intended start.
     ``mode: concurrency``: ``users`` closed-loop users without pacing (fortio's model, as in
     Istio's circuit-breaking task): always ``users`` requests in flight; no ``rate``.
+
+    ``workers: N`` spreads the users over Locust's distributed mode (a master and N worker
+    processes); without it one Locust process runs them all. Each worker runs
+    ``users / N`` users, so in open mode ``users`` is a multiple of ``N`` (the derived
+    default is rounded up to one), and ``rate`` may go up to ``N`` times the one-process cap.
     """
 
     mode: Literal["open", "concurrency"] = Field(
@@ -162,6 +171,13 @@ class Load(Model):
         "requests (concurrency, required).",
     )
     request_timeout: Duration = Field(default=10.0, gt=0, description="Client-side timeout.")
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_WORKERS,
+        description="Locust workers (distributed mode: a master + N worker processes); "
+        "omitted: one Locust process. Open mode: users must be a multiple of workers.",
+    )
 
     @model_validator(mode="after")
     def _mode_fields(self) -> Load:
@@ -171,12 +187,13 @@ class Load(Model):
                     "load.rate is required in open mode (requests per second), "
                     "or set 'mode: concurrency' with 'users: N' for N users without pacing"
                 )
-            if self.rate > MAX_RATE:
+            processes = self.workers or 1
+            if self.rate > MAX_RATE * processes:
                 raise ValueError(
-                    f"load.rate {self.rate:g} is above {MAX_RATE:g} req/s, the most one Locust "
-                    "process sustains on this kind of machine (docs/benchmarks.md); lower the "
-                    "rate (spreading load over several Locust workers, load.workers, is not "
-                    "supported yet)"
+                    f"load.rate {self.rate:g} is above {MAX_RATE * processes:g} req/s, the most "
+                    f"{_locust_processes(self.workers)} on this kind of machine "
+                    f"({MAX_RATE:g} req/s each, docs/benchmarks.md); lower the rate or set "
+                    f"load.workers to {math.ceil(self.rate / MAX_RATE)} or more"
                 )
         else:
             if self.rate is not None:
@@ -189,13 +206,39 @@ class Load(Model):
                     "load.users is required in concurrency mode: the number of requests "
                     "kept in flight (e.g. 'users: 3')"
                 )
+        self._check_workers()
         return self
 
+    def _check_workers(self) -> None:
+        workers = self.workers
+        if workers is None or self.users is None:
+            return
+        if self.users < workers:
+            raise ValueError(
+                f"load.users {self.users} is less than load.workers {workers}: a worker "
+                f"without users sends nothing; use at least 'users: {workers}' or fewer workers"
+            )
+        if self.mode == "open" and self.users % workers:
+            below = self.users // workers * workers
+            above = below + workers
+            raise ValueError(
+                f"load.users {self.users} is not a multiple of load.workers {workers}: each "
+                "worker runs users/workers users, each owning a fixed share of the arrival "
+                f"schedule; use 'users: {above}'" + (f" or 'users: {below}'" if below else "")
+            )
+
     def effective_users(self) -> int:
-        """``users``, else (open mode) one user per 5 req/s, between 4 and 64."""
+        """``users``, else (open mode) one user per 5 req/s, between 4 and 64, rounded up
+        to a multiple of ``workers``."""
         if self.users is not None:
             return self.users
-        return max(4, min(64, math.ceil((self.rate or 0.0) / 5)))
+        derived = max(4, min(64, math.ceil((self.rate or 0.0) / 5)))
+        workers = self.workers or 1
+        return math.ceil(derived / workers) * workers
+
+
+def _locust_processes(workers: int | None) -> str:
+    return "one Locust process sustains" if workers is None else f"{workers} Locust workers sustain"
 
 
 class Phase(Model):
