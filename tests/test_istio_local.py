@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from harness.app.topology import ServiceSpec, Topology
+from harness.app.topology import Call, ServiceSpec, ServiceTimeSpec, Topology, Variant
 from harness.errors import ControlPlaneError, ExitCode, ToolMissingError
 from harness.kube.render import JsonObject
 from harness.platforms.local.deploy import LocalPlatform
@@ -385,16 +385,21 @@ def test_toxic_and_sidecar_faults_under_istio(tmp_path: Path) -> None:
 def test_a_toxic_edge_whose_target_has_other_callers_is_refused() -> None:
     """Under Istio every caller of a Service reads the same EndpointSlice, so a toxic proxy
     there would sit on every caller's edge; an edge whose target other services also call is
-    refused (the shop app has none: a FAKE topology stands in, as a future app would)."""
+    refused (the shop app has none: a FAKE topology stands in, as a declared one could)."""
     scenario = Scenario.model_validate(FAULTS)
     assert unsupported_faults(scenario) == []
+
+    def service(name: str, *calls: str) -> ServiceSpec:
+        one = Variant("v1", 1, ServiceTimeSpec("fixed", 0.001))
+        return ServiceSpec(name, (one,), tuple(Call(c) for c in calls))
+
     two_callers = Topology(
         name="fake",
         entry="frontend",
         services=(
-            ServiceSpec("frontend", ("catalog", "pricing"), 1, 1.0),
-            ServiceSpec("pricing", ("catalog",), 1, 1.0),
-            ServiceSpec("catalog", (), 1, 1.0),
+            service("frontend", "catalog", "pricing"),
+            service("pricing", "catalog"),
+            service("catalog"),
         ),
     )
     fake = SimpleNamespace(app=SimpleNamespace(topology=two_callers), faults=scenario.faults)
