@@ -1,0 +1,474 @@
+"""Locust's per-request samples: one as an object (:class:`Sample`), many as columns.
+
+``locustfile.py`` appends one JSON line per request to a samples file (a run may have
+several: one per Locust process, merged here). The harness reads them back two ways:
+
+* :class:`SampleTail` while Locust runs (the live guard), a few objects at a time;
+* :func:`read_sample_columns` after the run, streamed block by block into numpy columns
+  (:class:`SampleColumns`, about 60 bytes per request instead of about 600 for objects),
+  sorted by start, which is what the timeline, the SLO verdicts and the access-log paths
+  read::
+
+    columns = read_sample_columns([run_dir / "samples.jsonl"])
+    fault = columns.window(phase.start, phase.end)      # a view, no copy
+    latencies_ms = fault.latency_ms[fault.ok]           # coordinated omission corrected
+
+:func:`read_samples` (a list of :class:`Sample`) stays for small files and tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Self
+
+import numpy as np
+import numpy.typing as npt
+
+from harness.errors import LoadError
+
+_SAMPLE_KEYS = frozenset({"t", "ms", "status", "ok", "err", "rid"})
+_OPTIONAL_SAMPLE_KEYS = frozenset({"intended"})
+BLOCK_BYTES = 1 << 21
+"""Samples are read in blocks of about this many bytes (2 MiB: about 15,000 lines)."""
+
+Floats = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One request as Locust saw it.
+
+    ``t`` is its actual start (epoch seconds), ``ms`` its raw service time (from ``t`` to
+    the response), ``status`` the HTTP status (0 for a transport error: refused, reset,
+    timeout), ``ok`` whether it counted as a success (2xx), ``err`` a short reason when it
+    did not, ``rid`` its ``x-request-id``, ``intended`` the start its arrival schedule
+    asked for (``None`` without a schedule: concurrency mode, or a file written before
+    schedules existed). Verdicts use :attr:`latency_ms`, measured from the intended start.
+    """
+
+    t: float
+    ms: float
+    status: int
+    ok: bool
+    err: str | None
+    rid: str
+    intended: float | None = None
+
+    @property
+    def intended_start(self) -> float:
+        """When the request should have started: ``intended``, else ``t``."""
+        return self.t if self.intended is None else self.intended
+
+    @property
+    def lag_ms(self) -> float:
+        """How late the request started against its schedule (0 when on time or early)."""
+        return max(0.0, (self.t - self.intended_start) * 1000.0)
+
+    @property
+    def latency_ms(self) -> float:
+        """Latency from the intended start (coordinated omission corrected): ``ms + lag``."""
+        return self.ms + self.lag_ms
+
+    @classmethod
+    def from_line(cls, line: str, where: str) -> Sample:
+        """Parse one JSON line; ``where`` (``file:line``) goes into the error message."""
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise LoadError(f"{where}: not a JSON sample ({error}): {line[:120]!r}") from None
+        if not isinstance(raw, dict) or not (
+            _SAMPLE_KEYS <= set(raw) <= _SAMPLE_KEYS | _OPTIONAL_SAMPLE_KEYS
+        ):
+            found = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
+            raise LoadError(
+                f"{where}: a sample needs exactly the keys {sorted(_SAMPLE_KEYS)} "
+                f"(and optionally {sorted(_OPTIONAL_SAMPLE_KEYS)}), found {found}"
+            )
+        t, ms, status, ok, err, rid = (raw[k] for k in ("t", "ms", "status", "ok", "err", "rid"))
+        intended = raw.get("intended")
+        if not (
+            _is_number(t)
+            and _is_number(ms)
+            and isinstance(status, int)
+            and not isinstance(status, bool)
+            and isinstance(ok, bool)
+            and (err is None or isinstance(err, str))
+            and isinstance(rid, str)
+            and (intended is None or _is_number(intended))
+        ):
+            raise LoadError(f"{where}: a sample field has the wrong type: {line[:200]!r}")
+        return cls(
+            t=float(t),
+            ms=float(ms),
+            status=status,
+            ok=ok,
+            err=err,
+            rid=rid,
+            intended=None if intended is None else float(intended),
+        )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def read_samples(path: Path | str) -> list[Sample]:
+    """Every sample in ``path``; a last line cut short (Locust killed mid-write) is skipped.
+
+    A missing file means no request was recorded and gives ``[]``. A malformed line
+    anywhere else raises :class:`LoadError` naming ``file:line``.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    lines = data.split(b"\n")
+    tail = lines.pop()  # b"" when the file ends with a newline
+    samples = [
+        Sample.from_line(line.decode(), f"{path}:{number}")
+        for number, line in enumerate(lines, start=1)
+        if line.strip()
+    ]
+    if tail.strip():
+        with contextlib.suppress(LoadError):  # cut short by a kill in the middle of a write
+            samples.append(Sample.from_line(tail.decode(errors="replace"), f"{path}:last"))
+    return samples
+
+
+class SampleTail:
+    """Reads the samples file while Locust is still writing it (for live guards).
+
+    ``poll()`` returns the samples completed since the last call; a line still being
+    written waits for the next call. The file may appear only after the first flush::
+
+        with SampleTail(plan.samples_path) as tail:
+            while running():
+                guard.observe(tail.poll())
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._file: IO[bytes] | None = None
+        self._partial = b""
+        self._line = 0
+
+    def poll(self) -> list[Sample]:
+        """The samples whose lines were completed since the last call (maybe none)."""
+        if self._file is None:
+            try:
+                self._file = self.path.open("rb")
+            except FileNotFoundError:
+                return []
+        chunk = self._file.read()
+        if not chunk:
+            return []
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()
+        samples: list[Sample] = []
+        for line in lines:
+            self._line += 1
+            if line.strip():
+                samples.append(Sample.from_line(line.decode(), f"{self.path}:{self._line}"))
+        return samples
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- columns
+
+
+@dataclass(frozen=True, eq=False)
+class SampleColumns:
+    """Many samples as numpy columns, sorted by actual start ``t`` (stable).
+
+    Row ``i`` is one :class:`Sample`: ``intended`` is NaN where the sample had none,
+    ``err`` indexes :attr:`errors` (-1: no error), ``rid`` holds the request ids as ASCII
+    bytes. :meth:`window` cuts by start without copying; :attr:`latency_ms` is computed
+    exactly as :attr:`Sample.latency_ms` is, element by element.
+    """
+
+    t: Floats
+    ms: Floats
+    status: npt.NDArray[np.int32]
+    ok: npt.NDArray[np.bool_]
+    intended: Floats
+    err: npt.NDArray[np.int32]
+    errors: tuple[str, ...]
+    rid: npt.NDArray[np.bytes_]
+
+    def __len__(self) -> int:
+        return int(self.t.size)
+
+    @classmethod
+    def empty(cls) -> SampleColumns:
+        return cls.from_samples([])
+
+    @classmethod
+    def from_samples(cls, samples: Iterable[Sample]) -> SampleColumns:
+        """Columns of ``samples`` (sorted by start; the input's order breaks ties)."""
+        block = _Block()
+        for sample in samples:
+            block.add(sample.t, sample.ms, sample.status, sample.ok, sample.err, sample.rid,
+                      sample.intended)  # fmt: skip
+        return _merge([block.columns()])
+
+    @property
+    def lag_ms(self) -> Floats:
+        """How late each request started against its schedule (0 when on time or early)."""
+        intended_start = np.where(np.isnan(self.intended), self.t, self.intended)
+        lag: Floats = np.maximum(0.0, (self.t - intended_start) * 1000.0)
+        return lag
+
+    @property
+    def latency_ms(self) -> Floats:
+        """Latency from the intended start (coordinated omission corrected): ``ms + lag``."""
+        latency: Floats = self.ms + self.lag_ms
+        return latency
+
+    @property
+    def scheduled(self) -> npt.NDArray[np.bool_]:
+        """Which samples carry an intended start."""
+        return ~np.isnan(self.intended)
+
+    def bounds(self, start: float, end: float) -> tuple[int, int]:
+        """The row range ``[lo, hi)`` of the samples that started in ``[start, end)``."""
+        lo, hi = np.searchsorted(self.t, [start, end], side="left")
+        return int(lo), int(hi)
+
+    def window(self, start: float, end: float) -> SampleColumns:
+        """The samples that started in ``[start, end)`` (views, no copy)."""
+        lo, hi = self.bounds(start, end)
+        return self.rows(slice(lo, hi))
+
+    def rows(self, which: slice | npt.NDArray[Any]) -> SampleColumns:
+        """The rows ``which`` selects (a slice: views; a mask or indices: copies)."""
+        return SampleColumns(
+            t=self.t[which],
+            ms=self.ms[which],
+            status=self.status[which],
+            ok=self.ok[which],
+            intended=self.intended[which],
+            err=self.err[which],
+            errors=self.errors,
+            rid=self.rid[which],
+        )
+
+    def error_text(self, row: int) -> str | None:
+        code = int(self.err[row])
+        return None if code < 0 else self.errors[code]
+
+    def sample(self, row: int) -> Sample:
+        """Row ``row`` as a :class:`Sample` (for the few a report shows)."""
+        intended = float(self.intended[row])
+        return Sample(
+            t=float(self.t[row]),
+            ms=float(self.ms[row]),
+            status=int(self.status[row]),
+            ok=bool(self.ok[row]),
+            err=self.error_text(row),
+            rid=self.rid[row].decode(),
+            intended=None if np.isnan(intended) else intended,
+        )
+
+    def __iter__(self) -> Iterator[Sample]:
+        return (self.sample(row) for row in range(len(self)))
+
+
+def as_columns(samples: SampleColumns | Iterable[Sample]) -> SampleColumns:
+    """``samples`` as columns (already columns: returned as they are)."""
+    if isinstance(samples, SampleColumns):
+        return samples
+    return SampleColumns.from_samples(samples)
+
+
+class _Block:
+    """Column lists for one block of lines, then arrays (errors by text, per block)."""
+
+    def __init__(self) -> None:
+        self.t: list[float] = []
+        self.ms: list[float] = []
+        self.status: list[int] = []
+        self.ok: list[bool] = []
+        self.err: list[str | None] = []
+        self.rid: list[str] = []
+        self.intended: list[float | None] = []
+
+    def add(self, t: float, ms: float, status: int, ok: bool, err: str | None, rid: str,
+            intended: float | None) -> None:  # fmt: skip
+        self.t.append(t)
+        self.ms.append(ms)
+        self.status.append(status)
+        self.ok.append(ok)
+        self.err.append(err)
+        self.rid.append(rid)
+        self.intended.append(intended)
+
+    def columns(self) -> dict[str, Any]:
+        return {
+            "t": np.array(self.t, dtype=np.float64),
+            "ms": np.array(self.ms, dtype=np.float64),
+            "status": np.array(self.status, dtype=np.int32),
+            "ok": np.array(self.ok, dtype=np.bool_),
+            "intended": np.array(self.intended, dtype=np.float64),  # None → NaN
+            "err": self.err,
+            "rid": _rid_array(self.rid),
+        }
+
+
+def _rid_array(rids: Sequence[str]) -> npt.NDArray[np.bytes_]:
+    if not rids:
+        return np.zeros(0, dtype="S1")
+    return np.array([rid.encode() for rid in rids])
+
+
+_KEY_ORDERS: dict[tuple[str, ...], bool] = {}  # a key order seen → whether it is valid
+_NUMBER: set[type] = {float, int}
+
+
+def _valid_keys(keys: tuple[str, ...]) -> bool:
+    if keys not in _KEY_ORDERS:
+        found = set(keys)
+        _KEY_ORDERS[keys] = len(found) == len(keys) and (
+            _SAMPLE_KEYS <= found <= _SAMPLE_KEYS | _OPTIONAL_SAMPLE_KEYS
+        )
+    return _KEY_ORDERS[keys]
+
+
+def _fast_block(lines: Sequence[bytes]) -> dict[str, Any] | None:
+    """The block's columns when every line is a well-formed sample, else None.
+
+    One ``json.loads`` for the whole block, then type checks per column by the set of
+    types found (``bool`` is not a number here, as in :meth:`Sample.from_line`).
+    """
+    try:
+        raws = json.loads(b"[" + b",".join(lines) + b"]")
+    except ValueError:
+        return None
+    if not all(type(raw) is dict and _valid_keys(tuple(raw)) for raw in raws):
+        return None
+    column = {key: [raw[key] for raw in raws] for key in _SAMPLE_KEYS}
+    column["intended"] = [raw.get("intended") for raw in raws]
+    allowed: dict[str, set[type]] = {
+        "t": _NUMBER,
+        "ms": _NUMBER,
+        "status": {int},
+        "ok": {bool},
+        "err": {type(None), str},
+        "rid": {str},
+        "intended": _NUMBER | {type(None)},
+    }
+    if not all({type(value) for value in column[key]} <= allowed[key] for key in allowed):
+        return None
+    block = _Block()
+    block.t, block.ms, block.status, block.ok = (
+        column["t"],
+        column["ms"],
+        column["status"],
+        column["ok"],
+    )
+    block.err, block.rid, block.intended = column["err"], column["rid"], column["intended"]
+    return block.columns()
+
+
+def _file_blocks(path: Path) -> Iterator[dict[str, Any]]:
+    """The columns of ``path``, block by block; a cut-short last line is skipped."""
+    try:
+        file = path.open("rb")
+    except FileNotFoundError:
+        return
+    with file:
+        partial, line_number = b"", 1
+        while chunk := file.read(BLOCK_BYTES):
+            lines = (partial + chunk).split(b"\n")
+            partial = lines.pop()
+            numbered = [(n, line) for n, line in enumerate(lines, line_number) if line.strip()]
+            line_number += len(lines)
+            if numbered:
+                texts = [line for _, line in numbered]
+                fast = _fast_block(texts)
+                yield fast if fast is not None else _numbered_block(numbered, path)
+        if partial.strip():
+            with contextlib.suppress(LoadError):  # cut short by a kill in mid-write
+                last = Sample.from_line(partial.decode(errors="replace"), f"{path}:last")
+                block = _Block()
+                block.add(last.t, last.ms, last.status, last.ok, last.err, last.rid,
+                          last.intended)  # fmt: skip
+                yield block.columns()
+
+
+def _numbered_block(numbered: Sequence[tuple[int, bytes]], path: Path) -> dict[str, Any]:
+    block = _Block()
+    for number, line in numbered:
+        sample = Sample.from_line(line.decode(), f"{path}:{number}")
+        block.add(sample.t, sample.ms, sample.status, sample.ok, sample.err, sample.rid,
+                  sample.intended)  # fmt: skip
+    return block.columns()
+
+
+def _merge(blocks: Iterable[dict[str, Any]]) -> SampleColumns:
+    """One set of columns from blocks, sorted by start (stable: file order breaks ties).
+
+    Column by column, each block's part dropped once copied, so the peak is about one
+    column more than the result."""
+    parts: list[dict[str, Any]] = []
+    errors: dict[str, int] = {}
+    for block in blocks:
+        block["err"] = np.array(
+            [-1 if err is None else errors.setdefault(err, len(errors)) for err in block["err"]],
+            dtype=np.int32,
+        )
+        parts.append(block)
+    merged: dict[str, Any] = {}
+    for key in ("t", "ms", "status", "ok", "intended", "err", "rid"):
+        pieces = [part.pop(key) for part in parts]
+        merged[key] = np.concatenate(pieces) if pieces else _Block().columns()[key]
+        del pieces
+    order = np.argsort(merged["t"], kind="stable")
+    if not np.all(order[1:] > order[:-1]):  # usually sorted already: one file, in order
+        for key in list(merged):
+            merged[key] = merged[key][order]
+    if isinstance(merged["err"], list):  # no block at all
+        merged["err"] = np.zeros(0, dtype=np.int32)
+    return SampleColumns(errors=tuple(errors), **merged)
+
+
+def read_sample_columns(paths: Path | str | Sequence[Path | str]) -> SampleColumns:
+    """Every sample of ``paths`` (one samples file, or several: one per Locust process),
+    merged into columns sorted by start; streamed in blocks of :data:`BLOCK_BYTES`.
+
+    As :func:`read_samples`: a missing file holds no samples, a last line cut short is
+    skipped, and a malformed line anywhere else raises :class:`LoadError` naming
+    ``file:line``.
+    """
+    files = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
+    return _merge(block for path in files for block in _file_blocks(path))
+
+
+__all__ = [
+    "BLOCK_BYTES",
+    "Sample",
+    "SampleColumns",
+    "SampleTail",
+    "as_columns",
+    "read_sample_columns",
+    "read_samples",
+]
