@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +34,8 @@ from harness.errors import LoadError
 
 _SAMPLE_KEYS = frozenset({"t", "ms", "status", "ok", "err", "rid"})
 _OPTIONAL_SAMPLE_KEYS = frozenset({"intended"})
-BLOCK_BYTES = 1 << 21
-"""Samples are read in blocks of about this many bytes (2 MiB: about 15,000 lines)."""
+BLOCK_BYTES = 1 << 19
+"""Samples are read in blocks of about this many bytes (512 KiB: about 3,500 lines)."""
 
 Floats = npt.NDArray[np.float64]
 
@@ -201,9 +202,10 @@ class SampleColumns:
     """Many samples as numpy columns, sorted by actual start ``t`` (stable).
 
     Row ``i`` is one :class:`Sample`: ``intended`` is NaN where the sample had none,
-    ``err`` indexes :attr:`errors` (-1: no error), ``rid`` holds the request ids as ASCII
-    bytes. :meth:`window` cuts by start without copying; :attr:`latency_ms` is computed
-    exactly as :attr:`Sample.latency_ms` is, element by element.
+    ``err`` indexes :attr:`errors` (-1: no error), ``rid`` holds the request ids in the
+    compact form of :func:`rid_key` (:meth:`sample` and :meth:`rid_in` translate).
+    :meth:`window` cuts by start without copying; :attr:`latency_ms` is computed exactly
+    as :attr:`Sample.latency_ms` is, element by element.
     """
 
     t: Floats
@@ -233,15 +235,21 @@ class SampleColumns:
 
     @property
     def lag_ms(self) -> Floats:
-        """How late each request started against its schedule (0 when on time or early)."""
-        intended_start = np.where(np.isnan(self.intended), self.t, self.intended)
-        lag: Floats = np.maximum(0.0, (self.t - intended_start) * 1000.0)
+        """How late each request started against its schedule (0 when on time or early).
+
+        In place on one new array (a million samples: 8 MB, no further temporaries);
+        without an intended start the lag is 0, as ``(t - t) * 1000`` is."""
+        lag: Floats = np.subtract(self.t, self.intended)
+        lag *= 1000.0
+        np.maximum(lag, 0.0, out=lag)  # NaN (no intended start) stays NaN ...
+        lag[np.isnan(lag)] = 0.0  # ... and becomes 0
         return lag
 
     @property
     def latency_ms(self) -> Floats:
         """Latency from the intended start (coordinated omission corrected): ``ms + lag``."""
-        latency: Floats = self.ms + self.lag_ms
+        latency = self.lag_ms
+        latency += self.ms
         return latency
 
     @property
@@ -272,6 +280,19 @@ class SampleColumns:
             rid=self.rid[which],
         )
 
+    def has_rid(self) -> npt.NDArray[np.bool_]:
+        """Which samples carry a request id (not empty)."""
+        present: npt.NDArray[np.bool_] = self.rid != b""
+        return present
+
+    def rid_in(self, rids: Iterable[str]) -> npt.NDArray[np.bool_]:
+        """Which samples' request ids are among ``rids``."""
+        keys = [rid_key(rid) for rid in rids]
+        if not keys:
+            return np.zeros(len(self), dtype=np.bool_)
+        found: npt.NDArray[np.bool_] = np.isin(self.rid, np.array(keys))
+        return found
+
     def error_text(self, row: int) -> str | None:
         code = int(self.err[row])
         return None if code < 0 else self.errors[code]
@@ -285,7 +306,7 @@ class SampleColumns:
             status=int(self.status[row]),
             ok=bool(self.ok[row]),
             err=self.error_text(row),
-            rid=self.rid[row].decode(),
+            rid=rid_text(self.rid[row]),
             intended=None if np.isnan(intended) else intended,
         )
 
@@ -334,10 +355,48 @@ class _Block:
         }
 
 
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_DASHES = [8, 13, 18, 23]
+_HEX_DIGITS = [i for i in range(36) if i not in _DASHES]
+_IS_HEX = np.zeros(256, dtype=np.bool_)
+_IS_HEX[list(b"0123456789abcdef")] = True
+
+
+def rid_key(rid: str) -> bytes:
+    """The stored form of a request id: a lowercase UUID as ``b"\x01"`` and its 16 bytes
+    (17 instead of 36), any other id as ``b"\x00"`` and its UTF-8 text."""
+    if _UUID.fullmatch(rid):
+        return b"\x01" + bytes.fromhex(rid.replace("-", ""))
+    return b"\x00" + rid.encode()
+
+
+def rid_text(key: bytes) -> str:
+    """The request id back from :func:`rid_key` (numpy drops trailing NULs: padded back)."""
+    if not key:
+        return ""
+    if key[0] == 1:
+        digits = key[1:].ljust(16, b"\x00").hex()
+        return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+    return key[1:].decode()
+
+
 def _rid_array(rids: Sequence[str]) -> npt.NDArray[np.bytes_]:
+    """:func:`rid_key` of each id; a block of UUIDs only (what the locustfile sends) at once."""
     if not rids:
-        return np.zeros(0, dtype="S1")
-    return np.array([rid.encode() for rid in rids])
+        return np.zeros(0, dtype="S17")
+    joined = "".join(rids)
+    if len(joined) == 36 * len(rids) and joined.isascii():
+        chars = np.frombuffer(joined.encode(), dtype=np.uint8).reshape(len(rids), 36)
+        digits = chars[:, _HEX_DIGITS]
+        if (chars[:, _DASHES] == ord("-")).all() and _IS_HEX[digits].all():
+            keys = np.empty((len(rids), 17), dtype=np.uint8)
+            keys[:, 0] = 1
+            keys[:, 1:] = np.frombuffer(
+                bytes.fromhex(digits.tobytes().decode()), dtype=np.uint8
+            ).reshape(-1, 16)
+            packed: npt.NDArray[np.bytes_] = keys.view("S17").ravel()
+            return packed
+    return np.array([rid_key(rid) for rid in rids])
 
 
 _KEY_ORDERS: dict[tuple[str, ...], bool] = {}  # a key order seen → whether it is valid
@@ -389,7 +448,7 @@ def _fast_block(lines: Sequence[bytes]) -> dict[str, Any] | None:
     return block.columns()
 
 
-def _file_blocks(path: Path) -> Iterator[dict[str, Any]]:
+def _file_blocks(path: Path) -> Iterator[tuple[dict[str, Any], int]]:
     """The columns of ``path``, block by block; a cut-short last line is skipped."""
     try:
         file = path.open("rb")
@@ -405,14 +464,15 @@ def _file_blocks(path: Path) -> Iterator[dict[str, Any]]:
             if numbered:
                 texts = [line for _, line in numbered]
                 fast = _fast_block(texts)
-                yield fast if fast is not None else _numbered_block(numbered, path)
+                block = fast if fast is not None else _numbered_block(numbered, path)
+                yield block, sum(len(line) + 1 for line in texts)
         if partial.strip():
             with contextlib.suppress(LoadError):  # cut short by a kill in mid-write
                 last = Sample.from_line(partial.decode(errors="replace"), f"{path}:last")
-                block = _Block()
-                block.add(last.t, last.ms, last.status, last.ok, last.err, last.rid,
-                          last.intended)  # fmt: skip
-                yield block.columns()
+                tail = _Block()
+                tail.add(last.t, last.ms, last.status, last.ok, last.err, last.rid,
+                         last.intended)  # fmt: skip
+                yield tail.columns(), len(partial)
 
 
 def _numbered_block(numbered: Sequence[tuple[int, bytes]], path: Path) -> dict[str, Any]:
@@ -424,31 +484,68 @@ def _numbered_block(numbered: Sequence[tuple[int, bytes]], path: Path) -> dict[s
     return block.columns()
 
 
-def _merge(blocks: Iterable[dict[str, Any]]) -> SampleColumns:
-    """One set of columns from blocks, sorted by start (stable: file order breaks ties).
+_COLUMNS = ("t", "ms", "status", "ok", "intended", "err", "rid")
 
-    Column by column, each block's part dropped once copied, so the peak is about one
-    column more than the result."""
-    parts: list[dict[str, Any]] = []
-    errors: dict[str, int] = {}
-    for block in blocks:
+
+class _Columns:
+    """Growing column buffers: blocks are copied in as they are parsed.
+
+    Nothing small outlives a block (numpy buffers are allocated outside Python's small-object
+    heap), so the parsing garbage of every block is freed whole instead of pinning heap
+    arenas; and the first block's line length sizes the buffers for all the bytes to come,
+    so they rarely grow."""
+
+    def __init__(self, total_bytes: int) -> None:
+        self.total_bytes = total_bytes
+        self.size = 0
+        self.arrays: dict[str, Any] = {}
+        self.errors: dict[str, int] = {}
+
+    def add(self, block: dict[str, Any], block_bytes: int) -> None:
+        count = len(block["t"])
         block["err"] = np.array(
-            [-1 if err is None else errors.setdefault(err, len(errors)) for err in block["err"]],
+            [
+                -1 if e is None else self.errors.setdefault(e, len(self.errors))
+                for e in block["err"]
+            ],
             dtype=np.int32,
         )
-        parts.append(block)
-    merged: dict[str, Any] = {}
-    for key in ("t", "ms", "status", "ok", "intended", "err", "rid"):
-        pieces = [part.pop(key) for part in parts]
-        merged[key] = np.concatenate(pieces) if pieces else _Block().columns()[key]
-        del pieces
-    order = np.argsort(merged["t"], kind="stable")
-    if not np.all(order[1:] > order[:-1]):  # usually sorted already: one file, in order
-        for key in list(merged):
-            merged[key] = merged[key][order]
-    if isinstance(merged["err"], list):  # no block at all
-        merged["err"] = np.zeros(0, dtype=np.int32)
-    return SampleColumns(errors=tuple(errors), **merged)
+        if not self.arrays:
+            per_line = max(1.0, block_bytes / max(count, 1))
+            capacity = max(count, int(self.total_bytes / per_line * 1.02) + 64)
+            self.arrays = {key: np.empty(capacity, dtype=block[key].dtype) for key in _COLUMNS}
+        capacity = self.arrays["t"].size
+        if self.size + count > capacity:
+            capacity = max(self.size + count, int(capacity * 1.25))
+            for key in _COLUMNS:  # one column at a time: the peak is one column's copy
+                grown = np.empty(capacity, dtype=self.arrays[key].dtype)
+                grown[: self.size] = self.arrays[key][: self.size]
+                self.arrays[key] = grown
+        if block["rid"].dtype.itemsize > self.arrays["rid"].dtype.itemsize:  # longer ids
+            self.arrays["rid"] = self.arrays["rid"].astype(block["rid"].dtype)
+        for key in _COLUMNS:
+            self.arrays[key][self.size : self.size + count] = block[key]
+        self.size += count
+
+    def result(self) -> SampleColumns:
+        """The columns sorted by start (stable: file order breaks ties)."""
+        if not self.arrays:
+            return SampleColumns.from_samples([])
+        merged = {key: self.arrays.pop(key)[: self.size] for key in _COLUMNS}
+        starts = merged["t"]
+        if self.size > 1 and not bool(np.all(starts[1:] >= starts[:-1])):  # several files
+            order = np.argsort(starts, kind="stable")
+            for key in _COLUMNS:  # one at a time: the peak is one column's copy
+                merged[key] = merged[key][order]
+        return SampleColumns(errors=tuple(self.errors), **merged)
+
+
+def _merge(blocks: Iterable[dict[str, Any]]) -> SampleColumns:
+    """Blocks (already in memory) as one set of columns, sorted by start."""
+    columns = _Columns(0)
+    for block in blocks:
+        columns.add(block, 0)
+    return columns.result()
 
 
 def read_sample_columns(paths: Path | str | Sequence[Path | str]) -> SampleColumns:
@@ -460,7 +557,15 @@ def read_sample_columns(paths: Path | str | Sequence[Path | str]) -> SampleColum
     ``file:line``.
     """
     files = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
-    return _merge(block for path in files for block in _file_blocks(path))
+    total = 0
+    for path in files:
+        with contextlib.suppress(FileNotFoundError):
+            total += path.stat().st_size
+    columns = _Columns(total)
+    for path in files:
+        for block, size in _file_blocks(path):
+            columns.add(block, size)
+    return columns.result()
 
 
 __all__ = [
@@ -471,4 +576,6 @@ __all__ = [
     "as_columns",
     "read_sample_columns",
     "read_samples",
+    "rid_key",
+    "rid_text",
 ]

@@ -440,12 +440,12 @@ def _paths(
     starts = np.array([w.start for w in windows], dtype=np.float64)
     ends = np.array([w.end for w in windows], dtype=np.float64)
     index = np.searchsorted(starts, samples.t, side="right") - 1
-    in_run = (index >= 0) & (samples.t < ends[np.maximum(index, 0)]) & (samples.rid != b"")
+    in_run = (index >= 0) & (samples.t < ends[np.maximum(index, 0)]) & samples.has_rid()
     run = samples.rows(in_run)  # still in start order
     phase_index = index[in_run]
     if not len(run):
         return []
-    is_marked = np.isin(run.rid, np.array([rid.encode() for rid in marked], dtype=run.rid.dtype))
+    is_marked = run.rid_in(marked)
     rows: list[int] = []
     for wanted_ok, n in ((False, failed), (True, succeeded)):
         subset = np.flatnonzero(run.ok == wanted_ok)

@@ -57,26 +57,28 @@ def load_timeline(
     """
     buckets = max(0, math.floor(t_end - t0 + 1e-6))
     window = as_columns(samples).window(t0, t0 + buckets)
-    index = np.minimum((window.t - t0).astype(np.int64), max(buckets - 1, 0))
-    achieved = np.bincount(index, minlength=buckets)
-    errors = np.bincount(index[~window.ok], minlength=buckets)
-    ok_index = index[window.ok]
-    latencies = window.latency_ms[window.ok]
-    order = np.lexsort((latencies, ok_index))  # by bucket, then by latency
-    ordered, counts = latencies[order], np.bincount(ok_index, minlength=buckets)
-    firsts = np.concatenate(([0], np.cumsum(counts)[:-1])) if buckets else counts
-    quantiles: dict[float, list[float | None]] = {}
-    for q in (0.5, 0.95, 0.99):
-        ranks = np.minimum(counts - 1, np.maximum(0, np.ceil(q * counts) - 1)).astype(np.int64)
-        picked = (
-            ordered[np.minimum(firsts + ranks, max(ordered.size - 1, 0))] if ordered.size else []
-        )
-        quantiles[q] = [float(picked[i]) if counts[i] else None for i in range(buckets)]
+    # Rows are in start order, so each bucket is a slice; bucket i holds the rows with
+    # int(t - t0) == i (the last one also any rounded up to ``buckets``).
+    offsets = window.t - t0
+    bounds = np.searchsorted(offsets, np.arange(1, buckets), side="left").tolist()
+    del offsets
+    latencies, ok = window.latency_ms, window.ok
+    achieved, errors = [], []
+    quantiles: dict[float, list[float | None]] = {0.5: [], 0.95: [], 0.99: []}
+    for lo, hi in zip([0, *bounds], [*bounds, len(window)], strict=True):
+        if buckets == 0:
+            break
+        good = latencies[lo:hi][ok[lo:hi]]
+        good.sort()
+        achieved.append(hi - lo)
+        errors.append(hi - lo - int(good.size))
+        for q, series in quantiles.items():
+            series.append(nearest_rank(good, q))
     return LoadTimeline(
         t=[float(i) for i in range(buckets)],
         offered=[] if offered_rate is None else [float(offered_rate)] * buckets,
-        achieved=[int(n) for n in achieved],
-        errors=[int(n) for n in errors],
+        achieved=achieved,
+        errors=errors,
         p50_ms=quantiles[0.5],
         p95_ms=quantiles[0.95],
         p99_ms=quantiles[0.99],
