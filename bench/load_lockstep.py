@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -184,29 +185,37 @@ def main() -> None:
         "round  driver               CV: before  during  after  (during, after)/before"
         "   IQR/median: before  during  after"
     )
-    for index in range(args.rounds):
-        with cpu_hogs(args.hogs):
-            actual, intended = run_harness(args.rate, args.users, workdir)
-            load = os.getloadavg()[0]
-            paced = run_paced(args.rate, args.users, workdir)
-        for name, starts in (
-            ("harness open loop", actual),
-            ("  (its schedule)", intended),
-            ("paced closed loop", paced),
-        ):
-            spread = windows(starts)
-            (cv_b, iqr_b), (cv_d, iqr_d), (cv_a, iqr_a) = (
-                spread["before"],
-                spread["during"],
-                spread["after"],
-            )
-            ratios = f"{cv_d / cv_b:5.2f}, {cv_a / cv_b:5.2f}" if cv_b > 1e-9 else "    -,     -"
+    try:
+        for index in range(args.rounds):
+            with cpu_hogs(args.hogs):
+                actual, intended = run_harness(args.rate, args.users, workdir)
+                load = os.getloadavg()[0]
+                paced = run_paced(args.rate, args.users, workdir)
+            for name, starts in (
+                ("harness open loop", actual),
+                ("  (its schedule)", intended),
+                ("paced closed loop", paced),
+            ):
+                spread = windows(starts)
+                (cv_b, iqr_b), (cv_d, iqr_d), (cv_a, iqr_a) = (
+                    spread["before"],
+                    spread["during"],
+                    spread["after"],
+                )
+                ratios = (
+                    f"{cv_d / cv_b:5.2f}, {cv_a / cv_b:5.2f}" if cv_b > 1e-9 else "    -,     -"
+                )
+                print(
+                    f"{index + 1:5d}  {name:19s}  {cv_b:10.3f}  {cv_d:6.3f}  {cv_a:5.3f}  "
+                    f"{ratios:>24s}  {iqr_b:18.3f}  {iqr_d:6.3f}  {iqr_a:5.3f}",
+                    flush=True,
+                )
             print(
-                f"{index + 1:5d}  {name:19s}  {cv_b:10.3f}  {cv_d:6.3f}  {cv_a:5.3f}  "
-                f"{ratios:>24s}  {iqr_b:18.3f}  {iqr_d:6.3f}  {iqr_a:5.3f}",
-                flush=True,
+                f"       load average {load:.1f}, harness {lateness(actual, intended)}", flush=True
             )
-        print(f"       load average {load:.1f}, harness {lateness(actual, intended)}", flush=True)
+
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
