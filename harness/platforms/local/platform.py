@@ -216,9 +216,10 @@ class LocalDeployment:
     def start(self) -> None:
         """Start every process at once, then wait for all of them (readiness by polling).
 
-        The app instances go first: they are forks of the supervisor with the app's module
-        already imported (milliseconds each), then every Envoy, all in one request to the
-        supervisor; only then does :meth:`_wait_ready` poll them, together."""
+        Every Envoy first, then the app instances (forks of the supervisor with the app's
+        module imported once: milliseconds each, and that import overlaps the Envoys' own
+        start-up), all in one request to the supervisor; only then does
+        :meth:`_wait_ready` poll them, together."""
         topology = self.scenario.app.topology
         for directory in ("envoy", "logs", "access"):
             (self.run_dir / directory).mkdir(parents=True, exist_ok=True)
@@ -258,12 +259,12 @@ class LocalDeployment:
             bind_ip=INGRESS_IP if self._namespaced else None,
         )
         envoys.append(self._envoy_request("ingress", ingress_bootstrap(ingress), ingress))
-        pids = self.sandbox.spawn_many([r for _, r in apps] + [r for _, _, r in envoys])
-        for (name, _), pid in zip(apps, pids, strict=False):
-            self.app_pids[name] = pid
-        for (name, socket_path, request), pid in zip(envoys, pids[len(apps) :], strict=True):
+        pids = self.sandbox.spawn_many([r for _, _, r in envoys] + [r for _, r in apps])
+        for (name, socket_path, request), pid in zip(envoys, pids, strict=False):
             admin = EnvoyAdmin(socket_path, name=name)
             self.proxies[name] = _Proxy(name, admin, pid, request.log_path)
+        for (name, _), pid in zip(apps, pids[len(envoys) :], strict=True):
+            self.app_pids[name] = pid
         self._wait_ready()
 
     def _app_argv(self, inst: InstanceInfo, sidecar: Addr, calls: tuple[str, ...]) -> list[str]:
