@@ -790,13 +790,23 @@ def _starts(
     n = baseline.size
     start = np.searchsorted(baseline, phase - t, side="left")
     # Steps move by whole runs of equal values, so ties cost no more than distinct values.
+    # The differences are built in place (two arrays of m at a time, not five).
     while True:  # step down while the previous value still qualifies
-        back = (start > 0) & ((phase - baseline[np.maximum(start - 1, 0)]) <= t)
+        index = start - 1
+        np.maximum(index, 0, out=index)
+        difference = np.subtract(phase, baseline[index])
+        back = difference <= t
+        back &= start > 0
+        del index, difference
         if not back.any():
             break
         start[back] = np.searchsorted(baseline, baseline[start[back] - 1], side="left")
     while True:  # step up while the current value does not
-        ahead = (start < n) & ((phase - baseline[np.minimum(start, n - 1)]) > t)
+        index = np.minimum(start, n - 1)
+        difference = np.subtract(phase, baseline[index])
+        ahead = difference > t
+        ahead &= start < n
+        del index, difference
         if not ahead.any():
             break
         start[ahead] = np.searchsorted(baseline, baseline[start[ahead]], side="right")
@@ -833,9 +843,10 @@ def _gather(
 
     Built in steps of :data:`_GATHER_CHUNK`, so memory is the result plus small index
     arrays (about 1 MB each), not five or six temporaries the size of the result."""
-    lengths = (high - low).astype(np.int64)
-    ends = np.cumsum(lengths)
-    firsts = ends - lengths
+    ends = np.cumsum(high - low, dtype=np.int64)
+    firsts = np.empty_like(ends)  # ends shifted by one: no third array of m
+    firsts[:1] = 0
+    firsts[1:] = ends[:-1]
     total = int(ends[-1]) if positions is None else int(positions.size)
     result = np.empty(total, dtype=np.float64)
     for begin in range(0, total, _GATHER_CHUNK):
