@@ -114,13 +114,15 @@ def lateness(actual: list[float], intended: list[float]) -> str:
     for name, (lo, hi) in WINDOWS.items():
         pairs = sorted((a, i) for a, i in zip(actual, intended, strict=True) if lo <= a < hi)
         lags = sorted((a - i) * 1000.0 for a, i in pairs)
+        worst_at = max(pairs, key=lambda pair: pair[0] - pair[1])[0]
         gaps = [(b[0] - a[0]) * 1000.0 for a, b in itertools.pairwise(pairs)]
         if len(gaps) < 4:
             continue
         median = statistics.median(gaps)
         stalls = [g for g in gaps if g > 3 * median]
         parts.append(
-            f"{name}: lag p99 {lags[int(0.99 * (len(lags) - 1))]:.1f} max {lags[-1]:.1f} ms, "
+            f"{name}: lag p99 {lags[int(0.99 * (len(lags) - 1))]:.1f} max {lags[-1]:.1f} ms "
+            f"(at {worst_at:.2f} s), "
             f"{len(stalls)} stalls (longest {max(gaps):.0f} ms)"
         )
     return "; ".join(parts)
