@@ -309,3 +309,24 @@ def test_request_paths_chosen_from_columns_are_the_references(seed: int) -> None
     found = _paths([], marked, SampleColumns.from_samples(samples), phases(), 5, 2)
     assert [(p.rid, p.status, p.phase) for p in found] == reference_paths(samples, marked)
     assert len(found) == 7
+
+
+def test_request_ids_round_trip_in_every_form(tmp_path: Path) -> None:
+    """Lowercase UUIDs (what the locustfile sends) are packed to 16 bytes, anything else is
+    kept as text: both come back unchanged, in one block or mixed, and rid_in finds them."""
+    uuids = [f"5f0c2a1e-9b3d-4c6e-8f00-{i:012x}" for i in range(50)]
+    others = ["", "rid-7", "5F0C2A1E-9B3D-4C6E-8F00-000000000001", "ünïcode", "x" * 80]
+    for rids in (uuids, uuids[:10] + others + uuids[10:]):
+        samples = [
+            Sample(t=T0 + i, ms=1.0, status=200, ok=True, err=None, rid=rid)
+            for i, rid in enumerate(rids)
+        ]
+        write(tmp_path / "samples.jsonl", samples)
+        columns = read_sample_columns(tmp_path / "samples.jsonl")
+        assert [s.rid for s in columns] == rids
+        wanted = {rids[3], rids[-1], "not-there"}
+        assert [rids[i] for i in np.flatnonzero(columns.rid_in(wanted))] == [rids[3], rids[-1]]
+        assert columns.has_rid().tolist() == [bool(rid) for rid in rids]
+        if rids is uuids:
+            assert columns.rid.dtype.itemsize == 17  # packed
+    assert read_sample_columns(tmp_path / "samples.jsonl").rid.dtype.itemsize > 17  # text kept

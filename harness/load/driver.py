@@ -3,7 +3,7 @@
 Importing locust monkey-patches the interpreter with gevent, which breaks pytest, asyncio
 and threads, so the harness never imports it. This module only *builds* the Locust
 command line (:func:`locust_command`) and *reads* the per-request samples that
-``locustfile.py`` appends to a JSON-lines file (:func:`read_samples`, :class:`SampleTail`).
+``locustfile.py`` appends to a JSON-lines file (:mod:`harness.load.samples`, re-exported here).
 Whoever owns the process (the platform's supervisor, possibly inside the run's network
 namespace) spawns it; :func:`run_load` is the small spawner for tests and host mode::
 
