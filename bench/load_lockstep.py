@@ -1,6 +1,6 @@
 """Lockstep: does the spread of inter-arrival gaps survive a pause and its aftermath?
 
-Usage: ``python bench/load_lockstep.py [--rate 50] [--users 10] [--rounds 2]``
+Usage: ``python bench/load_lockstep.py [--rate 50] [--users 10] [--rounds 2] [--hogs N]``
 
 Target: a threaded HTTP server on 127.0.0.1 that answers at once, except that it holds
 every request arriving in a 2 s window (10 s after its first request) until the window
@@ -18,6 +18,12 @@ the first request), during it (10-12 s) and after it (12-22 s). The schedule its
 perfectly even (CV 0), so the reference is the CV the same driver delivered before the
 pause; the goal (issue 15) is during / after within 1.5x of it. For A the CV of the
 intended starts is printed too (the schedule as written; 0 up to float rounding).
+
+Why a round fails: for A, per window, how late its requests started against their own
+schedule (p99 and worst lag: the generator's lateness, whatever caused it) and the stalls
+(gaps over 3x the median gap). ``--hogs N`` runs N busy-loop processes (nice 0) through
+every round: other work on the machine, under control, so its effect can be told apart
+from the generator's own; the load average is printed beside each round.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -100,6 +107,39 @@ def windows(starts: list[float]) -> dict[str, tuple[float, float]]:
     return {name: spread_of_gaps(starts, lo, hi) for name, (lo, hi) in WINDOWS.items()}
 
 
+def lateness(actual: list[float], intended: list[float]) -> str:
+    """Per window: p99 / worst lag of the actual start behind the intended one, and the
+    stalls (gaps over 3x the median gap) with the longest."""
+    parts = []
+    for name, (lo, hi) in WINDOWS.items():
+        pairs = sorted((a, i) for a, i in zip(actual, intended, strict=True) if lo <= a < hi)
+        lags = sorted((a - i) * 1000.0 for a, i in pairs)
+        worst_at = max(pairs, key=lambda pair: pair[0] - pair[1])[0]
+        gaps = [(b[0] - a[0]) * 1000.0 for a, b in itertools.pairwise(pairs)]
+        if len(gaps) < 4:
+            continue
+        median = statistics.median(gaps)
+        stalls = [g for g in gaps if g > 3 * median]
+        parts.append(
+            f"{name}: lag p99 {lags[int(0.99 * (len(lags) - 1))]:.1f} max {lags[-1]:.1f} ms "
+            f"(at {worst_at:.2f} s), "
+            f"{len(stalls)} stalls (longest {max(gaps):.0f} ms)"
+        )
+    return "; ".join(parts)
+
+
+@contextmanager
+def cpu_hogs(count: int) -> Iterator[None]:
+    """``count`` busy-loop processes for the duration (bounded: killed on exit)."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
 def run_harness(rate: float, users: int, workdir: Path) -> tuple[list[float], list[float]]:
     with pausing_server() as (host, first):
         plan = LoadPlan(
@@ -140,32 +180,44 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--users", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--hogs", type=int, default=0, help="busy-loop processes beside")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-lockstep-"))
     print(
         "round  driver               CV: before  during  after  (during, after)/before"
         "   IQR/median: before  during  after"
     )
-    for index in range(args.rounds):
-        actual, intended = run_harness(args.rate, args.users, workdir)
-        paced = run_paced(args.rate, args.users, workdir)
-        for name, starts in (
-            ("harness open loop", actual),
-            ("  (its schedule)", intended),
-            ("paced closed loop", paced),
-        ):
-            spread = windows(starts)
-            (cv_b, iqr_b), (cv_d, iqr_d), (cv_a, iqr_a) = (
-                spread["before"],
-                spread["during"],
-                spread["after"],
-            )
-            ratios = f"{cv_d / cv_b:5.2f}, {cv_a / cv_b:5.2f}" if cv_b > 1e-9 else "    -,     -"
+    try:
+        for index in range(args.rounds):
+            with cpu_hogs(args.hogs):
+                actual, intended = run_harness(args.rate, args.users, workdir)
+                load = os.getloadavg()[0]
+                paced = run_paced(args.rate, args.users, workdir)
+            for name, starts in (
+                ("harness open loop", actual),
+                ("  (its schedule)", intended),
+                ("paced closed loop", paced),
+            ):
+                spread = windows(starts)
+                (cv_b, iqr_b), (cv_d, iqr_d), (cv_a, iqr_a) = (
+                    spread["before"],
+                    spread["during"],
+                    spread["after"],
+                )
+                ratios = (
+                    f"{cv_d / cv_b:5.2f}, {cv_a / cv_b:5.2f}" if cv_b > 1e-9 else "    -,     -"
+                )
+                print(
+                    f"{index + 1:5d}  {name:19s}  {cv_b:10.3f}  {cv_d:6.3f}  {cv_a:5.3f}  "
+                    f"{ratios:>24s}  {iqr_b:18.3f}  {iqr_d:6.3f}  {iqr_a:5.3f}",
+                    flush=True,
+                )
             print(
-                f"{index + 1:5d}  {name:19s}  {cv_b:10.3f}  {cv_d:6.3f}  {cv_a:5.3f}  "
-                f"{ratios:>24s}  {iqr_b:18.3f}  {iqr_d:6.3f}  {iqr_a:5.3f}",
-                flush=True,
+                f"       load average {load:.1f}, harness {lateness(actual, intended)}", flush=True
             )
+
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

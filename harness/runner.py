@@ -50,10 +50,10 @@ from harness.journal import (
 from harness.load.distributed import LocustGroup, collect_samples, live_samples_paths
 from harness.load.driver import (
     LoadPlan,
-    Sample,
+    SampleColumns,
     SampleTail,
     generator_warnings,
-    read_samples,
+    read_sample_columns,
 )
 from harness.mesh.stats import EDGE_COUNTERS, edge_stats, injected_totals
 from harness.observe.access_logs import analyze_access_logs
@@ -573,7 +573,7 @@ class Run:
 
     def judge(self, deployment: Deployment) -> None:
         journal = self.journal
-        samples = read_samples(self.samples_path) if self.samples_path.exists() else []
+        samples = read_sample_columns([self.samples_path])  # columns; a missing file: none
         assert journal.load is not None
         journal.load.phases.extend(phase_loads(samples, journal.phases, journal.load.target_rate))
         service_of = {inst.name: inst.service for inst in deployment.instances}
@@ -585,7 +585,7 @@ class Run:
         journal.slos.extend(judge_slos(self.scenario.slos, journal, samples))
         journal.problems.extend(fault_problems(journal))
 
-    def _observe(self, deployment: Deployment, samples: list[Sample]) -> None:
+    def _observe(self, deployment: Deployment, samples: SampleColumns) -> None:
         """Timelines, histograms, response flags and request paths for the report."""
         journal = self.journal
         assert journal.load is not None

@@ -266,3 +266,29 @@ def test_ramp_steps_change_the_share_of_requests_hit(deployment: LocalDeployment
     # 60% of pricing calls abort (no retries on pricing): about 36 of 60; far from 10%.
     assert 20 <= statuses.count(502) <= 50, statuses.count(502)
     assert [step["percentage"] for step in injector.record.detail["steps"]] == [60]
+
+
+def test_app_instances_are_forks_of_the_supervisor_that_cleanup_finds(
+    deployment: LocalDeployment,
+) -> None:
+    """The apps start as forks of the supervisor (their module imported there once), not as
+    fresh interpreters: each still serves on its own and carries the run id in the
+    environment ``harness cleanup`` reads; the Envoys are exec'd as before."""
+    sandbox = deployment.sandbox
+    marker = f"HARNESS_RUN_ID={sandbox.run_id}"
+    for name, pid in deployment.app_pids.items():
+        _, cmdline, _ = sandbox.run(["cat", f"/proc/{pid}/cmdline"])  # the sandbox's PIDs
+        _, environ, _ = sandbox.run(["cat", f"/proc/{pid}/environ"])
+        assert "harness.platforms.local.supervisor" in cmdline, (name, cmdline)
+        assert marker in environ.split("\0"), name
+        inst = deployment.instance(name)
+        status, _ = sandbox.http_get(f"http://{inst.ip}:{inst.app_port}/healthz")
+        assert status == 200, name
+    _, cmdline, _ = sandbox.run(["cat", f"/proc/{deployment.proxies['ingress'].pid}/cmdline"])
+    assert "envoy" in cmdline
+    seen_from_host = [
+        process
+        for process in run_processes(sandbox.run_id)
+        if process.argv[1:3] == ("-m", "harness.platforms.local.supervisor")
+    ]
+    assert len(seen_from_host) == len(deployment.app_pids) + 1  # and the supervisor

@@ -3,7 +3,7 @@
 Importing locust monkey-patches the interpreter with gevent, which breaks pytest, asyncio
 and threads, so the harness never imports it. This module only *builds* the Locust
 command line (:func:`locust_command`) and *reads* the per-request samples that
-``locustfile.py`` appends to a JSON-lines file (:func:`read_samples`, :class:`SampleTail`).
+``locustfile.py`` appends to a JSON-lines file (:mod:`harness.load.samples`, re-exported here).
 Whoever owns the process (the platform's supervisor, possibly inside the run's network
 namespace) spawns it; :func:`run_load` is the small spawner for tests and host mode::
 
@@ -27,7 +27,6 @@ schedule. :func:`summarize` says when the schedule slipped (requests started lat
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import re
@@ -38,10 +37,19 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Literal, Self
+from typing import Literal
+
+import numpy as np
 
 from harness.errors import LoadError
+from harness.load.samples import (
+    Sample,
+    SampleColumns,
+    SampleTail,
+    as_columns,
+    read_sample_columns,
+    read_samples,
+)
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 """The locustfile for the sample app; pass it to ``locust -f``."""
@@ -84,8 +92,6 @@ _CPU_MARKERS = (
     "CPU usage was too high at some point during the test",  # runners.cpu_log_warning
     "CPU usage threshold was exceeded on workers",  # the master, in distributed mode
 )
-_SAMPLE_KEYS = frozenset({"t", "ms", "status", "ok", "err", "rid"})
-_OPTIONAL_SAMPLE_KEYS = frozenset({"intended"})
 
 
 @dataclass(frozen=True)
@@ -290,81 +296,7 @@ def locust_environment(plan: LoadPlan, base: Mapping[str, str] | None = None) ->
     return env
 
 
-# --------------------------------------------------------------------------- samples
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One request as Locust saw it.
-
-    ``t`` is its actual start (epoch seconds), ``ms`` its raw service time (from ``t`` to
-    the response), ``status`` the HTTP status (0 for a transport error: refused, reset,
-    timeout), ``ok`` whether it counted as a success (2xx), ``err`` a short reason when it
-    did not, ``rid`` its ``x-request-id``, ``intended`` the start its arrival schedule
-    asked for (``None`` without a schedule: concurrency mode, or a file written before
-    schedules existed). Verdicts use :attr:`latency_ms`, measured from the intended start.
-    """
-
-    t: float
-    ms: float
-    status: int
-    ok: bool
-    err: str | None
-    rid: str
-    intended: float | None = None
-
-    @property
-    def intended_start(self) -> float:
-        """When the request should have started: ``intended``, else ``t``."""
-        return self.t if self.intended is None else self.intended
-
-    @property
-    def lag_ms(self) -> float:
-        """How late the request started against its schedule (0 when on time or early)."""
-        return max(0.0, (self.t - self.intended_start) * 1000.0)
-
-    @property
-    def latency_ms(self) -> float:
-        """Latency from the intended start (coordinated omission corrected): ``ms + lag``."""
-        return self.ms + self.lag_ms
-
-    @classmethod
-    def from_line(cls, line: str, where: str) -> Sample:
-        """Parse one JSON line; ``where`` (``file:line``) goes into the error message."""
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise LoadError(f"{where}: not a JSON sample ({error}): {line[:120]!r}") from None
-        if not isinstance(raw, dict) or not (
-            _SAMPLE_KEYS <= set(raw) <= _SAMPLE_KEYS | _OPTIONAL_SAMPLE_KEYS
-        ):
-            found = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
-            raise LoadError(
-                f"{where}: a sample needs exactly the keys {sorted(_SAMPLE_KEYS)} "
-                f"(and optionally {sorted(_OPTIONAL_SAMPLE_KEYS)}), found {found}"
-            )
-        t, ms, status, ok, err, rid = (raw[k] for k in ("t", "ms", "status", "ok", "err", "rid"))
-        intended = raw.get("intended")
-        if not (
-            _is_number(t)
-            and _is_number(ms)
-            and isinstance(status, int)
-            and not isinstance(status, bool)
-            and isinstance(ok, bool)
-            and (err is None or isinstance(err, str))
-            and isinstance(rid, str)
-            and (intended is None or _is_number(intended))
-        ):
-            raise LoadError(f"{where}: a sample field has the wrong type: {line[:200]!r}")
-        return cls(
-            t=float(t),
-            ms=float(ms),
-            status=status,
-            ok=ok,
-            err=err,
-            rid=rid,
-            intended=None if intended is None else float(intended),
-        )
+# --------------------------------------------------------------------------- plan checks
 
 
 def _positive_number(value: object) -> bool:
@@ -374,86 +306,6 @@ def _positive_number(value: object) -> bool:
         and math.isfinite(value)
         and value > 0
     )
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def read_samples(path: Path | str) -> list[Sample]:
-    """Every sample in ``path``; a last line cut short (Locust killed mid-write) is skipped.
-
-    A missing file means no request was recorded and gives ``[]``. A malformed line
-    anywhere else raises :class:`LoadError` naming ``file:line``.
-    """
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        return []
-    lines = data.split(b"\n")
-    tail = lines.pop()  # b"" when the file ends with a newline
-    samples = [
-        Sample.from_line(line.decode(), f"{path}:{number}")
-        for number, line in enumerate(lines, start=1)
-        if line.strip()
-    ]
-    if tail.strip():
-        with contextlib.suppress(LoadError):  # cut short by a kill in the middle of a write
-            samples.append(Sample.from_line(tail.decode(errors="replace"), f"{path}:last"))
-    return samples
-
-
-class SampleTail:
-    """Reads the samples file while Locust is still writing it (for live guards).
-
-    ``poll()`` returns the samples completed since the last call; a line still being
-    written waits for the next call. The file may appear only after the first flush::
-
-        with SampleTail(plan.samples_path) as tail:
-            while running():
-                guard.observe(tail.poll())
-    """
-
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self._file: IO[bytes] | None = None
-        self._partial = b""
-        self._line = 0
-
-    def poll(self) -> list[Sample]:
-        """The samples whose lines were completed since the last call (maybe none)."""
-        if self._file is None:
-            try:
-                self._file = self.path.open("rb")
-            except FileNotFoundError:
-                return []
-        chunk = self._file.read()
-        if not chunk:
-            return []
-        lines = (self._partial + chunk).split(b"\n")
-        self._partial = lines.pop()
-        samples: list[Sample] = []
-        for line in lines:
-            self._line += 1
-            if line.strip():
-                samples.append(Sample.from_line(line.decode(), f"{self.path}:{self._line}"))
-        return samples
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 # --------------------------------------------------------------------------- warnings
@@ -528,7 +380,10 @@ class LoadSummary:
 
 
 def summarize(
-    samples: Iterable[Sample], start: float, end: float, target_rate: float | None
+    samples: SampleColumns | Iterable[Sample],
+    start: float,
+    end: float,
+    target_rate: float | None,
 ) -> LoadSummary:
     """Count the samples that started in ``[start, end)`` and compare with ``target_rate``.
 
@@ -544,14 +399,14 @@ def summarize(
         raise ValueError(f"the window must have end > start, got [{start}, {end})")
     if target_rate is not None and not target_rate > 0:
         raise ValueError(f"target_rate must be positive or None, got {target_rate}")
-    window = [sample for sample in samples if start <= sample.t < end]
+    window = as_columns(samples).window(start, end)
     duration = end - start
     count = len(window)
     achieved = count / duration
-    lags = [sample.lag_ms for sample in window]
-    late = sum(1 for lag in lags if lag > LATE_MS)
-    max_lag = max(lags, default=0.0)
-    scheduled = any(sample.intended is not None for sample in window)
+    lags = window.lag_ms
+    late = int(np.count_nonzero(lags > LATE_MS))
+    max_lag = float(lags.max()) if count else 0.0
+    scheduled = bool(window.scheduled.any())
     short = target_rate is not None and achieved < COORDINATED_OMISSION_RATIO * target_rate
     slipped = target_rate is not None and count > 0 and late / count > SLIPPED_SHARE
     omission = short and not scheduled
@@ -562,7 +417,7 @@ def summarize(
             f"offered {target_rate:g} req/s over {duration:.1f} s"
         )
     if omission and count:
-        mean_s = sum(sample.ms for sample in window) / count / 1000
+        mean_s = float(window.ms.sum()) / count / 1000
         needed = math.ceil((target_rate or 0.0) * mean_s * 1.5)
         notes[-1] = (
             "coordinated omission: "
@@ -588,7 +443,7 @@ def summarize(
         start=start,
         end=end,
         count=count,
-        ok_count=sum(1 for sample in window if sample.ok),
+        ok_count=int(np.count_nonzero(window.ok)),
         offered_rate=target_rate,
         achieved_rate=achieved,
         coordinated_omission=omission,
@@ -718,10 +573,13 @@ __all__ = [
     "LoadResult",
     "LoadSummary",
     "Sample",
+    "SampleColumns",
     "SampleTail",
+    "as_columns",
     "generator_warnings",
     "locust_command",
     "locust_environment",
+    "read_sample_columns",
     "read_samples",
     "run_load",
     "summarize",

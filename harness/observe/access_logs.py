@@ -20,16 +20,18 @@ short (the proxy killed mid-write, or still writing) is skipped.
 
 from __future__ import annotations
 
-import bisect
 import json
 import mmap
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from harness.journal import Hop, PhaseWindow, RequestPath
-from harness.load.driver import Sample
+from harness.load.driver import Sample, SampleColumns, as_columns
 
 INGRESS = "ingress"
 UNKNOWN = "unknown"
@@ -213,37 +215,47 @@ def response_flags(access_dir: Path, service_of: Mapping[str, str]) -> dict[str,
 # --------------------------------------------------------------------------- request paths
 
 
-def _spread(items: Sequence[Sample], n: int) -> list[Sample]:
-    """``n`` items evenly spaced over ``items`` (all of them when there are fewer)."""
+def _spread(rows: npt.NDArray[np.int64], n: int) -> list[int]:
+    """``n`` rows evenly spaced over ``rows`` (all of them when there are fewer)."""
     if n <= 0:
         return []
-    if len(items) <= n:
-        return list(items)
-    step = len(items) / n
-    return [items[int(i * step + step / 2)] for i in range(n)]
+    if len(rows) <= n:
+        return [int(row) for row in rows]
+    step = len(rows) / n
+    return [int(rows[int(i * step + step / 2)]) for i in range(n)]
 
 
-def _choose(samples: Sequence[Sample], marked: set[str], n: int) -> list[Sample]:
-    """Up to ``n``: one of each kind (status, error) first, then spread over the rest.
+def _kinds(samples: SampleColumns) -> npt.NDArray[np.int64]:
+    """A number per row for its kind: status and the first 40 characters of the error."""
+    prefixes: dict[str, int] = {"": 0}
+    codes = [prefixes.setdefault(error[:40], len(prefixes)) for error in samples.errors]
+    prefix = np.array([0, *codes], dtype=np.int64)[samples.err.astype(np.int64) + 1]
+    kinds: npt.NDArray[np.int64] = samples.status.astype(np.int64) * (len(prefixes) + 1) + prefix
+    return kinds
+
+
+def _choose(samples: SampleColumns, marked: npt.NDArray[np.bool_], n: int) -> list[int]:
+    """Up to ``n`` rows: one of each kind (status, error) first, then spread over the rest.
 
     Within a kind, and for the rest, requests with a marked hop (a flag, a retry, an error)
-    come before unmarked ones.
+    come before unmarked ones. ``samples`` are in start order, ``marked`` is per row.
     """
-    if n <= 0:
+    if n <= 0 or not len(samples):
         return []
-    by_kind: dict[tuple[int, str], list[Sample]] = {}
-    for sample in samples:
-        by_kind.setdefault((sample.status, (sample.err or "")[:40]), []).append(sample)
-    chosen: list[Sample] = []
-    for members in by_kind.values():  # kinds in order of first appearance
+    kinds = _kinds(samples)
+    values, firsts = np.unique(kinds, return_index=True)
+    chosen: list[int] = []
+    for kind in values[np.argsort(firsts)]:  # kinds in order of first appearance
         if len(chosen) >= n:
             break
-        chosen.append(next((s for s in members if s.rid in marked), members[0]))
+        members = np.flatnonzero(kinds == kind)
+        flagged = members[marked[members]]
+        chosen.append(int(flagged[0] if flagged.size else members[0]))
     for wanted_marked in (True, False):
-        picked = {s.rid for s in chosen}
-        rest = [s for s in samples if s.rid not in picked and (s.rid in marked) == wanted_marked]
+        picked = np.isin(samples.rid, samples.rid[chosen])
+        rest = np.flatnonzero(~picked & (marked == wanted_marked))
         chosen += _spread(rest, n - len(chosen))
-    return sorted(chosen, key=lambda s: s.t)
+    return sorted(chosen, key=lambda row: float(samples.t[row]))
 
 
 @dataclass
@@ -394,7 +406,7 @@ def _hops_of(files: Sequence[Path], rids: set[str]) -> dict[str, list[AccessEntr
 def analyze_access_logs(
     access_dir: Path,
     service_of: Mapping[str, str],
-    samples: Sequence[Sample],
+    samples: SampleColumns | Iterable[Sample],
     phases: Sequence[PhaseWindow],
     *,
     failed: int = 5,
@@ -416,36 +428,39 @@ def analyze_access_logs(
         tally.read(path)
     return AccessAnalysis(
         responses=tally.summary(),
-        paths=_paths(files, tally.marked, samples, phases, failed, succeeded),
+        paths=_paths(files, tally.marked, as_columns(samples), phases, failed, succeeded),
     )
 
 
 def _paths(
     files: Sequence[Path],
     marked: set[str],
-    samples: Sequence[Sample],
+    samples: SampleColumns,
     phases: Sequence[PhaseWindow],
     failed: int,
     succeeded: int,
 ) -> list[RequestPath]:
     windows = sorted(phases, key=lambda w: w.start)
-    starts = [w.start for w in windows]
-
-    def phase_of(t: float) -> str | None:
-        index = bisect.bisect_right(starts, t) - 1
-        if index >= 0 and t < windows[index].end:
-            return windows[index].name
-        return None
-
-    phase = {s.rid: name for s in samples if s.rid and (name := phase_of(s.t)) is not None}
-    in_run = sorted((s for s in samples if s.rid in phase), key=lambda s: s.t)
-    if not in_run:
+    if not windows or not len(samples):
         return []
-    chosen = _choose([s for s in in_run if not s.ok], marked, failed)
-    chosen += _choose([s for s in in_run if s.ok], marked, succeeded)
+    starts = np.array([w.start for w in windows], dtype=np.float64)
+    ends = np.array([w.end for w in windows], dtype=np.float64)
+    index = np.searchsorted(starts, samples.t, side="right") - 1
+    in_run = (index >= 0) & (samples.t < ends[np.maximum(index, 0)]) & samples.has_rid()
+    run = samples.rows(in_run)  # still in start order
+    phase_index = index[in_run]
+    if not len(run):
+        return []
+    is_marked = run.rid_in(marked)
+    rows: list[int] = []
+    for wanted_ok, n in ((False, failed), (True, succeeded)):
+        subset = np.flatnonzero(run.ok == wanted_ok)
+        rows += [int(subset[i]) for i in _choose(run.rows(subset), is_marked[subset], n)]
+    chosen = [run.sample(row) for row in sorted(rows, key=lambda row: float(run.t[row]))]
+    phase_of = {row: windows[int(phase_index[row])].name for row in rows}
     hops = _hops_of(files, {s.rid for s in chosen})
     paths = []
-    for sample in sorted(chosen, key=lambda s: s.t):
+    for row, sample in zip(sorted(rows, key=lambda row: float(run.t[row])), chosen, strict=True):
         entries = sorted(
             hops[sample.rid],
             key=lambda e: (e.start, -e.ms, _DIRECTION_ORDER.get(e.direction, 3), e.proxy),
@@ -454,7 +469,7 @@ def _paths(
             RequestPath(
                 rid=sample.rid,
                 status=sample.status,
-                phase=phase[sample.rid],
+                phase=phase_of[row],
                 hops=[entry.hop() for entry in entries],
             )
         )
@@ -463,7 +478,7 @@ def _paths(
 
 def request_paths(
     access_dir: Path,
-    samples: Sequence[Sample],
+    samples: SampleColumns | Iterable[Sample],
     phases: Sequence[PhaseWindow],
     *,
     failed: int = 5,

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from harness.control import RunView
 from harness.journal import Journal, PhaseWindow, SloResult
-from harness.load.driver import Sample, SampleTail
+from harness.load.samples import Sample, SampleTail, as_columns
 from harness.observe.timeline import nearest_rank
 from harness.scenario.models import ErrorRateSlo, LatencyShiftSlo, LatencySlo, Scenario
 from harness.slo.judge import RunEvidence, judge_slo, judged_phases
@@ -197,7 +197,7 @@ class LiveLoad:
             started_at=now,
             phases=windows,
         )
-        evidence = RunEvidence(journal, self.samples)
+        evidence = RunEvidence(journal, as_columns(self.samples))
         return [
             judge_slo(slo, phase, evidence)
             for slo in self.scenario.slos

@@ -16,15 +16,18 @@ significant digits), in the standard compressed base64 form that every HdrHistog
 
 from __future__ import annotations
 
-import bisect
 import math
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
+import numpy as np
+import numpy.typing as npt
 from hdrh.histogram import HdrHistogram
 
 from harness.journal import LatencySummary, LoadTimeline, PhaseLoad, PhaseWindow
-from harness.load.driver import Sample, summarize
+from harness.load.driver import Sample, SampleColumns, as_columns, summarize
+
+Samples = SampleColumns | Iterable[Sample]
+"""Columns (what a run reads), or sample objects (small data, tests)."""
 
 HISTOGRAM_LOWEST_US = 1
 HISTOGRAM_HIGHEST_US = 60_000_000
@@ -33,16 +36,16 @@ ALL_PHASES = "all"
 """The key of the histogram merged over every phase."""
 
 
-def nearest_rank(ordered: Sequence[float], q: float) -> float | None:
+def nearest_rank(ordered: Sequence[float] | npt.NDArray[np.float64], q: float) -> float | None:
     """The ``q`` quantile of already sorted values by the nearest-rank rule (None if empty)."""
-    if not ordered:
+    if not len(ordered):
         return None
     index = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
-    return ordered[index]
+    return float(ordered[index])
 
 
 def load_timeline(
-    samples: Sequence[Sample], t0: float, t_end: float, offered_rate: float | None
+    samples: Samples, t0: float, t_end: float, offered_rate: float | None
 ) -> LoadTimeline:
     """Whole one-second buckets from ``t0``; a sample falls in the bucket of its start.
 
@@ -53,24 +56,24 @@ def load_timeline(
     ``offered`` is empty.
     """
     buckets = max(0, math.floor(t_end - t0 + 1e-6))
-    t_end = t0 + buckets
-    achieved = [0] * buckets
-    errors = [0] * buckets
-    latencies: list[list[float]] = [[] for _ in range(buckets)]
-    for sample in samples:
-        if not t0 <= sample.t < t_end:
-            continue
-        index = min(int(sample.t - t0), buckets - 1)
-        achieved[index] += 1
-        if sample.ok:
-            latencies[index].append(sample.latency_ms)
-        else:
-            errors[index] += 1
+    window = as_columns(samples).window(t0, t0 + buckets)
+    # Rows are in start order, so each bucket is a slice; bucket i holds the rows with
+    # int(t - t0) == i (the last one also any rounded up to ``buckets``).
+    offsets = window.t - t0
+    bounds = np.searchsorted(offsets, np.arange(1, buckets), side="left").tolist()
+    del offsets
+    latencies, ok = window.latency_ms, window.ok
+    achieved, errors = [], []
     quantiles: dict[float, list[float | None]] = {0.5: [], 0.95: [], 0.99: []}
-    for values in latencies:
-        values.sort()
+    for lo, hi in zip([0, *bounds], [*bounds, len(window)], strict=True):
+        if buckets == 0:
+            break
+        good = latencies[lo:hi][ok[lo:hi]]
+        good.sort()
+        achieved.append(hi - lo)
+        errors.append(hi - lo - int(good.size))
         for q, series in quantiles.items():
-            series.append(nearest_rank(values, q))
+            series.append(nearest_rank(good, q))
     return LoadTimeline(
         t=[float(i) for i in range(buckets)],
         offered=[] if offered_rate is None else [float(offered_rate)] * buckets,
@@ -104,23 +107,28 @@ def decode_histogram(text: str) -> HdrHistogram:
     return HdrHistogram.decode(text)
 
 
-def latency_histograms(samples: Sequence[Sample], phases: Sequence[PhaseWindow]) -> dict[str, str]:
+def record_all_ms(histogram: HdrHistogram, ms: npt.NDArray[np.float64]) -> None:
+    """Record many latencies (milliseconds) at once: one call per distinct microsecond
+    value, each rounded and clamped as :func:`record_ms` does."""
+    us = np.clip(np.rint(ms * 1000.0), HISTOGRAM_LOWEST_US, HISTOGRAM_HIGHEST_US).astype(np.int64)
+    values, counts = np.unique(us, return_counts=True)
+    for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+        histogram.record_value(value, count)
+
+
+def latency_histograms(samples: Samples, phases: Sequence[PhaseWindow]) -> dict[str, str]:
     """Phase name → encoded histogram of its successful latencies, plus ``"all"`` merged.
 
     A phase without successful requests still gets an (empty) histogram, so every phase
     has a key. (A phase that is itself named ``"all"`` keeps its own histogram there.)
     """
-    ordered = sorted(samples, key=lambda s: s.t)
-    starts = [s.t for s in ordered]
+    columns = as_columns(samples)
     merged = new_histogram()
     result: dict[str, str] = {}
     for window in phases:
         histogram = new_histogram()
-        lo = bisect.bisect_left(starts, window.start)
-        hi = bisect.bisect_left(starts, window.end)
-        for sample in ordered[lo:hi]:
-            if sample.ok:
-                record_ms(histogram, sample.latency_ms)
+        in_phase = columns.window(window.start, window.end)
+        record_all_ms(histogram, in_phase.latency_ms[in_phase.ok])
         result[window.name] = encode_histogram(histogram)
         merged.add(histogram)
     result.setdefault(ALL_PHASES, encode_histogram(merged))
@@ -135,31 +143,35 @@ __all__ = [
     "load_timeline",
     "nearest_rank",
     "new_histogram",
+    "record_all_ms",
     "record_ms",
 ]
 
 
-def _latency_summary(ordered: Sequence[float]) -> LatencySummary:
+def _latency_summary(ordered: Sequence[float] | npt.NDArray[np.float64]) -> LatencySummary:
     return LatencySummary(
         p50_ms=nearest_rank(ordered, 0.5),
         p95_ms=nearest_rank(ordered, 0.95),
         p99_ms=nearest_rank(ordered, 0.99),
-        max_ms=ordered[-1] if ordered else None,
+        max_ms=float(ordered[-1]) if len(ordered) else None,
     )
 
 
 def phase_loads(
-    samples: Sequence[Sample], phases: Sequence[PhaseWindow], target_rate: float | None
+    samples: Samples, phases: Sequence[PhaseWindow], target_rate: float | None
 ) -> list[PhaseLoad]:
     """The load of each phase: counts, rates, latency quantiles of the successful requests
     (nearest rank; corrected latency from the intended start, and the raw service time beside
     it), status codes, late starts, and the load generator's own warning if it fell behind."""
+    columns = as_columns(samples)
     loads = []
     for window in phases:
-        in_phase = [s for s in samples if window.start <= s.t < window.end]
-        latencies = sorted(s.latency_ms for s in in_phase if s.ok)  # from intended starts
-        raw = sorted(s.ms for s in in_phase if s.ok)
+        in_phase = columns.window(window.start, window.end)
+        latencies = np.sort(in_phase.latency_ms[in_phase.ok])  # from intended starts
+        raw = np.sort(in_phase.ms[in_phase.ok])
         summary = summarize(in_phase, window.start, window.end, target_rate)
+        codes, counts = np.unique(in_phase.status, return_counts=True)
+        first_seen = np.argsort([int(np.argmax(in_phase.status == c)) for c in codes])
         loads.append(
             PhaseLoad(
                 phase=window.name,
@@ -173,7 +185,7 @@ def phase_loads(
                 raw_latency=_latency_summary(raw),
                 late=summary.late,
                 max_lag_ms=summary.max_lag_ms,
-                status_counts=dict(Counter(str(s.status) for s in in_phase)),
+                status_counts={str(codes[i]): int(counts[i]) for i in first_seen},
                 message=summary.message,
             )
         )

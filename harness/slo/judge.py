@@ -13,12 +13,16 @@ Each SLO kind has one evaluator that takes its typed model; :func:`judge_slo` pi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, assert_never
+from typing import assert_never
+
+import numpy as np
+import numpy.typing as npt
 
 from harness.errors import ExitCode
 from harness.journal import Journal, PhaseWindow, RunVerdict, SloResult, Verdict
+from harness.load.driver import Sample, SampleColumns, as_columns
 from harness.scenario.models import (
     EjectionSlo,
     ErrorRateSlo,
@@ -41,7 +45,6 @@ from harness.slo.shift import evaluate_latency_shift
 from harness.slo.verdict import evaluate_error_rate, evaluate_latency, per_second_counts
 
 __all__ = [
-    "RequestSample",
     "RunEvidence",
     "fault_problems",
     "judge_slo",
@@ -50,56 +53,34 @@ __all__ = [
 ]
 
 
-class RequestSample(Protocol):
-    """One request as the load generator saw it (:class:`harness.load.driver.Sample` is one)."""
-
-    @property
-    def t(self) -> float:
-        """Start, epoch seconds."""
-        ...
-
-    @property
-    def ms(self) -> float:
-        """Raw service time in milliseconds (from the actual start)."""
-        ...
-
-    @property
-    def latency_ms(self) -> float:
-        """Latency in milliseconds from the intended start (what verdicts judge)."""
-        ...
-
-    @property
-    def ok(self) -> bool:
-        """Whether it counted as a success."""
-        ...
-
-
 @dataclass
 class RunEvidence:
     """What the SLOs are judged on: the journal (phases, counters, timelines) and the
-    samples, cut by phase on demand."""
+    samples as columns sorted by start, cut by phase on demand (views, no copies)."""
 
     journal: Journal
-    samples: Sequence[RequestSample]
-    _by_phase: dict[str, list[RequestSample]] = field(default_factory=dict, init=False)
+    samples: SampleColumns
+    _by_phase: dict[str, SampleColumns] = field(default_factory=dict, init=False)
 
     @property
     def windows(self) -> dict[str, PhaseWindow]:
         return {window.name: window for window in self.journal.phases}
 
-    def in_phase(self, phase: str) -> list[RequestSample]:
+    def in_phase(self, phase: str) -> SampleColumns:
         """The requests that started in ``phase`` (none for a phase that did not run)."""
         if phase not in self._by_phase:
             window = self.windows.get(phase)
             self._by_phase[phase] = (
-                []
+                self.samples.rows(slice(0, 0))
                 if window is None
-                else [s for s in self.samples if window.start <= s.t < window.end]
+                else self.samples.window(window.start, window.end)
             )
         return self._by_phase[phase]
 
-    def successful_latencies_s(self, phase: str) -> list[float]:
-        return [s.latency_ms / 1000.0 for s in self.in_phase(phase) if s.ok]  # corrected
+    def successful_latencies_s(self, phase: str) -> npt.NDArray[np.float64]:
+        in_phase = self.in_phase(phase)
+        latencies: npt.NDArray[np.float64] = in_phase.latency_ms[in_phase.ok] / 1000.0
+        return latencies  # corrected, from the intended starts
 
 
 def judged_phases(slo: Slo, journal: Journal) -> list[str]:
@@ -117,12 +98,11 @@ def judged_phases(slo: Slo, journal: Journal) -> list[str]:
 
 def _error_rate(slo: ErrorRateSlo, phase: str, run: RunEvidence) -> SloResult:
     in_phase = run.in_phase(phase)
-    failures = sum(1 for s in in_phase if not s.ok)
+    failed = ~in_phase.ok
     window = run.windows[phase]
     # Per-second counts let the verdict widen its bounds when errors come in bursts.
-    per_second = per_second_counts(
-        [s.t for s in in_phase], [not s.ok for s in in_phase], window.start, window.end
-    )
+    per_second = per_second_counts(in_phase.t, failed, window.start, window.end)
+    failures = int(np.count_nonzero(failed))
     return evaluate_error_rate(
         slo.name, phase, failures, len(in_phase), slo.max, slo.confidence, per_second=per_second
     )
@@ -131,7 +111,8 @@ def _error_rate(slo: ErrorRateSlo, phase: str, run: RunEvidence) -> SloResult:
 def _latency(slo: LatencySlo, phase: str, run: RunEvidence) -> SloResult:
     latencies = run.successful_latencies_s(phase)
     start = run.windows[phase].start
-    seconds = [int(s.t - start) for s in run.in_phase(phase) if s.ok]  # bursts of slow ones
+    in_phase = run.in_phase(phase)
+    seconds = (in_phase.t[in_phase.ok] - start).astype(np.int64)  # bursts of slow ones
     return evaluate_latency(
         slo.name, phase, latencies, slo.quantile, slo.max, slo.confidence, seconds=seconds
     )
@@ -196,11 +177,12 @@ def judge_slo(slo: Slo, phase: str, run: RunEvidence) -> SloResult:
 
 
 def judge_slos(
-    slos: Sequence[Slo], journal: Journal, samples: Sequence[RequestSample]
+    slos: Sequence[Slo], journal: Journal, samples: SampleColumns | Iterable[Sample]
 ) -> list[SloResult]:
     """Every SLO in each phase it covers, in the scenario's order, with family-wise FAIL
-    control (Holm) over all the SLO × phase pairs (each keeps its own verdict beside)."""
-    run = RunEvidence(journal, samples)
+    control (Holm) over all the SLO × phase pairs (each keeps its own verdict beside).
+    ``samples``: columns (what a run reads) or sample objects (small data, tests)."""
+    run = RunEvidence(journal, as_columns(samples))
     results = [judge_slo(slo, phase, run) for slo in slos for phase in judged_phases(slo, journal)]
     return adjust_family(results)
 

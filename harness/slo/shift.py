@@ -21,13 +21,12 @@ the quantile for tails.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from harness.formats import seconds
 from harness.journal import SloResult, Verdict
 from harness.slo.stats import (
+    Samples,
     ShiftInterval,
     fewest_samples_for_shift,
     hodges_lehmann_shift,
@@ -57,8 +56,8 @@ def evaluate_latency_shift(
     name: str,
     phase: str,
     baseline: str,
-    baseline_latencies_s: Sequence[float],
-    phase_latencies_s: Sequence[float],
+    baseline_latencies_s: Samples,
+    phase_latencies_s: Samples,
     max_s: float,
     confidence: float,
 ) -> SloResult:

@@ -43,6 +43,7 @@ from harness.formats import seconds as _seconds
 from harness.journal import SloResult, Verdict
 from harness.slo.stats import (
     Dispersion,
+    Samples,
     dispersed_quantile_bounds,
     dispersed_rate_bounds,
     empirical_quantile,
@@ -239,12 +240,12 @@ def _no_requests(name: str, phase: str, max_rate: float, confidence: float) -> S
 def evaluate_latency(
     name: str,
     phase: str,
-    latencies_s: Sequence[float],
+    latencies_s: Samples,
     q: float,
     max_s: float,
     confidence: float,
     *,
-    seconds: Sequence[int] | None = None,
+    seconds: Sequence[int] | npt.NDArray[np.int64] | None = None,
 ) -> SloResult:
     """Judge a latency SLO: the ``q``-quantile of ``latencies_s`` against ``max_s`` seconds.
 
@@ -313,7 +314,7 @@ def evaluate_latency(
 
 
 def _checked_latencies(
-    latencies_s: Sequence[float], q: float, max_s: float, confidence: float
+    latencies_s: Samples, q: float, max_s: float, confidence: float
 ) -> npt.NDArray[np.float64]:
     """The latencies sorted, after checking the arguments of :func:`evaluate_latency`."""
     _check_confidence(confidence)

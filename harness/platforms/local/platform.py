@@ -43,7 +43,7 @@ from harness.platforms.base import (
     ToxicEdges,
     toxic_edges,
 )
-from harness.platforms.local.sandbox import Isolation, Sandbox
+from harness.platforms.local.sandbox import Isolation, Sandbox, SpawnRequest
 from harness.platforms.local.toxiproxy import (
     Toxiproxy,
     ToxiproxyError,
@@ -77,6 +77,10 @@ class ControlPlaneInfo:
     versions: dict[str, str]  # "istio", "kubernetes"
     timings: dict[str, float]  # seconds from the start of the deployment
     pushes: tuple[PolicyPush, ...] = ()  # policy changes and their push times
+
+
+APP_MODULE = "harness.app.service"
+"""The app instances' module (``python -m``); the supervisor forks them with it preloaded."""
 
 
 def find_envoy() -> str:
@@ -218,11 +222,19 @@ class LocalDeployment:
     # ------------------------------------------------------------------ start
 
     def start(self) -> None:
+        """Start every process at once, then wait for all of them (readiness by polling).
+
+        Every Envoy first, then the app instances (forks of the supervisor with the app's
+        module imported once: milliseconds each, and that import overlaps the Envoys' own
+        start-up), all in one request to the supervisor; only then does
+        :meth:`_wait_ready` poll them, together."""
         topology = self.scenario.app.topology
         for directory in ("envoy", "logs", "access"):
             (self.run_dir / directory).mkdir(parents=True, exist_ok=True)
         if self.toxic_proxies:
             self._start_toxiproxy()
+        apps: list[tuple[str, SpawnRequest]] = []
+        envoys: list[tuple[str, str, SpawnRequest]] = []
         for inst in self.instances:
             spec = topology.service(inst.service)
             outbound = Addr(inst.ip, OUTBOUND_PORT if self._namespaced else _free_port())
@@ -240,11 +252,10 @@ class LocalDeployment:
                 bind_ip=inst.ip if self._namespaced else None,
                 policy=self.scenario.mesh.destinations.get(inst.service),
             )
-            self._start_envoy(inst.name, sidecar_bootstrap(sidecar), sidecar.admin_socket)
-            self.app_pids[inst.name] = self.sandbox.spawn(
-                self._app_argv(inst, outbound, spec.calls),
-                log_path=self.run_dir / "logs" / f"{inst.name}.app.log",
-            )
+            envoys.append(self._envoy_request(inst.name, sidecar_bootstrap(sidecar), sidecar))
+            log = self.run_dir / "logs" / f"{inst.name}.app.log"
+            argv = self._app_argv(inst, outbound, spec.calls)
+            apps.append((inst.name, SpawnRequest(argv, log, preload=APP_MODULE)))
         ingress = IngressSpec(
             listen=self.ingress,
             admin_socket=str(self._sock_dir / "ingress.sock"),
@@ -252,7 +263,13 @@ class LocalDeployment:
             upstream=self._upstream(topology.entry, "ingress"),
             bind_ip=INGRESS_IP if self._namespaced else None,
         )
-        self._start_envoy("ingress", ingress_bootstrap(ingress), ingress.admin_socket)
+        envoys.append(self._envoy_request("ingress", ingress_bootstrap(ingress), ingress))
+        pids = self.sandbox.spawn_many([r for _, _, r in envoys] + [r for _, r in apps])
+        for (name, socket_path, request), pid in zip(envoys, pids, strict=False):
+            admin = EnvoyAdmin(socket_path, name=name)
+            self.proxies[name] = _Proxy(name, admin, pid, request.log_path)
+        for (name, _), pid in zip(apps, pids[len(envoys) :], strict=True):
+            self.app_pids[name] = pid
         self._wait_ready()
 
     def _app_argv(self, inst: InstanceInfo, sidecar: Addr, calls: tuple[str, ...]) -> list[str]:
@@ -263,7 +280,7 @@ class LocalDeployment:
         argv = [
             sys.executable,
             "-m",
-            "harness.app.service",
+            APP_MODULE,
             "--service",
             inst.service,
             "--instance",
@@ -278,13 +295,15 @@ class LocalDeployment:
             argv += ["--seed", str(self.app_seed)]
         return argv
 
-    def _start_envoy(self, name: str, bootstrap: dict[str, object], admin_socket: str) -> None:
+    def _envoy_request(
+        self, name: str, bootstrap: dict[str, object], spec: SidecarSpec | IngressSpec
+    ) -> tuple[str, str, SpawnRequest]:
+        """Write ``name``'s bootstrap; (name, admin socket, how to start it)."""
         config = self.run_dir / "envoy" / f"{name}.json"
         write_atomic(config, json.dumps(bootstrap, indent=1))
         log = self.run_dir / "logs" / f"{name}.envoy.log"
         command = EnvoyCommand(config_path=str(config), log_path=str(log))
-        pid = self.sandbox.spawn(command.argv(self._envoy), log_path=log)
-        self.proxies[name] = _Proxy(name, EnvoyAdmin(admin_socket, name=name), pid, log)
+        return name, spec.admin_socket, SpawnRequest(command.argv(self._envoy), log)
 
     def _start_toxiproxy(self) -> None:
         """Start toxiproxy in the sandbox, wait for its API, create every edge's proxy."""
@@ -522,7 +541,7 @@ class LocalDeployment:
             spec = self.scenario.app.topology.service(inst.service)
             log = self.run_dir / "logs" / f"{instance}.app.log"
             argv = self._app_argv(inst, self._outbound[instance], spec.calls)
-            pid = self.sandbox.spawn(argv, log_path=log)
+            pid = self.sandbox.spawn(argv, log_path=log, preload=APP_MODULE)
             self.app_pids[instance] = pid
             url = f"http://{inst.ip}:{inst.app_port}/healthz"
             self._await_ready(pid, log, lambda: self.sandbox.http_get(url, timeout=1.0)[0] == 200)

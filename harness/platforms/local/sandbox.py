@@ -15,6 +15,8 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
@@ -66,6 +68,16 @@ def isolation_requested(default: Isolation = Isolation.AUTO) -> Isolation:
 def _no_follow(path: str, flags: int) -> int:
     """Open a log without following a symlink planted at its name."""
     return os.open(path, flags | os.O_NOFOLLOW, 0o644)
+
+
+@dataclass(frozen=True)
+class SpawnRequest:
+    """One process for :meth:`Sandbox.spawn_many` (the fields of :meth:`Sandbox.spawn`)."""
+
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] | None = None
+    preload: str | None = None
 
 
 class Sandbox:
@@ -233,13 +245,19 @@ class Sandbox:
         env: dict[str, str] | None = None,
         replace_env: bool = False,
         cwd: Path | None = None,
+        preload: str | None = None,
     ) -> int:
         """Start ``argv`` in the sandbox (in ``cwd`` if given); ``env`` adds to (or, with
-        ``replace_env``, replaces) the supervisor's environment. The run id is always set."""
+        ``replace_env``, replaces) the supervisor's environment. The run id is always set.
+
+        ``preload``: ``argv`` is ``[sys.executable, "-m", preload, ...]`` and the process may
+        be forked from the supervisor, which imports that module once for all of them (the
+        app instances: milliseconds each instead of a fresh interpreter's imports)."""
         full_env = {**(env or {}), RUN_ID_ENV: self.run_id}
         reply = self.request(
             "spawn",
             argv=argv,
+            preload=preload,
             env=full_env,
             replace_env=replace_env,
             stdout=str(log_path),
@@ -247,6 +265,23 @@ class Sandbox:
             cwd=None if cwd is None else str(cwd),
         )
         return int(reply["pid"])
+
+    def spawn_many(self, processes: Sequence[SpawnRequest]) -> list[int]:
+        """Start every process in one request (their PIDs in order): the supervisor spawns
+        them back to back, without a round trip to the harness between two, which on a
+        busy machine is most of the cost of starting dozens of processes."""
+        requests = [
+            {
+                "argv": process.argv,
+                "env": {**(process.env or {}), RUN_ID_ENV: self.run_id},
+                "stdout": str(process.log_path),
+                "stderr": str(process.log_path),
+                "preload": process.preload,
+            }
+            for process in processes
+        ]
+        reply = self.request("spawn_many", wait=30.0 + 0.5 * len(requests), requests=requests)
+        return [int(pid) for pid in reply["pids"]]
 
     def signal(self, pid: int, sig: str = "SIGTERM") -> None:
         self.request("signal", pid=pid, sig=sig)

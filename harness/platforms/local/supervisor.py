@@ -9,7 +9,10 @@ Crash safety by construction: when the harness dies, even by ``kill -9``, the su
 EOF on stdin, kills every child and exits; as PID 1 of the PID namespace its exit makes the
 kernel kill whatever is left, and the network namespace (with its nft rules) disappears.
 
-Requests: ``{"op": "spawn", "argv": [...], "env": {...}, "stdout": path, "stderr": path}``,
+Requests: ``{"op": "spawn", "argv": [...], "env": {...}, "stdout": path, "stderr": path}``
+(with ``"preload": module`` and an argv of ``python -m module ...``, the process is a fork of
+the supervisor, which imported ``module`` once: see :meth:`Supervisor.fork`),
+``{"op": "spawn_many", "requests": [spawn, ...]}`` (their ``"pids"`` back, in order),
 ``{"op": "signal", "pid": n, "sig": "SIGTERM"}``, ``{"op": "status", "pid": n}``,
 ``{"op": "state", "pid": n}`` (the process's state letter from ``/proc``, e.g. ``T`` stopped),
 ``{"op": "wait_tcp", "host": h, "port": p, "timeout": s}``,
@@ -29,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import importlib
 import json
 import os
 import shutil
@@ -37,6 +41,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -109,9 +114,81 @@ def _proc_state(host_pid: int) -> str | None:
     return text[text.rindex(")") + 2 :].split(" ", 1)[0] or None
 
 
+class _Forked:
+    """A child forked from the supervisor (not exec'd), with the parts of ``Popen`` the
+    supervisor uses: ``poll``, ``terminate``, ``kill``, ``wait``."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: the code is lost
+                self.returncode = -signal.SIGKILL
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def terminate(self) -> None:
+        os.kill(self.pid, signal.SIGTERM)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0)
+            time.sleep(0.005)
+        return code
+
+
+def _run_forked(main: Any, req: dict[str, Any], env: dict[str, str], fds: tuple[int, int]) -> None:
+    """In the forked child: become the requested process and run ``main``; never returns.
+
+    What an exec would give it: stdin from /dev/null, the log on stdout and stderr, only
+    those descriptors open, the requested environment, cwd and argv, and death with the
+    supervisor. (``/proc/<pid>/environ`` keeps the supervisor's start environment, which
+    carries the run id that ``harness cleanup`` looks for.)"""
+    code = 1
+    try:
+        _die_with_parent()
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        os.dup2(fds[0], 1)
+        os.dup2(fds[1], 2)
+        os.closerange(3, 65536)
+        os.environ.clear()
+        os.environ.update(env)
+        if req.get("cwd"):
+            os.chdir(req["cwd"])
+        sys.argv = list(req["argv"][2:])  # as "python -m module args": the module's name first
+        code = int(main(list(req["argv"][3:])) or 0)
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
 class Supervisor:
-    def __init__(self) -> None:
-        self.children: dict[int, subprocess.Popen[bytes]] = {}
+    def __init__(self, *, pid_one: bool = False) -> None:
+        # As PID 1 of the run's PID namespace our exit kills every process in it, so children
+        # need no death signal of their own: without preexec_fn, Popen uses vfork, which
+        # spawns several times faster on a busy machine. On the host each child gets one.
+        self.pid_one = pid_one
+        self.children: dict[int, subprocess.Popen[bytes] | _Forked] = {}
         self.exited: dict[int, int] = {}
         self.forwards: dict[str, socket.socket] = {}
 
@@ -124,16 +201,27 @@ class Supervisor:
         # As PID 1 we also inherit orphans (e.g. grandchildren): reap them too.
         while True:
             try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
+            if pid in self.children:  # ours, and gone since its poll() just above
+                self.exited[pid] = os.waitstatus_to_exitcode(status)
+                del self.children[pid]
 
     def spawn(self, req: dict[str, Any]) -> dict[str, Any]:
         # "replace_env": the request's env is the whole environment (e.g. without LOCUST_*).
         env = {} if req.get("replace_env") else dict(os.environ)
         env.update(req.get("env") or {})
+        preload = req.get("preload")
+        argv = list(req["argv"])
+        if (
+            preload
+            and argv[:3] == [sys.executable, "-m", preload]
+            and threading.active_count() == 1  # fork only a single-threaded process
+        ):
+            return {"pid": self.fork(preload, req, env)}
         with (
             open(req.get("stdout") or os.devnull, "ab", opener=_no_follow) as out,
             open(req.get("stderr") or os.devnull, "ab", opener=_no_follow) as err,
@@ -145,11 +233,32 @@ class Supervisor:
                 stdout=out,
                 stderr=err,
                 cwd=req.get("cwd"),
-                preexec_fn=_die_with_parent,
+                preexec_fn=None if self.pid_one else _die_with_parent,
                 close_fds=True,
             )
         self.children[proc.pid] = proc
         return {"pid": proc.pid}
+
+    def spawn_many(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Several spawns in one request, in order (a failure stops there: the ones started
+        are children like any other, stopped at shutdown)."""
+        return {"pids": [self.spawn(one)["pid"] for one in req["requests"]]}
+
+    def fork(self, module_name: str, req: dict[str, Any], env: dict[str, str]) -> int:
+        """``python -m module_name args`` as a fork of this process: the module is imported
+        here once (at the first such spawn), so each instance starts in milliseconds of CPU
+        instead of re-importing its libraries (an app instance: about 0.3 s of CPU for
+        aiohttp), and the instances share those pages. The module must have ``main(argv)``."""
+        main = importlib.import_module(module_name).main
+        with (
+            open(req.get("stdout") or os.devnull, "ab", opener=_no_follow) as out,
+            open(req.get("stderr") or os.devnull, "ab", opener=_no_follow) as err,
+        ):
+            pid = os.fork()
+            if pid == 0:
+                _run_forked(main, req, env, (out.fileno(), err.fileno()))
+        self.children[pid] = _Forked(pid)
+        return pid
 
     def signal(self, req: dict[str, Any]) -> dict[str, Any]:
         pid = int(req["pid"])
@@ -277,12 +386,13 @@ def serve(mode: str) -> int:
         signal.signal(sig, signal.SIG_IGN)
     if mode == "namespace":
         bring_loopback_up()
-    sup = Supervisor()
+    sup = Supervisor(pid_one=mode == "namespace" and os.getpid() == 1)
     out = sys.stdout
     out.write(json.dumps({"ok": True, "ready": True, "mode": mode, "pid": os.getpid()}) + "\n")
     out.flush()
     handlers = {
         "spawn": sup.spawn,
+        "spawn_many": sup.spawn_many,
         "signal": sup.signal,
         "status": sup.status,
         "state": sup.state,
