@@ -216,6 +216,8 @@ class Run:
         # Where Locust writes while it runs: samples.jsonl, or one file per worker.
         self.live_samples = live_samples_paths(self.samples_path, scenario.load.workers)
         self.guard = GuardWatch(scenario.guard, self.live_samples) if scenario.guard else None
+        # Called at every tick of the run loops (the SignalGuard's raise_pending).
+        self.check_signals: Callable[[], None] = lambda: None
         self.publish("deploying")
 
     def build_injectors(self, deployment: Deployment) -> None:
@@ -301,6 +303,7 @@ class Run:
         tails = [SampleTail(path) for path in self.live_samples]
         try:
             while time.monotonic() < deadline:
+                self.check_signals()
                 if any(tail.poll() for tail in tails):
                     return
                 dead = locust.dead()
@@ -349,6 +352,7 @@ class Run:
         next_check = 0.0
         try:
             while True:
+                self.check_signals()
                 while phase.events and phase.events[0].at <= time.time():
                     self._handle(phase.events.pop(0), phase)
                 for command in self.controls.drain() if self.controls is not None else ():
@@ -706,6 +710,7 @@ def run_scenario(
     journal.write(journal_path)
     run = Run(scenario, run_dir, journal, log, options.seed, controls=options.controls)
     guard = SignalGuard(log, options.handle_signals)
+    run.check_signals = guard.raise_pending
     with guard.installed():
         try:
             _deploy_and_run(run, options, guard, log)

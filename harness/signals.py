@@ -35,15 +35,26 @@ class SignalGuard:
         self.log = log
         self.enabled = enabled
         self.shielded = False
+        self.received: str | None = None  # the first signal's name
         self._previous: dict[signal.Signals, object] = {}
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
-        if self.shielded:
+        if self.shielded or self.received is not None:
             self.log(f"{name} received: still reverting faults and cleaning up, please wait")
             return
-        self.shielded = True
+        self.received = name
         raise Interrupted(name)
+
+    def raise_pending(self) -> None:
+        """Raise :class:`Interrupted` again if a signal came and the run is still going.
+
+        The run loops call this at every tick: an :class:`Interrupted` raised while the main
+        thread was inside a block that swallows errors (a best-effort probe, say) would
+        otherwise be lost, and the run would go on with every later signal only logged.
+        """
+        if self.received is not None and not self.shielded:
+            raise Interrupted(self.received)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[SignalGuard]:

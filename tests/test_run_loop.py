@@ -132,6 +132,34 @@ def test_a_signal_mid_phase_reverts_every_fault(tmp_path: Path) -> None:
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
+def test_a_signal_swallowed_by_a_best_effort_block_still_stops_the_run(tmp_path: Path) -> None:
+    """The first signal lands inside code that suppresses errors (FAKE: the deployment's
+    liveness probe swallows everything): the run loop raises it again at its next tick
+    instead of running on with every later signal only logged."""
+    spec = scenario()
+    log: list[Call] = []
+    run = make_run(tmp_path, spec, log)
+    swallowed: list[str] = []
+
+    def swallow_a_signal(check: int) -> None:
+        if check == 2:
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except Interrupted as exc:  # what a broad ``except Exception`` would do
+                swallowed.append(str(exc))
+
+    deployment = FakeDeployment(spec, tmp_path, on_running=swallow_a_signal)
+    messages: list[str] = []
+    guard = SignalGuard(messages.append, enabled=True)
+    run.check_signals = guard.raise_pending
+    with guard.installed(), pytest.raises(Interrupted, match="SIGINT"):
+        run.execute(deployment)
+    assert swallowed, "the FAKE probe never saw the signal"
+    assert_all_reverted(log, run, deployment)
+    guard.shield()
+    guard.raise_pending()  # cleaning up: nothing raised any more
+
+
 class TrippingGuard:
     """Trips at its ``trip_at``-th poll."""
 
