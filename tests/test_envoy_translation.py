@@ -20,9 +20,12 @@ from typing import Any
 import pytest
 
 from harness.mesh.envoy import (
+    ACCESS_LOG_FORMAT,
     FAULT_DENOMINATOR,
     ISTIO_DEFAULT_RETRY_ON,
+    REPORT_FIELDS,
     UNLIMITED,
+    AccessLogFields,
     Addr,
     IngressSpec,
     SidecarSpec,
@@ -771,3 +774,25 @@ def test_real_envoy_refuses_zero_connect_timeout(envoy_binary: str, tmp_path: Pa
     code, output = envoy_validate(envoy_binary, bootstrap, tmp_path / "bad.json")
     assert code != 0
     assert "connect_timeout" in output
+
+
+@pytest.mark.parametrize("fields", ["full", "report"])
+def test_access_log_fields_follow_mesh_access_log(fields: AccessLogFields) -> None:
+    """``mesh.accessLog``: every listener logs every field, or only the report's."""
+    spec = SidecarSpec(
+        instance=f"{CALLER}-0",
+        service=CALLER,
+        inbound=Addr("127.0.0.1", 18080),
+        app=Addr("127.0.0.1", 18081),
+        outbound=Addr("127.0.0.1", 15001),
+        admin_socket="/tmp/harness-test-admin.sock",
+        access_log="/tmp/harness-test-access.jsonl",
+        upstreams=(upstream(),),
+        access_log_fields=fields,
+    )
+    bootstrap = sidecar_bootstrap(spec)
+    expected = ACCESS_LOG_FORMAT.keys() if fields == "full" else REPORT_FIELDS
+    for listener in ("virtualInbound", "virtualOutbound"):
+        (log,) = hcm(bootstrap, listener)["access_log"]
+        keys = log["typed_config"]["log_format"]["json_format"].keys()
+        assert keys == expected, listener

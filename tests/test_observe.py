@@ -21,8 +21,10 @@ from harness.faults.http import HttpFaultInjector
 from harness.journal import PhaseWindow, RequestPath
 from harness.load.driver import Sample
 from harness.mesh.admin import EnvoyAdmin
+from harness.mesh.envoy import ACCESS_LOG_FORMAT, REPORT_FIELDS, access_log_format
 from harness.mesh.stats import EDGE_COUNTERS
 from harness.observe.access_logs import (
+    analyze_access_logs,
     edge_of,
     read_access_log,
     request_paths,
@@ -525,6 +527,35 @@ def test_istiods_cluster_stat_names_give_the_same_edges(access_dir: Path) -> Non
         "frontend→catalog",
         "frontend→pricing",
     ]
+
+
+def test_report_fields_are_all_the_analysis_reads(access_dir: Path, tmp_path: Path) -> None:
+    """``mesh.accessLog: report`` keeps only REPORT_FIELDS: the same lines trimmed to them
+    give the very same counts, flags and request paths."""
+    whole = json.loads(entry("inbound", rid="r", start=T0))
+    assert whole.keys() == ACCESS_LOG_FORMAT.keys()  # the fixture writes every field
+    assert access_log_format("report").keys() == REPORT_FIELDS < ACCESS_LOG_FORMAT.keys()
+    trimmed = tmp_path / "trimmed"
+    trimmed.mkdir()
+    for path in access_dir.glob("*.jsonl"):
+        lines = []
+        for line in path.read_text().splitlines(keepends=True):
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError:
+                lines.append(line)  # the torn last line stays torn
+                continue
+            lines.append(json.dumps({k: v for k, v in raw.items() if k in REPORT_FIELDS}) + "\n")
+        (trimmed / path.name).write_text("".join(lines))
+    assert (trimmed / "ingress.jsonl").stat().st_size < (
+        access_dir / "ingress.jsonl"
+    ).stat().st_size
+    phases = [PhaseWindow(name="fault", start=T0, end=T0 + 10)]
+    samples = [sample(T0 + 0.999, rid="ok-retried"), sample(T0 + 1.999, status=503, rid="failed")]
+    full = analyze_access_logs(access_dir, SERVICE_OF, samples, phases)
+    lean = analyze_access_logs(trimmed, SERVICE_OF, samples, phases)
+    assert lean == full
+    assert full.paths and full.responses.codes
 
 
 @pytest.mark.parametrize(("status", "label"), [(200, "2xx"), (503, "5xx"), (0, "0"), (404, "4xx")])

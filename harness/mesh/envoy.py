@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Final, Literal
 
 from harness.app.topology import Topology
 from harness.scenario.models import DestinationPolicy, LbAlgorithm, Retries
@@ -74,6 +74,18 @@ ACCESS_LOG_FORMAT: dict[str, str] = {
     "rid": "%REQ(X-REQUEST-ID)%",
     "source": "%REQ(X-HARNESS-SOURCE)%",
 }
+AccessLogFields = Literal["full", "report"]
+REPORT_FIELDS: Final = frozenset(
+    {"start", "dir", "path", "authority", "status", "flags", "ms", "attempts", "cluster"}
+    | {"upstream", "rid", "source"}
+)
+"""The fields :mod:`harness.observe.access_logs` reads (the counts, flags and request paths of
+the report); ``method``, ``details``, ``upstream_ms`` and ``downstream`` are for people."""
+
+
+def access_log_format(fields: AccessLogFields = "full") -> dict[str, str]:
+    """The JSON access-log format: every field, or (``report``) only :data:`REPORT_FIELDS`."""
+    return {k: v for k, v in ACCESS_LOG_FORMAT.items() if fields == "full" or k in REPORT_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,7 @@ class SidecarSpec:
     admin_socket: str
     access_log: str
     upstreams: tuple[Upstream, ...] = ()
+    access_log_fields: AccessLogFields = "full"
     fault_sources: tuple[str, ...] = ()
     bind_ip: str | None = None  # source address for outbound connections (for partitions)
     # The policy for calls to this instance's own service: its connection pool also limits
@@ -120,6 +133,7 @@ class IngressSpec:
     access_log: str
     upstream: Upstream
     bind_ip: str | None = None
+    access_log_fields: AccessLogFields = "full"
 
 
 @dataclass(frozen=True)
@@ -352,8 +366,8 @@ def _outbound_cluster(upstream: Upstream, bind_ip: str | None) -> dict[str, Any]
     return cluster
 
 
-def _access_log(path: str, direction: str) -> list[dict[str, Any]]:
-    fmt = dict(ACCESS_LOG_FORMAT)
+def _access_log(path: str, direction: str, fields: AccessLogFields) -> list[dict[str, Any]]:
+    fmt = access_log_format(fields)
     fmt["dir"] = direction
     return [
         {
@@ -498,7 +512,12 @@ def _inbound_listener(spec: SidecarSpec, cluster: str) -> dict[str, Any]:
             }
         ],
     }
-    hcm = _hcm(f"inbound_{spec.service}", routes, faults, _access_log(spec.access_log, "inbound"))
+    hcm = _hcm(
+        f"inbound_{spec.service}",
+        routes,
+        faults,
+        _access_log(spec.access_log, "inbound", spec.access_log_fields),
+    )
     return {
         "name": "virtualInbound",
         "address": spec.inbound.envoy(),
@@ -528,7 +547,9 @@ def _outbound_listener(spec: SidecarSpec, outbound: Addr) -> dict[str, Any]:
         "name": str(SERVICE_PORT),
         "virtual_hosts": [_outbound_route(up, spec.service) for up in spec.upstreams],
     }
-    hcm = _hcm("outbound", routes, [], _access_log(spec.access_log, "outbound"))
+    hcm = _hcm(
+        "outbound", routes, [], _access_log(spec.access_log, "outbound", spec.access_log_fields)
+    )
     return {
         "name": "virtualOutbound",
         "address": outbound.envoy(),
@@ -563,7 +584,16 @@ def ingress_bootstrap(spec: IngressSpec) -> dict[str, Any]:
         "name": "ingress",
         "address": spec.listen.envoy(),
         "filter_chains": [
-            {"filters": [_hcm("ingress", routes, [], _access_log(spec.access_log, "ingress"))]}
+            {
+                "filters": [
+                    _hcm(
+                        "ingress",
+                        routes,
+                        [],
+                        _access_log(spec.access_log, "ingress", spec.access_log_fields),
+                    )
+                ]
+            }
         ],
     }
     return _bootstrap(

@@ -251,6 +251,7 @@ class LocalDeployment:
                 fault_sources=fault_sources_of(topology, inst.service),
                 bind_ip=inst.ip if self._namespaced else None,
                 policy=self.scenario.mesh.destinations.get(inst.service),
+                access_log_fields=self.scenario.mesh.access_log,
             )
             envoys.append(self._envoy_request(inst.name, sidecar_bootstrap(sidecar), sidecar))
             log = self.run_dir / "logs" / f"{inst.name}.app.log"
@@ -262,6 +263,7 @@ class LocalDeployment:
             access_log=str(self.run_dir / "access" / "ingress.jsonl"),
             upstream=self._upstream(topology.entry, "ingress"),
             bind_ip=INGRESS_IP if self._namespaced else None,
+            access_log_fields=self.scenario.mesh.access_log,
         )
         envoys.append(self._envoy_request("ingress", ingress_bootstrap(ingress), ingress))
         pids = self.sandbox.spawn_many([r for _, _, r in envoys] + [r for _, r in apps])

@@ -218,13 +218,15 @@ class IstioDeployment(LocalDeployment):
         ]
         for workload in self.workloads.values():
             extra.append(sidecar_resource(workload, self._egress(workload).host))
-        access = self.run_dir / "access"
+        access, fields = self.run_dir / "access", self.scenario.mesh.access_log
         extra.append(source_bind_filter(gateway))
-        extra.append(observe_envoy_filter(gateway, str(access / "ingress.jsonl"), "ingress"))
+        extra.append(
+            observe_envoy_filter(gateway, str(access / "ingress.jsonl"), "ingress", fields)
+        )
         for workload in self.workloads.values():
             extra.append(source_bind_filter(workload))
             log = str(access / f"{workload.name}.jsonl")
-            extra.append(observe_envoy_filter(workload, log, workload.service))
+            extra.append(observe_envoy_filter(workload, log, workload.service, fields))
         via = {edge.instance: edge.listen.host for edge in self.toxic_proxies.values()}
         for service in topology.service_names:
             members = [w for w in self.workloads.values() if w.service == service]

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Final
 
 from harness.kube.render import NETWORKING, PORT_NAME, SERVICE_PORT, JsonObject, JsonValue
-from harness.mesh.envoy import ACCESS_LOG_FORMAT, _fault_filter
+from harness.mesh.envoy import AccessLogFields, _fault_filter, access_log_format
 from harness.platforms.local.istio.workloads import (
     APP_PORT,
     GATEWAY_ACCOUNT,
@@ -200,10 +200,10 @@ FILE_ACCESS_LOG_TYPE: Final = (
 )
 
 
-def _access_log(path: str, direction: str) -> JsonObject:
+def _access_log(path: str, direction: str, fields: AccessLogFields) -> JsonObject:
     """Envoy's JSON file access log in the format :mod:`harness.observe.access_logs` parses
     (:data:`harness.mesh.envoy.ACCESS_LOG_FORMAT`), ``dir`` fixed per listener."""
-    fmt: dict[str, JsonValue] = {**ACCESS_LOG_FORMAT, "dir": direction}
+    fmt: dict[str, JsonValue] = {**access_log_format(fields), "dir": direction}
     return {
         "name": "envoy.access_loggers.file",
         "typed_config": {
@@ -214,7 +214,9 @@ def _access_log(path: str, direction: str) -> JsonObject:
     }
 
 
-def observe_envoy_filter(workload: Workload, access_log: str, source: str) -> JsonObject:
+def observe_envoy_filter(
+    workload: Workload, access_log: str, source: str, fields: AccessLogFields = "full"
+) -> JsonObject:
     """An ``EnvoyFilter`` giving ``workload``'s proxy what the observer reads under
     ``--mesh envoy`` too: JSON access logs to ``access_log`` (``dir``: inbound / outbound,
     or ingress at the gateway) and an ``x-harness-source: <source>`` header on the requests
@@ -237,7 +239,7 @@ def observe_envoy_filter(workload: Workload, access_log: str, source: str) -> Js
                 "value": {
                     "typed_config": {
                         "@type": HCM_TYPE,
-                        "access_log": [_access_log(access_log, direction)],
+                        "access_log": [_access_log(access_log, direction, fields)],
                     }
                 },
             },
