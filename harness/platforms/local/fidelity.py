@@ -54,10 +54,11 @@ from harness.platforms.local.sandbox import Isolation, Sandbox
 from harness.scenario.models import Scenario
 
 INGRESS_ROLE: Final = INGRESS
-# Addresses per scenario: scenario ``k`` uses MESH_NETWORK indices from 100 + 8k (the
-# gateway) on, which keeps clear of an --mesh istio run's (1, 2, ...) and of each other.
-_INDEX_BASE: Final = 100
-_INDEX_STRIDE: Final = 8
+# Addresses per scenario: scenario ``k`` uses MESH_NETWORK indices from 4096 + 64k (the
+# gateway) on, which keeps clear of an --mesh istio run's (instances from 1, toxic proxies
+# from 1000) and of each other; 64 leaves room for the gateway and MAX_SERVICES services.
+_INDEX_BASE: Final = 4096
+_INDEX_STRIDE: Final = 64
 _GATEWAY_LABEL: Final = "harness/gateway"
 
 
