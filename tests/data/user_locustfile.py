@@ -1,7 +1,7 @@
-"""A locustfile written the way Locust's own examples are: it knows nothing of the harness.
+"""A shop visitor, written the way Locust's own examples are (it imports nothing from the
+harness): two kinds of request, kept apart in the verdicts by their ``name=``.
 
-Two kinds of request, kept apart by their ``name=``: a product page and a product's
-reviews (the shop answers any path under /product/).
+A copy of scenarios/locustfiles/shop_visitor.py for the unit and load tests.
 """
 
 import random
@@ -14,10 +14,8 @@ class ShopVisitor(HttpUser):
 
     @task(3)
     def view_product(self):
-        product_id = random.randint(1, 100)
-        self.client.get(f"/product/{product_id}", name="product")
+        self.client.get(f"/product/{random.randint(1, 100)}", name="product")
 
     @task(1)
-    def read_reviews(self):
-        product_id = random.randint(1, 100)
-        self.client.get(f"/product/{product_id}/reviews", name="reviews")
+    def view_cart(self):
+        self.client.get(f"/cart/{random.randint(1, 100)}", name="cart")
