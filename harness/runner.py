@@ -256,6 +256,7 @@ class Run:
             phases=[],
             mode=plan.mode,
             workers=plan.workers,
+            locustfile=None if plan.locustfile is None else str(plan.locustfile),
         )
         try:
             self._wait_first_sample(locust)

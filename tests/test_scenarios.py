@@ -251,6 +251,9 @@ def test_a_user_locustfile_with_two_request_types_is_judged_per_request_name(
     assert outcome.exit_code == ExitCode.PASSED, outcome.summary
     journal = outcome.journal
     assert journal.load is not None and journal.load.mode == "concurrency"
+    assert journal.load.locustfile == str(SCENARIOS / "locustfiles" / "shop_visitor.py")
+    html = render_report(Journal.read(outcome.result.journal_path))
+    assert "The User classes of " in html and "at their own pace" in html
     n = {(entry.slo, entry.phase): entry.n for entry in journal.slos}
     for phase in ("warm", "steady"):
         product, cart = n[("product-error-rate", phase)], n[("cart-error-rate", phase)]
