@@ -323,13 +323,17 @@ def test_verdicts_are_judged_per_request_name_and_an_unseen_name_is_inconclusive
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("client", ["HttpUser", "FastHttpUser"])
 def test_a_user_locustfile_runs_unchanged_and_every_request_is_sampled(
-    target: TargetServer, tmp_path: Path
+    target: TargetServer, tmp_path: Path, client: str
 ) -> None:
     """The example locustfile's two tasks, sampled through Locust's request event: each
-    sample has its task's name, the x-request-id the server saw, and the status it got."""
-    assert "import harness" not in USER_FILE.read_text()
-    assert "from harness" not in USER_FILE.read_text()
+    sample has its task's name, the x-request-id the server saw, and the status it got
+    (with either of Locust's HTTP clients)."""
+    text = USER_FILE.read_text()
+    assert "import harness" not in text and "from harness" not in text
+    user_file = tmp_path / "visitor.py"
+    user_file.write_text(text.replace("HttpUser", client))
     plan = LoadPlan(
         host=target.url,
         rate=None,
@@ -338,7 +342,7 @@ def test_a_user_locustfile_runs_unchanged_and_every_request_is_sampled(
         run_time_s=4,
         request_timeout_s=2,
         samples_path=tmp_path / "samples.jsonl",
-        locustfile=USER_FILE,
+        locustfile=user_file,
     )
     result = run_load(plan, timeout=DEADLINE_S + plan.run_time_s)
     assert result.exit_code == 0, result.stderr[-2000:]
