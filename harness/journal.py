@@ -219,6 +219,7 @@ class LoadRecord(Record):
     mode: str = "open"  # harness.load.LoadMode: "open" or "concurrency"
     workers: int | None = None  # Locust workers (None: one Locust process)
     locust_requests: int | None = None  # with workers: Locust's own total (= merged samples)
+    locustfile: str | None = None  # load.locustfile: the user's own (their pacing, no schedule)
 
 
 class EdgeStats(Record):

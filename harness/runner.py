@@ -233,15 +233,18 @@ class Run:
         plan = LoadPlan(
             host=deployment.ingress_url,
             rate=scenario.load.rate,
-            mode=scenario.load.mode,
+            mode=scenario.load.load_mode,
             users=scenario.load.effective_users(),
             run_time_s=scenario.duration + spare + 30.0,
             request_timeout_s=scenario.load.request_timeout,
             samples_path=self.samples_path,
             seed=self.seed,
             workers=scenario.load.workers,
+            locustfile=Path(scenario.load.locustfile) if scenario.load.locustfile else None,
         )
         pace = f"{plan.rate:g} req/s open loop" if plan.rate else "no pacing (concurrency)"
+        if plan.locustfile is not None:
+            pace = f"the User classes of {plan.locustfile} (their own pacing)"
         spread = f" on {plan.workers} Locust workers" if plan.workers else ""
         self.log(f"load: {pace} from {plan.users} Locust users{spread} → {plan.host}")
         # Locust reads LOCUST_* variables: the run's own settings must not be overridden.
@@ -253,6 +256,7 @@ class Run:
             phases=[],
             mode=plan.mode,
             workers=plan.workers,
+            locustfile=None if plan.locustfile is None else str(plan.locustfile),
         )
         try:
             self._wait_first_sample(locust)

@@ -573,7 +573,7 @@ def test_read_samples_rejects_an_intended_start_that_is_not_a_number(tmp_path: P
     with pytest.raises(LoadError, match=r"samples\.jsonl:1: a sample field has the wrong type"):
         read_samples(path)
     path.write_text(json.dumps({**fields, "extra": 1}) + "\n")
-    with pytest.raises(LoadError, match=r"optionally \['intended'\]\), found"):
+    with pytest.raises(LoadError, match=r"optionally \['intended', 'name'\]\), found"):
         read_samples(path)
 
 

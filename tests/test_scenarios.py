@@ -9,6 +9,7 @@ import pytest
 
 from harness.errors import ExitCode
 from harness.journal import Journal
+from harness.load import read_samples
 from harness.platforms.local.platform import Mesh
 from harness.platforms.local.processes import namespace_members, run_processes
 from harness.pytest_plugin import ScenarioOutcome
@@ -236,4 +237,30 @@ def test_declared_fan_out_topology_under_istiod(harness_run: Run) -> None:
     assert totals[("catalog", "inventory")] > 0 and totals[("catalog", "stock")] > 0
     versions = {inst.name: inst.version for inst in journal.instances}
     assert sorted(v for n, v in versions.items() if n.startswith("reviews")) == ["v1", "v2"]
+    assert_nothing_left(outcome)
+
+
+def test_a_user_locustfile_with_two_request_types_is_judged_per_request_name(
+    harness_run: Run,
+) -> None:
+    """scenarios/locustfiles/shop_visitor.py (written like Locust's examples, importing
+    nothing from the harness) runs unchanged: every request is sampled with its name, the
+    SLOs with ``request:`` count only their kind, and the requests' ids are followed
+    through the mesh's access logs as with the built-in load."""
+    outcome = harness_run(SCENARIOS / "user-locustfile-two-requests.yaml")
+    assert outcome.exit_code == ExitCode.PASSED, outcome.summary
+    journal = outcome.journal
+    assert journal.load is not None and journal.load.mode == "concurrency"
+    assert journal.load.locustfile == str(SCENARIOS / "locustfiles" / "shop_visitor.py")
+    html = render_report(Journal.read(outcome.result.journal_path))
+    assert "The User classes of " in html and "at their own pace" in html
+    n = {(entry.slo, entry.phase): entry.n for entry in journal.slos}
+    for phase in ("warm", "steady"):
+        product, cart = n[("product-error-rate", phase)], n[("cart-error-rate", phase)]
+        assert product > 0 and cart > 0, n
+        assert product + cart == n[("all-error-rate", phase)], n
+        assert product > cart  # the product task has weight 3, the cart task 1
+    names = {sample.name for sample in read_samples(journal.load.samples_file)}
+    assert names == {"product", "cart"}
+    assert journal.request_paths and all(p.hops for p in journal.request_paths)
     assert_nothing_left(outcome)

@@ -54,6 +54,9 @@ from harness.load.samples import (
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 """The locustfile for the sample app; pass it to ``locust -f``."""
 
+USER_SAMPLING = Path(__file__).with_name("user_sampling.py")
+"""The sampling module Locust loads beside a user's own locustfile (``load.locustfile``)."""
+
 COORDINATED_OMISSION_RATIO = 0.9
 """Achieved below this fraction of the offered rate says the generator fell behind."""
 
@@ -113,6 +116,11 @@ class LoadPlan:
     master and ``N`` worker processes (:mod:`harness.load.distributed`), each worker
     with ``users / N`` users (open mode: ``users`` must be a multiple of ``N``) writing
     its own samples file, merged into ``samples_path`` at the end.
+
+    ``locustfile``: a user's own locustfile (absolute path) run unchanged instead of the
+    built-in one, with :data:`USER_SAMPLING` loaded beside it to record the samples. Its
+    User classes pace themselves, so it needs ``mode="concurrency"`` (no ``rate``):
+    ``users`` is how many of them Locust starts. One Locust process only (no ``workers``).
     """
 
     host: str
@@ -126,9 +134,10 @@ class LoadPlan:
     mode: LoadMode = "open"
     max_in_flight: int | None = None
     workers: int | None = None
+    locustfile: Path | None = None
 
     def __post_init__(self) -> None:
-        problems: list[str] = self._worker_problems()
+        problems: list[str] = self._worker_problems() + self._locustfile_problems()
         if not re.match(r"^https?://[^/\s]+/?$", self.host):
             problems.append(
                 f"host must be a base URL like 'http://127.0.0.1:8080', got {self.host!r}"
@@ -183,6 +192,20 @@ class LoadPlan:
                 "the arrival schedule"
             ]
         return []
+
+    def _locustfile_problems(self) -> list[str]:
+        if self.locustfile is None:
+            return []
+        problems = []
+        if not Path(self.locustfile).is_absolute():
+            problems.append(f"locustfile must be an absolute path, got {self.locustfile}")
+        if self.mode != "concurrency":
+            problems.append(
+                "a user's locustfile paces its own users: use mode='concurrency' (no rate)"
+            )
+        if self.workers is not None:
+            problems.append("a user's locustfile runs in one Locust process (workers=None)")
+        return problems
 
     @property
     def users_per_process(self) -> int:
@@ -249,12 +272,13 @@ def locust_command(plan: LoadPlan) -> tuple[list[str], dict[str, str]]:
             "a plan with workers runs several Locust processes: use "
             "harness.load.distributed.locust_processes(plan, master_port)"
         )
+    files = str(LOCUSTFILE) if plan.locustfile is None else f"{USER_SAMPLING},{plan.locustfile}"
     argv = [
         sys.executable,
         "-m",
         "locust",
         "-f",
-        str(LOCUSTFILE),
+        files,
         "--headless",
         "--users",
         str(plan.users),
@@ -568,6 +592,7 @@ __all__ = [
     "LATE_MS",
     "LOCUSTFILE",
     "MAX_TOTAL_IN_FLIGHT",
+    "USER_SAMPLING",
     "LoadMode",
     "LoadPlan",
     "LoadResult",

@@ -33,7 +33,7 @@ import numpy.typing as npt
 from harness.errors import LoadError
 
 _SAMPLE_KEYS = frozenset({"t", "ms", "status", "ok", "err", "rid"})
-_OPTIONAL_SAMPLE_KEYS = frozenset({"intended"})
+_OPTIONAL_SAMPLE_KEYS = frozenset({"intended", "name"})
 BLOCK_BYTES = 1 << 19
 """Samples are read in blocks of about this many bytes (512 KiB: about 3,500 lines)."""
 
@@ -50,6 +50,8 @@ class Sample:
     did not, ``rid`` its ``x-request-id``, ``intended`` the start its arrival schedule
     asked for (``None`` without a schedule: concurrency mode, or a file written before
     schedules existed). Verdicts use :attr:`latency_ms`, measured from the intended start.
+    ``name`` is Locust's request name, written only by a user's own locustfile
+    (``load.locustfile``, several request types); ``None`` for the built-in load.
     """
 
     t: float
@@ -59,6 +61,7 @@ class Sample:
     err: str | None
     rid: str
     intended: float | None = None
+    name: str | None = None
 
     @property
     def intended_start(self) -> float:
@@ -92,6 +95,7 @@ class Sample:
             )
         t, ms, status, ok, err, rid = (raw[k] for k in ("t", "ms", "status", "ok", "err", "rid"))
         intended = raw.get("intended")
+        name = raw.get("name")
         if not (
             _is_number(t)
             and _is_number(ms)
@@ -101,6 +105,7 @@ class Sample:
             and (err is None or isinstance(err, str))
             and isinstance(rid, str)
             and (intended is None or _is_number(intended))
+            and (name is None or isinstance(name, str))
         ):
             raise LoadError(f"{where}: a sample field has the wrong type: {line[:200]!r}")
         return cls(
@@ -111,6 +116,7 @@ class Sample:
             err=err,
             rid=rid,
             intended=None if intended is None else float(intended),
+            name=name,
         )
 
 
@@ -203,7 +209,8 @@ class SampleColumns:
 
     Row ``i`` is one :class:`Sample`: ``intended`` is NaN where the sample had none,
     ``err`` indexes :attr:`errors` (-1: no error), ``rid`` holds the request ids in the
-    compact form of :func:`rid_key` (:meth:`sample` and :meth:`rid_in` translate).
+    compact form of :func:`rid_key` (:meth:`sample` and :meth:`rid_in` translate),
+    ``name`` indexes :attr:`names` (-1: no request name, the built-in load's samples).
     :meth:`window` cuts by start without copying; :attr:`latency_ms` is computed exactly
     as :attr:`Sample.latency_ms` is, element by element.
     """
@@ -216,6 +223,8 @@ class SampleColumns:
     err: npt.NDArray[np.int32]
     errors: tuple[str, ...]
     rid: npt.NDArray[np.bytes_]
+    name: npt.NDArray[np.int32]
+    names: tuple[str, ...]
 
     def __len__(self) -> int:
         return int(self.t.size)
@@ -230,7 +239,7 @@ class SampleColumns:
         block = _Block()
         for sample in samples:
             block.add(sample.t, sample.ms, sample.status, sample.ok, sample.err, sample.rid,
-                      sample.intended)  # fmt: skip
+                      sample.intended, sample.name)  # fmt: skip
         return _merge([block.columns()])
 
     @property
@@ -278,6 +287,8 @@ class SampleColumns:
             err=self.err[which],
             errors=self.errors,
             rid=self.rid[which],
+            name=self.name[which],
+            names=self.names,
         )
 
     def has_rid(self) -> npt.NDArray[np.bool_]:
@@ -291,6 +302,13 @@ class SampleColumns:
         if not keys:
             return np.zeros(len(self), dtype=np.bool_)
         found: npt.NDArray[np.bool_] = np.isin(self.rid, np.array(keys))
+        return found
+
+    def named(self, name: str) -> npt.NDArray[np.bool_]:
+        """Which samples have the Locust request name ``name``."""
+        if name not in self.names:
+            return np.zeros(len(self), dtype=np.bool_)
+        found: npt.NDArray[np.bool_] = self.name == self.names.index(name)
         return found
 
     def error_text(self, row: int) -> str | None:
@@ -308,6 +326,7 @@ class SampleColumns:
             err=self.error_text(row),
             rid=rid_text(self.rid[row]),
             intended=None if np.isnan(intended) else intended,
+            name=None if self.name[row] < 0 else self.names[int(self.name[row])],
         )
 
     def __iter__(self) -> Iterator[Sample]:
@@ -332,9 +351,10 @@ class _Block:
         self.err: list[str | None] = []
         self.rid: list[str] = []
         self.intended: list[float | None] = []
+        self.name: list[str | None] = []
 
     def add(self, t: float, ms: float, status: int, ok: bool, err: str | None, rid: str,
-            intended: float | None) -> None:  # fmt: skip
+            intended: float | None, name: str | None = None) -> None:  # fmt: skip
         self.t.append(t)
         self.ms.append(ms)
         self.status.append(status)
@@ -342,6 +362,7 @@ class _Block:
         self.err.append(err)
         self.rid.append(rid)
         self.intended.append(intended)
+        self.name.append(name)
 
     def columns(self) -> dict[str, Any]:
         return {
@@ -352,6 +373,7 @@ class _Block:
             "intended": np.array(self.intended, dtype=np.float64),  # None → NaN
             "err": self.err,
             "rid": _rid_array(self.rid),
+            "name": self.name,
         }
 
 
@@ -426,6 +448,7 @@ def _fast_block(lines: Sequence[bytes]) -> dict[str, Any] | None:
         return None
     column = {key: [raw[key] for raw in raws] for key in _SAMPLE_KEYS}
     column["intended"] = [raw.get("intended") for raw in raws]
+    column["name"] = [raw.get("name") for raw in raws]
     allowed: dict[str, set[type]] = {
         "t": _NUMBER,
         "ms": _NUMBER,
@@ -434,6 +457,7 @@ def _fast_block(lines: Sequence[bytes]) -> dict[str, Any] | None:
         "err": {type(None), str},
         "rid": {str},
         "intended": _NUMBER | {type(None)},
+        "name": {type(None), str},
     }
     if not all({type(value) for value in column[key]} <= allowed[key] for key in allowed):
         return None
@@ -445,6 +469,7 @@ def _fast_block(lines: Sequence[bytes]) -> dict[str, Any] | None:
         column["ok"],
     )
     block.err, block.rid, block.intended = column["err"], column["rid"], column["intended"]
+    block.name = column["name"]
     return block.columns()
 
 
@@ -471,7 +496,7 @@ def _file_blocks(path: Path) -> Iterator[tuple[dict[str, Any], int]]:
                 last = Sample.from_line(partial.decode(errors="replace"), f"{path}:last")
                 tail = _Block()
                 tail.add(last.t, last.ms, last.status, last.ok, last.err, last.rid,
-                         last.intended)  # fmt: skip
+                         last.intended, last.name)  # fmt: skip
                 yield tail.columns(), len(partial)
 
 
@@ -480,11 +505,11 @@ def _numbered_block(numbered: Sequence[tuple[int, bytes]], path: Path) -> dict[s
     for number, line in numbered:
         sample = Sample.from_line(line.decode(), f"{path}:{number}")
         block.add(sample.t, sample.ms, sample.status, sample.ok, sample.err, sample.rid,
-                  sample.intended)  # fmt: skip
+                  sample.intended, sample.name)  # fmt: skip
     return block.columns()
 
 
-_COLUMNS = ("t", "ms", "status", "ok", "intended", "err", "rid")
+_COLUMNS = ("t", "ms", "status", "ok", "intended", "err", "rid", "name")
 
 
 class _Columns:
@@ -500,6 +525,7 @@ class _Columns:
         self.size = 0
         self.arrays: dict[str, Any] = {}
         self.errors: dict[str, int] = {}
+        self.names: dict[str, int] = {}
 
     def add(self, block: dict[str, Any], block_bytes: int) -> None:
         count = len(block["t"])
@@ -508,6 +534,10 @@ class _Columns:
                 -1 if e is None else self.errors.setdefault(e, len(self.errors))
                 for e in block["err"]
             ],
+            dtype=np.int32,
+        )
+        block["name"] = np.array(
+            [-1 if n is None else self.names.setdefault(n, len(self.names)) for n in block["name"]],
             dtype=np.int32,
         )
         if not self.arrays:
@@ -537,7 +567,7 @@ class _Columns:
             order = np.argsort(starts, kind="stable")
             for key in _COLUMNS:  # one at a time: the peak is one column's copy
                 merged[key] = merged[key][order]
-        return SampleColumns(errors=tuple(self.errors), **merged)
+        return SampleColumns(errors=tuple(self.errors), names=tuple(self.names), **merged)
 
 
 def _merge(blocks: Iterable[dict[str, Any]]) -> SampleColumns:

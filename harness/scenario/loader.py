@@ -8,7 +8,9 @@ counts each time). Every problem is reported, each on one line::
 
     shop.yaml:23:11: faults[0].kind: unknown fault kind 'htp'; did you mean 'http'? ...
 
-Loading is pure: it reads text and builds models, nothing else.
+Loading is pure: it reads text and builds models, nothing else (a scenario with
+``load.locustfile`` also has that file read and parsed, never imported:
+:mod:`harness.scenario.userfile`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from yaml.tokens import TagToken
 from harness.errors import ScenarioError
 from harness.files import read_bytes_limited
 from harness.scenario.models import API_VERSION, FAULT_KINDS, MAX_ITEMS, SLO_KINDS, Scenario
+from harness.scenario.userfile import locustfile_problem, resolve_locustfile
 
 _Loc = Sequence[str | int]
 _Problem = tuple[Mark | None, list[str | int], str]  # (where, field path, message)
@@ -55,11 +58,16 @@ def load_scenario(path: str | Path) -> Scenario:
         text = read_bytes_limited(path, MAX_BYTES, "scenario file").decode("utf-8")
     except (OSError, ValueError) as error:
         raise ScenarioError(str(path), [f"{path}: cannot read the scenario: {error}"]) from None
-    return load_scenario_text(text, source=str(path))
+    return load_scenario_text(text, source=str(path), base_dir=path.parent)
 
 
-def load_scenario_text(text: str, source: str = "<string>") -> Scenario:
+def load_scenario_text(
+    text: str, source: str = "<string>", base_dir: Path | None = None
+) -> Scenario:
     """Validate scenario YAML held in a string; ``source`` names it in error messages.
+
+    ``load.locustfile`` is resolved against ``base_dir`` (the scenario file's folder;
+    default: the working directory), checked, and kept as an absolute path.
 
     >>> text = Path("scenarios/retries-mask-transient-errors.yaml").read_text()
     >>> load_scenario_text(text, source="retries.yaml").duration
@@ -81,7 +89,23 @@ def load_scenario_text(text: str, source: str = "<string>") -> Scenario:
     references = [_reference_problem(root, *problem) for problem in scenario.reference_problems()]
     if references:
         raise ScenarioError(source, _render(source, references))
-    return scenario
+    return _with_locustfile(scenario, root, source, base_dir)
+
+
+def _with_locustfile(
+    scenario: Scenario, root: Node, source: str, base_dir: Path | None
+) -> Scenario:
+    """``scenario`` with its ``load.locustfile`` absolute, once the file is checked."""
+    written = scenario.load.locustfile
+    if written is None:
+        return scenario
+    path = resolve_locustfile(written, base_dir if base_dir is not None else Path.cwd())
+    problem = locustfile_problem(path)
+    if problem is not None:
+        located = _reference_problem(root, ("load", "locustfile"), problem)
+        raise ScenarioError(source, _render(source, [located]))
+    load = scenario.load.model_copy(update={"locustfile": str(path)})
+    return scenario.model_copy(update={"load": load})
 
 
 # --------------------------------------------------------------------------- YAML

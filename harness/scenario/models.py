@@ -160,6 +160,13 @@ class Load(Model):
     processes); without it one Locust process runs them all. Each worker runs
     ``users / N`` users, so in open mode ``users`` is a multiple of ``N`` (the derived
     default is rounded up to one), and ``rate`` may go up to ``N`` times the one-process cap.
+
+    ``locustfile: path.py`` (relative to the scenario file) runs the user's own Locust
+    User classes unchanged instead of the built-in load; the harness samples every request
+    through Locust's event hooks. Those classes pace themselves (their ``wait_time``), so
+    there is no ``rate`` (refused) and no open loop: ``users`` (required) is how many
+    Locust starts, and latencies carry the coordinated omission of the user's own pacing.
+    One Locust process (no ``workers``).
     """
 
     mode: Literal["open", "concurrency"] = Field(
@@ -186,9 +193,19 @@ class Load(Model):
         description="Locust workers (distributed mode: a master + N worker processes); "
         "omitted: one Locust process. Open mode: users must be a multiple of workers.",
     )
+    locustfile: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TEXT,
+        description="A user's own locustfile (relative to the scenario file), run unchanged; "
+        "needs users, refuses rate and workers.",
+    )
 
     @model_validator(mode="after")
     def _mode_fields(self) -> Load:
+        if self.locustfile is not None:
+            self._check_user_locustfile()
+            return self
         if self.mode == "open":
             if self.rate is None:
                 raise ValueError(
@@ -216,6 +233,42 @@ class Load(Model):
                 )
         self._check_workers()
         return self
+
+    def _check_user_locustfile(self) -> None:
+        if not self.locustfile or not self.locustfile.endswith(".py"):
+            raise ValueError(
+                f"load.locustfile {self.locustfile!r} must name a Python file ending in '.py'"
+            )
+        if "," in self.locustfile:
+            raise ValueError(
+                f"load.locustfile {self.locustfile!r} contains a comma, which Locust's -f "
+                "reads as a list of files; rename the file or its folder"
+            )
+        if self.rate is not None:
+            raise ValueError(
+                "load.rate does not apply with load.locustfile: its User classes pace "
+                "themselves (their wait_time); remove rate and set 'users: N'"
+            )
+        if "mode" in self.model_fields_set:
+            raise ValueError(
+                "load.mode does not apply with load.locustfile: its User classes pace "
+                "themselves; remove mode"
+            )
+        if self.users is None:
+            raise ValueError(
+                "load.users is required with load.locustfile: how many of its users Locust "
+                "starts (e.g. 'users: 4')"
+            )
+        if self.workers is not None:
+            raise ValueError(
+                "load.workers is not supported with load.locustfile (one Locust process); "
+                "remove workers"
+            )
+
+    @property
+    def load_mode(self) -> Literal["open", "concurrency"]:
+        """The driver's mode: a user's locustfile is closed loop, like concurrency mode."""
+        return "concurrency" if self.locustfile is not None else self.mode
 
     def _check_workers(self) -> None:
         workers = self.workers
@@ -514,14 +567,30 @@ class SloBase(Model):
     _name = field_validator("name")(check_name)
 
 
-class ErrorRateSlo(SloBase):
+class SampleSlo(SloBase):
+    """An SLO judged on the request samples; ``request`` selects one Locust request name.
+
+    Request names exist only with ``load.locustfile`` (the ``name=`` of its requests, else
+    their URL path) and are known only once the run has sent them: an SLO whose request
+    name never appears in the run is INCONCLUSIVE in every phase, saying so."""
+
+    request: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TEXT,
+        description="Only the requests with this Locust name (load.locustfile); "
+        "omitted: every request.",
+    )
+
+
+class ErrorRateSlo(SampleSlo):
     """End-to-end error rate at the ingress (non-2xx or transport error) must stay below ``max``."""
 
     kind: Literal["errorRate"]
     max: Fraction
 
 
-class LatencySlo(SloBase):
+class LatencySlo(SampleSlo):
     """A latency quantile at the ingress (successful requests) must stay below ``max``."""
 
     kind: Literal["latency"]
@@ -536,7 +605,7 @@ class Edge(Model):
     to: str
 
 
-class LatencyShiftSlo(SloBase):
+class LatencyShiftSlo(SampleSlo):
     """How much slower a phase is than ``baseline`` (Hodges–Lehmann shift of successful
     latencies, with its Mann–Whitney interval) must stay below ``max``."""
 
@@ -678,6 +747,15 @@ class Scenario(Model):
                 problems.append((("slos", index, "name"), f"duplicate SLO name {slo.name!r}"))
             slo_names.add(slo.name)
             problems += self._slo_problems(("slos", index), slo, durations)
+            if getattr(slo, "request", None) is not None and self.load.locustfile is None:
+                problems.append(
+                    (
+                        ("slos", index, "request"),
+                        "request selects a Locust request name, which only a user's own "
+                        "locustfile gives (load.locustfile); remove request to judge every "
+                        "request",
+                    )
+                )
         return problems
 
     def _service_problems(

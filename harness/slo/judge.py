@@ -56,29 +56,35 @@ __all__ = [
 @dataclass
 class RunEvidence:
     """What the SLOs are judged on: the journal (phases, counters, timelines) and the
-    samples as columns sorted by start, cut by phase on demand (views, no copies)."""
+    samples as columns sorted by start, cut by phase on demand (views, no copies), and by
+    Locust request name for an SLO with ``request`` (copies)."""
 
     journal: Journal
     samples: SampleColumns
-    _by_phase: dict[str, SampleColumns] = field(default_factory=dict, init=False)
+    _by_phase: dict[tuple[str, str | None], SampleColumns] = field(default_factory=dict, init=False)
 
     @property
     def windows(self) -> dict[str, PhaseWindow]:
         return {window.name: window for window in self.journal.phases}
 
-    def in_phase(self, phase: str) -> SampleColumns:
-        """The requests that started in ``phase`` (none for a phase that did not run)."""
-        if phase not in self._by_phase:
+    def in_phase(self, phase: str, request: str | None = None) -> SampleColumns:
+        """The requests that started in ``phase`` (none for a phase that did not run),
+        only those named ``request`` when it is given."""
+        key = (phase, request)
+        if key not in self._by_phase:
             window = self.windows.get(phase)
-            self._by_phase[phase] = (
+            rows = (
                 self.samples.rows(slice(0, 0))
                 if window is None
                 else self.samples.window(window.start, window.end)
             )
-        return self._by_phase[phase]
+            self._by_phase[key] = rows if request is None else rows.rows(rows.named(request))
+        return self._by_phase[key]
 
-    def successful_latencies_s(self, phase: str) -> npt.NDArray[np.float64]:
-        in_phase = self.in_phase(phase)
+    def successful_latencies_s(
+        self, phase: str, request: str | None = None
+    ) -> npt.NDArray[np.float64]:
+        in_phase = self.in_phase(phase, request)
         latencies: npt.NDArray[np.float64] = in_phase.latency_ms[in_phase.ok] / 1000.0
         return latencies  # corrected, from the intended starts
 
@@ -97,7 +103,7 @@ def judged_phases(slo: Slo, journal: Journal) -> list[str]:
 
 
 def _error_rate(slo: ErrorRateSlo, phase: str, run: RunEvidence) -> SloResult:
-    in_phase = run.in_phase(phase)
+    in_phase = run.in_phase(phase, slo.request)
     failed = ~in_phase.ok
     window = run.windows[phase]
     # Per-second counts let the verdict widen its bounds when errors come in bursts.
@@ -109,9 +115,9 @@ def _error_rate(slo: ErrorRateSlo, phase: str, run: RunEvidence) -> SloResult:
 
 
 def _latency(slo: LatencySlo, phase: str, run: RunEvidence) -> SloResult:
-    latencies = run.successful_latencies_s(phase)
+    latencies = run.successful_latencies_s(phase, slo.request)
     start = run.windows[phase].start
-    in_phase = run.in_phase(phase)
+    in_phase = run.in_phase(phase, slo.request)
     seconds = (in_phase.t[in_phase.ok] - start).astype(np.int64)  # bursts of slow ones
     return evaluate_latency(
         slo.name, phase, latencies, slo.quantile, slo.max, slo.confidence, seconds=seconds
@@ -123,8 +129,8 @@ def _latency_shift(slo: LatencyShiftSlo, phase: str, run: RunEvidence) -> SloRes
         slo.name,
         phase,
         slo.baseline,
-        run.successful_latencies_s(slo.baseline),
-        run.successful_latencies_s(phase),
+        run.successful_latencies_s(slo.baseline, slo.request),
+        run.successful_latencies_s(phase, slo.request),
         slo.max,
         slo.confidence,
     )
@@ -155,8 +161,37 @@ def _recovery(slo: RecoverySlo, phase: str, run: RunEvidence) -> SloResult:
     return evaluate_recovery(slo.name, phase, run.journal, slo.max, slo.error_rate, slo.confidence)
 
 
+def _unknown_request(
+    slo: ErrorRateSlo | LatencySlo | LatencyShiftSlo, phase: str, run: RunEvidence
+) -> SloResult | None:
+    """INCONCLUSIVE when the SLO selects a request name the run never sent (a typo, or a
+    task that never ran): names are known only once requests are made."""
+    if slo.request is None or slo.request in run.samples.names:
+        return None
+    seen = ", ".join(repr(name) for name in run.samples.names) or "none"
+    return SloResult.judged(
+        slo.name,
+        slo.kind,
+        phase,
+        Verdict.INCONCLUSIVE,
+        measured=None,
+        lower=None,
+        upper=None,
+        objective=float(slo.max),
+        confidence=slo.confidence,
+        n=0,
+        unit="ratio" if isinstance(slo, ErrorRateSlo) else "s",
+        detail=f"no request named {slo.request!r} in this run (names seen: {seen}); "
+        "request must match the name= of the locustfile's requests (else their URL path)",
+    )
+
+
 def judge_slo(slo: Slo, phase: str, run: RunEvidence) -> SloResult:
     """One SLO in one phase."""
+    if isinstance(slo, ErrorRateSlo | LatencySlo | LatencyShiftSlo):
+        unknown = _unknown_request(slo, phase, run)
+        if unknown is not None:
+            return unknown
     match slo:
         case ErrorRateSlo():
             return _error_rate(slo, phase, run)
