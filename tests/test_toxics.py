@@ -628,8 +628,10 @@ def test_per_try_timeouts_keep_p99_under_a_latency_toxic(
     assert fault.took_effect and fault.revert_verified
     assert fault.evidence["requests_via_proxy"] > 0
     catalog = _edge(outcome, "frontend", "catalog")
-    assert catalog["fault"]["upstream_rq_per_try_timeout"] > 0
-    assert catalog["baseline"]["upstream_rq_per_try_timeout"] == 0
+    timeouts = {phase: catalog[phase]["upstream_rq_per_try_timeout"] for phase in catalog}
+    # The toxic's, not the machine's: a stall of a busy CI machine may time out a try or two
+    # in the baseline, the toxic times out a third of the tries to catalog for 20 s.
+    assert timeouts["fault"] >= 10 * max(1, timeouts["baseline"]), timeouts
 
 
 @pytest.mark.slow
