@@ -428,8 +428,14 @@ def test_reset_peer_toxic_resets_the_callers_connections(deployment: LocalDeploy
         reverted_clean(deployment, toxic)
     assert statuses == [502] * 3
     entries = edge_log(deployment, ["catalog-0", "catalog-1"], "inventory", range(6000, 6003))
-    assert {(e["status"], e["flags"]) for e in entries} == {(503, "UC")}, entries
-    assert all("connection_termination" in e["details"] for e in entries)
+    # Under mTLS a connection is up only after its handshake: a reset on a pooled connection
+    # is a termination (UC), a reset during a new connection's handshake a connection
+    # failure with Envoy's TLS error (UF), as under istiod's auto-mTLS.
+    assert {e["status"] for e in entries} == {503}, entries
+    for entry in entries:
+        assert entry["flags"] in {"UC", "UF"}, entry
+        expected = "connection_termination" if entry["flags"] == "UC" else "TLS_error"
+        assert expected in entry["details"], entry
     assert evidence["errors_via_proxy"] >= 3
     assert toxic.judge_effect(evidence)[0]
     assert get(deployment, 6003)[0] == 200
@@ -481,7 +487,12 @@ def test_slicer_toxic_trickles_the_bytes_and_keeps_them_intact(
     assert statistics.median(during) >= statistics.median(before) + 30
 
 
-def test_limit_data_toxic_cuts_the_connection_mid_response(deployment: LocalDeployment) -> None:
+def test_limit_data_toxic_cuts_the_connection_before_the_response(
+    deployment: LocalDeployment,
+) -> None:
+    # Sidecars talk mTLS (as under istiod): the toxic counts TLS records, so 100 bytes no
+    # longer end inside the plain-text response headers (UPE); the connection is closed with
+    # the request in flight before any response byte is decrypted (UC).
     frontend = deployment.admin("frontend-0")
     closed = "cluster.outbound|8080||pricing.upstream_cx_destroy_remote_with_active_rq"
     before = frontend.counters(r"pricing\.upstream_cx_destroy_remote_with_active_rq$").get(
@@ -495,36 +506,47 @@ def test_limit_data_toxic_cuts_the_connection_mid_response(deployment: LocalDepl
         status, body = get(deployment, 9000)
     finally:
         reverted_clean(deployment, toxic)
-    assert status == 502 and body["deps"] == {"catalog": 200, "pricing": 502}
+    assert status == 502 and body["deps"] == {"catalog": 200, "pricing": 503}
     (entry,) = edge_log(deployment, ["frontend-0"], "pricing", range(9000, 9001))
-    # 100 bytes stop inside the response headers; then toxiproxy closes the connection.
-    assert entry["flags"] == "UPE" and "protocol_error" in entry["details"]
+    assert entry["flags"] == "UC" and "connection_termination" in entry["details"], entry
     after = frontend.counters(r"pricing\.upstream_cx_destroy_remote_with_active_rq$")[closed]
     assert after - before == 1
     assert get(deployment, 9001)[0] == 200
 
 
 PROBE = """
-import json, socket, sys, time
-host, port, request = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-sock = socket.create_connection((host, port), timeout=5)
+import json, socket, ssl, sys, time
+host, port, request, cert, key, ca = sys.argv[1:]
+context = ssl.create_default_context(cafile=ca)
+context.check_hostname = False  # a SPIFFE URI SAN; the CA is the run's own
+context.load_cert_chain(cert, key)
+raw = socket.create_connection((host, int(port)), timeout=5)
 start = time.monotonic()
+sock = context.wrap_socket(raw, server_hostname="pricing")
 sock.sendall(request.encode())
 data, last = b"", 0.0
 while chunk := sock.recv(65536):
     data, last = data + chunk, time.monotonic() - start
+try:  # the peer's close_notify came: the TCP close (FIN) may come later
+    plain = sock.unwrap()
+    while plain.recv(65536):
+        pass
+except (OSError, ssl.SSLError):
+    pass  # no close_notify: the TLS end was the TCP end
 print(json.dumps({"last_byte_s": last, "eof_s": time.monotonic() - start, "data": data.decode()}))
 """
 
 
 def probe(deployment: LocalDeployment, listen: str) -> dict[str, Any]:
-    """One ``Connection: close`` request straight to a toxic proxy, from inside the sandbox:
-    when the last response byte came, and when the connection closed."""
+    """One ``Connection: close`` request straight to a toxic proxy, from inside the sandbox,
+    over mTLS with frontend's mesh certificate (the sidecar behind the proxy refuses plain
+    text): when the last response byte came, and when the TCP connection closed."""
     host, port = listen.rsplit(":", 1)
     request = "GET /pricing/1 HTTP/1.1\r\nHost: pricing\r\nConnection: close\r\n\r\n"
-    code, out, err = deployment.sandbox.run(
-        [sys.executable, "-c", PROBE, host, port, request], timeout=15
-    )
+    tls_dir = deployment.scratch_dir / "mtls"
+    argv = [sys.executable, "-c", PROBE, host, port, request]
+    argv += [str(tls_dir / name) for name in ("frontend-0.crt", "frontend-0.key", "root-cert.pem")]
+    code, out, err = deployment.sandbox.run(argv, timeout=15)
     assert code == 0, err
     result: dict[str, Any] = json.loads(out)
     return result
