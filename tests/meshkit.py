@@ -4,8 +4,8 @@ behind, and reading a proxy's JSON access log while Envoy is still writing it.""
 from __future__ import annotations
 
 import contextlib
-import sys
 import json
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -75,9 +75,7 @@ except Exception as exc:
 """
 
 
-def mtls_get(
-    deployment: LocalDeployment, instance: str, path: str, *, as_proxy: str | None
-) -> str:
+def mtls_get(deployment: LocalDeployment, instance: str, path: str, *, as_proxy: str | None) -> str:
     """GET ``path`` from ``instance``'s inbound listener over TLS with ``as_proxy``'s mesh
     certificate (from the run's scratch directory; None: no client certificate): the
     status, or ``error: ...``."""

@@ -644,13 +644,21 @@ def _edge(outcome: ScenarioOutcome, caller: str, callee: str) -> dict[str, dict[
 def test_per_try_timeouts_keep_p99_under_a_latency_toxic(
     toxiproxy_server: str, harness_run: Run
 ) -> None:
+    # Under mTLS (as under istiod) the handshake to catalog-0 crosses the toxic outside the
+    # per-try timeout; outlier detection ejects catalog-0 after two per-try timeouts. The few
+    # slow requests before the ejection come in one burst, which the statistics may leave
+    # INCONCLUSIVE (docs/istio-semantics.md), never FAIL: the measured p99 stays under the
+    # objective (without the ejection it is about 670 ms).
     outcome = harness_run(SCENARIOS / "latency-toxic-timeouts.yaml")
-    assert outcome.exit_code == ExitCode.PASSED, outcome.summary
+    assert outcome.exit_code in (ExitCode.PASSED, ExitCode.INCONCLUSIVE), outcome.summary
+    (p99,) = [s for s in outcome.journal.slos if (s.slo, s.phase) == ("p99-latency", "fault")]
+    assert p99.verdict != "FAIL" and p99.measured is not None and p99.measured < 0.25, p99
     (fault,) = outcome.journal.faults
     assert fault.took_effect and fault.revert_verified
     assert fault.evidence["requests_via_proxy"] > 0
     catalog = _edge(outcome, "frontend", "catalog")
     assert catalog["fault"]["upstream_rq_per_try_timeout"] > 0
+    assert catalog["fault"]["outlier_detection.ejections_detected_consecutive_gateway_failure"] > 0
     assert catalog["baseline"]["upstream_rq_per_try_timeout"] == 0
 
 

@@ -116,7 +116,9 @@ def _workload_cert(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(usage, critical=True)
         .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
             critical=False,
         )
         .add_extension(
@@ -146,7 +148,9 @@ def write_mesh_identities(
         )
         files[name] = WorkloadTls(
             namespace=namespace,
-            certificate_chain=str(_write_private(directory / f"{name}.crt", cert.public_bytes(pem))),
+            certificate_chain=str(
+                _write_private(directory / f"{name}.crt", cert.public_bytes(pem))
+            ),
             private_key=str(_write_private(directory / f"{name}.key", key_bytes)),
             trusted_ca=str(ca_path),
         )

@@ -23,14 +23,15 @@ from pathlib import Path
 from harness.errors import PlatformError, ToolMissingError
 from harness.files import write_atomic
 from harness.journal import PolicyPush
+from harness.kube.render import run_namespace
 from harness.mesh.admin import AdminApi, EnvoyAdmin
 from harness.mesh.envoy import (
     Addr,
     EnvoyCommand,
     IngressSpec,
     SidecarSpec,
-    WorkloadTls,
     Upstream,
+    WorkloadTls,
     fault_sources_of,
     ingress_bootstrap,
     sidecar_bootstrap,
@@ -52,7 +53,6 @@ from harness.platforms.local.toxiproxy import (
     find_toxiproxy,
     sandbox_transport,
 )
-from harness.kube.render import run_namespace
 from harness.scenario.models import Scenario
 
 APP_PORT = 8080
