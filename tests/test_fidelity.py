@@ -248,11 +248,17 @@ def test_istiod_and_the_translation_agree(
     scenario = cases()[slot]
     began = time.monotonic()
     istio = istiod_dumps(control, scenario, slot, find_envoy(), scratch)
-    envoy = translation_dumps(scenario, find_envoy(), tmp_path / "translation")
+    envoy = translation_dumps(scenario, find_envoy(), tmp_path / "translation", istio.namespace)
     views = {role: resilience_view(dump) for role, dump in istio.dumps.items()}
     for role, edges in role_edges(scenario).items():
         # Every edge is there to compare: a missing one would make agreement vacuous.
         assert set(edges) <= set(views[role]), (role, sorted(views[role]))
+        # istiod gives every edge mutual TLS, so the TLS fields are compared, not absent.
+        for edge in edges:
+            if edge.startswith("inbound:"):
+                assert views[role][edge]["tls.require_client_certificate"] is True
+            else:
+                assert views[role][edge]["tls.origination"] == "mutual"
     found = differences(scenario, istio.dumps, envoy)
     print(f"{scenario.metadata.name}: compared in {time.monotonic() - began:.1f} s")
     assert found == [], "\n".join(d.line() for d in found)

@@ -289,8 +289,11 @@ def outbound_cluster_name(service: str) -> str:
 # context, ``defaultUpstreamCommonTLSContext``), pilot/pkg/security/authn/utils/utils.go
 # (``BuildInboundTLS``, ``SupportedCiphers``), pilot/pkg/networking/util/util.go (ALPN lists).
 TRUST_DOMAIN = "cluster.local"
-# An in-mesh HTTP/1.1 cluster with metadata exchange on (``ALPNInMeshWithMxc``).
-ISTIO_UPSTREAM_ALPN = ("istio-peer-exchange", "istio")
+# An in-mesh HTTP/1.1 cluster: ``ALPNInMesh``. istiod adds ``istio-peer-exchange`` only with
+# metadata exchange on, and the harness's istiod runs with PILOT_ENABLE_METADATA_EXCHANGE=false
+# (harness/controlplane/istiod.py: Envoy without Istio's filters); the differential test
+# reads ``["istio"]`` from it.
+ISTIO_UPSTREAM_ALPN = ("istio",)
 # The inbound HTTP filter chain (``ALPNHttp``; the peer-exchange list is for TCP ports).
 ISTIO_INBOUND_ALPN = ("h2", "http/1.1")
 ISTIO_INBOUND_CIPHERS = (
