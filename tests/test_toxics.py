@@ -659,6 +659,12 @@ def test_per_try_timeouts_keep_p99_under_a_latency_toxic(
     catalog = _edge(outcome, "frontend", "catalog")
     assert catalog["fault"]["upstream_rq_per_try_timeout"] > 0
     assert catalog["fault"]["outlier_detection.ejections_detected_consecutive_gateway_failure"] > 0
+    # The run's mesh certificates never reach its report directory (journal, logs, access
+    # logs, bootstraps: the bootstraps name the files in the scratch directory).
+    for path in outcome.result.run_dir.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert b"PRIVATE KEY-----" not in data and b"BEGIN CERTIFICATE" not in data, path
     assert catalog["baseline"]["upstream_rq_per_try_timeout"] == 0
 
 
