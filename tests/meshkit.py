@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -50,3 +51,50 @@ def deployed(spec: dict[str, Any], run_dir: Path) -> Iterator[LocalDeployment]:
     assert run_processes(run_dir.name) == []
     for namespace in deployment.sandbox.namespaces.values():
         assert namespace_members(namespace, run_dir.name) == []
+
+
+# A GET over mutual TLS from inside the sandbox, with a proxy's own mesh certificate (Python's
+# ssl module: the sample app's interpreter, nothing to install). Prints the status, or
+# "error: <reason>" when the handshake or the request fails.
+_MTLS_GET = """
+import http.client, socket, ssl, sys
+host, port, path, cert, key, ca, sni = sys.argv[1:]
+context = ssl.create_default_context(cafile=ca)
+context.check_hostname = False  # the SPIFFE id is a URI SAN; the CA is the run's own
+if cert:
+    context.load_cert_chain(cert, key)
+try:
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.sock = context.wrap_socket(
+        socket.create_connection((host, int(port)), 10), server_hostname=sni
+    )
+    conn.request("GET", path)
+    print(conn.getresponse().status)
+except Exception as exc:
+    print(f"error: {exc}")
+"""
+
+
+def mtls_get(deployment: LocalDeployment, instance: str, path: str, *, as_proxy: str | None) -> str:
+    """GET ``path`` from ``instance``'s inbound listener over TLS with ``as_proxy``'s mesh
+    certificate (from the run's scratch directory; None: no client certificate): the
+    status, or ``error: ...``."""
+    inst = deployment.instance(instance)
+    tls_dir = deployment.scratch_dir / "mtls"
+    code, out, err = deployment.sandbox.run(
+        [
+            sys.executable,
+            "-c",
+            _MTLS_GET,
+            inst.ip,
+            str(inst.inbound_port),
+            path,
+            str(tls_dir / f"{as_proxy}.crt") if as_proxy else "",
+            str(tls_dir / f"{as_proxy}.key") if as_proxy else "",
+            str(tls_dir / "root-cert.pem"),
+            f"outbound_.8080_._.{inst.service}.example.svc.cluster.local",
+        ],
+        timeout=15,
+    )
+    assert code == 0, err
+    return out.strip()

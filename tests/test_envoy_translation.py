@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from harness.mesh.envoy import (
     IngressSpec,
     SidecarSpec,
     Upstream,
+    WorkloadTls,
     fault_keys,
     ingress_bootstrap,
     outbound_cluster_name,
@@ -796,3 +798,123 @@ def test_access_log_fields_follow_mesh_access_log(fields: AccessLogFields) -> No
         (log,) = hcm(bootstrap, listener)["access_log"]
         keys = log["typed_config"]["log_format"]["json_format"].keys()
         assert keys == expected, listener
+
+
+# --------------------------------------------------------------------------- mutual TLS
+
+
+def test_mesh_identities_are_spiffe_certificates_from_one_run_ca(tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from harness.mesh.identity import write_mesh_identities
+
+    files = write_mesh_identities(
+        tmp_path / "mtls", "harness-run-1", [("catalog-0", "catalog"), ("ingress", "gw")]
+    )
+    assert (tmp_path / "mtls").stat().st_mode & 0o777 == 0o700
+    ca = x509.load_pem_x509_certificate(Path(files["catalog-0"].trusted_ca).read_bytes())
+    for name, account in (("catalog-0", "catalog"), ("ingress", "gw")):
+        tls = files[name]
+        for path in (tls.certificate_chain, tls.private_key, tls.trusted_ca):
+            assert Path(path).stat().st_mode & 0o777 == 0o600
+        cert = x509.load_pem_x509_certificate(Path(tls.certificate_chain).read_bytes())
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert sans.get_values_for_type(x509.UniformResourceIdentifier) == [
+            f"spiffe://cluster.local/ns/harness-run-1/sa/{account}"
+        ]
+        assert isinstance(cert.public_key(), ec.EllipticCurvePublicKey)
+        assert cert.public_key().curve.name == "secp256r1"  # type: ignore[union-attr]
+        assert cert.issuer == ca.subject
+        cert.verify_directly_issued_by(ca)
+        assert cert.not_valid_after_utc - cert.not_valid_before_utc < timedelta(days=2)
+    # The CA's private key is never written.
+    assert sorted(p.name for p in (tmp_path / "mtls").iterdir()) == [
+        "catalog-0.crt",
+        "catalog-0.key",
+        "ingress.crt",
+        "ingress.key",
+        "root-cert.pem",
+    ]
+
+
+TLS = WorkloadTls("harness-ns", "/certs/me.crt", "/certs/me.key", "/certs/root-cert.pem")
+
+
+def test_mtls_is_istiods_on_every_proxy_hop() -> None:
+    spec = SidecarSpec(
+        instance=f"{CALLER}-0",
+        service=CALLER,
+        inbound=Addr("127.0.0.1", 18080),
+        app=Addr("127.0.0.1", 18081),
+        outbound=Addr("127.0.0.1", 15001),
+        admin_socket="/tmp/harness-test-admin.sock",
+        access_log="/tmp/harness-test-access.jsonl",
+        upstreams=(upstream(),),
+        tls=TLS,
+    )
+    bootstrap = sidecar_bootstrap(spec)
+    (inbound,) = [
+        item
+        for item in bootstrap["static_resources"]["listeners"]
+        if item["name"] == "virtualInbound"
+    ]
+    (chain,) = inbound["filter_chains"]
+    down = chain["transport_socket"]["typed_config"]
+    assert down["require_client_certificate"] is True
+    assert down["common_tls_context"]["alpn_protocols"] == ["h2", "http/1.1"]
+    assert down["common_tls_context"]["validation_context"] == {
+        "trusted_ca": {"filename": "/certs/root-cert.pem"}
+    }
+    # The fault filters stay on the inbound connection manager, after TLS termination.
+    assert chain["filters"][0]["name"] == "envoy.filters.network.http_connection_manager"
+    up = cluster(bootstrap, CALLEE)["transport_socket"]["typed_config"]
+    assert up["sni"] == f"outbound_.8080_._.{CALLEE}.harness-ns.svc.cluster.local"
+    assert up["common_tls_context"]["alpn_protocols"] == ["istio"]
+    assert up["common_tls_context"]["tls_certificates"] == [
+        {
+            "certificate_chain": {"filename": "/certs/me.crt"},
+            "private_key": {"filename": "/certs/me.key"},
+        }
+    ]
+    assert up["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"] == [
+        {
+            "san_type": "URI",
+            "matcher": {"exact": f"spiffe://cluster.local/ns/harness-ns/sa/{CALLEE}"},
+        }
+    ]
+    gateway = ingress_bootstrap(
+        IngressSpec(
+            listen=Addr("127.0.0.1", 18000),
+            admin_socket="/tmp/harness-test-ingress.sock",
+            access_log="/tmp/harness-test-ingress.jsonl",
+            upstream=upstream(),
+            tls=TLS,
+        )
+    )
+    gateway_tls = cluster(gateway, CALLEE)["transport_socket"]
+    assert gateway_tls["typed_config"]["sni"] == up["sni"]
+    # Without identities (the cost benchmark only) the hops are plain text.
+    assert "transport_socket" not in cluster(sidecar(upstream()), CALLEE)
+
+
+@pytest.mark.integration
+def test_real_envoy_accepts_the_mtls_bootstraps(envoy_binary: str, tmp_path: Path) -> None:
+    from harness.mesh.identity import write_mesh_identities
+
+    files = write_mesh_identities(
+        tmp_path / "mtls", "ns", [(f"{CALLER}-0", CALLER), ("ingress", "gw")]
+    )
+    spec = SidecarSpec(
+        instance=f"{CALLER}-0",
+        service=CALLER,
+        inbound=Addr("127.0.0.1", 18080),
+        app=Addr("127.0.0.1", 18081),
+        outbound=Addr("127.0.0.1", 15001),
+        admin_socket=str(tmp_path / "a.sock"),
+        access_log=str(tmp_path / "a.jsonl"),
+        upstreams=(upstream(),),
+        tls=files[f"{CALLER}-0"],
+    )
+    code, output = envoy_validate(envoy_binary, sidecar_bootstrap(spec), tmp_path / "s.json")
+    assert code == 0, output

@@ -28,11 +28,13 @@ from harness.mesh.fidelity import (
     cluster_view,
     compare,
     differences,
+    downstream_tls_view,
     edge_of_cluster,
     resilience_view,
     retry_view,
     role_edges,
     route_view,
+    upstream_tls_view,
 )
 from harness.platforms.local.fidelity import istiod_dumps, translation_dumps
 from harness.platforms.local.istio import IstioControlPlane, istio_control_plane
@@ -114,6 +116,68 @@ def test_cluster_names_map_between_istiod_and_the_translation() -> None:
     assert edge_of_cluster("inbound|8080||") == "inbound:8080"
     for other in ("PassthroughCluster", "InboundPassthroughCluster", "outbound|8080||", "x|y"):
         assert edge_of_cluster(other) is None
+
+
+def test_tls_views_read_istiods_socket_matches_and_the_translations_socket() -> None:
+    spiffe = "spiffe://cluster.local/ns/n/sa/catalog"
+    context = {
+        "common_tls_context": {
+            "alpn_protocols": ["istio"],
+            "tls_certificate_sds_secret_configs": [{"name": "default"}],
+            "combined_validation_context": {
+                "default_validation_context": {"match_subject_alt_names": [{"exact": spiffe}]}
+            },
+        },
+        "sni": "outbound_.8080_._.catalog.n.svc.cluster.local",
+    }
+    tls_socket = {"name": "envoy.transport_sockets.tls", "typed_config": context}
+    istiod = {
+        "transport_socket_matches": [
+            {
+                "name": "tlsMode-istio",
+                "match": {"tlsMode": "istio"},
+                "transport_socket": tls_socket,
+            },
+            {"name": "tlsMode-disabled", "match": {}, "transport_socket": {"name": "raw"}},
+        ]
+    }
+    translation_context = {
+        "common_tls_context": {
+            "alpn_protocols": ["istio"],
+            "tls_certificates": [{"certificate_chain": {"filename": "x"}}],
+            "validation_context": {
+                "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"exact": spiffe}}]
+            },
+        },
+        "sni": "outbound_.8080_._.catalog.n.svc.cluster.local",
+    }
+    translation = {
+        "transport_socket": {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": translation_context,
+        }
+    }
+    assert upstream_tls_view(istiod) == upstream_tls_view(translation)
+    assert upstream_tls_view(istiod)["tls.accepted_sans"] == (spiffe,)
+    assert upstream_tls_view({}) == {"tls.origination": "none"}
+    no_client_cert = {**translation_context, "common_tls_context": {"alpn_protocols": ["istio"]}}
+    simple = {
+        "transport_socket": {**translation["transport_socket"], "typed_config": no_client_cert}
+    }
+    assert upstream_tls_view(simple)["tls.origination"] == "simple"
+    # An inbound plain-text chain has no TLS fields; a TLS chain says what it requires.
+    assert downstream_tls_view({"filters": []}) is None
+    chain = {
+        "transport_socket": {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {"require_client_certificate": True, "common_tls_context": {}},
+        }
+    }
+    assert downstream_tls_view(chain) == {
+        "tls.require_client_certificate": True,
+        "tls.client_ca": False,
+        "tls.alpn": (),
+    }
 
 
 def test_left_out_fields_compare_as_envoys_defaults() -> None:
@@ -248,11 +312,17 @@ def test_istiod_and_the_translation_agree(
     scenario = cases()[slot]
     began = time.monotonic()
     istio = istiod_dumps(control, scenario, slot, find_envoy(), scratch)
-    envoy = translation_dumps(scenario, find_envoy(), tmp_path / "translation")
+    envoy = translation_dumps(scenario, find_envoy(), tmp_path / "translation", istio.namespace)
     views = {role: resilience_view(dump) for role, dump in istio.dumps.items()}
     for role, edges in role_edges(scenario).items():
         # Every edge is there to compare: a missing one would make agreement vacuous.
         assert set(edges) <= set(views[role]), (role, sorted(views[role]))
+        # istiod gives every edge mutual TLS, so the TLS fields are compared, not absent.
+        for edge in edges:
+            if edge.startswith("inbound:"):
+                assert views[role][edge]["tls.require_client_certificate"] is True
+            else:
+                assert views[role][edge]["tls.origination"] == "mutual"
     found = differences(scenario, istio.dumps, envoy)
     print(f"{scenario.metadata.name}: compared in {time.monotonic() - began:.1f} s")
     assert found == [], "\n".join(d.line() for d in found)

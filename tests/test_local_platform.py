@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from meshkit import access_entries, deployed
+from meshkit import access_entries, deployed, mtls_get
 
 from harness.faults.http import HttpFaultInjector
 from harness.platforms.local import LocalDeployment, LocalPlatform
@@ -206,21 +206,56 @@ def test_route_timeout_cuts_a_delayed_dependency(deployment: LocalDeployment) ->
 
 
 def test_source_scoped_fault_hits_only_that_caller(deployment: LocalDeployment) -> None:
-    # A fault on frontend for calls from the ingress; a direct call (no source) is untouched.
+    # A fault on frontend for calls from the ingress; a direct call (no source header, over
+    # mTLS with a mesh certificate as every caller needs) is untouched.
     injector = injector_for(
         deployment,
         fault(target={"service": "frontend"}, source="ingress", abort={"httpStatus": 500}),
     )
     frontend = deployment.instances_of("frontend")[0]
-    direct = f"http://{frontend.ip}:{frontend.inbound_port}/product/1"
     injector.inject()
     try:
         via_ingress = get(deployment)[0]
-        direct_status, _ = deployment.sandbox.http_get(direct, timeout=10)
+        direct_status = mtls_get(deployment, frontend.name, "/product/1", as_proxy="ingress")
     finally:
         injector.revert()
     assert via_ingress == 500
-    assert direct_status == 200
+    assert direct_status == "200"
+
+
+def inbound_handshakes(deployment: LocalDeployment, proxy: str) -> int:
+    """TLS handshakes on ``proxy``'s listeners (``listener.<address>.ssl.handshake``)."""
+    counters = deployment.admin(proxy).counters()
+    return sum(
+        value
+        for name, value in counters.items()
+        if name.startswith("listener.") and name.endswith(".ssl.handshake")
+    )
+
+
+def test_sidecars_talk_mutual_tls_and_refuse_plaintext(deployment: LocalDeployment) -> None:
+    # Auto-mTLS as istiod programs it: every proxy → sidecar hop is a TLS handshake, counted
+    # on both ends of each edge (Envoy's TLS stats).
+    assert get(deployment)[0] == 200
+    gateway = counter(deployment, "ingress", "cluster.outbound|8080||frontend.ssl.handshake")
+    caller = counter(deployment, "frontend-0", "cluster.outbound|8080||catalog.ssl.handshake")
+    callee = sum(inbound_handshakes(deployment, i.name) for i in deployment.instances_of("catalog"))
+    assert gateway > 0 and inbound_handshakes(deployment, "frontend-0") > 0
+    assert caller > 0 and callee > 0
+    frontend = deployment.instances_of("frontend")[0]
+    # A plain-text request straight to a sidecar's inbound port gets no HTTP answer ...
+    plain = f"http://{frontend.ip}:{frontend.inbound_port}/product/1"
+    assert deployment.sandbox.http_get(plain, timeout=10)[0] == 0
+    # ... nor TLS without a client certificate; with a mesh certificate the same call works.
+    assert mtls_get(deployment, frontend.name, "/product/1", as_proxy=None).startswith("error")
+    assert mtls_get(deployment, frontend.name, "/product/1", as_proxy="ingress") == "200"
+    # The keys are private, in the scratch directory; the run directory (the report) has none.
+    key = deployment.scratch_dir / "mtls" / "frontend-0.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    for path in deployment.run_dir.rglob("*"):
+        if path.is_file():
+            text = path.read_bytes()
+            assert b"PRIVATE KEY-----" not in text and b"BEGIN CERTIFICATE" not in text, path
 
 
 def test_host_fallback_when_user_namespaces_are_refused(

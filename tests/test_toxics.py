@@ -428,8 +428,14 @@ def test_reset_peer_toxic_resets_the_callers_connections(deployment: LocalDeploy
         reverted_clean(deployment, toxic)
     assert statuses == [502] * 3
     entries = edge_log(deployment, ["catalog-0", "catalog-1"], "inventory", range(6000, 6003))
-    assert {(e["status"], e["flags"]) for e in entries} == {(503, "UC")}, entries
-    assert all("connection_termination" in e["details"] for e in entries)
+    # Under mTLS a connection is up only after its handshake: a reset on a pooled connection
+    # is a termination (UC), a reset during a new connection's handshake a connection
+    # failure with Envoy's TLS error (UF), as under istiod's auto-mTLS.
+    assert {e["status"] for e in entries} == {503}, entries
+    for entry in entries:
+        assert entry["flags"] in {"UC", "UF"}, entry
+        expected = "connection_termination" if entry["flags"] == "UC" else "TLS_error"
+        assert expected in entry["details"], entry
     assert evidence["errors_via_proxy"] >= 3
     assert toxic.judge_effect(evidence)[0]
     assert get(deployment, 6003)[0] == 200
@@ -481,7 +487,12 @@ def test_slicer_toxic_trickles_the_bytes_and_keeps_them_intact(
     assert statistics.median(during) >= statistics.median(before) + 30
 
 
-def test_limit_data_toxic_cuts_the_connection_mid_response(deployment: LocalDeployment) -> None:
+def test_limit_data_toxic_cuts_the_connection_before_the_response(
+    deployment: LocalDeployment,
+) -> None:
+    # Sidecars talk mTLS (as under istiod): the toxic counts TLS records, so 100 bytes no
+    # longer end inside the plain-text response headers (UPE); the connection is closed with
+    # the request in flight before any response byte is decrypted (UC).
     frontend = deployment.admin("frontend-0")
     closed = "cluster.outbound|8080||pricing.upstream_cx_destroy_remote_with_active_rq"
     before = frontend.counters(r"pricing\.upstream_cx_destroy_remote_with_active_rq$").get(
@@ -495,36 +506,47 @@ def test_limit_data_toxic_cuts_the_connection_mid_response(deployment: LocalDepl
         status, body = get(deployment, 9000)
     finally:
         reverted_clean(deployment, toxic)
-    assert status == 502 and body["deps"] == {"catalog": 200, "pricing": 502}
+    assert status == 502 and body["deps"] == {"catalog": 200, "pricing": 503}
     (entry,) = edge_log(deployment, ["frontend-0"], "pricing", range(9000, 9001))
-    # 100 bytes stop inside the response headers; then toxiproxy closes the connection.
-    assert entry["flags"] == "UPE" and "protocol_error" in entry["details"]
+    assert entry["flags"] == "UC" and "connection_termination" in entry["details"], entry
     after = frontend.counters(r"pricing\.upstream_cx_destroy_remote_with_active_rq$")[closed]
     assert after - before == 1
     assert get(deployment, 9001)[0] == 200
 
 
 PROBE = """
-import json, socket, sys, time
-host, port, request = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-sock = socket.create_connection((host, port), timeout=5)
+import json, socket, ssl, sys, time
+host, port, request, cert, key, ca = sys.argv[1:]
+context = ssl.create_default_context(cafile=ca)
+context.check_hostname = False  # a SPIFFE URI SAN; the CA is the run's own
+context.load_cert_chain(cert, key)
+raw = socket.create_connection((host, int(port)), timeout=5)
 start = time.monotonic()
+sock = context.wrap_socket(raw, server_hostname="pricing")
 sock.sendall(request.encode())
 data, last = b"", 0.0
 while chunk := sock.recv(65536):
     data, last = data + chunk, time.monotonic() - start
+try:  # the peer's close_notify came: the TCP close (FIN) may come later
+    plain = sock.unwrap()
+    while plain.recv(65536):
+        pass
+except (OSError, ssl.SSLError):
+    pass  # no close_notify: the TLS end was the TCP end
 print(json.dumps({"last_byte_s": last, "eof_s": time.monotonic() - start, "data": data.decode()}))
 """
 
 
 def probe(deployment: LocalDeployment, listen: str) -> dict[str, Any]:
-    """One ``Connection: close`` request straight to a toxic proxy, from inside the sandbox:
-    when the last response byte came, and when the connection closed."""
+    """One ``Connection: close`` request straight to a toxic proxy, from inside the sandbox,
+    over mTLS with frontend's mesh certificate (the sidecar behind the proxy refuses plain
+    text): when the last response byte came, and when the TCP connection closed."""
     host, port = listen.rsplit(":", 1)
     request = "GET /pricing/1 HTTP/1.1\r\nHost: pricing\r\nConnection: close\r\n\r\n"
-    code, out, err = deployment.sandbox.run(
-        [sys.executable, "-c", PROBE, host, port, request], timeout=15
-    )
+    tls_dir = deployment.scratch_dir / "mtls"
+    argv = [sys.executable, "-c", PROBE, host, port, request]
+    argv += [str(tls_dir / name) for name in ("frontend-0.crt", "frontend-0.key", "root-cert.pem")]
+    code, out, err = deployment.sandbox.run(argv, timeout=15)
     assert code == 0, err
     result: dict[str, Any] = json.loads(out)
     return result
@@ -561,7 +583,7 @@ def test_a_fault_without_traffic_shows_no_effect(deployment: LocalDeployment) ->
         reverted_clean(deployment, toxic)
     took_effect, message = toxic.judge_effect(evidence)
     assert not took_effect
-    assert "no request crossed the toxic proxies" in message
+    assert "no request or connection crossed the toxic proxies" in message
 
 
 def test_a_toxic_fault_needs_a_planned_edge(deployment: LocalDeployment) -> None:
@@ -622,16 +644,30 @@ def _edge(outcome: ScenarioOutcome, caller: str, callee: str) -> dict[str, dict[
 def test_per_try_timeouts_keep_p99_under_a_latency_toxic(
     toxiproxy_server: str, harness_run: Run
 ) -> None:
+    # Under mTLS (as under istiod) the handshake to catalog-0 crosses the toxic outside the
+    # per-try timeout; outlier detection ejects catalog-0 after two per-try timeouts. The few
+    # slow requests before the ejection come in one burst, which the statistics may leave
+    # INCONCLUSIVE (docs/istio-semantics.md), never FAIL: the measured p99 stays under the
+    # objective (without the ejection it is about 670 ms).
     outcome = harness_run(SCENARIOS / "latency-toxic-timeouts.yaml")
-    assert outcome.exit_code == ExitCode.PASSED, outcome.summary
+    assert outcome.exit_code in (ExitCode.PASSED, ExitCode.INCONCLUSIVE), outcome.summary
+    (p99,) = [s for s in outcome.journal.slos if (s.slo, s.phase) == ("p99-latency", "fault")]
+    assert p99.verdict != "FAIL" and p99.measured is not None and p99.measured < 0.25, p99
     (fault,) = outcome.journal.faults
     assert fault.took_effect and fault.revert_verified
     assert fault.evidence["requests_via_proxy"] > 0
     catalog = _edge(outcome, "frontend", "catalog")
     timeouts = {phase: catalog[phase]["upstream_rq_per_try_timeout"] for phase in catalog}
-    # The toxic's, not the machine's: a stall of a busy CI machine may time out a try or two
-    # in the baseline, the toxic times out a third of the tries to catalog for 20 s.
-    assert timeouts["fault"] >= 10 * max(1, timeouts["baseline"]), timeouts
+    # The toxic's, not the machine's: a stall of a busy CI machine may time out a try in the
+    # baseline; the toxic's per-try timeouts get catalog-0 ejected in the fault phase.
+    assert timeouts["fault"] > timeouts["baseline"], timeouts
+    assert catalog["fault"]["outlier_detection.ejections_detected_consecutive_gateway_failure"] > 0
+    # The run's mesh certificates never reach its report directory (journal, logs, access
+    # logs, bootstraps: the bootstraps name the files in the scratch directory).
+    for path in outcome.result.run_dir.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert b"PRIVATE KEY-----" not in data and b"BEGIN CERTIFICATE" not in data, path
 
 
 @pytest.mark.slow

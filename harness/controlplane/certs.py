@@ -1,6 +1,6 @@
 """Throw-away credentials for a local control plane: a CA, serving certificates, keys.
 
-Made with ``cryptography`` (the ``istio`` extra) in memory and written with mode 0600; they
+Made with ``cryptography`` (a main dependency) in memory and written with mode 0600; they
 live in the control plane's temporary directory and die with it.
 """
 

@@ -213,8 +213,12 @@ class ToxicInjector:
         present, total = evidence.get("toxics_present", 0), evidence.get("proxies", 0)
         if present < total or total == 0:
             problems.append(f"the toxic was on {present} of {total} proxies when read back")
-        if evidence.get("requests_via_proxy", 0) <= 0:
-            problems.append("no request crossed the toxic proxies while it was on")
+        # Under mTLS a toxic that breaks connections (reset_peer, timeout, a partition's
+        # emulation) can stop every one inside its TLS handshake: no request is ever sent on
+        # them, yet the caller's connections crossed the proxy and met the toxic.
+        crossed = evidence.get("requests_via_proxy", 0) + evidence.get("connections_via_proxy", 0)
+        if crossed <= 0:
+            problems.append("no request or connection crossed the toxic proxies while it was on")
         if problems:
             return no_effect(self.record.name, f" on {where}: {'; '.join(problems)}")
         counts = {key: evidence.get(key, 0) for key in _HOST_STATS.values()}

@@ -7,6 +7,12 @@ Where each policy lives decides what a fault does, so this follows Istio exactly
   **caller's** outbound cluster for the destination; the connection pool also → the
   **callee's** inbound cluster (istiod's ``buildInboundCluster``).
 * Every inbound route retries ``reset-before-request`` twice (Istio ≥ 1.24).
+* Auto-mTLS between proxies (istiod's default): the callee's inbound listener terminates TLS
+  and requires a client certificate from the mesh CA; the caller's outbound cluster (and the
+  ingress gateway's) originates TLS with its own certificate, SNI
+  ``outbound_.8080_._.<service>.<namespace>.svc.cluster.local`` and the callee's SPIFFE id as
+  the only accepted SAN. The certificates are files the harness makes per run
+  (:mod:`harness.mesh.identity`); istiod sends them over SDS.
 * Injected HTTP faults → fault filters on the **callee's** inbound listener, every one switched
   off until the harness flips its runtime keys with ``POST /runtime_modify``. The fault thus
   sits one hop away from the retrying caller: a VirtualService fault acts in the caller's
@@ -98,6 +104,17 @@ class Addr:
 
 
 @dataclass(frozen=True)
+class WorkloadTls:
+    """One proxy's mesh identity as files: its certificate (SPIFFE URI SAN) and key, the
+    run's CA, and the namespace the SPIFFE ids and SNI names are spelled in."""
+
+    namespace: str
+    certificate_chain: str
+    private_key: str
+    trusted_ca: str
+
+
+@dataclass(frozen=True)
 class Upstream:
     """A destination service as seen from one caller."""
 
@@ -124,6 +141,7 @@ class SidecarSpec:
     # The policy for calls to this instance's own service: its connection pool also limits
     # the inbound cluster, as istiod does.
     policy: DestinationPolicy | None = None
+    tls: WorkloadTls | None = None  # None: plain HTTP between proxies (benchmarks only)
 
 
 @dataclass(frozen=True)
@@ -134,6 +152,7 @@ class IngressSpec:
     upstream: Upstream
     bind_ip: str | None = None
     access_log_fields: AccessLogFields = "full"
+    tls: WorkloadTls | None = None  # mTLS to the entry service's sidecars
 
 
 @dataclass(frozen=True)
@@ -265,6 +284,96 @@ def outbound_cluster_name(service: str) -> str:
     return f"outbound|{SERVICE_PORT}||{service}"
 
 
+# --------------------------------------------------------------------------- mutual TLS
+# Read in the pinned istiod: pilot/pkg/networking/core/cluster_tls.go (ISTIO_MUTUAL upstream
+# context, ``defaultUpstreamCommonTLSContext``), pilot/pkg/security/authn/utils/utils.go
+# (``BuildInboundTLS``, ``SupportedCiphers``), pilot/pkg/networking/util/util.go (ALPN lists).
+TRUST_DOMAIN = "cluster.local"
+# An in-mesh HTTP/1.1 cluster: ``ALPNInMesh``. istiod adds ``istio-peer-exchange`` only with
+# metadata exchange on, and the harness's istiod runs with PILOT_ENABLE_METADATA_EXCHANGE=false
+# (harness/controlplane/istiod.py: Envoy without Istio's filters); the differential test
+# reads ``["istio"]`` from it.
+ISTIO_UPSTREAM_ALPN = ("istio",)
+# The inbound HTTP filter chain (``ALPNHttp``; the peer-exchange list is for TCP ports).
+ISTIO_INBOUND_ALPN = ("h2", "http/1.1")
+ISTIO_INBOUND_CIPHERS = (
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "AES256-GCM-SHA384",
+    "AES128-GCM-SHA256",
+)
+TLS_SOCKET = "envoy.transport_sockets.tls"
+
+
+def workload_spiffe_id(namespace: str, service: str) -> str:
+    """The identity istiod's CA gives a pod of ``service`` (its ServiceAccount is named after
+    the service, as the renderer writes it)."""
+    return f"spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/{service}"
+
+
+def mesh_sni(service: str, namespace: str) -> str:
+    """The SNI istiod sets on an auto-mTLS cluster: its ``BuildDNSSrvSubsetKey`` name."""
+    return f"outbound_.{SERVICE_PORT}_._.{service}.{namespace}.svc.cluster.local"
+
+
+def _tls_certificates(tls: WorkloadTls) -> list[dict[str, Any]]:
+    return [
+        {
+            "certificate_chain": {"filename": tls.certificate_chain},
+            "private_key": {"filename": tls.private_key},
+        }
+    ]
+
+
+def upstream_tls_socket(tls: WorkloadTls, service: str) -> dict[str, Any]:
+    """The caller's side of auto-mTLS to ``service``: its own certificate, the run CA, the
+    callee's SPIFFE id as the only accepted SAN, istiod's SNI and ALPN."""
+    context = {
+        "@type": _type_url("envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"),
+        "common_tls_context": {
+            "tls_params": {
+                "tls_minimum_protocol_version": "TLSv1_2",
+                "tls_maximum_protocol_version": "TLSv1_3",
+            },
+            "alpn_protocols": list(ISTIO_UPSTREAM_ALPN),
+            "tls_certificates": _tls_certificates(tls),
+            "validation_context": {
+                "trusted_ca": {"filename": tls.trusted_ca},
+                "match_typed_subject_alt_names": [
+                    {
+                        "san_type": "URI",
+                        "matcher": {"exact": workload_spiffe_id(tls.namespace, service)},
+                    }
+                ],
+            },
+        },
+        "sni": mesh_sni(service, tls.namespace),
+    }
+    return {"name": TLS_SOCKET, "typed_config": context}
+
+
+def downstream_tls_socket(tls: WorkloadTls) -> dict[str, Any]:
+    """The callee's side: TLS terminated on the inbound listener, a client certificate from
+    the run CA required (istiod's STRICT-mode inbound chain; see istio-semantics.md)."""
+    context = {
+        "@type": _type_url("envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"),
+        "common_tls_context": {
+            "tls_params": {
+                "tls_minimum_protocol_version": "TLSv1_2",
+                "tls_maximum_protocol_version": "TLSv1_3",
+                "cipher_suites": list(ISTIO_INBOUND_CIPHERS),
+            },
+            "alpn_protocols": list(ISTIO_INBOUND_ALPN),
+            "tls_certificates": _tls_certificates(tls),
+            "validation_context": {"trusted_ca": {"filename": tls.trusted_ca}},
+        },
+        "require_client_certificate": True,
+    }
+    return {"name": TLS_SOCKET, "typed_config": context}
+
+
 def _apply_connection_pool(cluster: dict[str, Any], policy: DestinationPolicy | None) -> None:
     """A DestinationRule's ``connectionPool`` on a cluster, outbound or inbound alike.
 
@@ -309,7 +418,9 @@ def _apply_connection_pool(cluster: dict[str, Any], policy: DestinationPolicy | 
         }
 
 
-def _outbound_cluster(upstream: Upstream, bind_ip: str | None) -> dict[str, Any]:
+def _outbound_cluster(
+    upstream: Upstream, bind_ip: str | None, tls: WorkloadTls | None = None
+) -> dict[str, Any]:
     policy = upstream.policy or DestinationPolicy()
     algorithm = policy.load_balancer.simple if policy.load_balancer else LbAlgorithm.LEAST_REQUEST
     cluster: dict[str, Any] = {
@@ -363,6 +474,8 @@ def _outbound_cluster(upstream: Upstream, bind_ip: str | None) -> dict[str, Any]
         }
     if bind_ip is not None:
         cluster["upstream_bind_config"] = {"source_address": {"address": bind_ip, "port_value": 0}}
+    if tls is not None:
+        cluster["transport_socket"] = upstream_tls_socket(tls, upstream.service)
     return cluster
 
 
@@ -518,11 +631,10 @@ def _inbound_listener(spec: SidecarSpec, cluster: str) -> dict[str, Any]:
         faults,
         _access_log(spec.access_log, "inbound", spec.access_log_fields),
     )
-    return {
-        "name": "virtualInbound",
-        "address": spec.inbound.envoy(),
-        "filter_chains": [{"filters": [hcm]}],
-    }
+    chain: dict[str, Any] = {"filters": [hcm]}
+    if spec.tls is not None:
+        chain["transport_socket"] = downstream_tls_socket(spec.tls)
+    return {"name": "virtualInbound", "address": spec.inbound.envoy(), "filter_chains": [chain]}
 
 
 def _inbound_cluster(spec: SidecarSpec, cluster: str) -> dict[str, Any]:
@@ -564,7 +676,7 @@ def sidecar_bootstrap(spec: SidecarSpec) -> dict[str, Any]:
     clusters = [_inbound_cluster(spec, inbound_cluster)]
     if spec.outbound is not None and spec.upstreams:
         listeners.append(_outbound_listener(spec, spec.outbound))
-        clusters.extend(_outbound_cluster(up, spec.bind_ip) for up in spec.upstreams)
+        clusters.extend(_outbound_cluster(up, spec.bind_ip, spec.tls) for up in spec.upstreams)
     return _bootstrap(spec.instance, spec.service, spec.admin_socket, listeners, clusters)
 
 
@@ -601,7 +713,7 @@ def ingress_bootstrap(spec: IngressSpec) -> dict[str, Any]:
         "ingress",
         spec.admin_socket,
         [listener],
-        [_outbound_cluster(spec.upstream, spec.bind_ip)],
+        [_outbound_cluster(spec.upstream, spec.bind_ip, spec.tls)],
     )
 
 

@@ -27,12 +27,18 @@ breakers per priority (and retry budget), outlier detection, panic threshold, up
 protocol, ``max_requests_per_connection``, upstream ``idle_timeout`` and
 ``max_connection_duration``; the connection manager's ``stream_idle_timeout``,
 ``request_timeout``, ``request_headers_timeout``, downstream ``idle_timeout``,
-``max_connection_duration`` and ``max_requests_per_connection``.
+``max_connection_duration`` and ``max_requests_per_connection``; and mutual TLS: per
+outbound edge the cluster's TLS origination (mode, SNI, accepted SANs, ALPN; istiod's
+``tlsMode: istio`` transport socket match, the one in-mesh endpoints get), per inbound edge
+the TLS filter chains (client certificate required, ALPN). A plain-text inbound chain is
+not compared: istiod's default PERMISSIVE mode keeps one for clients outside the mesh, which
+the harness has none of (docs/istio-semantics.md).
 
 Ignored, because they decide no resilience outcome: names of listeners, routes and virtual
 hosts, stat prefixes and ``alt_stat_name``, metadata, decorators, tracing, access logs,
 HTTP filters (the harness's fault filters are compared by the fault tests, not here),
-TLS / transport sockets, header manipulation, ``max_grpc_timeout`` and
+certificates (SDS from istiod, files from the harness), TLS versions and ciphers, header
+manipulation, ``max_grpc_timeout`` and
 ``grpc_timeout_header_max`` (gRPC only), cluster discovery type (STATIC vs EDS) and
 endpoints, ``upstream_bind_config``, and every service the caller does not call.
 """
@@ -50,6 +56,7 @@ from harness.mesh.envoy import (
     IngressSpec,
     SidecarSpec,
     Upstream,
+    WorkloadTls,
     fault_sources_of,
     ingress_bootstrap,
     sidecar_bootstrap,
@@ -274,6 +281,68 @@ def cluster_view(cluster: Json) -> dict[str, Any]:
     }
 
 
+TLS_SOCKET: Final = "envoy.transport_sockets.tls"
+
+
+def _exact_sans(context: Json) -> tuple[str, ...]:
+    """The SANs a TLS context accepts, wherever the validation context sits (istiod: the
+    combined context's default, untyped; the translation: typed URI matchers)."""
+    common = context.get("common_tls_context", {})
+    validation = common.get("validation_context") or common.get(
+        "combined_validation_context", {}
+    ).get("default_validation_context", {})
+    found = [m.get("exact") for m in validation.get("match_subject_alt_names", [])]
+    found += [
+        m.get("matcher", {}).get("exact")
+        for m in validation.get("match_typed_subject_alt_names", [])
+    ]
+    return tuple(sorted(str(san) for san in found if san))
+
+
+def _has_certificate(context: Json) -> bool:
+    common = context.get("common_tls_context", {})
+    return bool(common.get("tls_certificates") or common.get("tls_certificate_sds_secret_configs"))
+
+
+def _upstream_socket(cluster: Json) -> Json | None:
+    """The transport socket in-mesh endpoints get: istiod's ``tlsMode: istio`` match, else
+    the cluster's own."""
+    for match in cluster.get("transport_socket_matches", []):
+        if match.get("match", {}).get("tlsMode") == "istio":
+            return dict(match.get("transport_socket", {}))
+    socket = cluster.get("transport_socket")
+    return dict(socket) if socket else None
+
+
+def upstream_tls_view(cluster: Json) -> dict[str, Any]:
+    socket = _upstream_socket(cluster)
+    if socket is None or socket.get("name") != TLS_SOCKET:
+        return {"tls.origination": "none"}
+    context = socket.get("typed_config", {})
+    return {
+        "tls.origination": "mutual" if _has_certificate(context) else "simple",
+        "tls.sni": context.get("sni"),
+        "tls.accepted_sans": _exact_sans(context),
+        "tls.alpn": tuple(context.get("common_tls_context", {}).get("alpn_protocols", [])),
+    }
+
+
+def downstream_tls_view(chain: Json) -> dict[str, Any] | None:
+    """TLS fields of an inbound filter chain; None for a plain-text chain."""
+    socket = chain.get("transport_socket", {})
+    if socket.get("name") != TLS_SOCKET:
+        return None
+    context = socket.get("typed_config", {})
+    return {
+        "tls.require_client_certificate": bool(context.get("require_client_certificate")),
+        "tls.client_ca": bool(
+            context.get("common_tls_context", {}).get("validation_context")
+            or context.get("common_tls_context", {}).get("combined_validation_context")
+        ),
+        "tls.alpn": tuple(context.get("common_tls_context", {}).get("alpn_protocols", [])),
+    }
+
+
 def _hcm_view(hcm: Json) -> dict[str, Any]:
     common = hcm.get("common_http_protocol_options", {})
     per_connection = common.get("max_requests_per_connection")
@@ -332,11 +401,12 @@ def _read_dump(dump: Json) -> _Dump:
     )
 
 
-def _hcms(listener: Json) -> Iterator[Json]:
+def _hcms(listener: Json) -> Iterator[tuple[Json, Json]]:
+    """(filter chain, connection manager) of every HTTP filter chain of ``listener``."""
     for chain in listener.get("filter_chains", []):
         for network_filter in chain.get("filters", []):
             if network_filter.get("name") == HCM:
-                yield network_filter.get("typed_config", {})
+                yield chain, network_filter.get("typed_config", {})
 
 
 def _route_config(hcm: Json, dump: _Dump) -> Json:
@@ -350,8 +420,9 @@ def _edge_fields(dump: _Dump) -> Iterator[tuple[str, dict[str, Any]]]:
     """(edge, fields) for every route to an outbound or inbound cluster, in every
     connection manager of every listener."""
     for listener in dump.listeners:
-        for hcm in _hcms(listener):
+        for chain, hcm in _hcms(listener):
             listener_fields = _hcm_view(hcm)
+            downstream = downstream_tls_view(chain)
             for virtual_host in _route_config(hcm, dump).get("virtual_hosts", []):
                 for route in virtual_host.get("routes", []):
                     action = route.get("route", {})
@@ -360,8 +431,12 @@ def _edge_fields(dump: _Dump) -> Iterator[tuple[str, dict[str, Any]]]:
                     if edge is None:
                         continue
                     fields = {**listener_fields, **route_view(action, virtual_host)}
+                    if edge.startswith("inbound:") and downstream is not None:
+                        fields.update(downstream)
                     if cluster in dump.clusters:
                         fields.update(cluster_view(dump.clusters[cluster]))
+                        if not edge.startswith("inbound:"):
+                            fields.update(upstream_tls_view(dump.clusters[cluster]))
                     else:
                         fields["cluster"] = f"missing: {cluster}"
                     yield edge, fields
@@ -466,13 +541,17 @@ def role_edges(scenario: Scenario) -> dict[str, tuple[str, ...]]:
     return roles
 
 
-def translation_bootstraps(scenario: Scenario, directory: str) -> dict[str, Json]:
+def translation_bootstraps(
+    scenario: Scenario, directory: str, tls: Mapping[str, WorkloadTls] | None = None
+) -> dict[str, Json]:
     """Proxy role → the bootstrap :mod:`harness.mesh.envoy` writes for it, with every
     listener on a free loopback port and the admin API on ``<directory>/<role>.sock`` (so
     it loads into a real Envoy anywhere). Policies, upstreams and fault sources are those
-    ``LocalDeployment`` gives; endpoints and addresses decide no resilience field."""
+    ``LocalDeployment`` gives; endpoints and addresses decide no resilience field. ``tls``:
+    role → its mesh certificate files (mutual TLS as ``LocalDeployment`` programs it)."""
     topology = scenario.app.topology
     destinations = scenario.mesh.destinations
+    tls = tls or {}
 
     def upstream(service: str) -> Upstream:
         return Upstream(service, (_DISCARD,), destinations.get(service))
@@ -484,6 +563,7 @@ def translation_bootstraps(scenario: Scenario, directory: str) -> dict[str, Json
                 admin_socket=f"{directory}/{INGRESS}.sock",
                 access_log=f"{directory}/{INGRESS}.jsonl",
                 upstream=upstream(topology.entry),
+                tls=tls.get(INGRESS),
             )
         )
     }
@@ -501,6 +581,7 @@ def translation_bootstraps(scenario: Scenario, directory: str) -> dict[str, Json
                 upstreams=tuple(upstream(callee) for callee in calls),
                 fault_sources=fault_sources_of(topology, service),
                 policy=destinations.get(service),
+                tls=tls.get(service),
             )
         )
     return bootstraps

@@ -36,6 +36,7 @@ from harness.kube.render import JsonObject, RenderOptions, render
 from harness.mesh.admin import EnvoyAdmin
 from harness.mesh.envoy import EnvoyCommand, fault_sources_of
 from harness.mesh.fidelity import INGRESS, Difference, differences, translation_bootstraps
+from harness.mesh.identity import write_mesh_identities
 from harness.platforms.local.istio import (
     IstioControlPlane,
     Sidecar,
@@ -168,15 +169,27 @@ def _config_dump(sidecar: Sidecar) -> dict[str, Any]:
     return data
 
 
-def translation_dumps(scenario: Scenario, envoy: str, directory: Path) -> dict[str, Any]:
+def translation_dumps(
+    scenario: Scenario, envoy: str, directory: Path, namespace: str = "default"
+) -> dict[str, Any]:
     """Load every role's bootstrap from :mod:`harness.mesh.envoy` into a real Envoy (on the
     host: every listener on a free loopback port, the admin API on a Unix socket) and read
-    its ``/config_dump`` back; every Envoy is stopped (by PID) before this returns.
+    its ``/config_dump`` back; every Envoy is stopped (by PID) before this returns. The mesh
+    certificates are made for ``namespace`` (istiod's side's, so SNI and SANs compare) in a
+    private temporary directory, removed before this returns.
 
     Loading them, rather than reading the bootstrap dicts, means Envoy parsed and accepted
     them, and both sides of the comparison are printed by the same Envoy code."""
     directory.mkdir(parents=True, exist_ok=True)
-    bootstraps = translation_bootstraps(scenario, str(directory))
+    with tempfile.TemporaryDirectory(prefix="hrn-") as secrets_dir:
+        accounts = [(INGRESS, GATEWAY_ACCOUNT)]
+        accounts += [(service, service) for service in scenario.app.topology.service_names]
+        tls = write_mesh_identities(Path(secrets_dir) / "mtls", namespace, accounts)
+        bootstraps = translation_bootstraps(scenario, str(directory), tls)
+        return _load_and_dump(bootstraps, envoy, directory)
+
+
+def _load_and_dump(bootstraps: dict[str, Any], envoy: str, directory: Path) -> dict[str, Any]:
     processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for role, bootstrap in bootstraps.items():
@@ -236,7 +249,9 @@ def check_fidelity(
         with istio_control_plane(sandbox, scratch / "cp", work / "logs", log=log) as plane:
             for slot, scenario in enumerate(scenarios):
                 istio = istiod_dumps(plane, scenario, slot, envoy, scratch)
-                mine = translation_dumps(scenario, envoy, work / "translation" / str(slot))
+                mine = translation_dumps(
+                    scenario, envoy, work / "translation" / str(slot), istio.namespace
+                )
                 found[scenario.metadata.name] = differences(scenario, istio.dumps, mine)
                 log(f"{scenario.metadata.name}: {len(found[scenario.metadata.name])} differences")
     finally:

@@ -23,6 +23,7 @@ from pathlib import Path
 from harness.errors import PlatformError, ToolMissingError
 from harness.files import write_atomic
 from harness.journal import PolicyPush
+from harness.kube.render import run_namespace
 from harness.mesh.admin import AdminApi, EnvoyAdmin
 from harness.mesh.envoy import (
     Addr,
@@ -30,10 +31,12 @@ from harness.mesh.envoy import (
     IngressSpec,
     SidecarSpec,
     Upstream,
+    WorkloadTls,
     fault_sources_of,
     ingress_bootstrap,
     sidecar_bootstrap,
 )
+from harness.mesh.identity import write_mesh_identities
 from harness.mesh.stats import SCRAPE_PATTERN
 from harness.platforms.base import (
     EdgeProxy,
@@ -132,6 +135,11 @@ class LocalDeployment:
     app_seed: int | None = None
     """The run's seed, given to every app process (``LocalPlatform`` sets it before
     ``start()``): service times, errors and calls are then drawn the same in every run."""
+    mtls = True
+    """Mutual TLS between the proxies, as istiod's auto-mTLS (certificates from a run CA in
+    the scratch directory). Off only for the cost benchmark (bench/mtls_cost.py)."""
+    # The ingress gateway's ServiceAccount under --mesh istio (its SPIFFE id).
+    GATEWAY_ACCOUNT = "istio-ingressgateway"
 
     def __init__(
         self, scenario: Scenario, run_dir: Path, sandbox: Sandbox, sock_dir: Path, envoy_binary: str
@@ -233,6 +241,7 @@ class LocalDeployment:
             (self.run_dir / directory).mkdir(parents=True, exist_ok=True)
         if self.toxic_proxies:
             self._start_toxiproxy()
+        identities = self._write_identities()
         apps: list[tuple[str, SpawnRequest]] = []
         envoys: list[tuple[str, str, SpawnRequest]] = []
         for inst in self.instances:
@@ -252,6 +261,7 @@ class LocalDeployment:
                 bind_ip=inst.ip if self._namespaced else None,
                 policy=self.scenario.mesh.destinations.get(inst.service),
                 access_log_fields=self.scenario.mesh.access_log,
+                tls=identities.get(inst.name),
             )
             envoys.append(self._envoy_request(inst.name, sidecar_bootstrap(sidecar), sidecar))
             log = self.run_dir / "logs" / f"{inst.name}.app.log"
@@ -264,6 +274,7 @@ class LocalDeployment:
             upstream=self._upstream(topology.entry, "ingress"),
             bind_ip=INGRESS_IP if self._namespaced else None,
             access_log_fields=self.scenario.mesh.access_log,
+            tls=identities.get("ingress"),
         )
         envoys.append(self._envoy_request("ingress", ingress_bootstrap(ingress), ingress))
         pids = self.sandbox.spawn_many([r for _, _, r in envoys] + [r for _, r in apps])
@@ -273,6 +284,16 @@ class LocalDeployment:
         for (name, _), pid in zip(apps, pids[len(envoys) :], strict=True):
             self.app_pids[name] = pid
         self._wait_ready()
+
+    def _write_identities(self) -> dict[str, WorkloadTls]:
+        """Proxy name → its mesh certificate files (none with :attr:`mtls` off): a fresh CA
+        and one SPIFFE certificate per proxy, in the scratch directory (never the report)."""
+        if not self.mtls:
+            return {}
+        proxies = [(inst.name, inst.service) for inst in self.instances]
+        proxies.append(("ingress", self.GATEWAY_ACCOUNT))
+        namespace = run_namespace(self.sandbox.run_id)
+        return write_mesh_identities(self._sock_dir / "mtls", namespace, proxies)
 
     def _app_argv(self, inst: InstanceInfo, sidecar: Addr, calls: tuple[str, ...]) -> list[str]:
         """The app process of ``inst``: its behaviour from the topology (``calls`` are the
