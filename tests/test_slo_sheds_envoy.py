@@ -4,9 +4,12 @@ maxRequestsPerConnection 1) at the ingress → frontend edge.
 
 * 3 concurrent users without pause: the breaker rejects requests (503 with the response
   flag ``UO`` in the ingress's access log), and ``sheds`` equals the UO count.
-* 2 users: one request in flight and one waiting fill the pool and its queue exactly, so
-  nothing is rejected; connection overflows only queue. A ``sheds`` SLO FAILs (before
-  issue 8 it passed on "1327 sheds" while not one request failed).
+* 2 users with two pending slots: the second user's requests overflow the one connection
+  and only queue, so nothing is rejected. A ``sheds`` SLO FAILs (before issue 8 it passed
+  on "1327 sheds" while not one request failed). With one pending slot, 2 users are shed
+  now and then, as in Istio's own task: sidecars talk mutual TLS, and while the next
+  connection's handshake runs (maxRequestsPerConnection 1) a user's next request can find
+  the one slot taken.
 
 Load ``{mode: concurrency, users: N}``: N closed-loop users without pacing, as in the task.
 """
@@ -43,7 +46,7 @@ mesh:
     frontend:
       connectionPool:
         tcp: {{maxConnections: 1}}
-        http: {{http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}}
+        http: {{http1MaxPendingRequests: {pending}, maxRequestsPerConnection: 1}}
 load:
   mode: concurrency
   users: {users}
@@ -57,9 +60,9 @@ slos:
 """
 
 
-def run(harness_run: Run, tmp_path: Path, users: int) -> ScenarioOutcome:
+def run(harness_run: Run, tmp_path: Path, users: int, pending: int = 1) -> ScenarioOutcome:
     path = tmp_path / f"circuit-breaking-{users}.yaml"
-    path.write_text(SCENARIO.format(users=users))
+    path.write_text(SCENARIO.format(users=users, pending=pending))
     return harness_run(path)
 
 
@@ -101,11 +104,13 @@ def test_three_users_are_shed_as_often_as_envoy_rejects(harness_run: Run, tmp_pa
 def test_two_users_are_queued_not_shed_and_fail_a_sheds_slo(
     harness_run: Run, tmp_path: Path
 ) -> None:
-    outcome = run(harness_run, tmp_path, users=2)
+    outcome = run(harness_run, tmp_path, users=2, pending=2)
     journal = outcome.journal
     (result,) = journal.slos
     sure, near = rejections(journal, outcome.result.run_dir)
-    assert sure + near == 0, "a connection and one pending slot hold 2 users' requests"
+    assert sure + near == 0, "a connection and two pending slots hold 2 users' requests"
+    edge = next(e for e in journal.edges if (e.caller, e.callee) == ("ingress", "frontend"))
+    assert edge.phases["load"]["upstream_cx_overflow"] > 0  # the pool was full: they queued
     assert result.verdict == "FAIL", result.message
     assert result.measured == 0
     assert "0 requests rejected by the circuit breaker" in result.message
