@@ -111,9 +111,9 @@ def write_run(directory: Path, requests: int) -> list[Path]:
     for i in range(requests):
         err = "HTTP 503" if failed_[i] else None
         handles[i % 2].write(
-            f'{{"t":{t_[i]!r},"ms":{ms_[i]!r},"status":{503 if err else 200},'
+            f'{{"t":{t_[i]:.6f},"ms":{ms_[i]:.3f},"status":{503 if err else 200},'
             f'"ok":{"false" if err else "true"},"err":{json.dumps(err)},'
-            f'"rid":"{prefix}{i:012x}","intended":{intended_[i]!r}}}\n'
+            f'"rid":"{prefix}{i:012x}","intended":{intended_[i]:.6f}}}\n'
         )
     for handle in handles:
         handle.close()

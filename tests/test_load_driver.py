@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -45,6 +46,8 @@ from harness.load import (
     run_load,
     summarize,
 )
+from harness.load.sample_lines import parse_block
+from harness.load.samples import rid_text
 from harness.pytest_plugin import ScenarioOutcome
 from harness.report import render_report
 
@@ -744,6 +747,24 @@ def test_the_locustfile_writes_lines_the_driver_reads(tmp_path: Path) -> None:
     assert second == Sample(
         t=3.0, ms=0.5, status=0, ok=False, err='TimeoutError: "x"\né', rid="", intended=None
     )
+
+
+def test_the_locustfiles_lines_take_the_vectorised_reader(tmp_path: Path) -> None:
+    """The real locustfile's layout is what ``sample_lines.parse_block`` reads (the slow
+    ``json`` path would give the same values, only later): times to the microsecond."""
+    lines = locustfile_eval(
+        tmp_path,
+        "[lf.sample_line(1764623456.1234567, 8.7607901, 200, None, lf.request_id(), 1764623456.12),"
+        ' lf.sample_line(1764623457.5, 1200.25, 503, "HTTP 503", lf.request_id(), None)]',
+    )
+    assert isinstance(lines, list)
+    fast = parse_block("".join(lines).encode())
+    assert fast is not None
+    assert fast["t"].tolist() == [1764623456.123457, 1764623457.5]
+    assert fast["ms"].tolist() == [8.761, 1200.25]
+    assert fast["intended"][0] == 1764623456.12 and np.isnan(fast["intended"][1])
+    assert fast["err"] == [None, "HTTP 503"] and fast["status"].tolist() == [200, 503]
+    assert [rid_text(key) for key in fast["rid"]] == [json.loads(x)["rid"] for x in lines]
 
 
 # ---------------------------------------------------------------- real Locust: stalls

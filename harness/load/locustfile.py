@@ -240,14 +240,17 @@ def sample_line(
 ) -> str:
     """One JSON line; formatted by hand because ``json.dumps`` of a dict costs 3x more.
 
-    Floats print with ``repr`` (valid JSON for finite values); only ``err`` and ``rid``
-    can hold arbitrary text, so only they go through ``json.dumps``.
+    Times are written to the microsecond (``t`` and ``intended`` with six decimals, ``ms``
+    with three): finer than the clocks they come from, and few enough digits (at most 16)
+    that the harness reads them back exactly without parsing each line
+    (``harness.load.sample_lines``). Only ``err`` and ``rid`` can hold arbitrary text, so
+    only they go through ``json.dumps``.
     """
     return (
-        f'{{"t":{t!r},"ms":{ms!r},"status":{status},'
+        f'{{"t":{t:.6f},"ms":{ms:.3f},"status":{status},'
         f'"ok":{"true" if err is None else "false"},'
         f'"err":{"null" if err is None else json.dumps(err)},"rid":{json.dumps(rid)},'
-        f'"intended":{"null" if intended is None else repr(intended)}}}\n'
+        f'"intended":{"null" if intended is None else format(intended, ".6f")}}}\n'
     )
 
 

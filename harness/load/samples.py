@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from harness.errors import LoadError
+from harness.load.sample_lines import parse_block, rid_key, rid_keys
 
 _SAMPLE_KEYS = frozenset({"t", "ms", "status", "ok", "err", "rid"})
 _OPTIONAL_SAMPLE_KEYS = frozenset({"intended", "name"})
@@ -372,24 +372,9 @@ class _Block:
             "ok": np.array(self.ok, dtype=np.bool_),
             "intended": np.array(self.intended, dtype=np.float64),  # None → NaN
             "err": self.err,
-            "rid": _rid_array(self.rid),
+            "rid": rid_keys(self.rid),
             "name": self.name,
         }
-
-
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_DASHES = [8, 13, 18, 23]
-_HEX_DIGITS = [i for i in range(36) if i not in _DASHES]
-_IS_HEX = np.zeros(256, dtype=np.bool_)
-_IS_HEX[list(b"0123456789abcdef")] = True
-
-
-def rid_key(rid: str) -> bytes:
-    """The stored form of a request id: a lowercase UUID as ``b"\x01"`` and its 16 bytes
-    (17 instead of 36), any other id as ``b"\x00"`` and its UTF-8 text."""
-    if _UUID.fullmatch(rid):
-        return b"\x01" + bytes.fromhex(rid.replace("-", ""))
-    return b"\x00" + rid.encode()
 
 
 def rid_text(key: bytes) -> str:
@@ -400,25 +385,6 @@ def rid_text(key: bytes) -> str:
         digits = key[1:].ljust(16, b"\x00").hex()
         return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
     return key[1:].decode()
-
-
-def _rid_array(rids: Sequence[str]) -> npt.NDArray[np.bytes_]:
-    """:func:`rid_key` of each id; a block of UUIDs only (what the locustfile sends) at once."""
-    if not rids:
-        return np.zeros(0, dtype="S17")
-    joined = "".join(rids)
-    if len(joined) == 36 * len(rids) and joined.isascii():
-        chars = np.frombuffer(joined.encode(), dtype=np.uint8).reshape(len(rids), 36)
-        digits = chars[:, _HEX_DIGITS]
-        if (chars[:, _DASHES] == ord("-")).all() and _IS_HEX[digits].all():
-            keys = np.empty((len(rids), 17), dtype=np.uint8)
-            keys[:, 0] = 1
-            keys[:, 1:] = np.frombuffer(
-                bytes.fromhex(digits.tobytes().decode()), dtype=np.uint8
-            ).reshape(-1, 16)
-            packed: npt.NDArray[np.bytes_] = keys.view("S17").ravel()
-            return packed
-    return np.array([rid_key(rid) for rid in rids])
 
 
 _KEY_ORDERS: dict[tuple[str, ...], bool] = {}  # a key order seen → whether it is valid
@@ -474,7 +440,11 @@ def _fast_block(lines: Sequence[bytes]) -> dict[str, Any] | None:
 
 
 def _file_blocks(path: Path) -> Iterator[tuple[dict[str, Any], int]]:
-    """The columns of ``path``, block by block; a cut-short last line is skipped."""
+    """The columns of ``path``, block by block; a cut-short last line is skipped.
+
+    A block in the locustfile's own layout is read by :func:`parse_block` (vectorised);
+    any other block by ``json`` (:func:`_fast_block`), or line by line to name the line
+    that is wrong."""
     try:
         file = path.open("rb")
     except FileNotFoundError:
@@ -482,8 +452,18 @@ def _file_blocks(path: Path) -> Iterator[tuple[dict[str, Any], int]]:
     with file:
         partial, line_number = b"", 1
         while chunk := file.read(BLOCK_BYTES):
-            lines = (partial + chunk).split(b"\n")
-            partial = lines.pop()
+            buffer = partial + chunk
+            cut = buffer.rfind(b"\n") + 1
+            whole, partial = buffer[:cut], buffer[cut:]
+            if not whole:
+                continue
+            vectorised = parse_block(whole)
+            if vectorised is not None:
+                line_number += len(vectorised["t"])
+                yield vectorised, len(whole)
+                continue
+            lines = whole.split(b"\n")
+            lines.pop()  # b"": the block ends with a newline
             numbered = [(n, line) for n, line in enumerate(lines, line_number) if line.strip()]
             line_number += len(lines)
             if numbered:

@@ -62,11 +62,67 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import beta, binom, chi2, norm
-from scipy.stats import t as t_dist
+from scipy import special
 
 Samples = Sequence[float] | npt.NDArray[np.floating[Any]]
 """Latency samples in seconds; the quantile functions want them sorted ascending."""
+
+# The distributions, from scipy.special: ``scipy.stats`` would add about 45 MB and 0.3 s to
+# every process that judges, for the same functions (its beta and binomial are these
+# incomplete beta functions; its t, chi-squared and normal these functions of cephes).
+
+
+def _beta_ppf(q: float, a: float, b: float) -> float:
+    """The q-quantile of Beta(a, b) (NaN for a shape that is not positive)."""
+    return float(special.betaincinv(a, b, q)) if a > 0 and b > 0 else math.nan
+
+
+def _beta_cdf(x: float, a: float, b: float) -> float:
+    """P(Beta(a, b) <= x) (NaN for a shape that is not positive)."""
+    return float(special.betainc(a, b, min(max(x, 0.0), 1.0))) if a > 0 and b > 0 else math.nan
+
+
+def _binom_cdf(k: int, n: int, p: float) -> float:
+    """P(Binom(n, p) <= k) = I_{1-p}(n - k, k + 1)."""
+    if k < 0:
+        return 0.0
+    return 1.0 if k >= n else float(special.betainc(n - k, k + 1, 1.0 - p))
+
+
+def _binom_sf(k: int, n: int, p: float) -> float:
+    """P(Binom(n, p) > k) = I_p(k + 1, n - k)."""
+    if k < 0:
+        return 1.0
+    return 0.0 if k >= n else float(special.betainc(k + 1, n - k, p))
+
+
+def _binom_ppf(level: float, n: int, p: float) -> int:
+    """The smallest m in [0, n] with P(Binom(n, p) <= m) >= level (bisection)."""
+    lo, hi = 0, n  # cdf(n) = 1 >= level
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _binom_cdf(mid, n, p) >= level:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _chi2_sf(x: float, df: int) -> float:
+    return float(special.chdtrc(df, x))
+
+
+def _t_ppf(q: float, df: int) -> float:
+    return float(special.stdtrit(df, q))
+
+
+def _norm_ppf(q: float) -> float:
+    return float(special.ndtri(q))
+
+
+def _norm_cdf(x: float) -> float:
+    return float(special.ndtr(x))
+
 
 # Beyond this a rate cannot be told from its objective by any practical run.
 _MAX_SAMPLES = 2**50
@@ -162,7 +218,7 @@ def rate_upper_bound(failures: int, n: int, confidence: float) -> float:
     _check_confidence(confidence)
     if failures == n:
         return 1.0
-    return max(failures / n, float(beta.ppf(confidence, failures + 1, n - failures)))
+    return max(failures / n, _beta_ppf(confidence, failures + 1, n - failures))
 
 
 def rate_lower_bound(failures: int, n: int, confidence: float) -> float:
@@ -175,15 +231,15 @@ def rate_lower_bound(failures: int, n: int, confidence: float) -> float:
     _check_confidence(confidence)
     if failures == 0:
         return 0.0
-    return min(failures / n, float(beta.ppf(1.0 - confidence, failures, n - failures + 1)))
+    return min(failures / n, _beta_ppf(1.0 - confidence, failures, n - failures + 1))
 
 
 def _rate_decided(n: int, observed_rate: float, objective: float, confidence: float) -> bool:
     """Would ``n`` samples at ``observed_rate`` put the one-sided bound past the objective?"""
     x = observed_rate * n  # a fractional count: Clopper-Pearson extends smoothly
     if observed_rate < objective:
-        return bool(beta.ppf(confidence, x + 1.0, n - x) < objective)
-    return bool(beta.ppf(1.0 - confidence, x, n - x + 1.0) > objective)
+        return bool(_beta_ppf(confidence, x + 1.0, n - x) < objective)
+    return bool(_beta_ppf(1.0 - confidence, x, n - x + 1.0) > objective)
 
 
 @lru_cache(maxsize=4096)
@@ -302,7 +358,7 @@ def _dispersion_p_value(n: npt.NDArray[np.int64], x: npt.NDArray[np.int64], rate
     suggests any excess at all.
     """
     observed = float(_pearson(n, x, rate))
-    approximate = float(chi2.sf(observed, n.size - 1))
+    approximate = _chi2_sf(observed, n.size - 1)
     expected = rate * n
     if min(float(expected.min()), float((n - expected).min())) >= MIN_EXPECTED:
         return approximate
@@ -383,9 +439,7 @@ def rate_dispersion(
     factor = chi2_block / (blocks - 1)
     if p_value >= DISPERSION_TEST_LEVEL or factor <= 1.0:
         return Dispersion(1.0, block, blocks, p_value, float(n))
-    df_correction = (
-        float(t_dist.ppf(confidence, n - 1)) / float(t_dist.ppf(confidence, blocks - 1))
-    ) ** 2
+    df_correction = (_t_ppf(confidence, n - 1) / _t_ppf(confidence, blocks - 1)) ** 2
     effective = min(float(n), n / factor * df_correction)
     return Dispersion(factor, block, blocks, p_value, effective)
 
@@ -407,8 +461,8 @@ def dispersed_rate_bounds(
     _check_counts(failures, n)
     x, m = _effective(failures, n, dispersion)
     rate = failures / n
-    lower = 0.0 if failures == 0 else min(rate, float(beta.ppf(1.0 - confidence, x, m - x + 1.0)))
-    upper = 1.0 if failures == n else max(rate, float(beta.ppf(confidence, x + 1.0, m - x)))
+    lower = 0.0 if failures == 0 else min(rate, _beta_ppf(1.0 - confidence, x, m - x + 1.0))
+    upper = 1.0 if failures == n else max(rate, _beta_ppf(confidence, x + 1.0, m - x))
     return lower, upper
 
 
@@ -433,7 +487,7 @@ def rate_fail_p_value(
         return 1.0
     x, m = _effective(failures, n, dispersion)
     # P(Binom(m, p) >= x) = I_p(x, m - x + 1), extended smoothly to fractional counts.
-    return float(beta.cdf(objective, x, m - x + 1.0))
+    return _beta_cdf(objective, x, m - x + 1.0)
 
 
 # --------------------------------------------------------------------------- quantiles
@@ -461,12 +515,7 @@ def quantile_upper_rank(n: int, q: float, confidence: float) -> int | None:
     _check_confidence(confidence)
     if n < 1:
         return None
-    # binom.ppf gives the smallest m with cdf(m) >= confidence; nudge it against rounding.
-    m = int(binom.ppf(confidence, n, q))
-    while m > 0 and binom.cdf(m - 1, n, q) >= confidence:
-        m -= 1
-    while m <= n and binom.cdf(m, n, q) < confidence:
-        m += 1
+    m = _binom_ppf(confidence, n, q)  # the smallest m with cdf(m) >= confidence
     rank = m + 1
     return rank if rank <= n else None
 
@@ -482,10 +531,10 @@ def quantile_lower_rank(n: int, q: float, confidence: float) -> int | None:
     _check_confidence(confidence)
     if n < 1:
         return None
-    j = int(binom.ppf(1.0 - confidence, n, q)) + 1
-    while j > 0 and binom.sf(j - 1, n, q) < confidence:  # sf(j - 1) = P(B >= j)
+    j = _binom_ppf(1.0 - confidence, n, q) + 1
+    while j > 0 and _binom_sf(j - 1, n, q) < confidence:  # sf(j - 1) = P(B >= j)
         j -= 1
-    while j < n and binom.sf(j, n, q) >= confidence:
+    while j < n and _binom_sf(j, n, q) >= confidence:
         j += 1
     return j if j >= 1 else None
 
@@ -625,13 +674,13 @@ def quantile_fail_p_value(
         return 1.0
     r = int(np.searchsorted(values, max_value, side="right"))
     if dispersion is None or not dispersion.detected:
-        return float(binom.cdf(r, n, q))
+        return _binom_cdf(r, n, q)
     m = min(float(n), dispersion.effective_n)
     x = r / n * m
     if x >= m:
         return 1.0
     # P(Binom(m, q) <= x) = I_{1-q}(m - x, x + 1), extended to fractional counts.
-    return float(beta.cdf(1.0 - q, m - x, x + 1.0))
+    return _beta_cdf(1.0 - q, m - x, x + 1.0)
 
 
 def samples_needed_for_quantile(q: float, confidence: float) -> int:
@@ -764,7 +813,7 @@ def shift_bound_rank(n: int, m: int, confidence: float) -> int | None:
         mean = n * m / 2.0
         sd = math.sqrt(n * m * (n + m + 1) / 12.0)
         # P(U <= u) ~ Phi((u + 0.5 - mean) / sd) <= alpha
-        k = math.floor(mean - 0.5 + float(norm.ppf(1.0 - confidence)) * sd) + 1
+        k = math.floor(mean - 0.5 + _norm_ppf(1.0 - confidence) * sd) + 1
     return k if k >= 1 else None
 
 
@@ -1005,7 +1054,7 @@ def shift_fail_p_value(baseline: Samples, phase: Samples, max_shift: float) -> f
         return mann_whitney_cdf(count, n, m)
     mean = n * m / 2.0
     sd = math.sqrt(n * m * (n + m + 1) / 12.0)
-    return float(norm.cdf((count + 0.5 - mean) / sd))
+    return _norm_cdf((count + 0.5 - mean) / sd)
 
 
 @lru_cache(maxsize=64)
