@@ -645,14 +645,15 @@ def test_per_try_timeouts_keep_p99_under_a_latency_toxic(
     toxiproxy_server: str, harness_run: Run
 ) -> None:
     # Under mTLS (as under istiod) the handshake to catalog-0 crosses the toxic outside the
-    # per-try timeout; outlier detection ejects catalog-0 after two per-try timeouts. The few
-    # slow requests before the ejection come in one burst, which the statistics may leave
-    # INCONCLUSIVE (docs/istio-semantics.md), never FAIL: the measured p99 stays under the
-    # objective (without the ejection it is about 670 ms).
+    # per-try timeout; outlier detection ejects catalog-0 after two per-try timeouts, so only
+    # a burst of requests at the fault's start is slow (without the ejection p99 is about
+    # 670 ms; the scenario says why its SLO is p95). A 100 ms per-try timeout is tight for
+    # a CI machine running other tests beside it: the verdict may be INCONCLUSIVE there,
+    # never FAIL, and the measured p95 stays under the objective.
     outcome = harness_run(SCENARIOS / "latency-toxic-timeouts.yaml")
     assert outcome.exit_code in (ExitCode.PASSED, ExitCode.INCONCLUSIVE), outcome.summary
-    (p99,) = [s for s in outcome.journal.slos if (s.slo, s.phase) == ("p99-latency", "fault")]
-    assert p99.verdict != "FAIL" and p99.measured is not None and p99.measured < 0.25, p99
+    (p95,) = [s for s in outcome.journal.slos if (s.slo, s.phase) == ("p95-latency", "fault")]
+    assert p95.verdict != "FAIL" and p95.measured is not None and p95.measured < 0.25, p95
     (fault,) = outcome.journal.faults
     assert fault.took_effect and fault.revert_verified
     assert fault.evidence["requests_via_proxy"] > 0
@@ -678,5 +679,5 @@ def test_negative_control_without_per_try_timeout_fails(
     assert outcome.exit_code == ExitCode.FAILED, outcome.summary
     assert outcome.journal.faults[0].took_effect
     failed = [(e.slo, e.phase) for e in outcome.journal.slos if e.verdict == "FAIL"]
-    assert failed == [("p99-latency", "fault")]
+    assert failed == [("p95-latency", "fault")]
     assert _edge(outcome, "frontend", "catalog")["fault"]["upstream_rq_per_try_timeout"] == 0
