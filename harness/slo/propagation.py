@@ -100,7 +100,7 @@ def evaluate_propagation(slo: ConfigPropagationSlo, phase: str, journal: Journal
     return result(
         verdict,
         took,
-        f"{len(record.proxies)} proxies SYNCED with the change to {record.service}'s routes "
+        f"{_proxies(len(record.proxies))} SYNCED with the change to {record.service}'s routes "
         f"{seconds(took)} after it could propagate{' (' + after + ')' if after else ''}; "
         f"objective {seconds(slo.max)} "
         f"(written {seconds(record.written_at - record.due_at)} after due)",
@@ -110,3 +110,7 @@ def evaluate_propagation(slo: ConfigPropagationSlo, phase: str, journal: Journal
 def record_of(journal: Journal, slo: str) -> ConfigChangeRecord | None:
     """The change a ``configPropagation`` SLO made, if it was made."""
     return next((c for c in journal.config_changes if c.slo == slo), None)
+
+
+def _proxies(count: int) -> str:
+    return f"{count} prox{'y' if count == 1 else 'ies'}"
