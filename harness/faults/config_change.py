@@ -78,7 +78,7 @@ class ConfigChangeWatch:
         while not self._stop.is_set():
             try:
                 pending = self.control.route_pending(record.service, HEADER, record.value, before)
-            except HarnessError:
+            except (HarnessError, ValueError, OSError):  # a half-written answer: ask again
                 pending = list(record.proxies)
             record.pending = pending
             if not pending:

@@ -207,8 +207,8 @@ class ControlPlaneFaultInjector:
             left = self.control.certificate_seconds_left()
             evidence["certificates_valid"] = sum(1 for v in left.values() if v > 0)
             evidence["certificate_seconds_left_min"] = _shortest(left)
-        except HarnessError:
-            return evidence
+        except (HarnessError, ValueError, OSError):
+            return evidence  # what was read so far: the revert must still run
         return evidence
 
     def judge_effect(self, evidence: dict[str, int]) -> tuple[bool, str]:

@@ -146,7 +146,7 @@ class IstioControlPlaneFaults:
     def not_synced(self) -> list[str] | None:
         try:
             entries = {str(e.get("proxy", "")): e for e in syncz(self.sandbox, SYNCZ_TIMEOUT_S)}
-        except HarnessError:
+        except (HarnessError, ValueError):
             return None
         return sorted(
             name
@@ -168,9 +168,13 @@ class IstioControlPlaneFaults:
                 continue
             if status != 200:
                 continue
+            try:
+                certificates = json.loads(body).get("certificates", [])
+            except ValueError:
+                continue
             expiries = [
                 datetime.datetime.fromisoformat(str(cert["expiration_time"]))
-                for item in json.loads(body).get("certificates", [])
+                for item in certificates
                 for cert in item.get("cert_chain", [])
                 if cert.get("expiration_time")
             ]
@@ -189,7 +193,7 @@ class IstioControlPlaneFaults:
     def write_route_header(self, service: str, header: str, value: str) -> dict[str, Any]:
         try:
             before: dict[str, Any] = dict(snapshot(self.sandbox, SYNCZ_TIMEOUT_S))
-        except HarnessError:
+        except (HarnessError, ValueError):
             before = {}  # istiod is down: whatever it sends once back is newer
         existing = next(
             (
@@ -209,7 +213,7 @@ class IstioControlPlaneFaults:
         affected = self.affected_by(service)
         try:
             entries = {str(e.get("proxy", "")): e for e in syncz(self.sandbox, SYNCZ_TIMEOUT_S)}
-        except HarnessError:
+        except (HarnessError, ValueError):
             return list(affected)
         pending = []
         for name in affected:
