@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import Call, FakeDeployment, recording_factory
 from journals import new_journal
 
 from harness.errors import PlatformError, ScenarioError
@@ -25,7 +26,7 @@ from harness.platforms.local.istio.outage import route_with_header
 from harness.platforms.local.platform import Mesh
 from harness.platforms.local.processes import namespace_members, run_processes
 from harness.pytest_plugin import ScenarioOutcome
-from harness.runner import RunOptions, run_scenario
+from harness.runner import Run, RunOptions, run_scenario
 from harness.scenario import load_scenario_text
 from harness.scenario.models import ConfigPropagationSlo, ControlPlaneFault
 from harness.slo.propagation import evaluate_propagation, propagation_start
@@ -309,7 +310,7 @@ class _FakeDeployment:
 
 
 def test_the_change_keeps_the_rendered_route_policy() -> None:
-    rendered = {
+    rendered: Any = {
         "apiVersion": "networking.istio.io/v1",
         "kind": "VirtualService",
         "metadata": {"name": "catalog", "namespace": "ns"},
@@ -321,7 +322,7 @@ def test_the_change_keeps_the_rendered_route_policy() -> None:
     changed: Any = route_with_header(rendered, "ns", "catalog", HEADER, "v")
     assert changed["spec"]["http"][0]["timeout"] == "2s"
     assert changed["spec"]["http"][0]["headers"] == {"response": {"add": {HEADER: "v"}}}
-    assert "headers" not in rendered["spec"]["http"][0]  # type: ignore[index]
+    assert "headers" not in rendered["spec"]["http"][0]
     built: Any = route_with_header(None, "ns", "inventory", HEADER, "v")
     (route,) = built["spec"]["http"]
     assert route["route"][0]["destination"] == {"host": "inventory", "port": {"number": 8080}}
@@ -330,7 +331,7 @@ def test_the_change_keeps_the_rendered_route_policy() -> None:
 
 # --------------------------------------------------------------------------- real istiod
 
-Run = Callable[..., ScenarioOutcome]
+Runner = Callable[..., ScenarioOutcome]
 
 
 def nothing_left(journal: Any) -> None:
@@ -344,7 +345,7 @@ def nothing_left(journal: Any) -> None:
 @pytest.mark.slow
 @pytest.mark.controlplane
 def test_control_plane_outage_keeps_the_mesh_serving_and_changes_arrive(
-    harness_run: Run,
+    harness_run: Runner,
 ) -> None:
     """istiod killed / paused / cut off, the API server paused / killed: every fault proven,
     no request lost beyond 1%, both changes SYNCED within their objectives, resync timed."""
@@ -382,7 +383,7 @@ def test_control_plane_outage_keeps_the_mesh_serving_and_changes_arrive(
 @pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.controlplane
-def test_negative_control_a_change_while_istiod_stays_down_fails(harness_run: Run) -> None:
+def test_negative_control_a_change_while_istiod_stays_down_fails(harness_run: Runner) -> None:
     outcome = harness_run(SCENARIOS / "control-plane-outage-negative.yaml", mesh=Mesh.ISTIO)
     journal = outcome.journal
     assert outcome.exit_code == 1, outcome.summary
@@ -395,3 +396,49 @@ def test_negative_control_a_change_while_istiod_stays_down_fails(harness_run: Ru
     assert failed.verdict == "FAIL"
     assert "control plane was down from the change to the end of the run" in failed.message
     nothing_left(journal)
+
+
+LOOP = """
+apiVersion: harness/v1
+metadata: {name: cp-loop}
+load: {rate: 20}
+phases:
+  - {name: baseline, duration: 30ms}
+  - {name: outage, duration: 400ms}
+faults:
+  - {name: down, kind: controlPlane, phase: outage, duration: 100ms}
+slos:
+  - {name: change, kind: configPropagation, change: {service: catalog, phase: outage, at: 50ms},
+     max: 1s}
+"""
+
+
+def test_the_run_loop_makes_the_change_in_its_phase_and_journals_it_fake_deployment(
+    tmp_path: Path,
+) -> None:
+    """The runner's hook: the change is due at its phase's start + ``at``, watched on its
+    own thread while the (recorded, FAKE) outage runs, and journaled for the judge."""
+    spec = scenario(LOOP)
+    log: list[Call] = []
+    journal = new_journal(scenario_name=spec.metadata.name, platform="fake")
+    run = Run(spec, tmp_path, journal, lambda message: None, None, recording_factory(log))
+    control = FakeControlPlane(arrive_after_polls=1)
+    deployment = FakeDeployment(spec, tmp_path, control_plane_faults=control)
+    run.execute(deployment)
+    (change,) = run.journal.config_changes
+    outage = run.journal.phases[1]
+    assert change.due_at == pytest.approx(outage.start + 0.05)
+    assert change.written_at is not None and change.synced_at is not None
+    assert control.written == {"catalog": f"{HEADER}: change"}
+    (fault,) = run.journal.faults
+    assert fault.kind == "controlPlane" and fault.reverted_at is not None
+    # Judged from the journal alone: the clock starts at the (recorded) outage's end.
+    result = evaluate_propagation(_slo_of(spec), "outage", run.journal)
+    assert result.verdict == Verdict.PASS, result.message
+    assert result.measured == pytest.approx(max(0.0, change.synced_at - fault.reverted_at))
+
+
+def _slo_of(spec: Any) -> ConfigPropagationSlo:
+    (found,) = [slo for slo in spec.slos if isinstance(slo, ConfigPropagationSlo)]
+    assert isinstance(found, ConfigPropagationSlo)
+    return found
