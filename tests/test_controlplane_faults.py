@@ -20,12 +20,13 @@ from journals import new_journal
 from harness.errors import PlatformError, ScenarioError
 from harness.faults.config_change import HEADER, ConfigChanges
 from harness.faults.controlplane import ControlPlaneFaultInjector
-from harness.journal import ConfigChangeRecord, FaultEntry, PhaseWindow, Verdict
+from harness.journal import ConfigChangeRecord, FaultEntry, Journal, PhaseWindow, Verdict
 from harness.platforms.base import ControlPlaneComponent
 from harness.platforms.local.istio.outage import route_with_header
 from harness.platforms.local.platform import Mesh
 from harness.platforms.local.processes import namespace_members, run_processes
 from harness.pytest_plugin import ScenarioOutcome
+from harness.report import render_report
 from harness.runner import Run, RunOptions, run_scenario
 from harness.scenario import load_scenario_text
 from harness.scenario.models import ConfigPropagationSlo, ControlPlaneFault
@@ -377,6 +378,9 @@ def test_control_plane_outage_keeps_the_mesh_serving_and_changes_arrive(
     verdicts = {(r.slo, r.phase): r.verdict for r in journal.slos}
     assert verdicts[("change-while-istiod-down", "istiod-killed")] == "PASS"
     assert verdicts[("change-while-cut-off", "xds-cut")] == "PASS"
+    html = render_report(Journal.read(outcome.result.journal_path))  # the journal alone
+    assert "control-plane fault: xds-cut" in html and "every proxy SYNCED again" in html
+    assert "SYNCED on 3 proxies" in html
     nothing_left(journal)
 
 
@@ -395,6 +399,8 @@ def test_negative_control_a_change_while_istiod_stays_down_fails(harness_run: Ru
     failed = verdicts["change-while-istiod-down"]
     assert failed.verdict == "FAIL"
     assert "control plane was down from the change to the end of the run" in failed.message
+    html = render_report(Journal.read(outcome.result.journal_path))
+    assert "after the run ended" in html or "when the run ended" in html
     nothing_left(journal)
 
 
