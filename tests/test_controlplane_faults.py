@@ -85,6 +85,19 @@ def test_a_config_change_must_be_one_the_run_can_make(change: str, message: str)
     assert "slos[1].change" in str(caught.value) or "slos.1.change" in str(caught.value)
 
 
+def test_a_config_change_is_judged_once_and_alone_on_its_service() -> None:
+    twice = OUTAGE.replace(
+        "     max: 5s}",
+        "     max: 5s, phases: [outage]}\n"
+        "  - {name: again, kind: configPropagation, change: {service: catalog, phase: outage},"
+        " max: 5s}",
+    )
+    with pytest.raises(ScenarioError) as caught:
+        scenario(twice)
+    assert "judged once, in its change's phase; remove phases" in str(caught.value)
+    assert "another configPropagation SLO already changes 'catalog'" in str(caught.value)
+
+
 def test_mesh_envoy_refuses_a_control_plane_scenario_before_making_anything(
     tmp_path: Path,
 ) -> None:

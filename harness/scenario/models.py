@@ -873,6 +873,27 @@ class Scenario(Model):
             problems += self._edge_problems((*where, "edge"), edge.from_, edge.to)
         if isinstance(slo, ConfigPropagationSlo):
             problems += self._change_problems((*where, "change"), slo.change, phases)
+            if slo.phases:
+                problems.append(
+                    (
+                        (*where, "phases"),
+                        "a configPropagation SLO is judged once, in its change's phase; "
+                        "remove phases",
+                    )
+                )
+            changed = [
+                other.change.service
+                for other in self.slos[: int(where[1])]
+                if isinstance(other, ConfigPropagationSlo)
+            ]
+            if slo.change.service in changed:
+                problems.append(
+                    (
+                        (*where, "change", "service"),
+                        f"another configPropagation SLO already changes {slo.change.service!r}'s "
+                        "routes (each change replaces the VirtualService); pick another service",
+                    )
+                )
         return problems
 
     def _change_problems(
