@@ -53,6 +53,7 @@ WHERE_FAULTS_LIVE = {
     "partition": "nft rules live in the run's network namespace",
     "kill": "killed instances belonged to the run's namespace",
     "pause": "paused processes belonged to the run's namespace",
+    "controlPlane": "istiod, the API server and xDS cuts lived in the run's namespace",
 }
 
 

@@ -25,7 +25,7 @@ MAX_DEPTH = 64  # a real journal nests about 8 deep (the scenario inside it, a l
 RunStatus = Literal["running", "completed", "interrupted", "error", "crashed"]
 """``crashed``: the run died without closing its journal, and ``harness cleanup`` closed it."""
 RunVerdict = Literal["PASS", "FAIL", "INCONCLUSIVE", "ERROR", "INTERRUPTED"]
-FaultKind = Literal["http", "toxic", "partition", "kill", "pause"]
+FaultKind = Literal["http", "toxic", "partition", "kill", "pause", "controlPlane"]
 SloKind = Literal[
     "errorRate",
     "latency",
@@ -34,6 +34,7 @@ SloKind = Literal[
     "ejections",
     "sheds",
     "recoveryTime",
+    "configPropagation",
 ]
 Unit = Literal["ratio", "s", "factor", "count"]
 ActionKind = Literal["note", "inject", "revert", "extend", "end-phase", "halt"]
@@ -327,6 +328,25 @@ class ControlPlaneTimings(Record):
         return [(name, value) for name, value in self if value is not None]
 
 
+class ConfigChangeRecord(Record):
+    """A ``configPropagation`` SLO's policy change: when it was written (the API server
+    accepted it) and when every affected proxy was SYNCED with it (``None``: not by the end
+    of the run). Epoch seconds; judged by :mod:`harness.slo.propagation`."""
+
+    slo: str
+    service: str  # whose VirtualService changed
+    phase: str
+    header: str  # the response header added to its routes ...
+    value: str  # ... with this value, looked for in each proxy's routes
+    proxies: list[str]  # the sidecars that apply it (its callers' instances)
+    due_at: float  # when the scenario asked for the write
+    written_at: float | None = None  # the API server accepted it (retried while it was down)
+    synced_at: float | None = None  # every proxy SYNCED with a route holding the header
+    pending: list[str] = Field(default_factory=list)  # proxies without it at the end
+    write_errors: int = 0  # refused or unreachable writes before the one that went through
+    error: str | None = None  # the last write error, when no write went through
+
+
 class ControlPlaneRecord(Record):
     """The real control plane of a ``--mesh istio`` run."""
 
@@ -348,6 +368,8 @@ class Journal(Record):
     namespaces: dict[str, str] = Field(default_factory=dict)
     mesh: str = "envoy"  # envoy: the harness's translation; istio: a real istiod
     control_plane: ControlPlaneRecord | None = None
+    # configPropagation SLOs' policy changes (absent from older journals)
+    config_changes: list[ConfigChangeRecord] = Field(default_factory=list)
     instances: list[InstanceRecord] = Field(default_factory=list)  # as deployed
     environment: dict[str, str]
     started_at: float

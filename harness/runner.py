@@ -36,6 +36,7 @@ from harness.control import (
 from harness.errors import ExitCode, Halted, HarnessError, Interrupted, LoadError, OutputError
 from harness.faults import InjectorFactory, build_injector
 from harness.faults.base import Adjustable, Injector, UndoJournal, applied
+from harness.faults.config_change import ConfigChanges
 from harness.journal import (
     ActionKind,
     ControlPlaneRecord,
@@ -60,7 +61,7 @@ from harness.observe.access_logs import analyze_access_logs
 from harness.observe.sampler import MeshSampler
 from harness.observe.timeline import latency_histograms, load_timeline, phase_loads
 from harness.platforms.base import Deployment
-from harness.platforms.local.deploy import LocalPlatform
+from harness.platforms.local.deploy import LocalPlatform, refuse_control_plane_uses
 from harness.platforms.local.platform import LocalDeployment, Mesh
 from harness.platforms.local.sandbox import Isolation
 from harness.runlock import RunnerLock, process_start
@@ -212,6 +213,7 @@ class Run:
         self.samples_path = run_dir / "samples.jsonl"
         self.snapshots: list[dict[str, dict[str, int]]] = []
         self.injectors: list[tuple[int, Injector]] = []
+        self.changes = ConfigChanges([])  # configPropagation SLOs' policy changes
         self.sampler: MeshSampler | None = None
         # Where Locust writes while it runs: samples.jsonl, or one file per worker.
         self.live_samples = live_samples_paths(self.samples_path, scenario.load.workers)
@@ -229,6 +231,7 @@ class Run:
         scenario = self.scenario
         self.deployment = deployment
         self.build_injectors(deployment)
+        self.changes = ConfigChanges.for_run(scenario, deployment)
         spare = self.extension_left  # what an operator may add to the phases
         plan = LoadPlan(
             host=deployment.ingress_url,
@@ -273,6 +276,7 @@ class Run:
                 self._run_phase(deployment, locust, phase.name, phase.duration)
         finally:
             self.phase = None
+            self.journal.config_changes = self.changes.stop()
             self.publish("stopping")
             if self.sampler is not None:
                 self.sampler.stop()
@@ -350,6 +354,7 @@ class Run:
             + (f", faults: {', '.join(phase_faults)}" if phase_faults else "")
         )
         start = time.time()
+        self.changes.phase_started(name, start)
         phase = _Phase(name, start, start + duration, self._phase_events(name, start, duration))
         self.phase = phase
         self.publish()
@@ -700,6 +705,8 @@ def run_scenario(
     >>> result.exit_code   # ExitCode.PASSED
     """
     options = options or RunOptions()
+    if options.mesh is not Mesh.ISTIO:
+        refuse_control_plane_uses(scenario)  # before anything is made (exit 2)
     run_id = new_run_id()
     run_dir = (options.reports_dir / scenario.metadata.name / run_id).resolve()
     try:

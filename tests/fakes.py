@@ -18,7 +18,13 @@ from typing import Any
 
 from harness.journal import FaultEntry
 from harness.mesh.admin import AdminApi
-from harness.platforms.base import InstanceInfo, PacketFilter, ProcessKind, ToxicEdges
+from harness.platforms.base import (
+    ControlPlaneFaults,
+    InstanceInfo,
+    PacketFilter,
+    ProcessKind,
+    ToxicEdges,
+)
 from harness.scenario.models import Fault, Scenario
 
 
@@ -58,6 +64,7 @@ class FakeDeployment:
     ingress_url: str = "http://fake.invalid"
     toxics: ToxicEdges | None = None
     packet_filter: PacketFilter | None = None
+    control_plane_faults: ControlPlaneFaults | None = None
     calls: list[str] = field(default_factory=list)
     stopped_at: float | None = None  # when the runner stopped the load generator
     _running_checks: int = 0

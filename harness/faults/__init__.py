@@ -9,6 +9,8 @@ kind                  how (local platform)                      evidence of effe
 ``toxic``             toxiproxy between caller and callee       toxic present, bytes/conns
 ``partition``         nftables in the run's network namespace   rule packet counters
 ``kill`` / ``pause``  signals to the instance's processes       process state
+``controlPlane``      istiod / API server killed, paused, or    process state, nft counters
+                      the sidecars cut from istiod (nft)
 ====================  ========================================  ==========================
 """
 
@@ -17,11 +19,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import assert_never
 
-from harness.faults import http, partition, process, toxic
+from harness.faults import controlplane, http, partition, process, toxic
 from harness.faults.base import Adjustable, Injector, UndoJournal, applied, select_instances
 from harness.faults.http import HttpFaultInjector
 from harness.platforms.base import Deployment
 from harness.scenario.models import (
+    ControlPlaneFault,
     Fault,
     HttpFault,
     KillFault,
@@ -45,6 +48,8 @@ def build_injector(fault: Fault, name: str, deployment: Deployment) -> Injector:
             return partition.from_scenario(fault, name, deployment)
         case KillFault() | PauseFault():
             return process.from_scenario(fault, name, deployment)
+        case ControlPlaneFault():
+            return controlplane.from_scenario(fault, name, deployment)
         case _:
             assert_never(fault)
 

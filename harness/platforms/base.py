@@ -7,7 +7,9 @@ named surfaces that a deployment offers or leaves ``None``:
 
 * :class:`ToxicEdges` — toxiproxy in front of the edges that need it (:func:`toxic_edges`
   decides which), for ``kind: toxic`` faults and host-mode partitions;
-* :class:`PacketFilter` — run ``nft`` in the run's own network namespace, for partitions.
+* :class:`PacketFilter` — run ``nft`` in the run's own network namespace, for partitions;
+* :class:`ControlPlaneFaults` — a real control plane's processes and sync state, for
+  ``controlPlane`` faults and ``configPropagation`` SLOs (``--mesh istio``).
 
 A Kubernetes platform would offer the same surfaces differently (a toxiproxy pod, nft in a
 pod's network namespace) without the injectors changing.
@@ -18,7 +20,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from harness.app.topology import DEFAULT_VERSION
 from harness.mesh.admin import AdminApi
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from harness.platforms.local.toxiproxy import Toxiproxy
 
 ProcessKind = Literal["app", "sidecar"]
+ControlPlaneComponent = Literal["istiod", "apiserver"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,72 @@ class PacketFilter(Protocol):
         ...
 
 
+class ControlPlaneFaults(Protocol):
+    """The control plane of a mesh that has one: its processes, and what its proxies hold."""
+
+    def pid(self, component: ControlPlaneComponent) -> int:
+        """The PID of the component's current process."""
+        ...
+
+    def state(self, component: ControlPlaneComponent) -> str | None:
+        """The kernel's state letter of the component (``T``: stopped), None when gone."""
+        ...
+
+    def kill(self, component: ControlPlaneComponent) -> int:
+        """SIGKILL the component and wait until it is gone; its PID."""
+        ...
+
+    def restart(self, component: ControlPlaneComponent) -> int:
+        """Start a killed component again and wait until it is ready; the new PID."""
+        ...
+
+    def pause(self, component: ControlPlaneComponent) -> int: ...
+
+    def resume(self, component: ControlPlaneComponent) -> int: ...
+
+    @property
+    def xds_port(self) -> int:
+        """The port on which the proxies' agents reach istiod (xDS, certificates)."""
+        ...
+
+    def proxies(self) -> tuple[str, ...]:
+        """Every proxy the control plane programs (``ingress`` and the sidecars)."""
+        ...
+
+    def connected(self) -> dict[str, int]:
+        """Each proxy's Envoy ``control_plane.connected_state`` (1: its xDS stream is up)."""
+        ...
+
+    def not_synced(self) -> list[str] | None:
+        """The proxies istiod does not show SYNCED; None when istiod does not answer."""
+        ...
+
+    def wait_synced(self, timeout_s: float) -> float:
+        """Wait until every proxy is SYNCED with istiod; the seconds it took."""
+        ...
+
+    def certificate_seconds_left(self) -> dict[str, int]:
+        """Each proxy's workload certificate: seconds until it expires (Envoy's ``/certs``)."""
+        ...
+
+    def affected_by(self, service: str) -> tuple[str, ...]:
+        """The sidecars that apply ``service``'s VirtualService (its callers' instances)."""
+        ...
+
+    def write_route_header(self, service: str, header: str, value: str) -> dict[str, Any]:
+        """Add a response header to ``service``'s VirtualService routes through the API
+        server (raises :class:`~harness.errors.PlatformError` when it cannot be written);
+        the sync state before the write, for :meth:`route_pending`."""
+        ...
+
+    def route_pending(
+        self, service: str, header: str, value: str, before: dict[str, Any]
+    ) -> list[str]:
+        """The affected proxies that have not yet acknowledged a configuration newer than
+        ``before`` holding the header (empty: it arrived everywhere)."""
+        ...
+
+
 class Deployment(Protocol):
     """A running app with its mesh; the runner drives load and faults through it."""
 
@@ -127,6 +196,11 @@ class Deployment(Protocol):
     @property
     def packet_filter(self) -> PacketFilter | None:
         """``None`` where the run has no network namespace of its own."""
+        ...
+
+    @property
+    def control_plane_faults(self) -> ControlPlaneFaults | None:
+        """``None`` where the mesh has no control plane (``--mesh envoy``)."""
         ...
 
     def instances_of(self, service: str) -> tuple[InstanceInfo, ...]: ...
@@ -186,6 +260,8 @@ class Platform(Protocol):
 
 
 __all__ = [
+    "ControlPlaneComponent",
+    "ControlPlaneFaults",
     "Deployment",
     "EdgeProxy",
     "InstanceInfo",

@@ -734,7 +734,41 @@ def _environment_rows(journal: Journal) -> list[tuple[str, str]]:
             )
             for push in plane.pushes
         )
+    rows.extend(_control_plane_fault_rows(journal))
     rows.extend(sorted(journal.environment.items()))
+    return rows
+
+
+def _control_plane_fault_rows(journal: Journal) -> list[tuple[str, str]]:
+    """Each control-plane fault's resync time and each configPropagation change's path."""
+    rows = [
+        (
+            f"control-plane fault: {fault.name}",
+            f"{fault.detail.get('action')} {fault.detail.get('component')}; every proxy SYNCED "
+            + (
+                f"again {fault.detail['resynced_s']:.1f} s after the revert began"
+                if "resynced_s" in fault.detail
+                else "again: not seen"
+            ),
+        )
+        for fault in journal.faults
+        if fault.kind == "controlPlane"
+    ]
+    for change in journal.config_changes:
+        if change.written_at is None:
+            how = f"never written ({change.write_errors} attempts: {change.error})"
+        elif change.synced_at is None:
+            how = f"not SYNCED on {', '.join(change.pending)} when the run ended"
+        else:
+            count = len(change.proxies)
+            how = (
+                f"written {change.written_at - change.due_at:.2f} s after due, SYNCED on "
+                f"{count} prox{'y' if count == 1 else 'ies'} "
+                f"{change.synced_at - change.written_at:.2f} s later"
+            )
+            if journal.phases and change.synced_at > max(w.end for w in journal.phases):
+                how += ", after the run ended"
+        rows.append((f"config change: {change.header} on {change.service}'s routes", how))
     return rows
 
 

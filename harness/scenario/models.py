@@ -539,11 +539,32 @@ class PauseFault(FaultTiming):
     process: Literal["app", "sidecar"] = "app"
 
 
+class ControlPlaneFault(FaultTiming):
+    """An outage of the mesh's control plane (``--mesh istio`` only): ``kill`` (SIGKILL,
+    started again when the window ends), ``pause`` (SIGSTOP: a hung process) of istiod or of
+    the Kubernetes API server, or ``partition``: the sidecars cut from istiod's xDS port
+    (nft), istiod itself running. The data plane should keep serving with its last
+    configuration meanwhile."""
+
+    kind: Literal["controlPlane"]
+    component: Literal["istiod", "apiserver"] = "istiod"
+    action: Literal["kill", "pause", "partition"] = "kill"
+
+    @model_validator(mode="after")
+    def _partition_is_istiod(self) -> ControlPlaneFault:
+        if self.action == "partition" and self.component != "istiod":
+            raise ValueError(
+                "action partition cuts the sidecars from istiod's xDS port; the sidecars never "
+                "talk to the API server: use component istiod, or kill / pause the apiserver"
+            )
+        return self
+
+
 Fault = Annotated[
-    HttpFault | ToxicFault | PartitionFault | KillFault | PauseFault,
+    HttpFault | ToxicFault | PartitionFault | KillFault | PauseFault | ControlPlaneFault,
     Field(discriminator="kind"),
 ]
-FAULT_KINDS: tuple[str, ...] = ("http", "toxic", "partition", "kill", "pause")
+FAULT_KINDS: tuple[str, ...] = ("http", "toxic", "partition", "kill", "pause", "controlPlane")
 
 
 class Guard(Model):
@@ -647,6 +668,27 @@ class RecoverySlo(SloBase):
     error_rate: Fraction = Field(default=0.01)
 
 
+class ConfigChange(Model):
+    """The harmless, observable policy change a ``configPropagation`` SLO makes: a response
+    header added to the routes of ``service``'s VirtualService (its callers' sidecars)."""
+
+    service: str = Field(description="Whose VirtualService changes (it needs a calling service).")
+    phase: str = Field(description="The phase in which the change is written.")
+    at: Duration = Field(default=0.0, description="Offset from the start of that phase.")
+
+
+class ConfigPropagationSlo(SloBase):
+    """A policy change reaches every affected proxy (istiod's ``/debug/syncz`` SYNCED with
+    it, and the header in each proxy's routes) within ``max`` of the moment it can: the
+    change's write, or, when a control-plane fault of the scenario is acting then, that
+    fault's end. One measurement, judged exactly; not SYNCED by the end of the run: FAIL.
+    ``--mesh istio`` only."""
+
+    kind: Literal["configPropagation"]
+    change: ConfigChange
+    max: Duration
+
+
 Slo = Annotated[
     ErrorRateSlo
     | LatencySlo
@@ -654,7 +696,8 @@ Slo = Annotated[
     | RetryAmplificationSlo
     | EjectionSlo
     | SheddingSlo
-    | RecoverySlo,
+    | RecoverySlo
+    | ConfigPropagationSlo,
     Field(discriminator="kind"),
 ]
 SLO_KINDS: tuple[str, ...] = (
@@ -665,6 +708,7 @@ SLO_KINDS: tuple[str, ...] = (
     "ejections",
     "sheds",
     "recoveryTime",
+    "configPropagation",
 )
 
 
@@ -808,6 +852,8 @@ class Scenario(Model):
             problems += self._service_problems((*where, "to", "service"), fault.to.service)
         elif isinstance(fault, HttpFault | ToxicFault) and fault.source is not None:
             problems += self._edge_problems((*where, "source"), fault.source, fault.target.service)
+        elif isinstance(fault, ControlPlaneFault):
+            pass  # no service: the control plane
         else:
             problems += self._service_problems((*where, "target", "service"), fault.target.service)
         return problems
@@ -825,7 +871,67 @@ class Scenario(Model):
         edge = getattr(slo, "edge", None)
         if isinstance(edge, Edge):
             problems += self._edge_problems((*where, "edge"), edge.from_, edge.to)
+        if isinstance(slo, ConfigPropagationSlo):
+            problems += self._change_problems((*where, "change"), slo.change, phases)
+            if slo.phases:
+                problems.append(
+                    (
+                        (*where, "phases"),
+                        "a configPropagation SLO is judged once, in its change's phase; "
+                        "remove phases",
+                    )
+                )
+            changed = [
+                other.change.service
+                for other in self.slos[: int(where[1])]
+                if isinstance(other, ConfigPropagationSlo)
+            ]
+            if slo.change.service in changed:
+                problems.append(
+                    (
+                        (*where, "change", "service"),
+                        f"another configPropagation SLO already changes {slo.change.service!r}'s "
+                        "routes (each change replaces the VirtualService); pick another service",
+                    )
+                )
         return problems
+
+    def _change_problems(
+        self, where: tuple[str | int, ...], change: ConfigChange, phases: dict[str, float]
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        if change.phase not in phases:
+            return [((*where, "phase"), _unknown("phase", change.phase, phases))]
+        if change.at >= phases[change.phase]:
+            return [
+                (
+                    (*where, "at"),
+                    f"is after its phase {change.phase!r} ends ({phases[change.phase]:g}s)",
+                )
+            ]
+        problems = self._service_problems((*where, "service"), change.service)
+        if not problems and not self.app.topology.callers_of(change.service):
+            problems.append(
+                (
+                    (*where, "service"),
+                    f"{change.service!r} has no calling service (only the ingress gateway, "
+                    "whose route is another VirtualService); pick a service another one calls",
+                )
+            )
+        return problems
+
+    def control_plane_uses(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """What needs a real control plane (``--mesh istio``): each with its field path."""
+        uses: list[tuple[tuple[str | int, ...], str]] = [
+            (("faults", index, "kind"), f"fault {self.fault_name(index)} (controlPlane)")
+            for index, fault in enumerate(self.faults)
+            if isinstance(fault, ControlPlaneFault)
+        ]
+        uses += [
+            (("slos", index, "kind"), f"SLO {slo.name} (configPropagation)")
+            for index, slo in enumerate(self.slos)
+            if isinstance(slo, ConfigPropagationSlo)
+        ]
+        return uses
 
     def callers_of(self, service: str) -> tuple[str, ...]:
         """Who calls ``service``: other services, and ``ingress`` for the entry service."""

@@ -24,6 +24,7 @@ from harness.errors import ExitCode
 from harness.journal import Journal, PhaseWindow, RunVerdict, SloResult, Verdict
 from harness.load.driver import Sample, SampleColumns, as_columns
 from harness.scenario.models import (
+    ConfigPropagationSlo,
     EjectionSlo,
     ErrorRateSlo,
     LatencyShiftSlo,
@@ -41,6 +42,7 @@ from harness.slo.mesh import (
     evaluate_sheds,
     recovery_phases,
 )
+from harness.slo.propagation import evaluate_propagation
 from harness.slo.shift import evaluate_latency_shift
 from harness.slo.verdict import evaluate_error_rate, evaluate_latency, per_second_counts
 
@@ -99,6 +101,8 @@ def judged_phases(slo: Slo, journal: Journal) -> list[str]:
         return [phase for phase in names if phase != slo.baseline]
     if isinstance(slo, RecoverySlo):
         return recovery_phases(journal)
+    if isinstance(slo, ConfigPropagationSlo):  # one change, judged once, in its phase
+        return [slo.change.phase] if slo.change.phase in names else []
     return names
 
 
@@ -207,6 +211,8 @@ def judge_slo(slo: Slo, phase: str, run: RunEvidence) -> SloResult:
             return _sheds(slo, phase, run)
         case RecoverySlo():
             return _recovery(slo, phase, run)
+        case ConfigPropagationSlo():
+            return evaluate_propagation(slo, phase, run.journal)
         case _:
             assert_never(slo)
 

@@ -14,11 +14,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from harness.errors import PlatformError
 from harness.platforms.local.platform import LocalDeployment, Mesh, find_envoy
 from harness.platforms.local.sandbox import Isolation, Sandbox
 from harness.scenario.models import Scenario
 
-__all__ = ["LocalPlatform"]
+__all__ = ["LocalPlatform", "refuse_control_plane_uses"]
+
+
+def refuse_control_plane_uses(scenario: Scenario) -> None:
+    """``--mesh envoy`` has no control plane: a scenario that faults one or measures its
+    configuration pushes is refused before anything starts (exit 2)."""
+    uses = scenario.control_plane_uses()
+    if uses:
+        where = "; ".join(f"{'.'.join(map(str, path))}: {what}" for path, what in uses)
+        raise PlatformError(
+            f"scenario {scenario.metadata.name!r} needs a real control plane, which --mesh "
+            f"envoy does not run (the harness writes each Envoy's configuration itself): "
+            f"{where}. Run it with --mesh istio, or remove these."
+        )
 
 
 class LocalPlatform:
@@ -38,6 +52,8 @@ class LocalPlatform:
 
     @contextmanager
     def deploy(self, scenario: Scenario, run_dir: Path) -> Iterator[LocalDeployment]:
+        if self.mesh is not Mesh.ISTIO:
+            refuse_control_plane_uses(scenario)
         envoy = find_envoy()
         sock_dir = Path(tempfile.mkdtemp(prefix="hrn-"))
         sandbox: Sandbox | None = None

@@ -39,6 +39,7 @@ from harness.mesh.envoy import (
 from harness.mesh.identity import write_mesh_identities
 from harness.mesh.stats import SCRAPE_PATTERN
 from harness.platforms.base import (
+    ControlPlaneFaults,
     EdgeProxy,
     InstanceInfo,
     PacketFilter,
@@ -162,6 +163,7 @@ class LocalDeployment:
         self.toxics: ToxicEdges | None = None
         # Partitions filter packets in the run's network namespace; on the host they cannot.
         self.packet_filter: PacketFilter | None = sandbox if self._namespaced else None
+        self.control_plane_faults: ControlPlaneFaults | None = None  # no control plane here
         self._outbound: dict[str, Addr] = {}
         self.ingress = (
             Addr(INGRESS_IP, APP_PORT) if self._namespaced else Addr("127.0.0.1", _free_port())

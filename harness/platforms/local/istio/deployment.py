@@ -36,6 +36,7 @@ from harness.platforms.local.istio.objects import (
     sidecar_resource,
     source_bind_filter,
 )
+from harness.platforms.local.istio.outage import IstioControlPlaneFaults
 from harness.platforms.local.istio.plane import IstioControlPlane, istio_control_plane
 from harness.platforms.local.istio.sync import snapshot, wait_pushed
 from harness.platforms.local.istio.workloads import (
@@ -193,6 +194,9 @@ class IstioDeployment(LocalDeployment):
             )
         )
         self.plane = plane
+        self.control_plane_faults = IstioControlPlaneFaults(
+            plane, self.scenario.app.topology, self.namespace, self._applied
+        )
         self.timings.update(
             apiserver_ready_s=plane.timings.apiserver_ready_s,
             crds_established_s=plane.timings.crds_established_s,

@@ -139,6 +139,35 @@ class IstioControlPlane(KubeApi):
         self.sidecars[workload.name] = sidecar
         return sidecar
 
+    def respawn(self, name: str) -> int:
+        """Start ``istiod`` or ``kube-apiserver`` again (after a kill) with the same flags,
+        appending to its log, and wait until it is ready; its new PID (also in ``pids``,
+        which the shutdown stops)."""
+        if self.sandbox.running(self.pids[name])[0]:
+            raise ControlPlaneError(f"{name} (pid {self.pids[name]}) is still running")
+        ca_file = self.directory / "apiserver-ca.crt"
+        if name == "istiod":
+            credentials = (self._token, ca_file)
+            _spawn_istiod(
+                self.sandbox, self.toolchain, self.directory, self.log_dir, self.pids, credentials
+            )
+            _wait_istiod(self.sandbox, self.pids, self.log_dir)
+        elif name == "kube-apiserver":
+            argv = _apiserver_argv(
+                self.toolchain.path("kube-apiserver"),
+                self.directory,
+                APISERVER_PORT,
+                ETCD_PORT,
+                self.directory / "tokens.csv",
+            )
+            log = self.log_dir / "kube-apiserver.log"
+            self.pids[name] = self.sandbox.spawn(argv, log_path=log)
+            ready = f"{self.server}/readyz"
+            _wait_apiserver(self.sandbox, ready, self._token, ca_file, self.pids, self.log_dir)
+        else:
+            raise ControlPlaneError(f"no control-plane process {name!r} to start again")
+        return self.pids[name]
+
     def syncz(self) -> list[dict[str, Any]]:
         """istiod's ``/debug/syncz``: one entry per connected proxy with each type's status."""
         return syncz(self.sandbox)
@@ -350,7 +379,7 @@ def istio_control_plane(
         ready = time.monotonic() - started
         log(f"istiod ready {ready:.1f} s after start")
         plane.timings = IstioTimings(apiserver_ready, established, ready)
-        plane.pids = dict(pids)
+        plane.pids = pids  # shared: a restarted process (a fault's revert) is stopped too
         yield plane
     finally:
         _shut_down(sandbox, plane, pids, client, bridge, directory)

@@ -38,10 +38,10 @@ __all__ = [
 SYNC_POLL_S = POLL_S / 2
 
 
-def syncz(sandbox: Sandbox) -> list[dict[str, Any]]:
+def syncz(sandbox: Sandbox, timeout: float = 5.0) -> list[dict[str, Any]]:
     """istiod's ``/debug/syncz``: one entry per connected proxy with each type's status."""
     status, body = sandbox.http(
-        "GET", f"http://{LOCALHOST}:{ISTIOD_PORTS['http']}/debug/syncz", timeout=5.0
+        "GET", f"http://{LOCALHOST}:{ISTIOD_PORTS['http']}/debug/syncz", timeout=timeout
     )
     if status != 200:
         raise ControlPlaneError(f"istiod's /debug/syncz answered {status}: {body[:200]}")
@@ -167,9 +167,9 @@ def wait_synced(
         time.sleep(SYNC_POLL_S)
 
 
-def snapshot(sandbox: Sandbox) -> dict[str, dict[str, str]]:
+def snapshot(sandbox: Sandbox, timeout: float = 5.0) -> dict[str, dict[str, str]]:
     """proxy id → the nonces istiod last sent it: the state before a policy change."""
-    return {str(e.get("proxy", "")): sent_nonces(e) for e in syncz(sandbox)}
+    return {str(e.get("proxy", "")): sent_nonces(e) for e in syncz(sandbox, timeout)}
 
 
 def wait_pushed(
