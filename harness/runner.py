@@ -60,7 +60,7 @@ from harness.observe.access_logs import analyze_access_logs
 from harness.observe.sampler import MeshSampler
 from harness.observe.timeline import latency_histograms, load_timeline, phase_loads
 from harness.platforms.base import Deployment
-from harness.platforms.local.deploy import LocalPlatform
+from harness.platforms.local.deploy import LocalPlatform, check_mesh_support
 from harness.platforms.local.platform import LocalDeployment, Mesh
 from harness.platforms.local.sandbox import Isolation
 from harness.runlock import RunnerLock, process_start
@@ -700,6 +700,7 @@ def run_scenario(
     >>> result.exit_code   # ExitCode.PASSED
     """
     options = options or RunOptions()
+    check_mesh_support(scenario, options.mesh)  # before the run directory exists
     run_id = new_run_id()
     run_dir = (options.reports_dir / scenario.metadata.name / run_id).resolve()
     try:

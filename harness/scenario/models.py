@@ -30,6 +30,7 @@ from harness.scenario.base import (
     check_name,
     check_optional_name,
 )
+from harness.scenario.security import AuthorizationPolicy, PeerAuthentication, security_problems
 from harness.scenario.units import Duration, Fraction
 
 # --------------------------------------------------------------------------- metadata
@@ -129,6 +130,13 @@ class Mesh(Model):
             "the logs) or report (only what the report's counts, flags and request paths "
             "use: about a third less on disk)."
         ),
+    )
+    # Security (harness.scenario.security): enforced by the callee's sidecar.
+    peer_authentication: PeerAuthentication | None = Field(
+        default=None, description="PeerAuthentication modes (mutual TLS) per namespace/service."
+    )
+    authorization_policies: list[AuthorizationPolicy] = Field(
+        default_factory=list, max_length=MAX_ITEMS, description="Istio AuthorizationPolicies."
     )
 
 
@@ -727,6 +735,11 @@ class Scenario(Model):
                 problems += self._service_problems(("app", section, key), key)
         for key in self.mesh.destinations:
             problems += self._service_problems(("mesh", "destinations", key), key)
+        problems += security_problems(
+            self.mesh.peer_authentication,
+            self.mesh.authorization_policies,
+            self.app.topology.service_names,
+        )
         seen: set[str] = set()
         for index, phase in enumerate(self.phases):
             if phase.name in seen:

@@ -14,11 +14,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from harness.errors import ScenarioError
+from harness.mesh.rbac import envoy_security_problems
 from harness.platforms.local.platform import LocalDeployment, Mesh, find_envoy
 from harness.platforms.local.sandbox import Isolation, Sandbox
 from harness.scenario.models import Scenario
 
-__all__ = ["LocalPlatform"]
+__all__ = ["LocalPlatform", "check_mesh_support"]
+
+
+def check_mesh_support(scenario: Scenario, mesh: Mesh) -> None:
+    """Refuse (:class:`ScenarioError`, exit 2) what ``mesh`` cannot run, before anything
+    exists: under ``--mesh envoy`` the mesh policy the translation does not cover."""
+    if mesh is not Mesh.ENVOY:
+        return
+    services = scenario.app.topology.service_names
+    problems = envoy_security_problems(scenario.mesh.peer_authentication, services)
+    if problems:
+        raise ScenarioError(f"scenario {scenario.metadata.name!r} under --mesh envoy", problems)
 
 
 class LocalPlatform:
@@ -38,6 +51,7 @@ class LocalPlatform:
 
     @contextmanager
     def deploy(self, scenario: Scenario, run_dir: Path) -> Iterator[LocalDeployment]:
+        check_mesh_support(scenario, self.mesh)
         envoy = find_envoy()
         sock_dir = Path(tempfile.mkdtemp(prefix="hrn-"))
         sandbox: Sandbox | None = None

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any, TypedDict
 
 from harness.errors import PlatformError, ToolMissingError
 from harness.files import write_atomic
@@ -37,6 +38,7 @@ from harness.mesh.envoy import (
     sidecar_bootstrap,
 )
 from harness.mesh.identity import write_mesh_identities
+from harness.mesh.rbac import plaintext_service, rbac_filters
 from harness.mesh.stats import SCRAPE_PATTERN
 from harness.platforms.base import (
     EdgeProxy,
@@ -54,6 +56,12 @@ from harness.platforms.local.toxiproxy import (
     sandbox_transport,
 )
 from harness.scenario.models import Scenario
+
+
+class _SidecarSecurity(TypedDict):
+    rbac_filters: tuple[dict[str, Any], ...]
+    plaintext_inbound: bool
+
 
 APP_PORT = 8080
 INBOUND_PORT = 15006
@@ -225,6 +233,7 @@ class LocalDeployment:
             service=service,
             endpoints=tuple(endpoints),
             policy=self.scenario.mesh.destinations.get(service),
+            plaintext=plaintext_service(self.scenario.mesh.peer_authentication, service),
         )
 
     # ------------------------------------------------------------------ start
@@ -262,6 +271,7 @@ class LocalDeployment:
                 policy=self.scenario.mesh.destinations.get(inst.service),
                 access_log_fields=self.scenario.mesh.access_log,
                 tls=identities.get(inst.name),
+                **self._security_of(inst.service),
             )
             envoys.append(self._envoy_request(inst.name, sidecar_bootstrap(sidecar), sidecar))
             log = self.run_dir / "logs" / f"{inst.name}.app.log"
@@ -284,6 +294,15 @@ class LocalDeployment:
         for (name, _), pid in zip(apps, pids[len(envoys) :], strict=True):
             self.app_pids[name] = pid
         self._wait_ready()
+
+    def _security_of(self, service: str) -> _SidecarSecurity:
+        """The inbound RBAC filters and the peer mode of ``service``'s sidecars."""
+        mesh = self.scenario.mesh
+        namespace = run_namespace(self.sandbox.run_id)
+        return {
+            "rbac_filters": tuple(rbac_filters(mesh.authorization_policies, service, namespace)),
+            "plaintext_inbound": plaintext_service(mesh.peer_authentication, service),
+        }
 
     def _write_identities(self) -> dict[str, WorkloadTls]:
         """Proxy name → its mesh certificate files (none with :attr:`mtls` off): a fresh CA
