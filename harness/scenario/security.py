@@ -64,6 +64,7 @@ HTTP_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIO
 HTTP_METHODS_MORE: Final = ("PATCH",)
 _PRINCIPAL = re.compile(r"[^/\s]+/ns/[^/\s]+/sa/[^/\s]+")
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_NAMESPACE_PART = re.compile(r"[-a-z0-9]{1,63}")
 
 Values = list[str]
 
@@ -229,7 +230,10 @@ def _source_problems(
     for field in ("namespaces", "not_namespaces"):
         for index, namespace in enumerate(getattr(source, field)):
             problem = _wildcard_problem(namespace)
-            if problem is None and not _NAMESPACE.fullmatch(namespace.strip("*") or "a"):
+            # A wildcard value is part of a label ("other-*"); an exact one a whole label.
+            literal = namespace.strip("*")
+            pattern = _NAMESPACE if literal == namespace else _NAMESPACE_PART
+            if problem is None and not pattern.fullmatch(literal or "a"):
                 problem = f"{namespace!r} is not a namespace name (a DNS label, '*' wildcards)"
             if problem:
                 problems.append(((*where, _camel(field), index), problem))
