@@ -6,6 +6,7 @@ The real-Envoy behaviour is in ``tests/test_authz_envoy.py``."""
 
 from __future__ import annotations
 
+import copy
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,15 @@ from test_manifests import crds  # noqa: F401 (fixture)
 from harness.errors import ScenarioError
 from harness.kube import render
 from harness.mesh.envoy import Addr, SidecarSpec, Upstream, WorkloadTls, sidecar_bootstrap
+from harness.mesh.fidelity import compare, known_transport_difference
 from harness.mesh.identity import write_mesh_identities
-from harness.mesh.rbac import plaintext_service, policy_name, rbac_filters, string_matcher
+from harness.mesh.rbac import (
+    plaintext_service,
+    policy_name,
+    rbac_filters,
+    rbac_view,
+    string_matcher,
+)
 from harness.platforms.local.deploy import check_mesh_support
 from harness.platforms.local.platform import Mesh
 from harness.runner import RunOptions, run_scenario
@@ -198,7 +206,7 @@ def test_a_rule_becomes_principals_and_permissions() -> None:
         exact = f"spiffe://cluster.local/ns/ns/sa/{account}"
         return {"authenticated": {"principal_name": {"exact": exact}}}
 
-    other = {"authenticated": {"principal_name": {"safe_regex": {"regex": ".*/ns/other\\-.*/.*"}}}}
+    other = {"authenticated": {"principal_name": {"safe_regex": {"regex": ".*/ns/other-.*/.*"}}}}
     assert policy["principals"][0] == {
         "and_ids": {
             "ids": [
@@ -256,7 +264,8 @@ def test_rules_without_from_or_to_match_anything_and_no_rules_match_never() -> N
         ("*.js", "", {"suffix": ".js"}),
         ("/api/*", "", {"prefix": "/api/"}),
         ("/x", "", {"exact": "/x"}),
-        ("*/sa/a.b", "spiffe://", {"safe_regex": {"regex": "spiffe://.*/sa/a\\.b"}}),
+        # Escaped as Go's regexp.QuoteMeta does: "." is, "-" is not.
+        ("*/sa/a.b-c", "spiffe://", {"safe_regex": {"regex": "spiffe://.*/sa/a\\.b-c"}}),
         ("td/ns/*", "spiffe://", {"prefix": "spiffe://td/ns/"}),
     ],
 )
@@ -335,3 +344,35 @@ def test_permissive_is_refused_under_envoy_before_anything_exists(tmp_path: Path
     assert not (tmp_path / "reports").exists()
     # STRICT and DISABLE are translated.
     check_mesh_support(scenario(EVERY_FIELD), Mesh.ENVOY)
+
+
+# --------------------------------------------------------------------------- the differential view
+
+
+def test_rbac_view_ignores_order_of_sets_and_envoys_left_out_defaults() -> None:
+    found = rbac_filters(scenario(EVERY_FIELD).mesh.authorization_policies, "catalog", "ns")
+    dumped = copy.deepcopy(found)
+    # As a config dump prints it: the ALLOW action (proto3's first enum value) left out,
+    # an or-set in another order, a false flag spelled out.
+    allow = dumped[1]["typed_config"]["rules"]
+    del allow["action"]
+    policy = allow["policies"]["ns[ns]-policy[catalog-callers]-rule[0]"]
+    policy["principals"][0]["and_ids"]["ids"].reverse()
+    policy["permissions"][0]["and_rules"]["rules"][0]["or_rules"]["rules"][0]["header"][
+        "string_match"
+    ]["ignore_case"] = False
+    assert rbac_view(dumped) == rbac_view(found) is not None
+    # What decides a request is not normalized away.
+    policy["permissions"][0]["and_rules"]["rules"][0]["or_rules"]["rules"].pop()
+    assert rbac_view(dumped) != rbac_view(found)
+    assert rbac_view([{"name": "envoy.filters.http.fault"}]) is None
+
+
+def test_the_known_permissive_default_is_not_a_difference_but_a_set_mode_is() -> None:
+    edge = "inbound:8080"
+    istio = {edge: {"inbound.transport": ("plaintext", "tls")}}
+    envoy = {edge: {"inbound.transport": "tls"}}
+    (found,) = compare("catalog", [edge], istio, envoy)
+    assert known_transport_difference(scenario({}), found) is True
+    strict = scenario({"peerAuthentication": {"services": {"catalog": "STRICT"}}})
+    assert known_transport_difference(strict, found) is False

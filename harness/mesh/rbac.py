@@ -26,7 +26,7 @@ for it is refused under ``--mesh envoy`` (:func:`envoy_security_problems`).
 
 from __future__ import annotations
 
-import re
+import json
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -48,6 +48,7 @@ __all__ = [
     "plaintext_service",
     "policy_name",
     "rbac_filters",
+    "rbac_view",
 ]
 
 RBAC_FILTER: Final = "envoy.filters.http.rbac"
@@ -73,6 +74,16 @@ def policy_name(namespace: str, name: str, rule: int) -> str:
     return f"ns[{namespace}]-policy[{name}]-rule[{rule}]"
 
 
+_RE2_SPECIAL: Final = frozenset("\\.+*?()|[]{}^$")
+
+
+def quote_meta(text: str) -> str:
+    """``text`` as a literal RE2 pattern, escaped as istiod escapes it (Go's
+    ``regexp.QuoteMeta``: only the special characters; Python's ``re.escape`` also escapes
+    ``-``, equal in meaning but not in the config)."""
+    return "".join("\\" + char if char in _RE2_SPECIAL else char for char in text)
+
+
 def string_matcher(value: str, prefix: str = "") -> Json:
     """An Envoy StringMatcher for an Istio value with ``*`` wildcards."""
     if value == "*":
@@ -80,7 +91,7 @@ def string_matcher(value: str, prefix: str = "") -> Json:
     if value.startswith("*"):
         if not prefix:
             return {"suffix": value[1:]}
-        return {"safe_regex": {"regex": prefix + ".*" + re.escape(value[1:])}}
+        return {"safe_regex": {"regex": prefix + ".*" + quote_meta(value[1:])}}
     if value.endswith("*"):
         return {"prefix": prefix + value[:-1]}
     return {"exact": prefix + value}
@@ -104,7 +115,7 @@ def _principal(source: Source, namespace: str) -> Json:
 
     def in_namespace(value: str) -> Json:
         name = namespace if value == SELF_NAMESPACE else value
-        pattern = ".*".join(re.escape(part) for part in name.split("*"))
+        pattern = ".*".join(quote_meta(part) for part in name.split("*"))
         regex = {"safe_regex": {"regex": f".*/ns/{pattern}/.*"}}
         return {"authenticated": {"principal_name": regex}}
 
@@ -189,3 +200,40 @@ def envoy_security_problems(peer: PeerAuthentication | None, services: Sequence[
         "under --mesh envoy (mutual TLS and plaintext on one port need a TLS inspector and "
         "two filter chains); run the scenario with --mesh istio, or choose STRICT or DISABLE"
     ]
+
+
+# --------------------------------------------------------------------------- differential view
+
+_SETS: Final = frozenset({"ids", "rules"})  # and/or sets: order decides nothing
+
+
+def _canonical(value: Any) -> Any:
+    """A JSON value with Envoy's left-out defaults dropped and and/or sets sorted."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key == "google_re2" or item in (False, "", None, {}):
+                continue
+            item = _canonical(item)
+            if key in _SETS and isinstance(item, list):
+                item = sorted(item, key=lambda entry: json.dumps(entry, sort_keys=True))
+            out[key] = item
+        return out
+    if isinstance(value, list):
+        return [_canonical(item) for item in value]
+    return value
+
+
+def rbac_view(http_filters: Sequence[Json]) -> str | None:
+    """The enforced RBAC rules of one HTTP filter chain in a normalized form (one JSON
+    text: per filter in order, its action and its policies by name), for the differential
+    test; None without an RBAC filter. Shadow rules (dry-run) are not enforced, not read."""
+    found = []
+    for http_filter in http_filters:
+        rules = http_filter.get("typed_config", {}).get("rules")
+        if http_filter.get("name") != RBAC_FILTER or rules is None:
+            continue
+        policies = {name: _canonical(p) for name, p in rules.get("policies", {}).items()}
+        # proto3 JSON leaves the first enum value (ALLOW) out of a dump.
+        found.append({"action": rules.get("action", "ALLOW"), "policies": policies})
+    return json.dumps(found, sort_keys=True) if found else None
