@@ -30,7 +30,13 @@ from harness.scenario.base import (
     check_name,
     check_optional_name,
 )
-from harness.scenario.security import AuthorizationPolicy, PeerAuthentication, security_problems
+from harness.scenario.security import (
+    AuthorizationPolicy,
+    PeerAuthentication,
+    Probe,
+    probe_problems,
+    security_problems,
+)
 from harness.scenario.units import Duration, Fraction
 
 # --------------------------------------------------------------------------- metadata
@@ -655,6 +661,22 @@ class RecoverySlo(SloBase):
     error_rate: Fraction = Field(default=0.01)
 
 
+class DeniedSlo(SloBase):
+    """Every request of ``probe`` in the phase is refused by the callee's authorization
+    (403 ``RBAC: access denied``); any that got through is named (harness.slo.security)."""
+
+    kind: Literal["denied"]
+    probe: str = Field(description="The probe (probes[].name) whose requests must be denied.")
+
+
+class PlaintextRejectedSlo(SloBase):
+    """Every request of a ``plaintext`` probe in the phase gets no HTTP answer: the callee's
+    sidecar takes mutual TLS only (PeerAuthentication STRICT)."""
+
+    kind: Literal["plaintextRejected"]
+    probe: str = Field(description="A probe with as: plaintext.")
+
+
 Slo = Annotated[
     ErrorRateSlo
     | LatencySlo
@@ -662,7 +684,9 @@ Slo = Annotated[
     | RetryAmplificationSlo
     | EjectionSlo
     | SheddingSlo
-    | RecoverySlo,
+    | RecoverySlo
+    | DeniedSlo
+    | PlaintextRejectedSlo,
     Field(discriminator="kind"),
 ]
 SLO_KINDS: tuple[str, ...] = (
@@ -673,6 +697,8 @@ SLO_KINDS: tuple[str, ...] = (
     "ejections",
     "sheds",
     "recoveryTime",
+    "denied",
+    "plaintextRejected",
 )
 
 
@@ -696,6 +722,7 @@ class Scenario(Model):
     load: Load
     phases: list[Phase] = Field(min_length=1, max_length=MAX_ITEMS)
     faults: list[Fault] = Field(default_factory=list, max_length=MAX_ITEMS)
+    probes: list[Probe] = Field(default_factory=list, max_length=MAX_ITEMS)
     slos: list[Slo] = Field(min_length=1, max_length=MAX_ITEMS)
     guard: Guard | None = None
 
@@ -740,6 +767,7 @@ class Scenario(Model):
             self.mesh.authorization_policies,
             self.app.topology.service_names,
         )
+        problems += probe_problems(self.probes, self.app.topology.service_names)
         seen: set[str] = set()
         for index, phase in enumerate(self.phases):
             if phase.name in seen:
@@ -838,6 +866,19 @@ class Scenario(Model):
         edge = getattr(slo, "edge", None)
         if isinstance(edge, Edge):
             problems += self._edge_problems((*where, "edge"), edge.from_, edge.to)
+        if isinstance(slo, DeniedSlo | PlaintextRejectedSlo):
+            probes = {probe.name: probe for probe in self.probes}
+            probe = probes.get(slo.probe)
+            if probe is None:
+                problems.append(((*where, "probe"), _unknown("probe", slo.probe, probes)))
+            elif isinstance(slo, PlaintextRejectedSlo) and not probe.plaintext:
+                problems.append(
+                    (
+                        (*where, "probe"),
+                        f"probe {slo.probe!r} sends as {probe.as_!r}; plaintextRejected "
+                        "judges a probe with as: plaintext",
+                    )
+                )
         return problems
 
     def callers_of(self, service: str) -> tuple[str, ...]:

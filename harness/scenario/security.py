@@ -36,6 +36,7 @@ from typing import Annotated, Any, Final
 from pydantic import Field, field_validator, model_validator
 
 from harness.scenario.base import MAX_ITEMS, MAX_TEXT, Model, check_name
+from harness.scenario.units import Duration
 
 __all__ = [
     "GATEWAY_SERVICE",
@@ -45,9 +46,11 @@ __all__ = [
     "MtlsMode",
     "Operation",
     "PeerAuthentication",
+    "Probe",
     "Rule",
     "Source",
     "istio_principal",
+    "probe_problems",
     "security_problems",
 ]
 
@@ -179,6 +182,81 @@ def istio_principal(service: str, namespace: str) -> str:
     """The Istio principal (no ``spiffe://``) of a service of the run in ``namespace``."""
     account = GATEWAY_ACCOUNT if service == GATEWAY_SERVICE else service
     return f"{TRUST_DOMAIN}/ns/{namespace}/sa/{account}"
+
+
+PLAINTEXT: Final = "plaintext"
+"""``probes[].as`` for a client without a mesh certificate (plain HTTP)."""
+MIN_PROBE_PERIOD: Final = 0.2
+
+
+class Probe(Model):
+    """Requests the harness sends on its own, beside the load, in every phase: straight to
+    ``to``'s sidecar (its inbound port) as the identity of a service of the run (mutual
+    TLS with that service's mesh certificate; ``ingress``: the gateway's), or as
+    ``plaintext`` (no certificate). Each tick sends the next of ``paths`` in turn, so path
+    variants (``//admin``, ``/%2Fadmin``, ``/./admin``) are all tried in each phase. The
+    ``denied`` and ``plaintextRejected`` SLOs judge what came back."""
+
+    name: str = Field(description="Probe name, for the SLOs: lowercase letters, digits, '-'.")
+    to: str = Field(description="The service whose sidecar the requests go to.")
+    as_: str = Field(alias="as", description="A service (its identity), 'ingress', or 'plaintext'.")
+    paths: list[Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]] = Field(
+        default_factory=lambda: ["/"],
+        min_length=1,
+        max_length=MAX_ITEMS,
+        description="Request paths, sent in turn, as written (no client-side normalization).",
+    )
+    method: str = Field(default="GET", description="The HTTP method.")
+    every: Duration = Field(
+        default=1.0,
+        ge=MIN_PROBE_PERIOD,
+        le=3600,
+        description="Time between two requests of this probe.",
+    )
+
+    _name = field_validator("name")(check_name)
+
+    @property
+    def plaintext(self) -> bool:
+        return self.as_ == PLAINTEXT
+
+
+def probe_problems(probes: list[Probe], services: Iterable[str]) -> list[Problem]:
+    """Probes that name no service of the run, duplicate names, unknown methods."""
+    known = frozenset(services)
+    problems: list[Problem] = []
+    names: set[str] = set()
+    for index, probe in enumerate(probes):
+        where: tuple[str | int, ...] = ("probes", index)
+        if probe.name in names:
+            problems.append(((*where, "name"), f"duplicate probe name {probe.name!r}"))
+        names.add(probe.name)
+        if probe.to not in known:
+            problems.append(
+                ((*where, "to"), f"unknown service {probe.to!r} {_nearest(probe.to, known)}")
+            )
+        identities = known | {GATEWAY_SERVICE, PLAINTEXT}
+        if probe.as_ not in identities:
+            problems.append(
+                (
+                    (*where, "as"),
+                    f"unknown identity {probe.as_!r} {_nearest(probe.as_, identities)}",
+                )
+            )
+        methods = (*HTTP_METHODS, *HTTP_METHODS_MORE)
+        if probe.method not in methods:
+            problems.append(
+                (
+                    (*where, "method"),
+                    f"unknown HTTP method {probe.method!r} {_nearest(probe.method, methods)}",
+                )
+            )
+        for p_index, path in enumerate(probe.paths):
+            if not path.startswith("/") or any(c.isspace() for c in path):
+                problems.append(
+                    ((*where, "paths", p_index), f"{path!r}: a path starts with '/', no spaces")
+                )
+    return problems
 
 
 # --------------------------------------------------------------------------- checks

@@ -24,10 +24,12 @@ from harness.errors import ExitCode
 from harness.journal import Journal, PhaseWindow, RunVerdict, SloResult, Verdict
 from harness.load.driver import Sample, SampleColumns, as_columns
 from harness.scenario.models import (
+    DeniedSlo,
     EjectionSlo,
     ErrorRateSlo,
     LatencyShiftSlo,
     LatencySlo,
+    PlaintextRejectedSlo,
     RecoverySlo,
     RetryAmplificationSlo,
     SheddingSlo,
@@ -41,6 +43,7 @@ from harness.slo.mesh import (
     evaluate_sheds,
     recovery_phases,
 )
+from harness.slo.security import evaluate_denied, evaluate_plaintext_rejected
 from harness.slo.shift import evaluate_latency_shift
 from harness.slo.verdict import evaluate_error_rate, evaluate_latency, per_second_counts
 
@@ -207,6 +210,10 @@ def judge_slo(slo: Slo, phase: str, run: RunEvidence) -> SloResult:
             return _sheds(slo, phase, run)
         case RecoverySlo():
             return _recovery(slo, phase, run)
+        case DeniedSlo():
+            return evaluate_denied(slo.name, phase, slo.probe, run.journal)
+        case PlaintextRejectedSlo():
+            return evaluate_plaintext_rejected(slo.name, phase, slo.probe, run.journal)
         case _:
             assert_never(slo)
 

@@ -9,13 +9,14 @@ on 127.0.0.1 instead. Sidecar admin APIs are Unix sockets in a short temporary d
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shutil
 import socket
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -35,6 +36,7 @@ from harness.mesh.envoy import (
     WorkloadTls,
     fault_sources_of,
     ingress_bootstrap,
+    mesh_sni,
     sidecar_bootstrap,
 )
 from harness.mesh.identity import write_mesh_identities
@@ -44,10 +46,13 @@ from harness.platforms.base import (
     EdgeProxy,
     InstanceInfo,
     PacketFilter,
+    ProbeReply,
+    ProbeRequest,
     ProcessKind,
     ToxicEdges,
     toxic_edges,
 )
+from harness.platforms.local.probes import ProbeTarget, send_batch
 from harness.platforms.local.sandbox import Isolation, Sandbox, SpawnRequest
 from harness.platforms.local.toxiproxy import (
     Toxiproxy,
@@ -56,6 +61,7 @@ from harness.platforms.local.toxiproxy import (
     sandbox_transport,
 )
 from harness.scenario.models import Scenario
+from harness.scenario.security import GATEWAY_SERVICE, PLAINTEXT
 
 
 class _SidecarSecurity(TypedDict):
@@ -303,6 +309,34 @@ class LocalDeployment:
             "rbac_filters": tuple(rbac_filters(mesh.authorization_policies, service, namespace)),
             "plaintext_inbound": plaintext_service(mesh.peer_authentication, service),
         }
+
+    # ------------------------------------------------------------------ probes
+
+    def send_probes(self, requests: Sequence[ProbeRequest]) -> list[ProbeReply]:
+        """Each request straight to an instance of its service (round robin by turn), at
+        its sidecar's inbound port: mutual TLS with the identity's mesh certificate (its
+        service's first instance's, or the gateway's), or plain HTTP for ``plaintext``."""
+        return send_batch(self.sandbox, [self._probe_target(r) for r in requests])
+
+    def _probe_target(self, request: ProbeRequest) -> ProbeTarget:
+        instances = self.instances_of(request.to)
+        inst = instances[request.turn % len(instances)]
+        plain = ProbeTarget(inst.ip, inst.inbound_port, request.method, request.path, request.rid)
+        if request.identity == PLAINTEXT or not self.mtls:
+            return plain
+        proxy = (
+            "ingress"
+            if request.identity == GATEWAY_SERVICE
+            else self.instances_of(request.identity)[0].name
+        )
+        tls_dir = self._sock_dir / "mtls"
+        return dataclasses.replace(
+            plain,
+            cert=str(tls_dir / f"{proxy}.crt"),
+            key=str(tls_dir / f"{proxy}.key"),
+            ca=str(tls_dir / "root-cert.pem"),
+            sni=mesh_sni(request.to, run_namespace(self.sandbox.run_id)),
+        )
 
     def _write_identities(self) -> dict[str, WorkloadTls]:
         """Proxy name → its mesh certificate files (none with :attr:`mtls` off): a fresh CA
