@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from fakes import FakeDeployment
 
+from harness.files import redact_secrets
 from harness.journal import Journal, PhaseWindow, ProbeRecord, Verdict
 from harness.observe.probes import RBAC_DENIED_BODY, ProbeSender
 from harness.platforms.base import ProbeReply, ProbeRequest
@@ -208,3 +209,23 @@ def test_bad_probe_references_are_refused(change: dict[str, Any], message: str) 
         spec["slos"] = [{"kind": "errorRate", "name": "e", "max": "1%"}]
     with pytest.raises(ValueError, match=message):
         Scenario.model_validate(spec)
+
+
+def test_logs_are_redacted_of_pem_blocks_and_tokens(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    pem = "-----BEGIN CERTIFICATE-----\nMIIC/DCCAeSg\n-----END CERTIFICATE-----"
+    key = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----"
+    token = "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJrdWJlcm5ldGVzIn0.c2lnbmF0dXJl"
+    (logs / "istiod.log").write_text(f"info key: {pem}\nnext\n{key}\nbearer {token} end\n")
+    (logs / "app.log").write_text("nothing secret\n")
+    changed = redact_secrets(logs)
+    assert changed == [logs / "istiod.log"]
+    text = (logs / "istiod.log").read_text()
+    assert text == (
+        "info key: [PEM CERTIFICATE redacted by the harness]\nnext\n"
+        "[PEM EC PRIVATE KEY redacted by the harness]\n"
+        "bearer [token redacted by the harness] end\n"
+    )
+    assert (logs / "app.log").read_text() == "nothing secret\n"
+    assert redact_secrets(tmp_path / "none") == []

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from harness.errors import ScenarioError
+from harness.files import redact_secrets
 from harness.mesh.rbac import envoy_security_problems
 from harness.platforms.local.platform import LocalDeployment, Mesh, find_envoy
 from harness.platforms.local.sandbox import Isolation, Sandbox
@@ -73,3 +74,5 @@ class LocalPlatform:
             if sandbox is not None:
                 sandbox.close()
             shutil.rmtree(sock_dir, ignore_errors=True)
+            # Every process is gone: no certificate, key or token stays in the run's logs.
+            redact_secrets(run_dir / "logs")
