@@ -329,14 +329,19 @@ class LocalDeployment:
             if request.identity == GATEWAY_SERVICE
             else self.instances_of(request.identity)[0].name
         )
-        tls_dir = self._sock_dir / "mtls"
+        cert, key, ca = self._identity_files(proxy)
         return dataclasses.replace(
             plain,
-            cert=str(tls_dir / f"{proxy}.crt"),
-            key=str(tls_dir / f"{proxy}.key"),
-            ca=str(tls_dir / "root-cert.pem"),
+            cert=str(cert),
+            key=str(key),
+            ca=str(ca),
             sni=mesh_sni(request.to, run_namespace(self.sandbox.run_id)),
         )
+
+    def _identity_files(self, proxy: str) -> tuple[Path, Path, Path]:
+        """``proxy``'s mesh certificate, key and the root that signed the mesh's."""
+        tls_dir = self._sock_dir / "mtls"
+        return tls_dir / f"{proxy}.crt", tls_dir / f"{proxy}.key", tls_dir / "root-cert.pem"
 
     def _write_identities(self) -> dict[str, WorkloadTls]:
         """Proxy name → its mesh certificate files (none with :attr:`mtls` off): a fresh CA
