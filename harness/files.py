@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterable
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from harness.errors import OutputError
 
-__all__ = ["append_line", "read_bytes_limited", "same_file", "write_atomic"]
+__all__ = ["append_line", "read_bytes_limited", "redact_secrets", "same_file", "write_atomic"]
 
 
 def _umask() -> int:
@@ -137,3 +138,31 @@ def read_bytes_limited(path: Path, limit: int, what: str = "file") -> bytes:
         return data
     finally:
         os.close(fd)
+
+
+# A PEM block (certificate, key) and a JWT (a ServiceAccount token): what must not stay in
+# the logs a run keeps, even when a component prints it (istiod logs the certificates it
+# makes).
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,64})-----.*?-----END \1-----", re.DOTALL)
+_JWT = re.compile(rb"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")
+MAX_REDACT_BYTES = 256 * 1024 * 1024
+
+
+def redact_secrets(directory: Path) -> list[Path]:
+    """Replace every PEM block and JWT in the regular files directly in ``directory`` with
+    a marker (``[... redacted by the harness]``); the files changed. Run once the processes
+    writing them are gone."""
+    changed: list[Path] = []
+    if not directory.is_dir():
+        return changed
+    for path in sorted(directory.iterdir()):
+        info = path.lstat()
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_REDACT_BYTES:
+            continue
+        data = path.read_bytes()
+        clean = _PEM_BLOCK.sub(lambda m: b"[PEM " + m.group(1) + b" redacted by the harness]", data)
+        clean = _JWT.sub(b"[token redacted by the harness]", clean)
+        if clean != data:
+            write_atomic(path, clean)
+            changed.append(path)
+    return changed

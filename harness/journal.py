@@ -35,6 +35,8 @@ SloKind = Literal[
     "sheds",
     "recoveryTime",
     "configPropagation",
+    "denied",
+    "plaintextRejected",
 ]
 Unit = Literal["ratio", "s", "factor", "count"]
 ActionKind = Literal["note", "inject", "revert", "extend", "end-phase", "halt"]
@@ -296,6 +298,24 @@ class RequestPath(Record):
     hops: list[Hop]
 
 
+class ProbeRecord(Record):
+    """One request a scenario probe sent (harness.observe.probes): to whom, as whom, what
+    came back. ``status`` 0: no HTTP answer (refused, reset, failed handshake, timeout;
+    ``error`` says which). ``rbac_denied``: a 403 whose body is Envoy's
+    ``RBAC: access denied``. Never a certificate, key or token."""
+
+    probe: str
+    t: float  # epoch seconds when it was sent
+    to: str
+    identity: str  # the probe's ``as``: a service, ``ingress`` or ``plaintext``
+    method: str
+    path: str
+    status: int
+    rbac_denied: bool = False
+    rid: str = ""  # the x-request-id it carried (the callee's access log has it)
+    error: str | None = None
+
+
 class PolicyPush(Record):
     """One change of the mesh's objects under ``--mesh istio``, and how long istiod took to
     get it to every proxy it affects: from the API write until each of them acknowledged a
@@ -404,6 +424,7 @@ class Journal(Record):
     # caller's sidecar answered it (journals before 2026-12 kept classes: "2xx", "5xx")
     response_codes: dict[str, dict[str, int]] = Field(default_factory=dict)
     request_paths: list[RequestPath] = Field(default_factory=list)
+    probes: list[ProbeRecord] = Field(default_factory=list)  # scenario probes (security)
     # phase → HdrHistogram of successful request latencies (microseconds), base64-encoded
     latency_histograms: dict[str, str] = Field(default_factory=dict)
     problems: list[str] = Field(default_factory=list)

@@ -58,10 +58,11 @@ from harness.load.driver import (
 )
 from harness.mesh.stats import EDGE_COUNTERS, edge_stats, injected_totals
 from harness.observe.access_logs import analyze_access_logs
+from harness.observe.probes import ProbeSender
 from harness.observe.sampler import MeshSampler
 from harness.observe.timeline import latency_histograms, load_timeline, phase_loads
 from harness.platforms.base import Deployment
-from harness.platforms.local.deploy import LocalPlatform, refuse_control_plane_uses
+from harness.platforms.local.deploy import LocalPlatform, check_mesh_support
 from harness.platforms.local.platform import LocalDeployment, Mesh
 from harness.platforms.local.sandbox import Isolation
 from harness.runlock import RunnerLock, process_start
@@ -261,6 +262,7 @@ class Run:
             workers=plan.workers,
             locustfile=None if plan.locustfile is None else str(plan.locustfile),
         )
+        probes: ProbeSender | None = None
         try:
             self._wait_first_sample(locust)
             self.journal.load_started_at = time.time()
@@ -271,6 +273,10 @@ class Run:
                 max_duration=scenario.duration + spare + 60.0,
             )
             self.sampler.start()
+            probes = ProbeSender(
+                deployment, scenario.probes, max_duration=scenario.duration + spare + 60.0
+            )
+            probes.start()
             self.snapshots.append(deployment.mesh_counters())
             for phase in scenario.phases:
                 self._run_phase(deployment, locust, phase.name, phase.duration)
@@ -280,6 +286,7 @@ class Run:
             self.publish("stopping")
             if self.sampler is not None:
                 self.sampler.stop()
+            self._collect_probes(probes)
             if self.guard is not None:
                 self.guard.close()
             self.journal.load.exit_code = locust.stop()
@@ -289,6 +296,15 @@ class Run:
         self.journal.load.warnings = generator_warnings(log_text)
         if problems:
             raise LoadError("the Locust workers' samples do not add up: " + "; ".join(problems))
+
+    def _collect_probes(self, probes: ProbeSender | None) -> None:
+        """Stop the scenario's probes and keep what they saw (harness.observe.probes)."""
+        if probes is None:
+            return
+        probes.stop()
+        self.journal.probes = probes.records()
+        if probes.failure:
+            self.journal.problems.append(f"the probes stopped early: {probes.failure}")
 
     def _merge_workers(self, plan: LoadPlan) -> list[str]:
         """With workers: merge their samples into samples.jsonl (so judging reads one file
@@ -705,8 +721,7 @@ def run_scenario(
     >>> result.exit_code   # ExitCode.PASSED
     """
     options = options or RunOptions()
-    if options.mesh is not Mesh.ISTIO:
-        refuse_control_plane_uses(scenario)  # before anything is made (exit 2)
+    check_mesh_support(scenario, options.mesh)  # before the run directory exists
     run_id = new_run_id()
     run_dir = (options.reports_dir / scenario.metadata.name / run_id).resolve()
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ from harness.platforms.base import (
     ControlPlaneFaults,
     InstanceInfo,
     PacketFilter,
+    ProbeReply,
+    ProbeRequest,
     ProcessKind,
     ToxicEdges,
 )
@@ -67,6 +69,10 @@ class FakeDeployment:
     control_plane_faults: ControlPlaneFaults | None = None
     calls: list[str] = field(default_factory=list)
     stopped_at: float | None = None  # when the runner stopped the load generator
+    probe_reply: Callable[[ProbeRequest], ProbeReply] = lambda request: ProbeReply(
+        0, "", "fake: no network"
+    )
+    probes_sent: list[ProbeRequest] = field(default_factory=list)
     _running_checks: int = 0
 
     @property
@@ -119,6 +125,11 @@ class FakeDeployment:
 
     def process_state(self, pid: int) -> str | None:
         return "S"
+
+    def send_probes(self, requests: Sequence[ProbeRequest]) -> list[ProbeReply]:
+        """Fake: ``probe_reply`` answers each request (default: no network, no answer)."""
+        self.probes_sent.extend(requests)
+        return [self.probe_reply(request) for request in requests]
 
     def kill_process(self, instance: str, process: ProcessKind) -> int:
         return 1

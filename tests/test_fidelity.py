@@ -36,6 +36,7 @@ from harness.mesh.fidelity import (
     route_view,
     upstream_tls_view,
 )
+from harness.mesh.rbac import plaintext_service
 from harness.platforms.local.fidelity import istiod_dumps, translation_dumps
 from harness.platforms.local.istio import IstioControlPlane, istio_control_plane
 from harness.platforms.local.platform import find_envoy
@@ -97,14 +98,50 @@ EVERY_FIELD: dict[str, Any] = {
 }
 
 
+# Mesh security: every PeerAuthentication mode the translation has (STRICT namespace-wide,
+# DISABLE on one workload) and every AuthorizationPolicy action and matcher kind, so the
+# inbound transport and RBAC filters are compared with istiod's.
+SECURITY: dict[str, Any] = {
+    **EVERY_FIELD,
+    "metadata": {"name": "security"},
+    "mesh": {
+        "peerAuthentication": {"mode": "STRICT", "services": {"pricing": "DISABLE"}},
+        "authorizationPolicies": [
+            {
+                "name": "catalog-callers",
+                "service": "catalog",
+                "rules": [
+                    {
+                        "from": [
+                            {"services": ["frontend", "ingress"], "notNamespaces": ["other-*"]},
+                            {"principals": ["*"], "notServices": ["pricing"]},
+                            {"namespaces": ["self"], "notPrincipals": ["*/sa/inventory"]},
+                        ],
+                        "to": [
+                            {"methods": ["GET", "HEAD"], "paths": ["/product/*", "*.json"]},
+                            {"notMethods": ["DELETE"], "notPaths": ["/admin*"]},
+                        ],
+                    },
+                    {"to": [{"methods": ["*"], "paths": ["/healthz"]}]},
+                ],
+            },
+            {"name": "no-admin", "action": "DENY", "rules": [{"to": [{"paths": ["/admin*"]}]}]},
+            {"name": "audit", "service": "inventory", "action": "AUDIT", "rules": [{}]},
+            {"name": "nothing", "service": "pricing"},
+        ],
+    },
+}
+
+
 def cases() -> list[Scenario]:
     return [
         *(load_scenario(path) for path in SCENARIOS),
         Scenario.model_validate(EVERY_FIELD),
+        Scenario.model_validate(SECURITY),
     ]
 
 
-CASE_IDS = [*(p.stem for p in SCENARIOS), "every-field"]
+CASE_IDS = [*(p.stem for p in SCENARIOS), "every-field", "security"]
 
 
 # --------------------------------------------------------------------------- the normalizer
@@ -317,10 +354,16 @@ def test_istiod_and_the_translation_agree(
     for role, edges in role_edges(scenario).items():
         # Every edge is there to compare: a missing one would make agreement vacuous.
         assert set(edges) <= set(views[role]), (role, sorted(views[role]))
-        # istiod gives every edge mutual TLS, so the TLS fields are compared, not absent.
+        # istiod gives every edge mutual TLS (but to and on a DISABLE workload), so the TLS
+        # fields are compared, not absent.
+        peer = scenario.mesh.peer_authentication
         for edge in edges:
-            if edge.startswith("inbound:"):
+            if edge.startswith("inbound:") and plaintext_service(peer, role):
+                assert views[role][edge]["inbound.transport"] == "plaintext"
+            elif edge.startswith("inbound:"):
                 assert views[role][edge]["tls.require_client_certificate"] is True
+            elif plaintext_service(peer, edge.split()[1].split(":")[0]):
+                assert views[role][edge]["tls.origination"] == "none"
             else:
                 assert views[role][edge]["tls.origination"] == "mutual"
     found = differences(scenario, istio.dumps, envoy)

@@ -20,6 +20,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from harness.app.topology import Call, ServiceSpec, ServiceTimeSpec, Topology, Variant
 from harness.errors import ControlPlaneError, ExitCode, ToolMissingError
@@ -36,6 +37,7 @@ from harness.platforms.local.istio import (
     unsupported_faults,
 )
 from harness.platforms.local.istio.deployment import TOXIC_IP_BASE
+from harness.platforms.local.istio.proxies import CERTS_DIR
 from harness.platforms.local.istio.sync import sent_nonces, wait_pushed
 from harness.platforms.local.istio.workloads import short_cluster_name
 from harness.platforms.local.platform import Mesh, find_envoy
@@ -180,6 +182,18 @@ def test_one_sidecar_gets_a_certificate_and_syncs(tmp_path: Path) -> None:
             if "uri" in san
         ]
         assert f"spiffe://cluster.local/ns/{NAMESPACE}/sa/frontend" in sans
+        # The same certificate as files for probes "as" this identity (OUTPUT_CERTS): the
+        # chain istiod's CA signed carries the workload's SPIFFE id; the key is private.
+        certs = sidecar.directory / CERTS_DIR
+        deadline = time.monotonic() + 10
+        while not (certs / "key.pem").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        chain = x509.load_pem_x509_certificates((certs / "cert-chain.pem").read_bytes())
+        uris = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        assert uris.value.get_values_for_type(x509.UniformResourceIdentifier) == [
+            f"spiffe://cluster.local/ns/{NAMESPACE}/sa/frontend"
+        ]
+        assert (certs / "key.pem").stat().st_mode & 0o777 == 0o600
 
         # What the API server refuses fails with the object and the server's reason.
         bad_route = {

@@ -16,8 +16,9 @@ Objects, in apply order::
     VirtualService       one per destination that sets ``timeout`` or ``retries`` (mesh only)
     DestinationRule      one per destination that sets ``connectionPool``,
                          ``outlierDetection`` or ``loadBalancer``
-    (PeerAuthentication, AuthorizationPolicy: :func:`_security_objects`, empty until the
-    scenario language has them)
+    PeerAuthentication   ``default`` (namespace-wide ``mtls.mode``), one per service with a
+                         mode of its own (selector ``app: <service>``)
+    AuthorizationPolicy  one per ``mesh.authorizationPolicies`` entry (harness.kube.security)
 
 Semantics (Istio's, read in the pinned istio module):
 
@@ -51,6 +52,7 @@ import yaml
 
 from harness.app.topology import DEFAULT_VERSION, ServiceSpec
 from harness.errors import HarnessError
+from harness.kube.security import SECURITY, security_objects
 from harness.scenario.models import (
     ConnectionPool,
     DestinationPolicy,
@@ -498,10 +500,13 @@ def _traffic(context: _Context) -> Iterator[Manifest]:
 
 
 def _security_objects(context: _Context) -> Iterator[Manifest]:
-    """PeerAuthentication and AuthorizationPolicy objects (issue 10): the scenario language
-    has no security section yet, so none."""
-    del context
-    return iter(())
+    """PeerAuthentication and AuthorizationPolicy objects (:mod:`harness.kube.security`)."""
+    mesh = context.scenario.mesh
+    for obj in security_objects(
+        mesh.peer_authentication, mesh.authorization_policies, context.namespace
+    ):
+        labels = {"app": obj.service} if obj.service is not None else None
+        yield context.manifest(SECURITY, obj.kind, obj.name, {"spec": obj.spec}, labels)
 
 
 def _http_route(name: str, destination: str, policy: DestinationPolicy) -> JsonObject:

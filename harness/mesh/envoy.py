@@ -121,6 +121,8 @@ class Upstream:
     service: str
     endpoints: tuple[Addr, ...]
     policy: DestinationPolicy | None = None
+    # Auto-mTLS: plaintext to a service whose PeerAuthentication is DISABLE (harness.mesh.rbac).
+    plaintext: bool = False
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,10 @@ class SidecarSpec:
     # the inbound cluster, as istiod does.
     policy: DestinationPolicy | None = None
     tls: WorkloadTls | None = None  # None: plain HTTP between proxies (benchmarks only)
+    # Security (harness.mesh.rbac): the RBAC filters istiod puts first on the inbound chain,
+    # and a plaintext inbound listener (PeerAuthentication DISABLE).
+    rbac_filters: tuple[dict[str, Any], ...] = ()
+    plaintext_inbound: bool = False
 
 
 @dataclass(frozen=True)
@@ -474,7 +480,7 @@ def _outbound_cluster(
         }
     if bind_ip is not None:
         cluster["upstream_bind_config"] = {"source_address": {"address": bind_ip, "port_value": 0}}
-    if tls is not None:
+    if tls is not None and not upstream.plaintext:
         cluster["transport_socket"] = upstream_tls_socket(tls, upstream.service)
     return cluster
 
@@ -602,7 +608,8 @@ def _inbound_listener(spec: SidecarSpec, cluster: str) -> dict[str, Any]:
     # A source listed twice would stack two filters on the same runtime keys: the fault would
     # hit twice (two 50% aborts abort 75%, two delays add up), so each source gets one filter.
     sources = dict.fromkeys(spec.fault_sources)
-    faults = [_fault_filter(None), *(_fault_filter(src) for src in sources)]
+    # The RBAC filters come first (istiod's order): a denied request meets no fault.
+    faults = [*spec.rbac_filters, _fault_filter(None), *(_fault_filter(src) for src in sources)]
     routes = {
         "name": "inbound",
         "virtual_hosts": [
@@ -632,7 +639,7 @@ def _inbound_listener(spec: SidecarSpec, cluster: str) -> dict[str, Any]:
         _access_log(spec.access_log, "inbound", spec.access_log_fields),
     )
     chain: dict[str, Any] = {"filters": [hcm]}
-    if spec.tls is not None:
+    if spec.tls is not None and not spec.plaintext_inbound:
         chain["transport_socket"] = downstream_tls_socket(spec.tls)
     return {"name": "virtualInbound", "address": spec.inbound.envoy(), "filter_chains": [chain]}
 

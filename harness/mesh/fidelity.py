@@ -30,13 +30,16 @@ protocol, ``max_requests_per_connection``, upstream ``idle_timeout`` and
 ``max_connection_duration`` and ``max_requests_per_connection``; and mutual TLS: per
 outbound edge the cluster's TLS origination (mode, SNI, accepted SANs, ALPN; istiod's
 ``tlsMode: istio`` transport socket match, the one in-mesh endpoints get), per inbound edge
-the TLS filter chains (client certificate required, ALPN). A plain-text inbound chain is
-not compared: istiod's default PERMISSIVE mode keeps one for clients outside the mesh, which
-the harness has none of (docs/istio-semantics.md).
+the TLS filter chains (client certificate required, ALPN) and their transport
+(``inbound.transport``: ``tls``, ``plaintext``, or both for PERMISSIVE) — compared where the
+scenario sets a PeerAuthentication mode; without one istiod's default PERMISSIVE keeps a
+plain-text chain the translation (STRICT) has not (docs/istio-semantics.md); and the
+inbound RBAC filters (``inbound.rbac``, :func:`harness.mesh.rbac.rbac_view`: actions and
+policies by name, and/or sets sorted, Envoy's defaults dropped).
 
 Ignored, because they decide no resilience outcome: names of listeners, routes and virtual
 hosts, stat prefixes and ``alt_stat_name``, metadata, decorators, tracing, access logs,
-HTTP filters (the harness's fault filters are compared by the fault tests, not here),
+HTTP filters other than RBAC (the harness's fault filters are compared by the fault tests),
 certificates (SDS from istiod, files from the harness), TLS versions and ciphers, header
 manipulation, ``max_grpc_timeout`` and
 ``grpc_timeout_header_max`` (gRPC only), cluster discovery type (STATIC vs EDS) and
@@ -46,7 +49,7 @@ endpoints, ``upstream_bind_config``, and every service the caller does not call.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
 
@@ -61,6 +64,7 @@ from harness.mesh.envoy import (
     ingress_bootstrap,
     sidecar_bootstrap,
 )
+from harness.mesh.rbac import plaintext_service, rbac_filters, rbac_view
 from harness.scenario.models import Scenario
 
 Json = dict[str, Any]
@@ -368,6 +372,9 @@ class _Dump:
     listeners: tuple[Json, ...]
     clusters: Mapping[str, Json]
     routes: Mapping[str, Json]
+    # cluster → whether any endpoint selects istiod's ``tlsMode: istio`` socket match (only
+    # in a dump read with ``?include_eds``; a cluster missing here is not decided by it).
+    istio_tls_endpoints: Mapping[str, bool] = field(default_factory=dict)
 
 
 def _section(dump: Json, kind: str) -> Json:
@@ -398,7 +405,28 @@ def _read_dump(dump: Json) -> _Dump:
         tuple(listeners),
         {cluster["name"]: cluster for cluster in clusters},
         {route.get("name", ""): route for route in routes},
+        _endpoint_tls(_section(dump, "EndpointsConfigDump")),
     )
+
+
+def _endpoint_tls(endpoints_dump: Json) -> dict[str, bool]:
+    """Cluster → whether any of its endpoints carries ``tlsMode: istio``: istiod strips it
+    from the endpoints of a workload whose PeerAuthentication is DISABLE, which is how
+    auto-mTLS sends plaintext to it while the cluster keeps its TLS socket match."""
+    found: dict[str, bool] = {}
+    for entry in endpoints_dump.get("dynamic_endpoint_configs", []):
+        config = entry.get("endpoint_config", {})
+        marks = [
+            endpoint.get("metadata", {})
+            .get("filter_metadata", {})
+            .get("envoy.transport_socket_match", {})
+            .get("tlsMode")
+            for locality in config.get("endpoints", [])
+            for endpoint in locality.get("lb_endpoints", [])
+        ]
+        if marks:
+            found[config.get("cluster_name", "")] = "istio" in marks
+    return found
 
 
 def _hcms(listener: Json) -> Iterator[tuple[Json, Json]]:
@@ -431,12 +459,18 @@ def _edge_fields(dump: _Dump) -> Iterator[tuple[str, dict[str, Any]]]:
                     if edge is None:
                         continue
                     fields = {**listener_fields, **route_view(action, virtual_host)}
-                    if edge.startswith("inbound:") and downstream is not None:
-                        fields.update(downstream)
+                    if edge.startswith("inbound:"):
+                        # Per chain; a PERMISSIVE listener's chains merge into both values.
+                        fields["inbound.transport"] = "plaintext" if downstream is None else "tls"
+                        fields["inbound.rbac"] = rbac_view(hcm.get("http_filters", []))
+                        fields.update(downstream or {})
                     if cluster in dump.clusters:
                         fields.update(cluster_view(dump.clusters[cluster]))
                         if not edge.startswith("inbound:"):
-                            fields.update(upstream_tls_view(dump.clusters[cluster]))
+                            tls = upstream_tls_view(dump.clusters[cluster])
+                            if not dump.istio_tls_endpoints.get(cluster, True):
+                                tls = {"tls.origination": "none"}
+                            fields.update(tls)
                     else:
                         fields["cluster"] = f"missing: {cluster}"
                     yield edge, fields
@@ -553,8 +587,20 @@ def translation_bootstraps(
     destinations = scenario.mesh.destinations
     tls = tls or {}
 
+    peer = scenario.mesh.peer_authentication
+
     def upstream(service: str) -> Upstream:
-        return Upstream(service, (_DISCARD,), destinations.get(service))
+        plaintext = plaintext_service(peer, service)
+        return Upstream(service, (_DISCARD,), destinations.get(service), plaintext)
+
+    def security(service: str) -> dict[str, Any]:
+        identity = tls.get(service)
+        namespace = identity.namespace if identity is not None else "default"
+        policies = scenario.mesh.authorization_policies
+        return {
+            "rbac_filters": tuple(rbac_filters(policies, service, namespace)),
+            "plaintext_inbound": plaintext_service(peer, service),
+        }
 
     bootstraps = {
         INGRESS: ingress_bootstrap(
@@ -582,6 +628,7 @@ def translation_bootstraps(
                 fault_sources=fault_sources_of(topology, service),
                 policy=destinations.get(service),
                 tls=tls.get(service),
+                **security(service),
             )
         )
     return bootstraps
@@ -606,6 +653,19 @@ def differences(
             )
             continue
         found.extend(
-            compare(role, edges, resilience_view(istio[role]), resilience_view(envoy[role]))
+            d
+            for d in compare(
+                role, edges, resilience_view(istio[role]), resilience_view(envoy[role])
+            )
+            if not known_transport_difference(scenario, d)
         )
     return found
+
+
+def known_transport_difference(scenario: Scenario, difference: Difference) -> bool:
+    """Without a PeerAuthentication mode, istiod's default is PERMISSIVE (a TLS and a
+    plain-text chain) and the translation's is STRICT (docs/istio-semantics.md): that
+    difference is known; any mode the scenario sets is compared."""
+    peer = scenario.mesh.peer_authentication
+    unset = peer is None or peer.mode_of(difference.role) is None
+    return difference.field == "inbound.transport" and unset

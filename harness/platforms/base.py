@@ -17,6 +17,7 @@ pod's network namespace) without the injectors changing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,30 @@ def toxic_edges(scenario: Scenario, *, packet_filter: bool) -> list[tuple[str, T
     deploy time, before any fault is injected)."""
     edges = (toxic_edge_of(fault, packet_filter=packet_filter) for fault in scenario.faults)
     return [edge for edge in edges if edge is not None]
+
+
+@dataclass(frozen=True)
+class ProbeRequest:
+    """One request of a scenario probe (``probes:``): to a service's sidecar as an identity
+    (a service of the run, ``ingress``, or ``plaintext``), carrying ``rid`` as its
+    x-request-id; ``turn`` counts the probe's requests (to spread them over instances)."""
+
+    to: str
+    identity: str
+    method: str
+    path: str
+    rid: str
+    turn: int = 0
+
+
+@dataclass(frozen=True)
+class ProbeReply:
+    """What came back: ``status`` 0 for no HTTP answer (``error`` says why); ``body`` is the
+    start of the answer (at most 64 characters)."""
+
+    status: int
+    body: str = ""
+    error: str | None = None
 
 
 class ToxicEdges(Protocol):
@@ -242,6 +267,10 @@ class Deployment(Protocol):
         """The kernel's state letter of a process (``T``: stopped), None when it is gone."""
         ...
 
+    def send_probes(self, requests: Sequence[ProbeRequest]) -> list[ProbeReply]:
+        """Send scenario probes from inside the deployment, one reply per request."""
+        ...
+
     def kill_process(self, instance: str, process: ProcessKind) -> int: ...
 
     def restart_process(self, instance: str, process: ProcessKind) -> int: ...
@@ -267,6 +296,8 @@ __all__ = [
     "InstanceInfo",
     "PacketFilter",
     "Platform",
+    "ProbeReply",
+    "ProbeRequest",
     "ProcessKind",
     "ToxicEdges",
     "toxic_edge_of",

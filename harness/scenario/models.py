@@ -30,6 +30,13 @@ from harness.scenario.base import (
     check_name,
     check_optional_name,
 )
+from harness.scenario.security import (
+    AuthorizationPolicy,
+    PeerAuthentication,
+    Probe,
+    probe_problems,
+    security_problems,
+)
 from harness.scenario.units import Duration, Fraction
 
 # --------------------------------------------------------------------------- metadata
@@ -129,6 +136,13 @@ class Mesh(Model):
             "the logs) or report (only what the report's counts, flags and request paths "
             "use: about a third less on disk)."
         ),
+    )
+    # Security (harness.scenario.security): enforced by the callee's sidecar.
+    peer_authentication: PeerAuthentication | None = Field(
+        default=None, description="PeerAuthentication modes (mutual TLS) per namespace/service."
+    )
+    authorization_policies: list[AuthorizationPolicy] = Field(
+        default_factory=list, max_length=MAX_ITEMS, description="Istio AuthorizationPolicies."
     )
 
 
@@ -689,6 +703,22 @@ class ConfigPropagationSlo(SloBase):
     max: Duration
 
 
+class DeniedSlo(SloBase):
+    """Every request of ``probe`` in the phase is refused by the callee's authorization
+    (403 ``RBAC: access denied``); any that got through is named (harness.slo.security)."""
+
+    kind: Literal["denied"]
+    probe: str = Field(description="The probe (probes[].name) whose requests must be denied.")
+
+
+class PlaintextRejectedSlo(SloBase):
+    """Every request of a ``plaintext`` probe in the phase gets no HTTP answer: the callee's
+    sidecar takes mutual TLS only (PeerAuthentication STRICT)."""
+
+    kind: Literal["plaintextRejected"]
+    probe: str = Field(description="A probe with as: plaintext.")
+
+
 Slo = Annotated[
     ErrorRateSlo
     | LatencySlo
@@ -697,7 +727,9 @@ Slo = Annotated[
     | EjectionSlo
     | SheddingSlo
     | RecoverySlo
-    | ConfigPropagationSlo,
+    | ConfigPropagationSlo
+    | DeniedSlo
+    | PlaintextRejectedSlo,
     Field(discriminator="kind"),
 ]
 SLO_KINDS: tuple[str, ...] = (
@@ -709,6 +741,8 @@ SLO_KINDS: tuple[str, ...] = (
     "sheds",
     "recoveryTime",
     "configPropagation",
+    "denied",
+    "plaintextRejected",
 )
 
 
@@ -732,6 +766,7 @@ class Scenario(Model):
     load: Load
     phases: list[Phase] = Field(min_length=1, max_length=MAX_ITEMS)
     faults: list[Fault] = Field(default_factory=list, max_length=MAX_ITEMS)
+    probes: list[Probe] = Field(default_factory=list, max_length=MAX_ITEMS)
     slos: list[Slo] = Field(min_length=1, max_length=MAX_ITEMS)
     guard: Guard | None = None
 
@@ -771,6 +806,12 @@ class Scenario(Model):
                 problems += self._service_problems(("app", section, key), key)
         for key in self.mesh.destinations:
             problems += self._service_problems(("mesh", "destinations", key), key)
+        problems += security_problems(
+            self.mesh.peer_authentication,
+            self.mesh.authorization_policies,
+            self.app.topology.service_names,
+        )
+        problems += probe_problems(self.probes, self.app.topology.service_names)
         seen: set[str] = set()
         for index, phase in enumerate(self.phases):
             if phase.name in seen:
@@ -892,6 +933,19 @@ class Scenario(Model):
                         (*where, "change", "service"),
                         f"another configPropagation SLO already changes {slo.change.service!r}'s "
                         "routes (each change replaces the VirtualService); pick another service",
+                    )
+                )
+        if isinstance(slo, DeniedSlo | PlaintextRejectedSlo):
+            probes = {probe.name: probe for probe in self.probes}
+            probe = probes.get(slo.probe)
+            if probe is None:
+                problems.append(((*where, "probe"), _unknown("probe", slo.probe, probes)))
+            elif isinstance(slo, PlaintextRejectedSlo) and not probe.plaintext:
+                problems.append(
+                    (
+                        (*where, "probe"),
+                        f"probe {slo.probe!r} sends as {probe.as_!r}; plaintextRejected "
+                        "judges a probe with as: plaintext",
                     )
                 )
         return problems

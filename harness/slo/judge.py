@@ -25,10 +25,12 @@ from harness.journal import Journal, PhaseWindow, RunVerdict, SloResult, Verdict
 from harness.load.driver import Sample, SampleColumns, as_columns
 from harness.scenario.models import (
     ConfigPropagationSlo,
+    DeniedSlo,
     EjectionSlo,
     ErrorRateSlo,
     LatencyShiftSlo,
     LatencySlo,
+    PlaintextRejectedSlo,
     RecoverySlo,
     RetryAmplificationSlo,
     SheddingSlo,
@@ -43,6 +45,7 @@ from harness.slo.mesh import (
     recovery_phases,
 )
 from harness.slo.propagation import evaluate_propagation
+from harness.slo.security import evaluate_denied, evaluate_plaintext_rejected
 from harness.slo.shift import evaluate_latency_shift
 from harness.slo.verdict import evaluate_error_rate, evaluate_latency, per_second_counts
 
@@ -213,6 +216,10 @@ def judge_slo(slo: Slo, phase: str, run: RunEvidence) -> SloResult:
             return _recovery(slo, phase, run)
         case ConfigPropagationSlo():
             return evaluate_propagation(slo, phase, run.journal)
+        case DeniedSlo():
+            return evaluate_denied(slo.name, phase, slo.probe, run.journal)
+        case PlaintextRejectedSlo():
+            return evaluate_plaintext_rejected(slo.name, phase, slo.probe, run.journal)
         case _:
             assert_never(slo)
 

@@ -14,17 +14,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from harness.errors import PlatformError
+from harness.errors import PlatformError, ScenarioError
+from harness.files import redact_secrets
+from harness.mesh.rbac import envoy_security_problems
 from harness.platforms.local.platform import LocalDeployment, Mesh, find_envoy
 from harness.platforms.local.sandbox import Isolation, Sandbox
 from harness.scenario.models import Scenario
 
-__all__ = ["LocalPlatform", "refuse_control_plane_uses"]
+__all__ = ["LocalPlatform", "check_mesh_support"]
 
 
-def refuse_control_plane_uses(scenario: Scenario) -> None:
-    """``--mesh envoy`` has no control plane: a scenario that faults one or measures its
-    configuration pushes is refused before anything starts (exit 2)."""
+def check_mesh_support(scenario: Scenario, mesh: Mesh) -> None:
+    """Refuse (exit 2) what ``mesh`` cannot run, before anything exists. ``--mesh envoy``
+    has no control plane: a scenario that faults one or measures its configuration pushes
+    is refused (:class:`PlatformError`), and so is mesh policy the translation does not
+    cover (:class:`ScenarioError`, each field located)."""
+    if mesh is not Mesh.ENVOY:
+        return
     uses = scenario.control_plane_uses()
     if uses:
         where = "; ".join(f"{'.'.join(map(str, path))}: {what}" for path, what in uses)
@@ -33,6 +39,10 @@ def refuse_control_plane_uses(scenario: Scenario) -> None:
             f"envoy does not run (the harness writes each Envoy's configuration itself): "
             f"{where}. Run it with --mesh istio, or remove these."
         )
+    services = scenario.app.topology.service_names
+    problems = envoy_security_problems(scenario.mesh.peer_authentication, services)
+    if problems:
+        raise ScenarioError(f"scenario {scenario.metadata.name!r} under --mesh envoy", problems)
 
 
 class LocalPlatform:
@@ -52,8 +62,7 @@ class LocalPlatform:
 
     @contextmanager
     def deploy(self, scenario: Scenario, run_dir: Path) -> Iterator[LocalDeployment]:
-        if self.mesh is not Mesh.ISTIO:
-            refuse_control_plane_uses(scenario)
+        check_mesh_support(scenario, self.mesh)
         envoy = find_envoy()
         sock_dir = Path(tempfile.mkdtemp(prefix="hrn-"))
         sandbox: Sandbox | None = None
@@ -75,3 +84,5 @@ class LocalPlatform:
             if sandbox is not None:
                 sandbox.close()
             shutil.rmtree(sock_dir, ignore_errors=True)
+            # Every process is gone: no certificate, key or token stays in the run's logs.
+            redact_secrets(run_dir / "logs")

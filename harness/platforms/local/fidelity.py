@@ -160,7 +160,8 @@ def istiod_dumps(
 
 
 def _config_dump(sidecar: Sidecar) -> dict[str, Any]:
-    status, body = sidecar.admin.request("GET", "/config_dump")
+    # With the endpoints: istiod decides auto-mTLS per endpoint (harness.mesh.fidelity).
+    status, body = sidecar.admin.request("GET", "/config_dump?include_eds")
     if status != 200:
         raise ControlPlaneError(
             f"{sidecar.workload.name}: Envoy's /config_dump answered {status}: {body[:200]}"

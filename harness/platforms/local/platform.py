@@ -9,16 +9,18 @@ on 127.0.0.1 instead. Sidecar admin APIs are Unix sockets in a short temporary d
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shutil
 import socket
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any, TypedDict
 
 from harness.errors import PlatformError, ToolMissingError
 from harness.files import write_atomic
@@ -34,19 +36,24 @@ from harness.mesh.envoy import (
     WorkloadTls,
     fault_sources_of,
     ingress_bootstrap,
+    mesh_sni,
     sidecar_bootstrap,
 )
 from harness.mesh.identity import write_mesh_identities
+from harness.mesh.rbac import plaintext_service, rbac_filters
 from harness.mesh.stats import SCRAPE_PATTERN
 from harness.platforms.base import (
     ControlPlaneFaults,
     EdgeProxy,
     InstanceInfo,
     PacketFilter,
+    ProbeReply,
+    ProbeRequest,
     ProcessKind,
     ToxicEdges,
     toxic_edges,
 )
+from harness.platforms.local.probes import ProbeTarget, send_batch
 from harness.platforms.local.sandbox import Isolation, Sandbox, SpawnRequest
 from harness.platforms.local.toxiproxy import (
     Toxiproxy,
@@ -55,6 +62,13 @@ from harness.platforms.local.toxiproxy import (
     sandbox_transport,
 )
 from harness.scenario.models import Scenario
+from harness.scenario.security import GATEWAY_SERVICE, PLAINTEXT
+
+
+class _SidecarSecurity(TypedDict):
+    rbac_filters: tuple[dict[str, Any], ...]
+    plaintext_inbound: bool
+
 
 APP_PORT = 8080
 INBOUND_PORT = 15006
@@ -227,6 +241,7 @@ class LocalDeployment:
             service=service,
             endpoints=tuple(endpoints),
             policy=self.scenario.mesh.destinations.get(service),
+            plaintext=plaintext_service(self.scenario.mesh.peer_authentication, service),
         )
 
     # ------------------------------------------------------------------ start
@@ -264,6 +279,7 @@ class LocalDeployment:
                 policy=self.scenario.mesh.destinations.get(inst.service),
                 access_log_fields=self.scenario.mesh.access_log,
                 tls=identities.get(inst.name),
+                **self._security_of(inst.service),
             )
             envoys.append(self._envoy_request(inst.name, sidecar_bootstrap(sidecar), sidecar))
             log = self.run_dir / "logs" / f"{inst.name}.app.log"
@@ -286,6 +302,48 @@ class LocalDeployment:
         for (name, _), pid in zip(apps, pids[len(envoys) :], strict=True):
             self.app_pids[name] = pid
         self._wait_ready()
+
+    def _security_of(self, service: str) -> _SidecarSecurity:
+        """The inbound RBAC filters and the peer mode of ``service``'s sidecars."""
+        mesh = self.scenario.mesh
+        namespace = run_namespace(self.sandbox.run_id)
+        return {
+            "rbac_filters": tuple(rbac_filters(mesh.authorization_policies, service, namespace)),
+            "plaintext_inbound": plaintext_service(mesh.peer_authentication, service),
+        }
+
+    # ------------------------------------------------------------------ probes
+
+    def send_probes(self, requests: Sequence[ProbeRequest]) -> list[ProbeReply]:
+        """Each request straight to an instance of its service (round robin by turn), at
+        its sidecar's inbound port: mutual TLS with the identity's mesh certificate (its
+        service's first instance's, or the gateway's), or plain HTTP for ``plaintext``."""
+        return send_batch(self.sandbox, [self._probe_target(r) for r in requests])
+
+    def _probe_target(self, request: ProbeRequest) -> ProbeTarget:
+        instances = self.instances_of(request.to)
+        inst = instances[request.turn % len(instances)]
+        plain = ProbeTarget(inst.ip, inst.inbound_port, request.method, request.path, request.rid)
+        if request.identity == PLAINTEXT or not self.mtls:
+            return plain
+        proxy = (
+            "ingress"
+            if request.identity == GATEWAY_SERVICE
+            else self.instances_of(request.identity)[0].name
+        )
+        cert, key, ca = self._identity_files(proxy)
+        return dataclasses.replace(
+            plain,
+            cert=str(cert),
+            key=str(key),
+            ca=str(ca),
+            sni=mesh_sni(request.to, run_namespace(self.sandbox.run_id)),
+        )
+
+    def _identity_files(self, proxy: str) -> tuple[Path, Path, Path]:
+        """``proxy``'s mesh certificate, key and the root that signed the mesh's."""
+        tls_dir = self._sock_dir / "mtls"
+        return tls_dir / f"{proxy}.crt", tls_dir / f"{proxy}.key", tls_dir / "root-cert.pem"
 
     def _write_identities(self) -> dict[str, WorkloadTls]:
         """Proxy name → its mesh certificate files (none with :attr:`mtls` off): a fresh CA

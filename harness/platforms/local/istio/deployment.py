@@ -38,6 +38,7 @@ from harness.platforms.local.istio.objects import (
 )
 from harness.platforms.local.istio.outage import IstioControlPlaneFaults
 from harness.platforms.local.istio.plane import IstioControlPlane, istio_control_plane
+from harness.platforms.local.istio.proxies import CERTS_DIR
 from harness.platforms.local.istio.sync import snapshot, wait_pushed
 from harness.platforms.local.istio.workloads import (
     APP_PORT,
@@ -115,6 +116,7 @@ class IstioDeployment(LocalDeployment):
         self.ingress = Addr(mesh_address(GATEWAY_IP_INDEX), GATEWAY_PORT)
         self.ingress_url = f"http://{self.ingress.host}:{self.ingress.port}"
         self.namespace = run_namespace(sandbox.run_id)
+        self._certs: dict[str, Path] = {}  # proxy → its OUTPUT_CERTS directory
         topology = scenario.app.topology
         self.workloads = {
             inst.name: Workload(
@@ -305,6 +307,7 @@ class IstioDeployment(LocalDeployment):
             )
             inst = self.instance(workload.name)
             spec = topology.service(inst.service)
+            self._certs[inst.name] = sidecar.directory / CERTS_DIR
             self._outbound[inst.name] = self._egress(workload)
             self.app_pids[inst.name] = self.sandbox.spawn(
                 self._app_argv(inst, self._egress(workload), spec.calls),
@@ -317,6 +320,7 @@ class IstioDeployment(LocalDeployment):
                 future.result()
         sidecar = plane.start_sidecar(gateway, self._envoy, self._sock_dir, root, router=True)
         self.proxies["ingress"] = _Proxy("ingress", sidecar.admin, sidecar.pid, sidecar.log)
+        self._certs["ingress"] = sidecar.directory / CERTS_DIR
         self.timings["sidecars_started_s"] = time.monotonic() - begun
         synced = plane.wait_synced([gateway.name, *self.workloads])
         self.timings["proxies_synced_s"] = time.monotonic() - begun
@@ -412,6 +416,11 @@ class IstioDeployment(LocalDeployment):
             timings=dict(self.timings),
             pushes=tuple(self.pushes),
         )
+
+    def _identity_files(self, proxy: str) -> tuple[Path, Path, Path]:
+        """The certificate istiod's CA signed for ``proxy`` (pilot-agent's OUTPUT_CERTS)."""
+        certs = self._certs[proxy]
+        return certs / "cert-chain.pem", certs / "key.pem", certs / "root-cert.pem"
 
     def close(self) -> None:
         """Stop the control plane (by PID) and the host side of its forwards."""

@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from harness.errors import ControlPlaneError
 from harness.platforms.local.istio.workloads import (
@@ -57,12 +57,16 @@ class AgentSetup:
     root_cert: str  # istiod's root certificate (PEM)
 
 
+CERTS_DIR: Final = "etc/certs"  # cert-chain.pem, key.pem, root-cert.pem (pilot-agent's)
+
+
 def _workdir(setup: AgentSetup, workload: Workload, token: str) -> Path:
     """The agent's working directory: token, root certificate, bootstrap template."""
     directory = setup.directory / "pods" / workload.name
     for sub in ("var/run/secrets/tokens", "var/run/secrets/istio", "var/lib/istio/envoy"):
         (directory / sub).mkdir(parents=True, exist_ok=True)
     (directory / "etc/istio/proxy").mkdir(parents=True, exist_ok=True)
+    (directory / CERTS_DIR).mkdir(mode=0o700, parents=True, exist_ok=True)  # OUTPUT_CERTS
     token_file = directory / "var/run/secrets/tokens/istio-token"
     token_file.touch(mode=0o600)
     token_file.write_text(token)
@@ -113,6 +117,10 @@ def _agent_env(setup: AgentSetup, workload: Workload, directory: Path) -> dict[s
         # An ECDSA P-256 key instead of RSA 2048: each agent makes one at start-up, and
         # eight RSA keys at once cost seconds on two loaded cores.
         "ECC_SIGNATURE_ALGORITHM": "ECDSA",
+        # The workload's certificate, key and root as files (pilot-agent's OUTPUT_CERTS), in
+        # the agent's private working directory: scenario probes "as" this identity use
+        # them (harness.platforms.local.probes). Never copied to the run directory.
+        "OUTPUT_CERTS": str(directory / CERTS_DIR),
     }
 
 
