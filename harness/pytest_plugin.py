@@ -103,6 +103,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="directory for scenario run records (default: pytest's tmp dir)",
     )
     group.addoption(
+        "--harness-mesh",
+        choices=("envoy", "istio"),
+        default="envoy",
+        help="who programs the sidecars of scenario items (harness run's --mesh): envoy "
+        "(default) or istio; an item its mesh cannot run is skipped with the reason",
+    )
+    group.addoption(
         "--harness-scenarios",
         action="store_true",
         default=False,
@@ -228,10 +235,18 @@ class ScenarioItem(pytest.Item):
         self.outcome: ScenarioOutcome | None = None
 
     def runtest(self) -> None:
+        from harness.errors import HarnessError
         from harness.outcome import Outcome, outcome_of, slo_properties, verdict_table
+        from harness.platforms.local.deploy import check_mesh_support
+        from harness.platforms.local.platform import Mesh
         from harness.runner import RunOptions
 
-        options = RunOptions(reports_dir=_reports_dir(self.config), handle_signals=False)
+        mesh = Mesh(self.config.getoption("--harness-mesh"))
+        try:
+            check_mesh_support(self.scenario, mesh)
+        except HarnessError as refused:
+            pytest.skip(f"not under --harness-mesh {mesh}: {refused}")
+        options = RunOptions(reports_dir=_reports_dir(self.config), mesh=mesh, handle_signals=False)
         outcome = self.ihook.pytest_harness_run_scenario(
             item=self, scenario=self.scenario, options=options
         )

@@ -51,6 +51,8 @@ def pytest_harness_run_scenario(item, scenario, options):
     kind = scenario.metadata.labels.get("fake", "pass")
     with open(item.config.rootpath / "ran.txt", "a") as ran:
         ran.write(scenario.metadata.name + "\\n")
+    with open(item.config.rootpath / "meshes.txt", "a") as meshes:
+        meshes.write(str(options.mesh) + "\\n")
     journal = Journal(
         run_id="fake-" + scenario.metadata.name, scenario_name=scenario.metadata.name,
         scenario_file=str(item.path), scenario={}, platform="fake", isolation="host",
@@ -124,6 +126,24 @@ def test_fake_runner_option_collects_every_yaml_as_an_item_named_after_the_scena
     result.stdout.fnmatch_lines(
         ["scenarios/a.yaml::alpha", "scenarios/sub/b.yml::beta", "2 tests collected*"]
     )
+
+
+def test_fake_runner_items_run_under_the_chosen_mesh_and_skip_what_it_cannot(
+    fake: pytest.Pytester,
+) -> None:
+    write(fake, "scenarios/a.yaml", scenario_yaml("alpha"))
+    shutil.copy(SCENARIOS / "control-plane-outage.yaml", fake.path / "scenarios")
+    result = fake.runpytest("--harness-scenarios", "scenarios", "-rs")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        ["*not under --harness-mesh envoy*needs a real control plane*Run it with --mesh istio*"]
+    )
+    assert ran(fake) == ["alpha"]  # the skipped item never reached the runner
+    result = fake.runpytest("--harness-scenarios", "scenarios", "--harness-mesh", "istio")
+    result.assert_outcomes(passed=2)
+    assert sorted(ran(fake)) == ["alpha", "alpha", "control-plane-outage"]
+    meshes = (fake.path / "meshes.txt").read_text().split()
+    assert meshes == ["envoy", "istio", "istio"]
 
 
 def test_fake_runner_ini_glob_opts_in_but_testpaths_keeps_scenarios_out(
