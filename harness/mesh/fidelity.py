@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
 
+from harness.mesh import routing
 from harness.mesh.envoy import (
     SERVICE_PORT,
     Addr,
@@ -578,10 +579,13 @@ def translation_bootstraps(
                 outbound=_NOWHERE if calls else None,
                 admin_socket=f"{directory}/{service}.sock",
                 access_log=f"{directory}/{service}.jsonl",
-                upstreams=tuple(upstream(callee) for callee in calls),
+                upstreams=tuple(
+                    upstream(callee) for callee in routing.upstream_services(calls, destinations)
+                ),
                 fault_sources=fault_sources_of(topology, service),
                 policy=destinations.get(service),
                 tls=tls.get(service),
+                labels=routing.pod_labels(topology, service, 0),
             )
         )
     return bootstraps

@@ -30,6 +30,7 @@ from harness.scenario.base import (
     check_name,
     check_optional_name,
 )
+from harness.scenario.traffic import HttpRoute, Subset, route_problems, subset_problems
 from harness.scenario.units import Duration, Fraction
 
 # --------------------------------------------------------------------------- metadata
@@ -116,6 +117,14 @@ class DestinationPolicy(Model):
     connection_pool: ConnectionPool | None = None
     outlier_detection: OutlierDetection | None = None
     load_balancer: LoadBalancer | None = None
+    subsets: list[Subset] = Field(
+        default_factory=list, max_length=MAX_ITEMS, description="DestinationRule subsets."
+    )
+    http: list[HttpRoute] = Field(
+        default_factory=list,
+        max_length=MAX_ITEMS,
+        description="VirtualService HTTP routes, first match wins (harness.scenario.traffic).",
+    )
 
 
 class Mesh(Model):
@@ -727,6 +736,7 @@ class Scenario(Model):
                 problems += self._service_problems(("app", section, key), key)
         for key in self.mesh.destinations:
             problems += self._service_problems(("mesh", "destinations", key), key)
+        problems += self._traffic_problems()
         seen: set[str] = set()
         for index, phase in enumerate(self.phases):
             if phase.name in seen:
@@ -756,6 +766,19 @@ class Scenario(Model):
                         "request",
                     )
                 )
+        return problems
+
+    def _traffic_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Subsets and routes (:mod:`harness.scenario.traffic`)."""
+        topology = self.app.topology
+        subsets: dict[str, list[Subset]] = {name: [] for name in topology.service_names} | {
+            name: policy.subsets for name, policy in self.mesh.destinations.items()
+        }
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        for key, policy in self.mesh.destinations.items():
+            where = ("mesh", "destinations", key)
+            problems += subset_problems((*where, "subsets"), key, policy.subsets, topology)
+            problems += route_problems((*where, "http"), policy.http, subsets, key)
         return problems
 
     def _service_problems(
