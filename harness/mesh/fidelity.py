@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
 
-from harness.mesh import routing
+from harness.mesh import fidelity_routes, routing
 from harness.mesh.envoy import (
     SERVICE_PORT,
     Addr,
@@ -427,11 +427,17 @@ def _edge_fields(dump: _Dump) -> Iterator[tuple[str, dict[str, Any]]]:
             for virtual_host in _route_config(hcm, dump).get("virtual_hosts", []):
                 for route in virtual_host.get("routes", []):
                     action = route.get("route", {})
-                    cluster = action.get("cluster")
-                    edge = edge_of_cluster(cluster) if isinstance(cluster, str) else None
+                    cluster = next(iter(fidelity_routes.route_clusters(action)), "")
+                    edge = edge_of_cluster(cluster)
                     if edge is None:
                         continue
                     fields = {**listener_fields, **route_view(action, virtual_host)}
+                    if not edge.startswith("inbound:"):
+                        fields.update(
+                            fidelity_routes.traffic_fields(
+                                virtual_host, dump.clusters, _cluster_fields
+                            )
+                        )
                     if edge.startswith("inbound:") and downstream is not None:
                         fields.update(downstream)
                     if cluster in dump.clusters:
@@ -441,6 +447,11 @@ def _edge_fields(dump: _Dump) -> Iterator[tuple[str, dict[str, Any]]]:
                     else:
                         fields["cluster"] = f"missing: {cluster}"
                     yield edge, fields
+
+
+def _cluster_fields(cluster: Json) -> Iterator[tuple[str, Any]]:
+    yield from cluster_view(cluster).items()
+    yield from upstream_tls_view(cluster).items()
 
 
 def resilience_view(dump: Json) -> View:

@@ -10,8 +10,9 @@ cluster_builder.go ``buildSubsetCluster``; never copied):
   ``outbound_.8080_.<subset>_.<service>.<namespace>.svc.cluster.local``. The service's
   default cluster (every endpoint) stays.
 * Each ``http`` route becomes one Envoy route per ``match`` (one route when it has none),
-  in order; headers are matched sorted by name (``exact`` / ``prefix`` string matches; an
-  empty prefix means "present"), a URI prefix is the route's ``prefix`` (else ``/``). A
+  in order; headers are matched sorted by name (``exact`` / ``prefix`` string matches; the
+  model refuses an empty prefix, which istiod makes a "present" matcher the pinned Envoy
+  rejects), a URI prefix is the route's ``prefix`` (else ``/``). A
   route with no match (or a catch-all match) ends the list: nothing after it can match.
 * ``sourceLabels``: a match is kept only in the sidecars of callers whose pod labels
   include them (istiod builds routes per proxy). If no route is left, the VirtualService
@@ -110,8 +111,6 @@ def _address(endpoint: Json) -> str:
 def _header(name: str, match: Any) -> Json:
     if match.exact is not None:
         return {"name": name, "string_match": {"exact": match.exact}}
-    if match.prefix == "":
-        return {"name": name, "present_match": True}
     return {"name": name, "string_match": {"prefix": match.prefix}}
 
 

@@ -56,7 +56,9 @@ class StringMatch(Model):
     """Istio ``StringMatch``: exactly one of ``exact`` or ``prefix``."""
 
     exact: str | None = Field(default=None, max_length=1024)
-    prefix: str | None = Field(default=None, max_length=1024)
+    # Not empty: istiod turns ``prefix: ""`` into a "header present" matcher that the
+    # pinned Envoy rejects (the whole route configuration: measured by the fidelity test).
+    prefix: str | None = Field(default=None, min_length=1, max_length=1024)
 
     @model_validator(mode="after")
     def _one(self) -> StringMatch:
