@@ -33,6 +33,7 @@ SloKind = Literal[
     "retryAmplification",
     "ejections",
     "sheds",
+    "trafficShare",
     "recoveryTime",
 ]
 Unit = Literal["ratio", "s", "factor", "count"]
@@ -229,6 +230,9 @@ class EdgeStats(Record):
     callee: str
     phases: dict[str, dict[str, int]]  # phase → counter → increase during the phase
     total: dict[str, int]
+    # DestinationRule subset → phase → counter → increase, on the subset's own cluster
+    # (``outbound|8080|<subset>|<callee>``; ``phases`` sums every cluster of the callee).
+    subsets: dict[str, dict[str, dict[str, int]]] = Field(default_factory=dict)
 
 
 class LoadTimeline(Record):

@@ -340,7 +340,9 @@ def _slo_rows(results: list[SloResult]) -> list[SloRow]:
             measured=_slo_value(r.measured, r.unit, r.kind),
             lower=_slo_value(r.lower, r.unit, r.kind),
             upper=_slo_value(r.upper, r.unit, r.kind),
-            objective=("≥ " if r.kind in AT_LEAST_KINDS else "≤ ")
+            objective=(
+                "≥ " if r.kind in AT_LEAST_KINDS else "= " if r.kind == "trafficShare" else "≤ "
+            )
             + _slo_value(r.objective, r.unit, r.kind),
             confidence=f"{r.confidence * 100:g}%",
             n=r.n,

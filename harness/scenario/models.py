@@ -648,6 +648,19 @@ class SheddingSlo(SloBase):
     min: int = Field(default=1, ge=1)
 
 
+class TrafficShareSlo(SloBase):
+    """The share of the edge's requests routed to ``subset`` must be ``share`` (its
+    two-sided Clopper-Pearson interval contains it), measured within ``tolerance``."""
+
+    kind: Literal["trafficShare"]
+    edge: Edge
+    subset: str
+    share: Fraction = Field(description="The expected share, e.g. 10% for weight 10.")
+    tolerance: Fraction = Field(
+        default=0.05, gt=0, description="PASS needs the interval within share ± this."
+    )
+
+
 class RecoverySlo(SloBase):
     """After the faults end, the per-second error rate is back under ``errorRate`` in ``max``."""
 
@@ -663,6 +676,7 @@ Slo = Annotated[
     | RetryAmplificationSlo
     | EjectionSlo
     | SheddingSlo
+    | TrafficShareSlo
     | RecoverySlo,
     Field(discriminator="kind"),
 ]
@@ -673,6 +687,7 @@ SLO_KINDS: tuple[str, ...] = (
     "retryAmplification",
     "ejections",
     "sheds",
+    "trafficShare",
     "recoveryTime",
 )
 
@@ -848,6 +863,17 @@ class Scenario(Model):
         edge = getattr(slo, "edge", None)
         if isinstance(edge, Edge):
             problems += self._edge_problems((*where, "edge"), edge.from_, edge.to)
+        if isinstance(slo, TrafficShareSlo):
+            policy = self.mesh.destinations.get(slo.edge.to)
+            names = {subset.name for subset in policy.subsets} if policy else set()
+            if slo.subset not in names:
+                problems.append(
+                    (
+                        (*where, "subset"),
+                        f"unknown subset {slo.subset!r} of {slo.edge.to!r}; valid: "
+                        + (", ".join(sorted(names)) or "none (declare subsets: in its policy)"),
+                    )
+                )
         return problems
 
     def callers_of(self, service: str) -> tuple[str, ...]:
