@@ -9,6 +9,7 @@ kind                  how (local platform)                      evidence of effe
 ``toxic``             toxiproxy between caller and callee       toxic present, bytes/conns
 ``partition``         nftables in the run's network namespace   rule packet counters
 ``kill`` / ``pause``  signals to the instance's processes       process state
+``trafficShift``      route weight runtime keys in the callers  requests on the subset
 ====================  ========================================  ==========================
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import assert_never
 
-from harness.faults import http, partition, process, toxic
+from harness.faults import http, partition, process, toxic, traffic
 from harness.faults.base import Adjustable, Injector, UndoJournal, applied, select_instances
 from harness.faults.http import HttpFaultInjector
 from harness.platforms.base import Deployment
@@ -28,6 +29,7 @@ from harness.scenario.models import (
     PartitionFault,
     PauseFault,
     ToxicFault,
+    TrafficShiftFault,
 )
 
 InjectorFactory = Callable[[Fault, str, Deployment], Injector]
@@ -45,6 +47,8 @@ def build_injector(fault: Fault, name: str, deployment: Deployment) -> Injector:
             return partition.from_scenario(fault, name, deployment)
         case KillFault() | PauseFault():
             return process.from_scenario(fault, name, deployment)
+        case TrafficShiftFault():
+            return traffic.from_scenario(fault, name, deployment)
         case _:
             assert_never(fault)
 

@@ -73,7 +73,13 @@ def _target(action: Json) -> tuple[Any, ...]:
     weighted = action.get("weighted_clusters", {}).get("clusters", [])
     return (
         "weighted",
-        tuple(sorted((cluster_key(str(c.get("name"))), int(c.get("weight", 0))) for c in weighted)),
+        tuple(
+            sorted(
+                (cluster_key(str(c.get("name"))), int(c.get("weight", 0)))
+                for c in weighted
+                if int(c.get("weight", 0)) > 0  # never picked: istiod leaves it out
+            )
+        ),
     )
 
 

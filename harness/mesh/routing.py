@@ -139,17 +139,31 @@ def _mirror_policy(mirror: Mirror, percent: float | None) -> Json | None:
     }
 
 
-def _action(service: str, route: HttpRoute, template: Json) -> Json:
+def weight_key(service: str, route_index: int, subset: str | None) -> str:
+    """The runtime key that overrides one weighted cluster's weight in the callers'
+    sidecars (Envoy: the route's ``runtime_key_prefix`` + ``.`` + the cluster's name):
+    how a traffic shift (progressive delivery) moves weights without a restart."""
+    return f"{_weight_prefix(service, route_index)}.{subset_cluster_name(service, subset)}"
+
+
+def _weight_prefix(service: str, route_index: int) -> str:
+    return f"harness.weights.{service}.{route_index}"
+
+
+def _action(service: str, index: int, route: HttpRoute, template: Json) -> Json:
     action = {k: v for k, v in copy.deepcopy(template).items() if k != "cluster"}
-    destinations = [d for d in route.route if len(route.route) == 1 or d.weight]
     if len(route.route) == 1:
-        action["cluster"] = subset_cluster_name(service, destinations[0].subset)
+        action["cluster"] = subset_cluster_name(service, route.route[0].subset)
     else:
+        # Deliberate difference: istiod leaves a 0-weight destination out; it stays here
+        # (Envoy never picks a weight of 0) so a traffic shift can raise its weight through
+        # the runtime key. The differential test reads 0 weights as absent.
         action["weighted_clusters"] = {
             "clusters": [
                 {"name": subset_cluster_name(service, d.subset), "weight": d.weight}
-                for d in destinations
-            ]
+                for d in route.route
+            ],
+            "runtime_key_prefix": _weight_prefix(service, index),
         }
     if route.mirror is not None:
         mirror = _mirror_policy(
@@ -178,7 +192,7 @@ def routes(service: str, policy: DestinationPolicy, caller: Labels, default: Jso
             entry = copy.deepcopy(default)
             entry["name"] = f"{name}.{match.name}" if match and match.name else name
             entry["match"] = _route_match(match)
-            entry["route"] = _action(service, route, default["route"])
+            entry["route"] = _action(service, index, route, default["route"])
             out.append(entry)
             if _catch_all(entry["match"]):
                 return out

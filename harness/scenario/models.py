@@ -30,7 +30,13 @@ from harness.scenario.base import (
     check_name,
     check_optional_name,
 )
-from harness.scenario.traffic import HttpRoute, Subset, route_problems, subset_problems
+from harness.scenario.traffic import (
+    HttpRoute,
+    Subset,
+    route_problems,
+    shifted_routes,
+    subset_problems,
+)
 from harness.scenario.units import Duration, Fraction
 
 # --------------------------------------------------------------------------- metadata
@@ -548,19 +554,48 @@ class PauseFault(FaultTiming):
     process: Literal["app", "sidecar"] = "app"
 
 
+class TrafficShiftFault(FaultTiming):
+    """Progressive delivery: shift ``weight`` percent of the target's routed traffic to
+    ``subset`` (the rest to the other destination of each two-destination route that names
+    it), then ``steps`` (percentage = the subset's weight, e.g. 10 → 50 → 100). The revert
+    (the fault's end, or a guard) restores the scenario's own weights: the stable route."""
+
+    kind: Literal["trafficShift"]
+    target: Target = Field(description="The destination whose routes shift (no instances).")
+    subset: str = Field(description="The subset that gets the weight (the canary).")
+    weight: int = Field(ge=0, le=100, description="Its first weight, percent.")
+    steps: list[Step] = Field(default_factory=list, max_length=MAX_ITEMS)
+
+    @property
+    def ramp(self) -> tuple[Step, ...]:
+        return tuple(self.steps)
+
+    @model_validator(mode="after")
+    def _whole(self) -> TrafficShiftFault:
+        if self.target.instances is not None:
+            raise ValueError("a traffic shift acts on the callers' routes: give no instances")
+        if any(step.percentage != int(step.percentage) for step in self.steps):
+            raise ValueError("route weights are whole percents: give whole step percentages")
+        return self
+
+
 Fault = Annotated[
-    HttpFault | ToxicFault | PartitionFault | KillFault | PauseFault,
+    HttpFault | ToxicFault | PartitionFault | KillFault | PauseFault | TrafficShiftFault,
     Field(discriminator="kind"),
 ]
-FAULT_KINDS: tuple[str, ...] = ("http", "toxic", "partition", "kill", "pause")
+FAULT_KINDS: tuple[str, ...] = ("http", "toxic", "partition", "kill", "pause", "trafficShift")
 
 
 class Guard(Model):
     """Stop every fault early when the end-to-end error rate stays above ``errorRate`` for
-    ``for`` (consecutive seconds); the run is then marked aborted and fails."""
+    ``for`` (consecutive seconds). ``action: abort`` (the default): the run is then marked
+    aborted and fails. ``action: rollback``: the canary analysis of progressive delivery —
+    the reverts put traffic back on the stable route, no fault starts again, the run goes
+    on and its SLOs decide (the journal records the rollback)."""
 
     error_rate: Fraction = Field(description="E.g. 50%.")
     for_: Duration = Field(default=5.0, alias="for")
+    action: Literal["abort", "rollback"] = "abort"
 
 
 # --------------------------------------------------------------------------- SLOs
@@ -844,11 +879,31 @@ class Scenario(Model):
         if isinstance(fault, PartitionFault):
             problems += self._service_problems((*where, "from", "service"), fault.from_.service)
             problems += self._service_problems((*where, "to", "service"), fault.to.service)
+        elif isinstance(fault, TrafficShiftFault):
+            problems += self._shift_problems(where, fault)
         elif isinstance(fault, HttpFault | ToxicFault) and fault.source is not None:
             problems += self._edge_problems((*where, "source"), fault.source, fault.target.service)
         else:
             problems += self._service_problems((*where, "target", "service"), fault.target.service)
         return problems
+
+    def _shift_problems(
+        self, where: tuple[str | int, ...], fault: TrafficShiftFault
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        service = fault.target.service
+        if service not in self.app.topology.service_names:
+            return self._service_problems((*where, "target", "service"), service)
+        policy = self.mesh.destinations.get(service)
+        if policy is None or not shifted_routes(policy.http, fault.subset):
+            return [
+                (
+                    (*where, "subset"),
+                    f"no route of {service!r} splits between {fault.subset!r} and another "
+                    f"subset: give mesh.destinations.{service}.http a route with two weighted "
+                    f"destinations, one of them subset {fault.subset!r}",
+                )
+            ]
+        return []
 
     def _slo_problems(
         self, where: tuple[str | int, ...], slo: Slo, phases: dict[str, float]

@@ -211,3 +211,15 @@ def route_problems(
 def _unknown_subset(subset: str, service: str, valid: set[str]) -> str:
     listed = ", ".join(sorted(valid)) if valid else "none (declare subsets: in its policy)"
     return f"unknown subset {subset!r} of {service!r}; valid: {listed}"
+
+
+def shifted_routes(routes: list[HttpRoute], subset: str) -> list[int]:
+    """The indexes of the routes a traffic shift to ``subset`` changes: those with exactly
+    two destinations, one of them ``subset``."""
+    return [
+        index
+        for index, route in enumerate(routes)
+        if len(route.route) == 2
+        and subset in {dest.subset for dest in route.route}
+        and route.route[0].subset != route.route[1].subset
+    ]

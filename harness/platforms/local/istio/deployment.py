@@ -53,7 +53,7 @@ from harness.platforms.local.platform import (
     _Proxy,
 )
 from harness.platforms.local.sandbox import Isolation, Sandbox
-from harness.scenario.models import Scenario, ToxicFault
+from harness.scenario.models import Scenario, ToxicFault, TrafficShiftFault
 from harness.toolchain import ISTIO_RELEASE, KUBERNETES_VERSION
 
 __all__ = ["IstioDeployment", "unsupported_faults"]
@@ -86,6 +86,12 @@ def unsupported_faults(scenario: Scenario) -> list[str]:
                     f"{', '.join(others)} also call (under Istio every caller reads the "
                     "same endpoints)"
                 )
+        if isinstance(fault, TrafficShiftFault):
+            problems.append(
+                f"{fault.name or 'trafficShift'}: a traffic shift (progressive delivery) is "
+                "not implemented under --mesh istio yet (it would re-apply the "
+                "VirtualService per step); run it with --mesh envoy"
+            )
     return problems
 
 
