@@ -354,6 +354,9 @@ class Target(Model):
     """Which instances of a service a fault hits (its blast radius)."""
 
     service: str
+    version: str | None = Field(
+        default=None, description="Only the instances of this version (its version label)."
+    )
     instances: int | str | None = Field(
         default=None,
         description="How many instances: a count (1), a percentage ('50%'), or omitted for all.",
@@ -885,7 +888,18 @@ class Scenario(Model):
             problems += self._edge_problems((*where, "source"), fault.source, fault.target.service)
         else:
             problems += self._service_problems((*where, "target", "service"), fault.target.service)
-        return problems
+        return problems + self._version_problems(where, getattr(fault, "target", None))
+
+    def _version_problems(
+        self, where: tuple[str | int, ...], target: Target | None
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        topology = self.app.topology
+        if target is None or target.version is None or target.service not in topology.service_names:
+            return []
+        versions = [variant.version for variant in topology.service(target.service).variants]
+        if target.version in versions:
+            return []
+        return [((*where, "target", "version"), _unknown("version", target.version, versions))]
 
     def _shift_problems(
         self, where: tuple[str | int, ...], fault: TrafficShiftFault
