@@ -42,11 +42,12 @@ def subset_of(name: str) -> str | None:
 
 
 def route_clusters(action: Json) -> list[str]:
-    """The clusters a route action sends to (one, or every weighted cluster)."""
+    """The clusters a route action sends to (one, or every weighted cluster with a weight:
+    one of weight 0 is never picked, and istiod leaves it out)."""
     if isinstance(action.get("cluster"), str):
         return [action["cluster"]]
     weighted = action.get("weighted_clusters", {}).get("clusters", [])
-    return [str(c.get("name")) for c in weighted]
+    return [str(c.get("name")) for c in weighted if int(c.get("weight", 0)) > 0]
 
 
 def _percent(fraction: Json) -> Decimal:
