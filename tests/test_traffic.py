@@ -14,17 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import FakeAdmin
 from journals import T0, new_journal, phase_windows
 
 from harness.errors import ExitCode, ScenarioError
+from harness.faults.traffic import TrafficShiftInjector
 from harness.journal import EdgeStats, Verdict
 from harness.kube import render
 from harness.mesh.envoy import Addr, SidecarSpec, Upstream, sidecar_bootstrap
+from harness.mesh.routing import weight_key
 from harness.mesh.stats import edge_stats, subset_of_key
+from harness.platforms.local.istio import unsupported_faults
 from harness.platforms.local.platform import Mesh
 from harness.pytest_plugin import ScenarioOutcome
 from harness.scenario import load_scenario, load_scenario_text
-from harness.scenario.models import Scenario
+from harness.scenario.models import Scenario, TrafficShiftFault
 from harness.slo.share import evaluate_traffic_share
 
 REPO = Path(__file__).resolve().parent.parent
@@ -309,3 +313,112 @@ def test_a_90_10_split_measures_a_v2_share_of_10_percent_under_envoy(harness_run
 @pytest.mark.controlplane
 def test_a_90_10_split_measures_a_v2_share_of_10_percent_under_istio(harness_run: Any) -> None:
     _assert_split_measured(harness_run(SPLIT, mesh=Mesh.ISTIO))
+
+
+# --------------------------------------------------------------------------- rollouts
+
+CANARY = REPO / "scenarios" / "canary-bad-version-is-stopped.yaml"
+
+
+def _canary_with(**changes: Any) -> str:
+    text = CANARY.read_text()
+    for old, new in changes.values():
+        assert text.count(old) >= 1, old
+        text = text.replace(old, new)
+    return text
+
+
+def test_a_traffic_shift_needs_a_two_way_route_to_its_subset_and_whole_weights() -> None:
+    text = _canary_with(
+        subset=("    subset: canary\n    weight: 10", "    subset: nope\n    weight: 10")
+    )
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario_text(text, source="canary.yaml")
+    (problem,) = caught.value.problems
+    assert problem.startswith("canary.yaml:49:13: faults[0].subset: no route of 'reviews' splits")
+    bad_step = _canary_with(step=("percentage: 100}", "percentage: 12.5}"))
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario_text(bad_step)
+    assert any("whole percents" in p for p in caught.value.problems)
+    instances = _canary_with(
+        target=(
+            "phase: canary\n    target: {service: reviews}",
+            "phase: canary\n    target: {service: reviews, instances: 1}",
+        )
+    )
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario_text(instances)
+    assert any("give no instances" in p for p in caught.value.problems)
+
+
+def test_a_fault_target_version_must_exist() -> None:
+    text = (REPO / "scenarios" / "header-routing-isolates-fault.yaml").read_text()
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario_text(
+            text.replace("version: v2}", "version: v3}"), base_dir=REPO / "scenarios"
+        )
+    assert any(
+        "faults[0].target.version: unknown version 'v3'; valid: v1, v2" in p
+        for p in caught.value.problems
+    ), caught.value.problems
+
+
+class RuntimeAdmin(FakeAdmin):
+    """A FAKE admin API that keeps runtime overrides like Envoy's admin layer (an empty
+    value removes one), for the injector's own logic; real Envoys run in the slow tests."""
+
+    def __init__(self) -> None:
+        self.layer: dict[str, str] = {}
+
+    def runtime(self) -> dict[str, str]:
+        return dict(self.layer)
+
+    def runtime_modify(self, values: dict[str, int | str]) -> None:
+        for key, value in values.items():
+            if value == "":
+                self.layer.pop(key, None)
+            else:
+                self.layer[key] = str(value)
+
+
+def test_the_shift_sets_both_weights_per_step_and_its_revert_restores_the_route() -> None:
+    scenario = load_scenario(CANARY)
+    fault = scenario.faults[1]
+    assert isinstance(fault, TrafficShiftFault)
+    admin = RuntimeAdmin()
+    mine = weight_key("reviews", 0, "canary")
+    other = weight_key("reviews", 0, "stable")
+    assert mine == "harness.weights.reviews.0.outbound|8080|canary|reviews"
+    injector = TrafficShiftInjector(fault, "promote", {"frontend-0": admin}, [(mine, other)])
+    injector.inject()
+    assert admin.layer == {mine: "50", other: "50"}
+    injector.adjust(100)
+    assert admin.layer == {mine: "100", other: "0"}
+    assert injector.revert() and admin.layer == {}
+    # The translation's route reads those keys (Envoy: runtime_key_prefix + "." + cluster).
+    (route,) = _routes(_frontend_bootstrap(scenario, ()))
+    weighted = route["route"]["weighted_clusters"]
+    assert f"{weighted['runtime_key_prefix']}.{weighted['clusters'][1]['name']}" == mine
+    assert weighted["clusters"][1]["weight"] == 0  # kept, so a shift can raise it
+
+
+def test_a_traffic_shift_is_refused_under_istio_for_now() -> None:
+    (problem, _) = unsupported_faults(load_scenario(CANARY))
+    assert "canary-10: a traffic shift" in problem and "--mesh envoy" in problem
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_guard_rolls_a_bad_canary_back_and_the_promotion_never_starts(
+    harness_run: Any,
+) -> None:
+    outcome = harness_run(CANARY)
+    journal = outcome.journal
+    assert outcome.exit_code == ExitCode.PASSED, outcome.summary
+    assert journal.rolled_back is not None and "guard tripped" in journal.rolled_back
+    assert journal.aborted is None and journal.problems == []
+    (canary,) = journal.faults  # the promotion was never injected
+    assert canary.name == "canary-10" and canary.took_effect and canary.revert_verified
+    assert canary.evidence["subset_requests"] > 0
+    window = next(p for p in journal.phases if p.name == "canary")
+    assert canary.reverted_at is not None and canary.reverted_at < window.end - 2.0
