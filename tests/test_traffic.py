@@ -18,8 +18,8 @@ from fakes import FakeAdmin
 from journals import T0, new_journal, phase_windows
 
 from harness.errors import ExitCode, ScenarioError
-from harness.faults.traffic import TrafficShiftInjector
-from harness.journal import EdgeStats, Verdict
+from harness.faults.traffic import PolicyWeights, RuntimeWeights, TrafficShiftInjector
+from harness.journal import EdgeStats, PolicyPush, Verdict
 from harness.kube import render
 from harness.mesh.envoy import Addr, SidecarSpec, Upstream, sidecar_bootstrap
 from harness.mesh.routing import weight_key
@@ -389,7 +389,8 @@ def test_the_shift_sets_both_weights_per_step_and_its_revert_restores_the_route(
     mine = weight_key("reviews", 0, "canary")
     other = weight_key("reviews", 0, "stable")
     assert mine == "harness.weights.reviews.0.outbound|8080|canary|reviews"
-    injector = TrafficShiftInjector(fault, "promote", {"frontend-0": admin}, [(mine, other)])
+    weights = RuntimeWeights({"frontend-0": admin}, [(mine, other)])
+    injector = TrafficShiftInjector(fault, "promote", {"frontend-0": admin}, weights)
     injector.inject()
     assert admin.layer == {mine: "50", other: "50"}
     injector.adjust(100)
@@ -402,9 +403,39 @@ def test_the_shift_sets_both_weights_per_step_and_its_revert_restores_the_route(
     assert weighted["clusters"][1]["weight"] == 0  # kept, so a shift can raise it
 
 
-def test_a_traffic_shift_is_refused_under_istio_for_now() -> None:
-    (problem, _) = unsupported_faults(load_scenario(CANARY))
-    assert "canary-10: a traffic shift" in problem and "--mesh envoy" in problem
+class RecordingApplier:
+    """A FAKE control-plane deployment that records the policies it is asked to apply."""
+
+    def __init__(self) -> None:
+        self.applied: list[tuple[str, Any]] = []
+
+    def apply_destination_policy(self, service: str, policy: Any) -> PolicyPush:
+        self.applied.append((service, policy))
+        return PolicyPush(change="apply", at=0.0, proxies=[], seconds=0.0)
+
+
+def test_under_istio_each_step_re_applies_the_route_and_the_revert_the_stable_one() -> None:
+    scenario = load_scenario(CANARY)
+    fault = scenario.faults[1]
+    assert isinstance(fault, TrafficShiftFault)
+    policy = scenario.mesh.destinations["reviews"]
+    applier = RecordingApplier()
+    injector = TrafficShiftInjector(
+        fault, "promote", {}, PolicyWeights(applier, "reviews", policy, "canary")
+    )
+    injector.inject()
+    injector.adjust(100)
+    assert injector.revert()
+
+    def weights(p: Any) -> list[tuple[str | None, int | None]]:
+        return [(d.subset, d.weight) for d in p.http[0].route]
+
+    assert [weights(p) for _, p in applier.applied] == [
+        [("stable", 50), ("canary", 50)],
+        [("stable", 0), ("canary", 100)],
+        [("stable", 100), ("canary", 0)],  # the scenario's own: the stable route
+    ]
+    assert unsupported_faults(scenario) == []
 
 
 @pytest.mark.integration
@@ -422,3 +453,19 @@ def test_the_guard_rolls_a_bad_canary_back_and_the_promotion_never_starts(
     assert canary.evidence["subset_requests"] > 0
     window = next(p for p in journal.phases if p.name == "canary")
     assert canary.reverted_at is not None and canary.reverted_at < window.end - 2.0
+
+
+@pytest.mark.controlplane
+def test_under_istio_the_rollout_is_a_policy_push_and_the_guard_rolls_it_back(
+    harness_run: Any,
+) -> None:
+    outcome = harness_run(CANARY, mesh=Mesh.ISTIO)
+    journal = outcome.journal
+    assert outcome.exit_code == ExitCode.PASSED, outcome.summary
+    assert journal.rolled_back is not None
+    (canary,) = journal.faults
+    assert canary.took_effect and canary.revert_verified
+    assert journal.control_plane is not None
+    shifts = [p for p in journal.control_plane.pushes if "VirtualService" in p.change]
+    assert len(shifts) == 2, shifts  # the shift to 10%, then the rollback to the stable route
+    assert all(p.proxies == ["frontend-0"] for p in shifts)

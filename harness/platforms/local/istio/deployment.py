@@ -53,7 +53,7 @@ from harness.platforms.local.platform import (
     _Proxy,
 )
 from harness.platforms.local.sandbox import Isolation, Sandbox
-from harness.scenario.models import Scenario, ToxicFault, TrafficShiftFault
+from harness.scenario.models import DestinationPolicy, Scenario, ToxicFault
 from harness.toolchain import ISTIO_RELEASE, KUBERNETES_VERSION
 
 __all__ = ["IstioDeployment", "unsupported_faults"]
@@ -86,12 +86,6 @@ def unsupported_faults(scenario: Scenario) -> list[str]:
                     f"{', '.join(others)} also call (under Istio every caller reads the "
                     "same endpoints)"
                 )
-        if isinstance(fault, TrafficShiftFault):
-            problems.append(
-                f"{fault.name or 'trafficShift'}: a traffic shift (progressive delivery) is "
-                "not implemented under --mesh istio yet (it would re-apply the "
-                "VirtualService per step); run it with --mesh envoy"
-            )
     return problems
 
 
@@ -250,6 +244,23 @@ class IstioDeployment(LocalDeployment):
                 sources.append("ingress")
             filters.append(fault_envoy_filter(self.namespace, service, sources))
         return filters
+
+    def apply_destination_policy(self, service: str, policy: DestinationPolicy) -> PolicyPush:
+        """Re-apply ``service``'s VirtualService as the scenario's, with its policy replaced
+        by ``policy`` (a traffic shift's weights), to every caller's sidecar: how a rollout
+        step is a policy push under Istio (:mod:`harness.faults.traffic`)."""
+        destinations = {**self.scenario.mesh.destinations, service: policy}
+        mesh = self.scenario.mesh.model_copy(update={"destinations": destinations})
+        changed = self.scenario.model_copy(update={"mesh": mesh})
+        options = RenderOptions.for_run(self.sandbox.run_id)
+        objects = [
+            m.to_dict()
+            for m in render(changed, options)
+            if m.kind == "VirtualService" and m.name == service
+        ]
+        callers = self.scenario.app.topology.callers_of(service)
+        affected = [inst.name for inst in self.instances if inst.service in callers]
+        return self.apply_policy(objects, affected)
 
     def apply_policy(self, objects: Sequence[JsonObject], affected: Sequence[str]) -> PolicyPush:
         """Apply ``objects`` and wait until istiod got them to every proxy in ``affected``
