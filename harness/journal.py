@@ -34,6 +34,7 @@ SloKind = Literal[
     "ejections",
     "sheds",
     "trafficShare",
+    "subsetErrorRate",
     "recoveryTime",
 ]
 Unit = Literal["ratio", "s", "factor", "count"]

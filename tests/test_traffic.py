@@ -29,7 +29,7 @@ from harness.platforms.local.platform import Mesh
 from harness.pytest_plugin import ScenarioOutcome
 from harness.scenario import load_scenario, load_scenario_text
 from harness.scenario.models import Scenario, TrafficShiftFault
-from harness.slo.share import evaluate_traffic_share
+from harness.slo.share import evaluate_subset_error_rate, evaluate_traffic_share
 
 REPO = Path(__file__).resolve().parent.parent
 SPLIT = REPO / "scenarios" / "weighted-split-90-10.yaml"
@@ -270,6 +270,37 @@ def _share(hits: int, n: int, share: float = 0.1) -> Any:
     return evaluate_traffic_share(
         "share", "steady", journal, ("frontend", "reviews"), "canary", share, 0.05
     )
+
+
+def test_a_subsets_error_rate_counts_its_5xx_per_routed_request() -> None:
+    journal = new_journal(
+        phases=phase_windows(T0, steady=10),
+        edges=[
+            EdgeStats(
+                caller="frontend",
+                callee="reviews",
+                phases={},
+                total={},
+                subsets={
+                    "canary": {
+                        "steady": {
+                            "upstream_rq_total": 520,
+                            "upstream_rq_retry": 20,
+                            "upstream_rq_5xx": 50,
+                        }
+                    }
+                },
+            )
+        ],
+    )
+    edge = ("frontend", "reviews")
+    bad = evaluate_subset_error_rate("v2", "steady", journal, edge, "canary", 0.05)
+    assert bad.verdict == Verdict.FAIL and bad.n == 500 and bad.measured == pytest.approx(0.1)
+    assert bad.kind == "subsetErrorRate" and "subset canary of frontend → reviews" in bad.message
+    ok = evaluate_subset_error_rate("v2", "steady", journal, edge, "canary", 0.2)
+    assert ok.verdict == Verdict.PASS
+    none = evaluate_subset_error_rate("v1", "steady", journal, edge, "stable", 0.2)
+    assert none.verdict == Verdict.INCONCLUSIVE and none.n == 0
 
 
 def test_traffic_share_verdicts_from_exact_intervals() -> None:

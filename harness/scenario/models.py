@@ -699,6 +699,16 @@ class TrafficShareSlo(SloBase):
     )
 
 
+class SubsetErrorRateSlo(SloBase):
+    """The error rate of the requests routed to ``subset`` on the edge (5xx answers the
+    caller's sidecars passed on) must stay below ``max``: one version's error rate."""
+
+    kind: Literal["subsetErrorRate"]
+    edge: Edge
+    subset: str
+    max: Fraction
+
+
 class RecoverySlo(SloBase):
     """After the faults end, the per-second error rate is back under ``errorRate`` in ``max``."""
 
@@ -715,6 +725,7 @@ Slo = Annotated[
     | EjectionSlo
     | SheddingSlo
     | TrafficShareSlo
+    | SubsetErrorRateSlo
     | RecoverySlo,
     Field(discriminator="kind"),
 ]
@@ -726,6 +737,7 @@ SLO_KINDS: tuple[str, ...] = (
     "ejections",
     "sheds",
     "trafficShare",
+    "subsetErrorRate",
     "recoveryTime",
 )
 
@@ -932,7 +944,7 @@ class Scenario(Model):
         edge = getattr(slo, "edge", None)
         if isinstance(edge, Edge):
             problems += self._edge_problems((*where, "edge"), edge.from_, edge.to)
-        if isinstance(slo, TrafficShareSlo):
+        if isinstance(slo, TrafficShareSlo | SubsetErrorRateSlo):
             policy = self.mesh.destinations.get(slo.edge.to)
             names = {subset.name for subset in policy.subsets} if policy else set()
             if slo.subset not in names:

@@ -32,6 +32,7 @@ from harness.scenario.models import (
     RetryAmplificationSlo,
     SheddingSlo,
     Slo,
+    SubsetErrorRateSlo,
     TrafficShareSlo,
 )
 from harness.slo.family import adjust_family
@@ -42,7 +43,7 @@ from harness.slo.mesh import (
     evaluate_sheds,
     recovery_phases,
 )
-from harness.slo.share import evaluate_traffic_share
+from harness.slo.share import evaluate_subset_error_rate, evaluate_traffic_share
 from harness.slo.shift import evaluate_latency_shift
 from harness.slo.verdict import evaluate_error_rate, evaluate_latency, per_second_counts
 
@@ -207,6 +208,11 @@ def judge_slo(slo: Slo, phase: str, run: RunEvidence) -> SloResult:
             return _ejections(slo, phase, run)
         case SheddingSlo():
             return _sheds(slo, phase, run)
+        case SubsetErrorRateSlo():
+            edge = (slo.edge.from_, slo.edge.to)
+            return evaluate_subset_error_rate(
+                slo.name, phase, run.journal, edge, slo.subset, slo.max, slo.confidence
+            )
         case TrafficShareSlo():
             edge = (slo.edge.from_, slo.edge.to)
             return evaluate_traffic_share(

@@ -1,4 +1,5 @@
-"""``trafficShare``: the share of an edge's requests that went to one DestinationRule subset.
+"""Per-subset SLOs: ``trafficShare`` (the share of an edge's requests that went to one
+DestinationRule subset) and ``subsetErrorRate`` (that subset's error rate).
 
 Counted on the caller's sidecars (:attr:`harness.journal.EdgeStats.subsets`): requests on
 a cluster are its attempts minus its retries (a retry stays on the cluster its request was
@@ -15,12 +16,14 @@ subset of the same service adds to that subset's count.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from harness.formats import percent_short
 from harness.journal import SloResult, Verdict
-from harness.mesh.stats import ATTEMPTS, RETRIES
+from harness.mesh.stats import ANSWERED_5XX, ATTEMPTS, RETRIES
 from harness.slo.stats import rate_lower_bound, rate_upper_bound
+from harness.slo.verdict import evaluate_error_rate
 
 if TYPE_CHECKING:
     from harness.journal import Journal
@@ -100,4 +103,33 @@ def evaluate_traffic_share(
         f"{detail}: wider than {percent_short(share)} ± {percent_short(tolerance)}",
         lower,
         upper,
+    )
+
+
+def evaluate_subset_error_rate(
+    name: str,
+    phase: str,
+    journal: Journal,
+    edge: tuple[str, str],
+    subset: str,
+    max_rate: float,
+    confidence: float = 0.95,
+) -> SloResult:
+    """``subsetErrorRate``: the 5xx answers the caller's sidecars passed on from one subset,
+    per request routed to it (the version's error rate as its callers see it), judged like
+    ``errorRate`` (exact Clopper-Pearson bounds; no per-second data, so no burst widening:
+    the journal keeps per-phase counters)."""
+    caller, callee = edge
+    counters: dict[str, int] = {}
+    for record in journal.edges:
+        if (record.caller, record.callee) == (caller, callee):
+            counters = record.subsets.get(subset, {}).get(phase, {})
+    requests = counters.get(ATTEMPTS, 0) - counters.get(RETRIES, 0)
+    errors = min(counters.get(ANSWERED_5XX, 0), max(requests, 0))
+    result = evaluate_error_rate(name, phase, errors, max(requests, 0), max_rate, confidence)
+    detail = f"subset {subset} of {caller} → {callee}: "
+    return dataclasses.replace(
+        result,
+        kind="subsetErrorRate",
+        message=result.message.replace(f"{name} [{phase}]: ", f"{name} [{phase}]: {detail}", 1),
     )
