@@ -333,6 +333,9 @@ def _assert_split_measured(outcome: ScenarioOutcome) -> None:
     # The callees agree: v2's inbound sidecar saw about a tenth of the calls.
     v1, v2 = _callee_requests(outcome, "reviews-v1-0"), _callee_requests(outcome, "reviews-v2-0")
     assert 0.05 < v2 / (v1 + v2) < 0.15, (v1, v2)
+    # Both meshes record each instance's version (what a fault's target.version selects).
+    versions = {i.name: i.version for i in outcome.journal.instances}
+    assert versions["reviews-v1-0"] == "v1" and versions["reviews-v2-0"] == "v2"
 
 
 @pytest.mark.integration

@@ -143,7 +143,10 @@ class IstioDeployment(LocalDeployment):
                 index += 1
                 ip = mesh_address(index)
                 name = spec.instance_name(r)
-                planned.append(InstanceInfo(name, service, r, ip, SERVICE_PORT, APP_PORT))
+                version = spec.variant_of(r).version  # fault targets select by it
+                planned.append(
+                    InstanceInfo(name, service, r, ip, SERVICE_PORT, APP_PORT, version=version)
+                )
         return tuple(planned)
 
     def _plan_toxic_proxies(self) -> dict[tuple[str, str], EdgeProxy]:
