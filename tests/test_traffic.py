@@ -19,7 +19,7 @@ from journals import T0, new_journal, phase_windows
 
 from harness.errors import ExitCode, ScenarioError
 from harness.faults.traffic import PolicyWeights, RuntimeWeights, TrafficShiftInjector
-from harness.journal import EdgeStats, PolicyPush, Verdict
+from harness.journal import EdgeStats, Journal, PolicyPush, Verdict
 from harness.kube import render
 from harness.mesh.envoy import Addr, SidecarSpec, Upstream, sidecar_bootstrap
 from harness.mesh.routing import weight_key
@@ -27,6 +27,7 @@ from harness.mesh.stats import edge_stats, subset_of_key
 from harness.platforms.local.istio import unsupported_faults
 from harness.platforms.local.platform import Mesh
 from harness.pytest_plugin import ScenarioOutcome
+from harness.report import render_report
 from harness.scenario import load_scenario, load_scenario_text
 from harness.scenario.models import Scenario, TrafficShiftFault
 from harness.slo.share import evaluate_subset_error_rate, evaluate_traffic_share
@@ -487,6 +488,9 @@ def test_the_guard_rolls_a_bad_canary_back_and_the_promotion_never_starts(
     assert canary.evidence["subset_requests"] > 0
     window = next(p for p in journal.phases if p.name == "canary")
     assert canary.reverted_at is not None and canary.reverted_at < window.end - 2.0
+    # The report (from the journal alone) says when and why the rollout was rolled back.
+    html = render_report(Journal.read(outcome.result.journal_path))
+    assert "rolled back at +" in html and "guard tripped" in html
 
 
 @pytest.mark.controlplane

@@ -260,6 +260,7 @@ class Sections:
     flags: FlagTable | None
     codes: CodeTable | None
     aborted_at: str
+    rolled_back_at: str
     mesh_gaps: list[str]
     mesh_scrapes: str
     graph: ServiceGraph | None
@@ -787,6 +788,7 @@ def _sections(journal: Journal) -> Sections:
         flags=_flag_table(_sided_flags(journal)),
         codes=_code_table(journal.response_codes),
         aborted_at=_relative(journal.aborted_at, origin),
+        rolled_back_at=_relative(journal.rolled_back_at, origin),
         mesh_gaps=mesh_gaps,
         mesh_scrapes=mesh_scrapes,
         graph=service_graph(journal.edges, journal.faults),
