@@ -154,7 +154,17 @@ EVERY_ROUTE: dict[str, Any] = {
                     {"name": "v2", "labels": {"version": "v2"}},
                 ],
                 "http": [
-                    {"match": [{"sourceLabels": {"app": "frontend"}}], "route": [{"subset": "v1"}]}
+                    # Kept for frontend (its labels match), and no catch-all: istiod adds
+                    # no fallback route, so a call without the header gets a 404.
+                    {
+                        "match": [
+                            {
+                                "sourceLabels": {"app": "frontend"},
+                                "headers": {"end-user": {"exact": "tester"}},
+                            }
+                        ],
+                        "route": [{"subset": "v1"}],
+                    }
                 ],
             },
         }
@@ -401,6 +411,12 @@ def test_istiod_and_the_translation_agree(
         ]
         assert len(table) == 4, table  # three matches kept, the catch-all; nobody's left out
         assert table[-1][2] == (("ratings:8080/v2", Decimal("12.5"), False),)
+        (ratings,) = views["frontend"]["→ ratings:8080"]["route.table"]
+        assert ratings[1] == ("cluster", "ratings:8080/v1")
+        assert ratings[0][2] == (
+            "headers",
+            (("end-user", (("string_match", "{'exact': 'tester'}"),)),),
+        )
         assert views["frontend"]["→ reviews:8080"]["subset canary.tls.sni"].startswith(
             "outbound_.8080_.canary_.reviews."
         )

@@ -28,7 +28,7 @@ cluster_builder.go ``buildSubsetCluster``; never copied):
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from harness.app.topology import Topology
@@ -197,6 +197,3 @@ def routes(service: str, policy: DestinationPolicy, caller: Labels, default: Jso
             if _catch_all(entry["match"]):
                 return out
     return out or [default]
-
-
-RouteBuilder = Callable[[str, DestinationPolicy, Labels, Json], list[Json]]
