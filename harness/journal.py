@@ -25,7 +25,7 @@ MAX_DEPTH = 64  # a real journal nests about 8 deep (the scenario inside it, a l
 RunStatus = Literal["running", "completed", "interrupted", "error", "crashed"]
 """``crashed``: the run died without closing its journal, and ``harness cleanup`` closed it."""
 RunVerdict = Literal["PASS", "FAIL", "INCONCLUSIVE", "ERROR", "INTERRUPTED"]
-FaultKind = Literal["http", "toxic", "partition", "kill", "pause", "controlPlane"]
+FaultKind = Literal["http", "toxic", "partition", "kill", "pause", "controlPlane", "trafficShift"]
 SloKind = Literal[
     "errorRate",
     "latency",
@@ -33,6 +33,8 @@ SloKind = Literal[
     "retryAmplification",
     "ejections",
     "sheds",
+    "trafficShare",
+    "subsetErrorRate",
     "recoveryTime",
     "configPropagation",
     "denied",
@@ -232,6 +234,9 @@ class EdgeStats(Record):
     callee: str
     phases: dict[str, dict[str, int]]  # phase → counter → increase during the phase
     total: dict[str, int]
+    # DestinationRule subset → phase → counter → increase, on the subset's own cluster
+    # (``outbound|8080|<subset>|<callee>``; ``phases`` sums every cluster of the callee).
+    subsets: dict[str, dict[str, dict[str, int]]] = Field(default_factory=dict)
 
 
 class LoadTimeline(Record):
@@ -398,6 +403,10 @@ class Journal(Record):
     error: str | None = None
     aborted: str | None = None  # why the guard stopped the faults early
     aborted_at: float | None = None
+    # A guard with ``action: rollback`` tripped: the faults (a rollout) were reverted, no
+    # fault started again, and the run went on; not a failure by itself.
+    rolled_back: str | None = None
+    rolled_back_at: float | None = None
     scratch_dir: str | None = None  # short-path directory of admin sockets (removed at the end)
     # The runner's PID and start time (clock ticks since boot; a PID alone can be reused):
     # with its lock on runner.lock, how `harness cleanup` tells a live run from a dead one.

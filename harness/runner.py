@@ -392,7 +392,7 @@ class Run:
                         raise LoadError(
                             f"{dead} stopped in the middle of the run; see logs/{dead}.log"
                         )
-                    if self.guard is not None and self.journal.aborted is None:
+                    if self.guard is not None and not self._stopped():
                         reason = self.guard.poll(now)
                         if reason is not None:
                             self._abort(reason, phase)
@@ -422,7 +422,7 @@ class Run:
 
     def _handle(self, event: _Event, phase: _Phase) -> None:
         if event.action == "inject":
-            if self.journal.aborted is not None:
+            if self._stopped():
                 self.log(
                     f"  {event.injector.record.name}: not injected, the guard stopped the faults"
                 )
@@ -457,11 +457,21 @@ class Run:
             self.journal.write(self.run_dir / "journal.json")
         self._set_state(index, "active")
 
+    def _stopped(self) -> bool:
+        """Whether the guard stopped the faults (an abort, or a rollback)."""
+        return self.journal.aborted is not None or self.journal.rolled_back is not None
+
     def _abort(self, reason: str, phase: _Phase) -> None:
-        """The guard tripped: revert every fault now; no further fault starts."""
-        self.journal.aborted = reason
-        self.journal.aborted_at = time.time()
-        self.log(f"GUARD: {reason}; reverting all faults")
+        """The guard tripped: revert every fault now; no further fault starts. With
+        ``action: rollback`` the run is not marked aborted (its SLOs decide)."""
+        if self.scenario.guard is not None and self.scenario.guard.action == "rollback":
+            self.journal.rolled_back = reason
+            self.journal.rolled_back_at = time.time()
+            self.log(f"GUARD: {reason}; rolling back (reverting all faults)")
+        else:
+            self.journal.aborted = reason
+            self.journal.aborted_at = time.time()
+            self.log(f"GUARD: {reason}; reverting all faults")
         self._revert_all(phase)
         self.journal.write(self.run_dir / "journal.json")
         self.publish()
@@ -522,7 +532,7 @@ class Run:
             return f"no fault named {name!r}"
         if index in phase.applied:
             return f"fault {name} is already active"
-        if self.journal.aborted is not None:
+        if self._stopped():
             return "the guard stopped the faults"
         assert self.deployment is not None
         try:

@@ -15,6 +15,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -133,15 +134,93 @@ SECURITY: dict[str, Any] = {
 }
 
 
+# Every traffic-distribution field (issue 12): subsets with a policy of the destination's
+# own, header (exact, prefix), URI-prefix and source-label matches, weighted
+# routes with a zero weight, a mirror to another service's subset with a percentage, and a
+# route whose source labels select no caller (left out of that sidecar).
+EVERY_ROUTE: dict[str, Any] = {
+    "metadata": {"name": "every-route"},
+    "app": {
+        "entry": "frontend",
+        "services": [
+            {"name": "frontend", "serviceTime": "1ms", "calls": ["reviews", "ratings"]},
+            {
+                "name": "reviews",
+                "serviceTime": "1ms",
+                "versions": [{"name": "v1"}, {"name": "v2", "labels": {"track": "canary"}}],
+            },
+            {"name": "ratings", "serviceTime": "1ms", "versions": [{"name": "v1"}, {"name": "v2"}]},
+        ],
+    },
+    "mesh": {
+        "destinations": {
+            "reviews": {
+                "timeout": "2s",
+                "retries": {"attempts": 1},
+                "outlierDetection": {"consecutive5xxErrors": 3},
+                "subsets": [
+                    {"name": "stable", "labels": {"version": "v1"}},
+                    {"name": "canary", "labels": {"track": "canary"}},
+                ],
+                "http": [
+                    {
+                        "name": "by-header",
+                        "match": [
+                            {"name": "exact", "headers": {"x-canary": {"exact": "1"}}},
+                            {"headers": {"x-user": {"prefix": "test-"}}},
+                            {"uri": {"prefix": "/beta"}},
+                            {"sourceLabels": {"app": "nobody"}},
+                        ],
+                        "route": [{"subset": "canary"}],
+                    },
+                    {
+                        "route": [
+                            {"subset": "stable", "weight": 90},
+                            {"subset": "canary", "weight": 10},
+                            {"weight": 0},
+                        ],
+                        "mirror": {"host": "ratings", "subset": "v2"},
+                        "mirrorPercentage": {"value": 12.5},
+                    },
+                ],
+            },
+            "ratings": {
+                "subsets": [
+                    {"name": "v1", "labels": {"version": "v1"}},
+                    {"name": "v2", "labels": {"version": "v2"}},
+                ],
+                "http": [
+                    # Kept for frontend (its labels match), and no catch-all: istiod adds
+                    # no fallback route, so a call without the header gets a 404.
+                    {
+                        "match": [
+                            {
+                                "sourceLabels": {"app": "frontend"},
+                                "headers": {"end-user": {"exact": "tester"}},
+                            }
+                        ],
+                        "route": [{"subset": "v1"}],
+                    }
+                ],
+            },
+        }
+    },
+    "load": {"rate": 1},
+    "phases": [{"name": "only", "duration": "1s"}],
+    "slos": [{"kind": "errorRate", "name": "errors", "max": "1%"}],
+}
+
+
 def cases() -> list[Scenario]:
     return [
         *(load_scenario(path) for path in SCENARIOS),
         Scenario.model_validate(EVERY_FIELD),
         Scenario.model_validate(SECURITY),
+        Scenario.model_validate(EVERY_ROUTE),
     ]
 
 
-CASE_IDS = [*(p.stem for p in SCENARIOS), "every-field", "security"]
+CASE_IDS = [*(p.stem for p in SCENARIOS), "every-field", "security", "every-route"]
 
 
 # --------------------------------------------------------------------------- the normalizer
@@ -366,6 +445,24 @@ def test_istiod_and_the_translation_agree(
                 assert views[role][edge]["tls.origination"] == "none"
             else:
                 assert views[role][edge]["tls.origination"] == "mutual"
+    if scenario.metadata.name == "every-route":
+        # The routing fields are compared, not absent: istiod's own table has the weights,
+        # the matches and the mirror.
+        table = views["frontend"]["→ reviews:8080"]["route.table"]
+        assert ("weighted", (("reviews:8080/canary", 10), ("reviews:8080/stable", 90))) in [
+            target for _, target, _ in table
+        ]
+        assert len(table) == 4, table  # three matches kept, the catch-all; nobody's left out
+        assert table[-1][2] == (("ratings:8080/v2", Decimal("12.5"), False),)
+        (ratings,) = views["frontend"]["→ ratings:8080"]["route.table"]
+        assert ratings[1] == ("cluster", "ratings:8080/v1")
+        assert ratings[0][2] == (
+            "headers",
+            (("end-user", (("string_match", "{'exact': 'tester'}"),)),),
+        )
+        assert views["frontend"]["→ reviews:8080"]["subset canary.tls.sni"].startswith(
+            "outbound_.8080_.canary_.reviews."
+        )
     found = differences(scenario, istio.dumps, envoy)
     print(f"{scenario.metadata.name}: compared in {time.monotonic() - began:.1f} s")
     assert found == [], "\n".join(d.line() for d in found)

@@ -519,11 +519,12 @@ def _policy_from_objects(objects: list[Manifest], service: str, vs_name: str) ->
     fields: dict[str, Any] = {}
     services = by_kind(objects, "VirtualService")
     if vs_name in services:
-        (route,) = spec(services[vs_name])["http"]
+        # Every route of a destination carries its timeout and retries (harness.kube.traffic).
+        route = spec(services[vs_name])["http"][0]
         fields.update({k: v for k, v in route.items() if k in {"timeout", "retries"}})
     rules = by_kind(objects, "DestinationRule")
     if service in rules:
-        fields.update(spec(rules[service])["trafficPolicy"])
+        fields.update(spec(rules[service]).get("trafficPolicy", {}))
     return DestinationPolicy.model_validate(fields)
 
 

@@ -75,6 +75,10 @@ TRACE_HEADERS = (
     "x-b3-flags",
     "x-ot-span-context",
 )
+# Headers routes match on that an app forwards too, as Istio's Bookinfo sample forwards
+# ``end-user`` (its request-routing task matches it): a header set at the ingress then
+# reaches every hop's routes. ``baggage`` is W3C's header for such context.
+ROUTING_HEADERS = ("end-user", "baggage")
 
 # How long in-flight requests may finish after SIGTERM before they are cut off: the
 # harness tears instances down between runs and must not wait for hung dependencies.
@@ -260,7 +264,7 @@ class _Service:
         if not chosen:
             return []
         headers = {"x-request-id": request_id}
-        for name in TRACE_HEADERS:
+        for name in (*TRACE_HEADERS, *ROUTING_HEADERS):
             value = request.headers.get(name)
             if value is not None:
                 headers[name] = value

@@ -11,6 +11,7 @@ kind                  how (local platform)                      evidence of effe
 ``kill`` / ``pause``  signals to the instance's processes       process state
 ``controlPlane``      istiod / API server killed, paused, or    process state, nft counters
                       the sidecars cut from istiod (nft)
+``trafficShift``      route weight runtime keys in the callers  requests on the subset
 ====================  ========================================  ==========================
 """
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import assert_never
 
-from harness.faults import controlplane, http, partition, process, toxic
+from harness.faults import controlplane, http, partition, process, toxic, traffic
 from harness.faults.base import Adjustable, Injector, UndoJournal, applied, select_instances
 from harness.faults.http import HttpFaultInjector
 from harness.platforms.base import Deployment
@@ -31,6 +32,7 @@ from harness.scenario.models import (
     PartitionFault,
     PauseFault,
     ToxicFault,
+    TrafficShiftFault,
 )
 
 InjectorFactory = Callable[[Fault, str, Deployment], Injector]
@@ -50,6 +52,8 @@ def build_injector(fault: Fault, name: str, deployment: Deployment) -> Injector:
             return process.from_scenario(fault, name, deployment)
         case ControlPlaneFault():
             return controlplane.from_scenario(fault, name, deployment)
+        case TrafficShiftFault():
+            return traffic.from_scenario(fault, name, deployment)
         case _:
             assert_never(fault)
 

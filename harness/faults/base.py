@@ -71,6 +71,8 @@ def select_instances(
 ) -> tuple[InstanceInfo, ...]:
     """The instances a fault hits: the first N (or N%) of the service, never none."""
     instances = deployment.instances_of(target.service)
+    if target.version is not None:
+        instances = tuple(inst for inst in instances if inst.version == target.version)
     chosen = instances[: target.count(len(instances))]
     if not chosen:
         raise FaultError(

@@ -13,9 +13,10 @@ Objects, in apply order::
     Deployment           one per service: the sample app, its replicas, labels app/version
     Gateway              ``ingress``: port 80, any host, on the ingress gateway workload
     VirtualService       ``ingress``, bound to that Gateway: every request → the entry service
-    VirtualService       one per destination that sets ``timeout`` or ``retries`` (mesh only)
+    VirtualService       one per destination that sets ``timeout``, ``retries`` or ``http``
+                         routes (mesh only; routes: :mod:`harness.kube.traffic`)
     DestinationRule      one per destination that sets ``connectionPool``,
-                         ``outlierDetection`` or ``loadBalancer``
+                         ``outlierDetection``, ``loadBalancer`` or ``subsets``
     PeerAuthentication   ``default`` (namespace-wide ``mtls.mode``), one per service with a
                          mode of its own (selector ``app: <service>``)
     AuthorizationPolicy  one per ``mesh.authorizationPolicies`` entry (harness.kube.security)
@@ -46,13 +47,16 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Final, TypeAlias
+from typing import Final
 
 import yaml
 
 from harness.app.topology import DEFAULT_VERSION, ServiceSpec
 from harness.errors import HarnessError
+from harness.kube import traffic as routing_objects
 from harness.kube.security import SECURITY, security_objects
+from harness.kube.traffic import JsonObject as JsonObject
+from harness.kube.traffic import JsonValue as JsonValue
 from harness.scenario.models import (
     ConnectionPool,
     DestinationPolicy,
@@ -62,9 +66,6 @@ from harness.scenario.models import (
     Scenario,
 )
 from harness.units import format_duration
-
-JsonValue: TypeAlias = str | int | float | bool | list["JsonValue"] | dict[str, "JsonValue"] | None
-JsonObject: TypeAlias = dict[str, JsonValue]
 
 SERVICE_PORT: Final = 8080
 PORT_NAME: Final = "http"  # Istio selects the HTTP protocol by the port name
@@ -478,24 +479,28 @@ def _traffic(context: _Context) -> Iterator[Manifest]:
     services = [s for s in context.scenario.app.topology.service_names if s in destinations]
     for service in services:
         policy = destinations[service]
-        if policy.timeout is not None or policy.retries is not None:
+        if policy.timeout is not None or policy.retries is not None or policy.http:
             # No ``gateways:``: bound to the sidecars only, as the scenario means.
+            http: list[JsonValue] = [_http_route(service, service, policy)]
+            if policy.http:
+                http = routing_objects.http_routes(service, policy, _http_route)
             yield context.manifest(
                 NETWORKING,
                 "VirtualService",
                 service,
-                {"spec": {"hosts": [service], "http": [_http_route(service, service, policy)]}},
+                {"spec": {"hosts": [service], "http": http}},
                 {"app": service},
             )
     for service in services:
+        spec: JsonObject = {"host": service}
         traffic_policy = _traffic_policy(destinations[service])
         if traffic_policy:
+            spec["trafficPolicy"] = traffic_policy
+        if destinations[service].subsets:
+            spec["subsets"] = routing_objects.subsets(destinations[service])
+        if len(spec) > 1:
             yield context.manifest(
-                NETWORKING,
-                "DestinationRule",
-                service,
-                {"spec": {"host": service, "trafficPolicy": traffic_policy}},
-                {"app": service},
+                NETWORKING, "DestinationRule", service, {"spec": spec}, {"app": service}
             )
 
 

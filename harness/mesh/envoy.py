@@ -35,6 +35,7 @@ from http import HTTPStatus
 from typing import Any, Final, Literal
 
 from harness.app.topology import Topology
+from harness.mesh import routing
 from harness.scenario.models import DestinationPolicy, LbAlgorithm, Retries
 
 SERVICE_PORT = 8080
@@ -123,6 +124,8 @@ class Upstream:
     policy: DestinationPolicy | None = None
     # Auto-mTLS: plaintext to a service whose PeerAuthentication is DISABLE (harness.mesh.rbac).
     plaintext: bool = False
+    # Each endpoint's pod labels (parallel to ``endpoints``): what subsets select.
+    endpoint_labels: tuple[routing.Labels, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,7 @@ class SidecarSpec:
     # and a plaintext inbound listener (PeerAuthentication DISABLE).
     rbac_filters: tuple[dict[str, Any], ...] = ()
     plaintext_inbound: bool = False
+    labels: routing.Labels = ()  # this instance's pod labels (routes' ``sourceLabels``)
 
 
 @dataclass(frozen=True)
@@ -660,11 +664,35 @@ def _inbound_cluster(spec: SidecarSpec, cluster: str) -> dict[str, Any]:
     return local_app
 
 
+def _routed(upstream: Upstream, spec: SidecarSpec) -> dict[str, Any]:
+    """The caller's virtual host for ``upstream``: its VirtualService ``http`` routes
+    (:mod:`harness.mesh.routing`), else the one default route."""
+    host = _outbound_route(upstream, spec.service)
+    policy = upstream.policy
+    if policy is not None and policy.http:
+        host["routes"] = routing.routes(upstream.service, policy, spec.labels, host["routes"][0])
+    return host
+
+
+def _outbound_clusters(upstream: Upstream, spec: SidecarSpec) -> list[dict[str, Any]]:
+    """The default cluster of ``upstream``, then one per DestinationRule subset."""
+    base = _outbound_cluster(upstream, spec.bind_ip, spec.tls)
+    labels = {
+        f"{addr.host}:{addr.port}": pod
+        for addr, pod in zip(upstream.endpoints, upstream.endpoint_labels, strict=False)
+    }
+    namespace = spec.tls.namespace if spec.tls else None
+    return [
+        base,
+        *routing.subset_clusters(base, upstream.service, upstream.policy, labels, namespace),
+    ]
+
+
 def _outbound_listener(spec: SidecarSpec, outbound: Addr) -> dict[str, Any]:
     """The caller side: one route per service the app calls, with its policy."""
     routes = {
         "name": str(SERVICE_PORT),
-        "virtual_hosts": [_outbound_route(up, spec.service) for up in spec.upstreams],
+        "virtual_hosts": [_routed(up, spec) for up in spec.upstreams],
     }
     hcm = _hcm(
         "outbound", routes, [], _access_log(spec.access_log, "outbound", spec.access_log_fields)
@@ -683,7 +711,8 @@ def sidecar_bootstrap(spec: SidecarSpec) -> dict[str, Any]:
     clusters = [_inbound_cluster(spec, inbound_cluster)]
     if spec.outbound is not None and spec.upstreams:
         listeners.append(_outbound_listener(spec, spec.outbound))
-        clusters.extend(_outbound_cluster(up, spec.bind_ip, spec.tls) for up in spec.upstreams)
+        for up in spec.upstreams:
+            clusters.extend(_outbound_clusters(up, spec))
     return _bootstrap(spec.instance, spec.service, spec.admin_socket, listeners, clusters)
 
 

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
 
+from harness.mesh import fidelity_routes, routing
 from harness.mesh.envoy import (
     SERVICE_PORT,
     Addr,
@@ -454,8 +455,8 @@ def _edge_fields(dump: _Dump) -> Iterator[tuple[str, dict[str, Any]]]:
             for virtual_host in _route_config(hcm, dump).get("virtual_hosts", []):
                 for route in virtual_host.get("routes", []):
                     action = route.get("route", {})
-                    cluster = action.get("cluster")
-                    edge = edge_of_cluster(cluster) if isinstance(cluster, str) else None
+                    cluster = next(iter(fidelity_routes.route_clusters(action)), "")
+                    edge = edge_of_cluster(cluster)
                     if edge is None:
                         continue
                     fields = {**listener_fields, **route_view(action, virtual_host)}
@@ -464,6 +465,12 @@ def _edge_fields(dump: _Dump) -> Iterator[tuple[str, dict[str, Any]]]:
                         fields["inbound.transport"] = "plaintext" if downstream is None else "tls"
                         fields["inbound.rbac"] = rbac_view(hcm.get("http_filters", []))
                         fields.update(downstream or {})
+                    else:
+                        fields.update(
+                            fidelity_routes.traffic_fields(
+                                virtual_host, dump.clusters, _cluster_fields
+                            )
+                        )
                     if cluster in dump.clusters:
                         fields.update(cluster_view(dump.clusters[cluster]))
                         if not edge.startswith("inbound:"):
@@ -474,6 +481,11 @@ def _edge_fields(dump: _Dump) -> Iterator[tuple[str, dict[str, Any]]]:
                     else:
                         fields["cluster"] = f"missing: {cluster}"
                     yield edge, fields
+
+
+def _cluster_fields(cluster: Json) -> Iterator[tuple[str, Any]]:
+    yield from cluster_view(cluster).items()
+    yield from upstream_tls_view(cluster).items()
 
 
 def resilience_view(dump: Json) -> View:
@@ -624,11 +636,14 @@ def translation_bootstraps(
                 outbound=_NOWHERE if calls else None,
                 admin_socket=f"{directory}/{service}.sock",
                 access_log=f"{directory}/{service}.jsonl",
-                upstreams=tuple(upstream(callee) for callee in calls),
+                upstreams=tuple(
+                    upstream(callee) for callee in routing.upstream_services(calls, destinations)
+                ),
                 fault_sources=fault_sources_of(topology, service),
                 policy=destinations.get(service),
                 tls=tls.get(service),
                 **security(service),
+                labels=routing.pod_labels(topology, service, 0),
             )
         )
     return bootstraps

@@ -173,6 +173,15 @@ def edge_stat(key: str) -> tuple[str, str] | None:
     return cluster.rsplit("|", 1)[-1], stat
 
 
+def subset_of_key(key: str) -> str | None:
+    """The DestinationRule subset of an outbound-cluster key
+    (``cluster.outbound|8080|v2|reviews.upstream_rq_total`` → ``v2``), else ``None``."""
+    if not key.startswith(_OUTBOUND):
+        return None
+    parts = key[len("cluster.") :].partition(".")[0].split("|")
+    return parts[2] or None if len(parts) == 4 else None
+
+
 def fault_stat(key: str) -> str | None:
     """The fault-filter counter (one of :data:`FAULT_COUNTERS`) a key counts, else ``None``."""
     for stat in FAULT_COUNTERS:
@@ -227,9 +236,11 @@ def sum_cluster_counters(
 
 def _by_edge(
     snapshot: Snapshot, service_of: Callable[[str], str], counters: Sequence[str]
-) -> dict[tuple[str, str], dict[str, int]]:
+) -> dict[tuple[str, str, str | None], dict[str, int]]:
+    """(caller, callee, None) → counters over every cluster of the callee, and
+    (caller, callee, subset) → those of one subset cluster."""
     wanted = frozenset(counters)
-    edges: dict[tuple[str, str], dict[str, int]] = {}
+    edges: dict[tuple[str, str, str | None], dict[str, int]] = {}
     for proxy, values in snapshot.items():
         caller = service_of(proxy)
         for key, value in values.items():
@@ -237,8 +248,9 @@ def _by_edge(
             if parsed is None or parsed[1] not in wanted:
                 continue
             callee, stat = parsed
-            bucket = edges.setdefault((caller, callee), dict.fromkeys(counters, 0))
-            bucket[stat] += value
+            for subset in {None, subset_of_key(key)}:
+                bucket = edges.setdefault((caller, callee, subset), dict.fromkeys(counters, 0))
+                bucket[stat] += value
     return edges
 
 
@@ -251,18 +263,36 @@ def edge_stats(
     """Per-phase increases of each edge's counters, from snapshots at the phase boundaries
     (``snapshots[i]`` at the start of ``phases[i]``, one more at the end)."""
     by_edge = [_by_edge(s, service_of, counters) for s in snapshots]
-    keys = sorted({edge for snap in by_edge for edge in snap})
+    keys = sorted(
+        {edge for snap in by_edge for edge in snap}, key=lambda k: (k[0], k[1], k[2] or "")
+    )
     zero = dict.fromkeys(counters, 0)
-    result = []
-    for edge in keys:
-        per_phase: dict[str, dict[str, int]] = {}
+
+    def per_phase(key: tuple[str, str, str | None]) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
         for index, window in enumerate(phases):
-            before = by_edge[index].get(edge, zero)
-            after = by_edge[index + 1].get(edge, zero)
-            per_phase[window.name] = {k: after[k] - before[k] for k in counters}
-        first, last = by_edge[0].get(edge, zero), by_edge[-1].get(edge, zero)
+            before = by_edge[index].get(key, zero)
+            after = by_edge[index + 1].get(key, zero)
+            out[window.name] = {k: after[k] - before[k] for k in counters}
+        return out
+
+    result = []
+    for caller, callee, subset in keys:
+        if subset is not None:
+            continue
+        key = (caller, callee, None)
+        first, last = by_edge[0].get(key, zero), by_edge[-1].get(key, zero)
         total = {k: last[k] - first[k] for k in counters}
-        result.append(EdgeStats(caller=edge[0], callee=edge[1], phases=per_phase, total=total))
+        subsets = {
+            s: per_phase((caller, callee, s))
+            for c, d, s in keys
+            if (c, d) == (caller, callee) and s
+        }
+        result.append(
+            EdgeStats(
+                caller=caller, callee=callee, phases=per_phase(key), total=total, subsets=subsets
+            )
+        )
     return result
 
 

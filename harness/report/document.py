@@ -260,6 +260,7 @@ class Sections:
     flags: FlagTable | None
     codes: CodeTable | None
     aborted_at: str
+    rolled_back_at: str
     mesh_gaps: list[str]
     mesh_scrapes: str
     graph: ServiceGraph | None
@@ -340,7 +341,9 @@ def _slo_rows(results: list[SloResult]) -> list[SloRow]:
             measured=_slo_value(r.measured, r.unit, r.kind),
             lower=_slo_value(r.lower, r.unit, r.kind),
             upper=_slo_value(r.upper, r.unit, r.kind),
-            objective=("≥ " if r.kind in AT_LEAST_KINDS else "≤ ")
+            objective=(
+                "≥ " if r.kind in AT_LEAST_KINDS else "= " if r.kind == "trafficShare" else "≤ "
+            )
             + _slo_value(r.objective, r.unit, r.kind),
             confidence=f"{r.confidence * 100:g}%",
             n=r.n,
@@ -819,6 +822,7 @@ def _sections(journal: Journal) -> Sections:
         flags=_flag_table(_sided_flags(journal)),
         codes=_code_table(journal.response_codes),
         aborted_at=_relative(journal.aborted_at, origin),
+        rolled_back_at=_relative(journal.rolled_back_at, origin),
         mesh_gaps=mesh_gaps,
         mesh_scrapes=mesh_scrapes,
         graph=service_graph(journal.edges, journal.faults),

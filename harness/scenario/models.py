@@ -37,6 +37,13 @@ from harness.scenario.security import (
     probe_problems,
     security_problems,
 )
+from harness.scenario.traffic import (
+    HttpRoute,
+    Subset,
+    route_problems,
+    shifted_routes,
+    subset_problems,
+)
 from harness.scenario.units import Duration, Fraction
 
 # --------------------------------------------------------------------------- metadata
@@ -123,6 +130,14 @@ class DestinationPolicy(Model):
     connection_pool: ConnectionPool | None = None
     outlier_detection: OutlierDetection | None = None
     load_balancer: LoadBalancer | None = None
+    subsets: list[Subset] = Field(
+        default_factory=list, max_length=MAX_ITEMS, description="DestinationRule subsets."
+    )
+    http: list[HttpRoute] = Field(
+        default_factory=list,
+        max_length=MAX_ITEMS,
+        description="VirtualService HTTP routes, first match wins (harness.scenario.traffic).",
+    )
 
 
 class Mesh(Model):
@@ -353,6 +368,9 @@ class Target(Model):
     """Which instances of a service a fault hits (its blast radius)."""
 
     service: str
+    version: str | None = Field(
+        default=None, description="Only the instances of this version (its version label)."
+    )
     instances: int | str | None = Field(
         default=None,
         description="How many instances: a count (1), a percentage ('50%'), or omitted for all.",
@@ -574,19 +592,62 @@ class ControlPlaneFault(FaultTiming):
         return self
 
 
+class TrafficShiftFault(FaultTiming):
+    """Progressive delivery: shift ``weight`` percent of the target's routed traffic to
+    ``subset`` (the rest to the other destination of each two-destination route that names
+    it), then ``steps`` (percentage = the subset's weight, e.g. 10 → 50 → 100). The revert
+    (the fault's end, or a guard) restores the scenario's own weights: the stable route."""
+
+    kind: Literal["trafficShift"]
+    target: Target = Field(description="The destination whose routes shift (no instances).")
+    subset: str = Field(description="The subset that gets the weight (the canary).")
+    weight: int = Field(ge=0, le=100, description="Its first weight, percent.")
+    steps: list[Step] = Field(default_factory=list, max_length=MAX_ITEMS)
+
+    @property
+    def ramp(self) -> tuple[Step, ...]:
+        return tuple(self.steps)
+
+    @model_validator(mode="after")
+    def _whole(self) -> TrafficShiftFault:
+        if self.target.instances is not None:
+            raise ValueError("a traffic shift acts on the callers' routes: give no instances")
+        if any(step.percentage != int(step.percentage) for step in self.steps):
+            raise ValueError("route weights are whole percents: give whole step percentages")
+        return self
+
+
 Fault = Annotated[
-    HttpFault | ToxicFault | PartitionFault | KillFault | PauseFault | ControlPlaneFault,
+    HttpFault
+    | ToxicFault
+    | PartitionFault
+    | KillFault
+    | PauseFault
+    | ControlPlaneFault
+    | TrafficShiftFault,
     Field(discriminator="kind"),
 ]
-FAULT_KINDS: tuple[str, ...] = ("http", "toxic", "partition", "kill", "pause", "controlPlane")
+FAULT_KINDS: tuple[str, ...] = (
+    "http",
+    "toxic",
+    "partition",
+    "kill",
+    "pause",
+    "controlPlane",
+    "trafficShift",
+)
 
 
 class Guard(Model):
     """Stop every fault early when the end-to-end error rate stays above ``errorRate`` for
-    ``for`` (consecutive seconds); the run is then marked aborted and fails."""
+    ``for`` (consecutive seconds). ``action: abort`` (the default): the run is then marked
+    aborted and fails. ``action: rollback``: the canary analysis of progressive delivery —
+    the reverts put traffic back on the stable route, no fault starts again, the run goes
+    on and its SLOs decide (the journal records the rollback)."""
 
     error_rate: Fraction = Field(description="E.g. 50%.")
     for_: Duration = Field(default=5.0, alias="for")
+    action: Literal["abort", "rollback"] = "abort"
 
 
 # --------------------------------------------------------------------------- SLOs
@@ -674,6 +735,29 @@ class SheddingSlo(SloBase):
     min: int = Field(default=1, ge=1)
 
 
+class TrafficShareSlo(SloBase):
+    """The share of the edge's requests routed to ``subset`` must be ``share`` (its
+    two-sided Clopper-Pearson interval contains it), measured within ``tolerance``."""
+
+    kind: Literal["trafficShare"]
+    edge: Edge
+    subset: str
+    share: Fraction = Field(description="The expected share, e.g. 10% for weight 10.")
+    tolerance: Fraction = Field(
+        default=0.05, gt=0, description="PASS needs the interval within share ± this."
+    )
+
+
+class SubsetErrorRateSlo(SloBase):
+    """The error rate of the requests routed to ``subset`` on the edge (5xx answers the
+    caller's sidecars passed on) must stay below ``max``: one version's error rate."""
+
+    kind: Literal["subsetErrorRate"]
+    edge: Edge
+    subset: str
+    max: Fraction
+
+
 class RecoverySlo(SloBase):
     """After the faults end, the per-second error rate is back under ``errorRate`` in ``max``."""
 
@@ -729,7 +813,9 @@ Slo = Annotated[
     | RecoverySlo
     | ConfigPropagationSlo
     | DeniedSlo
-    | PlaintextRejectedSlo,
+    | PlaintextRejectedSlo
+    | TrafficShareSlo
+    | SubsetErrorRateSlo,
     Field(discriminator="kind"),
 ]
 SLO_KINDS: tuple[str, ...] = (
@@ -739,6 +825,8 @@ SLO_KINDS: tuple[str, ...] = (
     "retryAmplification",
     "ejections",
     "sheds",
+    "trafficShare",
+    "subsetErrorRate",
     "recoveryTime",
     "configPropagation",
     "denied",
@@ -812,6 +900,7 @@ class Scenario(Model):
             self.app.topology.service_names,
         )
         problems += probe_problems(self.probes, self.app.topology.service_names)
+        problems += self._traffic_problems()
         seen: set[str] = set()
         for index, phase in enumerate(self.phases):
             if phase.name in seen:
@@ -841,6 +930,19 @@ class Scenario(Model):
                         "request",
                     )
                 )
+        return problems
+
+    def _traffic_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Subsets and routes (:mod:`harness.scenario.traffic`)."""
+        topology = self.app.topology
+        subsets: dict[str, list[Subset]] = {name: [] for name in topology.service_names} | {
+            name: policy.subsets for name, policy in self.mesh.destinations.items()
+        }
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        for key, policy in self.mesh.destinations.items():
+            where = ("mesh", "destinations", key)
+            problems += subset_problems((*where, "subsets"), key, policy.subsets, topology)
+            problems += route_problems((*where, "http"), policy.http, subsets, key)
         return problems
 
     def _service_problems(
@@ -891,13 +993,44 @@ class Scenario(Model):
         if isinstance(fault, PartitionFault):
             problems += self._service_problems((*where, "from", "service"), fault.from_.service)
             problems += self._service_problems((*where, "to", "service"), fault.to.service)
+        elif isinstance(fault, TrafficShiftFault):
+            problems += self._shift_problems(where, fault)
         elif isinstance(fault, HttpFault | ToxicFault) and fault.source is not None:
             problems += self._edge_problems((*where, "source"), fault.source, fault.target.service)
         elif isinstance(fault, ControlPlaneFault):
             pass  # no service: the control plane
         else:
             problems += self._service_problems((*where, "target", "service"), fault.target.service)
-        return problems
+        return problems + self._version_problems(where, getattr(fault, "target", None))
+
+    def _version_problems(
+        self, where: tuple[str | int, ...], target: Target | None
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        topology = self.app.topology
+        if target is None or target.version is None or target.service not in topology.service_names:
+            return []
+        versions = [variant.version for variant in topology.service(target.service).variants]
+        if target.version in versions:
+            return []
+        return [((*where, "target", "version"), _unknown("version", target.version, versions))]
+
+    def _shift_problems(
+        self, where: tuple[str | int, ...], fault: TrafficShiftFault
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        service = fault.target.service
+        if service not in self.app.topology.service_names:
+            return self._service_problems((*where, "target", "service"), service)
+        policy = self.mesh.destinations.get(service)
+        if policy is None or not shifted_routes(policy.http, fault.subset):
+            return [
+                (
+                    (*where, "subset"),
+                    f"no route of {service!r} splits between {fault.subset!r} and another "
+                    f"subset: give mesh.destinations.{service}.http a route with two weighted "
+                    f"destinations, one of them subset {fault.subset!r}",
+                )
+            ]
+        return []
 
     def _slo_problems(
         self, where: tuple[str | int, ...], slo: Slo, phases: dict[str, float]
@@ -946,6 +1079,17 @@ class Scenario(Model):
                         (*where, "probe"),
                         f"probe {slo.probe!r} sends as {probe.as_!r}; plaintextRejected "
                         "judges a probe with as: plaintext",
+                    )
+                )
+        if isinstance(slo, TrafficShareSlo | SubsetErrorRateSlo):
+            policy = self.mesh.destinations.get(slo.edge.to)
+            names = {subset.name for subset in policy.subsets} if policy else set()
+            if slo.subset not in names:
+                problems.append(
+                    (
+                        (*where, "subset"),
+                        f"unknown subset {slo.subset!r} of {slo.edge.to!r}; valid: "
+                        + (", ".join(sorted(names)) or "none (declare subsets: in its policy)"),
                     )
                 )
         return problems

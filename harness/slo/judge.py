@@ -35,6 +35,8 @@ from harness.scenario.models import (
     RetryAmplificationSlo,
     SheddingSlo,
     Slo,
+    SubsetErrorRateSlo,
+    TrafficShareSlo,
 )
 from harness.slo.family import adjust_family
 from harness.slo.mesh import (
@@ -46,6 +48,7 @@ from harness.slo.mesh import (
 )
 from harness.slo.propagation import evaluate_propagation
 from harness.slo.security import evaluate_denied, evaluate_plaintext_rejected
+from harness.slo.share import evaluate_subset_error_rate, evaluate_traffic_share
 from harness.slo.shift import evaluate_latency_shift
 from harness.slo.verdict import evaluate_error_rate, evaluate_latency, per_second_counts
 
@@ -212,6 +215,23 @@ def judge_slo(slo: Slo, phase: str, run: RunEvidence) -> SloResult:
             return _ejections(slo, phase, run)
         case SheddingSlo():
             return _sheds(slo, phase, run)
+        case SubsetErrorRateSlo():
+            edge = (slo.edge.from_, slo.edge.to)
+            return evaluate_subset_error_rate(
+                slo.name, phase, run.journal, edge, slo.subset, slo.max, slo.confidence
+            )
+        case TrafficShareSlo():
+            edge = (slo.edge.from_, slo.edge.to)
+            return evaluate_traffic_share(
+                slo.name,
+                phase,
+                run.journal,
+                edge,
+                slo.subset,
+                slo.share,
+                slo.tolerance,
+                slo.confidence,
+            )
         case RecoverySlo():
             return _recovery(slo, phase, run)
         case ConfigPropagationSlo():

@@ -26,6 +26,7 @@ from harness.errors import PlatformError, ToolMissingError
 from harness.files import write_atomic
 from harness.journal import PolicyPush
 from harness.kube.render import run_namespace
+from harness.mesh import routing
 from harness.mesh.admin import AdminApi, EnvoyAdmin
 from harness.mesh.envoy import (
     Addr,
@@ -242,7 +243,12 @@ class LocalDeployment:
             endpoints=tuple(endpoints),
             policy=self.scenario.mesh.destinations.get(service),
             plaintext=plaintext_service(self.scenario.mesh.peer_authentication, service),
+            endpoint_labels=tuple(self._pod_labels(inst) for inst in self.instances_of(service)),
         )
+
+    def _pod_labels(self, inst: InstanceInfo) -> routing.Labels:
+        """The labels a pod of ``inst`` carries (what subsets and ``sourceLabels`` match)."""
+        return routing.pod_labels(self.scenario.app.topology, inst.service, inst.index)
 
     # ------------------------------------------------------------------ start
 
@@ -273,13 +279,19 @@ class LocalDeployment:
                 outbound=outbound if spec.calls else None,
                 admin_socket=str(self._sock_dir / f"{inst.name}.sock"),
                 access_log=str(self.run_dir / "access" / f"{inst.name}.jsonl"),
-                upstreams=tuple(self._upstream(callee, inst.service) for callee in spec.calls),
+                upstreams=tuple(
+                    self._upstream(callee, inst.service)
+                    for callee in routing.upstream_services(
+                        spec.calls, self.scenario.mesh.destinations
+                    )
+                ),
                 fault_sources=fault_sources_of(topology, inst.service),
                 bind_ip=inst.ip if self._namespaced else None,
                 policy=self.scenario.mesh.destinations.get(inst.service),
                 access_log_fields=self.scenario.mesh.access_log,
                 tls=identities.get(inst.name),
                 **self._security_of(inst.service),
+                labels=self._pod_labels(inst),
             )
             envoys.append(self._envoy_request(inst.name, sidecar_bootstrap(sidecar), sidecar))
             log = self.run_dir / "logs" / f"{inst.name}.app.log"

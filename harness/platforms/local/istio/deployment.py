@@ -55,7 +55,7 @@ from harness.platforms.local.platform import (
     _Proxy,
 )
 from harness.platforms.local.sandbox import Isolation, Sandbox
-from harness.scenario.models import Scenario, ToxicFault
+from harness.scenario.models import DestinationPolicy, Scenario, ToxicFault
 from harness.toolchain import ISTIO_RELEASE, KUBERNETES_VERSION
 
 __all__ = ["IstioDeployment", "unsupported_faults"]
@@ -146,7 +146,10 @@ class IstioDeployment(LocalDeployment):
                 index += 1
                 ip = mesh_address(index)
                 name = spec.instance_name(r)
-                planned.append(InstanceInfo(name, service, r, ip, SERVICE_PORT, APP_PORT))
+                version = spec.variant_of(r).version  # fault targets select by it
+                planned.append(
+                    InstanceInfo(name, service, r, ip, SERVICE_PORT, APP_PORT, version=version)
+                )
         return tuple(planned)
 
     def _plan_toxic_proxies(self) -> dict[tuple[str, str], EdgeProxy]:
@@ -250,6 +253,23 @@ class IstioDeployment(LocalDeployment):
                 sources.append("ingress")
             filters.append(fault_envoy_filter(self.namespace, service, sources))
         return filters
+
+    def apply_destination_policy(self, service: str, policy: DestinationPolicy) -> PolicyPush:
+        """Re-apply ``service``'s VirtualService as the scenario's, with its policy replaced
+        by ``policy`` (a traffic shift's weights), to every caller's sidecar: how a rollout
+        step is a policy push under Istio (:mod:`harness.faults.traffic`)."""
+        destinations = {**self.scenario.mesh.destinations, service: policy}
+        mesh = self.scenario.mesh.model_copy(update={"destinations": destinations})
+        changed = self.scenario.model_copy(update={"mesh": mesh})
+        options = RenderOptions.for_run(self.sandbox.run_id)
+        objects = [
+            m.to_dict()
+            for m in render(changed, options)
+            if m.kind == "VirtualService" and m.name == service
+        ]
+        callers = self.scenario.app.topology.callers_of(service)
+        affected = [inst.name for inst in self.instances if inst.service in callers]
+        return self.apply_policy(objects, affected)
 
     def apply_policy(self, objects: Sequence[JsonObject], affected: Sequence[str]) -> PolicyPush:
         """Apply ``objects`` and wait until istiod got them to every proxy in ``affected``

@@ -243,9 +243,10 @@ def _check_running(sandbox: Sandbox, pids: Mapping[str, int], logs: Path) -> Non
 def _istiod_argv(binary: Path, kubeconfig: Path, directory: Path) -> list[str]:
     mesh = {
         "defaultConfig": {"discoveryAddress": f"{LOCALHOST}:{ISTIOD_PORTS['secure']}"},
-        # Cluster stats as --mesh envoy names them (outbound|8080||catalog), which the
-        # observer reads per edge; the default would be the FQDN.
-        "outboundClusterStatName": "outbound|%SERVICE_PORT%||%SERVICE_NAME%",
+        # Cluster stats as --mesh envoy names them (outbound|8080||catalog, a subset's
+        # outbound|8080|v2|reviews), which the observer reads per edge and per subset; the
+        # default would be the FQDN.
+        "outboundClusterStatName": "outbound|%SERVICE_PORT%|%SUBSET_NAME%|%SERVICE_NAME%",
     }
     mesh_file = directory / "mesh.yaml"
     mesh_file.write_text(yaml.safe_dump(mesh, sort_keys=False))
