@@ -7,10 +7,11 @@
 
 :func:`parse_block` reads a block of such lines as numpy operations over its bytes, about
 2.3 times faster than ``json.loads`` and per-value checks (a million samples: 2.2 s
-instead of 5.2 s on this project's machine, ``bench/sample_read.py``). It is a fast path: it returns ``None`` as soon as
-anything in the block is not exactly that layout (another key order, a ``name`` key, a
-blank line, escapes in a request id, a number it cannot convert exactly), and the caller
-then reads the block the general way, which also names any malformed line.
+instead of 5.2 s on this project's machine, ``bench/sample_read.py``). It is a fast path:
+it returns ``None`` as soon as anything in the block is not exactly that layout (another
+key order, a ``name`` key, a blank line, escapes in a request id, a number it cannot
+convert exactly), and the caller then reads the block the general way, which also names
+any malformed line.
 
 Numbers are converted exactly: ``digits / 10**decimals`` is the correctly rounded double
 when the digits fit in 53 bits (Clinger's fast path: both operands are exact doubles and
