@@ -35,6 +35,7 @@ SloKind = Literal[
     "sheds",
     "trafficShare",
     "subsetErrorRate",
+    "subsetLatency",
     "recoveryTime",
     "configPropagation",
     "denied",

@@ -69,6 +69,7 @@ from harness.runlock import RunnerLock, process_start
 from harness.scenario.models import Guard, Scenario
 from harness.signals import SignalGuard
 from harness.slo.judge import fault_problems, judge_slos, verdict_of
+from harness.slo.share import SubsetTimings
 
 __all__ = ["RunOptions", "RunResult", "SignalGuard", "run_scenario", "verdict_of"]
 
@@ -620,12 +621,15 @@ class Run:
             self.snapshots, journal.phases, lambda proxy: service_of.get(proxy, proxy)
         )
         journal.injected.update(injected_totals(self.snapshots[-1] if self.snapshots else {}))
-        self._observe(deployment, samples)
-        journal.slos.extend(judge_slos(self.scenario.slos, journal, samples))
+        subset_timings = self._observe(deployment, samples)
+        journal.slos.extend(judge_slos(self.scenario.slos, journal, samples, subset_timings))
         journal.problems.extend(fault_problems(journal))
 
-    def _observe(self, deployment: Deployment, samples: SampleColumns) -> None:
-        """Timelines, histograms, response flags and request paths for the report."""
+    def _observe(
+        self, deployment: Deployment, samples: SampleColumns
+    ) -> dict[tuple[str, str], SubsetTimings]:
+        """Timelines, histograms, response flags and request paths for the report; returns
+        the per-subset request timings of the access logs (``subsetLatency``)."""
         journal = self.journal
         assert journal.load is not None
         if journal.load_started_at is not None and journal.phases:
@@ -643,6 +647,7 @@ class Run:
         journal.response_flags_callee = found.responses.callee_flags
         journal.response_codes = found.responses.codes
         journal.request_paths = found.paths
+        return found.subset_timings
 
 
 def new_run_id() -> str:

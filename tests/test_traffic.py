@@ -24,12 +24,14 @@ from harness.kube import render
 from harness.mesh.envoy import Addr, SidecarSpec, Upstream, sidecar_bootstrap
 from harness.mesh.routing import weight_key
 from harness.mesh.stats import edge_stats, subset_of_key
+from harness.observe.access_logs import analyze_access_logs
 from harness.platforms.local.istio import unsupported_faults
 from harness.platforms.local.platform import Mesh
 from harness.pytest_plugin import ScenarioOutcome
 from harness.report import render_report
 from harness.scenario import load_scenario, load_scenario_text
-from harness.scenario.models import Scenario, TrafficShiftFault
+from harness.scenario.models import Scenario, SubsetLatencySlo, TrafficShiftFault
+from harness.slo.judge import judge_slos
 from harness.slo.share import evaluate_subset_error_rate, evaluate_traffic_share
 
 REPO = Path(__file__).resolve().parent.parent
@@ -317,6 +319,55 @@ def test_traffic_share_verdicts_from_exact_intervals() -> None:
 # --------------------------------------------------------------------------- real Envoys
 
 
+def _log_line(**fields: Any) -> str:
+    base = {"dir": "outbound", "authority": "reviews:8080", "flags": "-", "attempts": 1}
+    return json.dumps({**base, **fields}) + "\n"
+
+
+def test_subset_latency_is_judged_on_the_callers_access_log_lines_of_that_subset(
+    tmp_path: Path,
+) -> None:
+    """The caller's outbound lines name the subset cluster (``outbound|8080|v2|reviews``, or
+    under istiod its stat name ``outbound|8080|v2|reviews;``); their durations, per phase,
+    are what ``subsetLatency`` judges: successful requests only, each subset on its own."""
+    access = tmp_path / "access"
+    access.mkdir()
+    v1, v2 = "outbound|8080|v1|reviews", "outbound|8080|v2|reviews;"
+    lines = []
+    for i in range(400):  # 40 s: v1 fast all along, v2 slow in the second phase only
+        start = f"{T0 + i * 0.1:.3f}"
+        lines.append(_log_line(start=start, ms=5, status=200, cluster=v1))
+        lines.append(_log_line(start=start, ms=400 if i >= 200 else 6, status=200, cluster=v2))
+    failed = _log_line(start=f"{T0 + 1:.3f}", ms=9000, status=503, cluster=v1)  # not timed
+    other = _log_line(start=f"{T0 + 1:.3f}", ms=1, status=200, cluster="outbound|8080||x")
+    (access / "frontend-0.jsonl").write_text("".join(lines) + failed + other)
+    found = analyze_access_logs(access, {"frontend-0": "frontend"}, [], [])
+    assert set(found.subset_timings) == {("frontend→reviews", "v1"), ("frontend→reviews", "v2")}
+    assert found.subset_timings[("frontend→reviews", "v1")].ms.size == 401
+    journal = new_journal(phases=phase_windows(T0, calm=20, slow=20))
+    edge = {"from": "frontend", "to": "reviews"}
+    slos = [
+        SubsetLatencySlo.model_validate(
+            {"name": name, "kind": "subsetLatency", "edge": edge, "subset": subset}
+            | {"quantile": 0.9, "max": "100ms"}
+        )
+        for name, subset in (("v1-p90", "v1"), ("v2-p90", "v2"), ("none-p90", "v3"))
+    ]
+    judged = {(r.slo, r.phase): r for r in judge_slos(slos, journal, [], found.subset_timings)}
+    assert {key: r.verdict for key, r in judged.items()} == {
+        ("v1-p90", "calm"): Verdict.PASS,
+        ("v1-p90", "slow"): Verdict.PASS,
+        ("v2-p90", "calm"): Verdict.PASS,
+        ("v2-p90", "slow"): Verdict.FAIL,
+        ("none-p90", "calm"): Verdict.INCONCLUSIVE,  # no request on the subset
+        ("none-p90", "slow"): Verdict.INCONCLUSIVE,
+    }
+    slow = judged[("v2-p90", "slow")]
+    assert slow.kind == "subsetLatency" and slow.n == 200 and slow.measured == 0.4
+    assert "subset v2 of frontend → reviews" in slow.message
+    assert judged[("v1-p90", "calm")].n == 200  # the 503 is not timed
+
+
 def _callee_requests(outcome: ScenarioOutcome, instance: str) -> int:
     """Requests frontend sent to ``instance``, from the instance's own inbound access log:
     a count independent of the caller's cluster counters."""
@@ -329,6 +380,10 @@ def _assert_split_measured(outcome: ScenarioOutcome) -> None:
     assert outcome.exit_code == ExitCode.PASSED, outcome.summary
     share = next(r for r in outcome.journal.slos if r.slo == "canary-share")
     assert share.verdict == Verdict.PASS and share.n > 900
+    # Each version's latency, from frontend's own access log lines of its subset.
+    latency = {r.slo: r for r in outcome.journal.slos if r.kind == "subsetLatency"}
+    assert {r.verdict for r in latency.values()} == {Verdict.PASS}, latency
+    assert latency["canary-p90"].n + latency["stable-p90"].n >= share.n - 10
     assert share.lower is not None and share.upper is not None
     assert share.lower <= 0.10 <= share.upper, (share.lower, share.upper)
     # The callees agree: v2's inbound sidecar saw about a tenth of the calls.

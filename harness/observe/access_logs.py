@@ -32,6 +32,7 @@ import numpy.typing as npt
 
 from harness.journal import Hop, PhaseWindow, RequestPath
 from harness.load.driver import Sample, SampleColumns, as_columns
+from harness.slo.share import SubsetTimings
 
 INGRESS = "ingress"
 UNKNOWN = "unknown"
@@ -260,10 +261,18 @@ def _choose(samples: SampleColumns, marked: npt.NDArray[np.bool_], n: int) -> li
 
 @dataclass
 class AccessAnalysis:
-    """What :func:`analyze_access_logs` found: responses per edge and request paths."""
+    """What :func:`analyze_access_logs` found: responses per edge, request paths, and the
+    timings of the requests routed to each DestinationRule subset."""
 
     responses: ResponseSummary
     paths: list[RequestPath]
+    subset_timings: dict[tuple[str, str], SubsetTimings] = field(default_factory=dict)
+
+
+def subset_of_cluster(cluster: str) -> str:
+    """``outbound|8080|v2|reviews`` → ``v2``; ``""`` for a cluster without a subset."""
+    parts = cluster.split("|")
+    return parts[2] if len(parts) == 4 and parts[0] == "outbound" else ""
 
 
 class _Tally:
@@ -275,7 +284,9 @@ class _Tally:
         self.callee_flags: dict[str, dict[str, int]] = {}
         self.codes: dict[str, dict[str, int]] = {}
         self.marked: set[str] = set()
+        self.timings: dict[tuple[str, str], list[tuple[float, float, int]]] = {}
         self._edges: dict[tuple[object, ...], str | None] = {}
+        self._subsets: dict[object, str] = {}
 
     def edge(
         self, proxy: str, direction: str, cluster: str, authority: str, source: str
@@ -349,6 +360,8 @@ class _Tally:
                 codes = self.codes[edge] = {}
             label = str(status) if status >= 100 else "0"
             codes[label] = codes.get(label, 0) + 1
+        if not inbound:
+            self._time_subset(edge, get("cluster"), get("start"), get("ms"), status)
         attempts = get("attempts")
         if type(attempts) is not int:
             attempts = _int(attempts)
@@ -358,6 +371,21 @@ class _Tally:
             rid = get("rid")
             if type(rid) is str and rid and rid != "-":
                 self.marked.add(rid)
+
+    def _time_subset(
+        self, edge: str, cluster: object, start: object, ms: object, status: int
+    ) -> None:
+        """Note a request routed to a subset: its start, duration and status."""
+        subset = self._subsets.get(cluster)
+        if subset is None:
+            subset = self._subsets[cluster] = subset_of_cluster(_text(cluster))
+        if not subset:
+            return
+        try:
+            when, took = float(_text(start)), float(_int(ms))
+        except ValueError:
+            return  # no start time: nothing to place in a phase
+        self.timings.setdefault((edge, subset), []).append((when, took, status))
 
     def summary(self) -> ResponseSummary:
         def ordered(table: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
@@ -429,6 +457,7 @@ def analyze_access_logs(
     return AccessAnalysis(
         responses=tally.summary(),
         paths=_paths(files, tally.marked, as_columns(samples), phases, failed, succeeded),
+        subset_timings={key: SubsetTimings.of(rows) for key, rows in tally.timings.items()},
     )
 
 

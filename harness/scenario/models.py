@@ -71,6 +71,7 @@ from harness.scenario.slos import (
     Slo,
     SloBase,
     SubsetErrorRateSlo,
+    SubsetLatencySlo,
     TrafficShareSlo,
 )
 from harness.scenario.traffic import (
@@ -419,6 +420,7 @@ __all__ = [
     "SloBase",
     "Step",
     "SubsetErrorRateSlo",
+    "SubsetLatencySlo",
     "Target",
     "ToxicFault",
     "ToxicKind",
@@ -668,7 +670,7 @@ class Scenario(Model):
                         "judges a probe with as: plaintext",
                     )
                 )
-        if isinstance(slo, TrafficShareSlo | SubsetErrorRateSlo):
+        if isinstance(slo, TrafficShareSlo | SubsetErrorRateSlo | SubsetLatencySlo):
             policy = self.mesh.destinations.get(slo.edge.to)
             names = {subset.name for subset in policy.subsets} if policy else set()
             if slo.subset not in names:

@@ -127,6 +127,18 @@ class SubsetErrorRateSlo(SloBase):
     max: Fraction
 
 
+class SubsetLatencySlo(SloBase):
+    """The ``quantile`` of the latency of the requests routed to ``subset`` on the edge, as
+    the caller's sidecar timed them (its outbound access log, whole milliseconds), must stay
+    below ``max``: one version's latency. Judged like ``latency``, on the successful ones."""
+
+    kind: Literal["subsetLatency"]
+    edge: Edge
+    subset: str
+    quantile: float = Field(gt=0, lt=1, description="E.g. 0.9 for p90.")
+    max: Duration
+
+
 class RecoverySlo(SloBase):
     """After the faults end, the per-second error rate is back under ``errorRate`` in ``max``."""
 
@@ -184,7 +196,8 @@ Slo = Annotated[
     | DeniedSlo
     | PlaintextRejectedSlo
     | TrafficShareSlo
-    | SubsetErrorRateSlo,
+    | SubsetErrorRateSlo
+    | SubsetLatencySlo,
     Field(discriminator="kind"),
 ]
 SLO_KINDS: tuple[str, ...] = (
@@ -196,6 +209,7 @@ SLO_KINDS: tuple[str, ...] = (
     "sheds",
     "trafficShare",
     "subsetErrorRate",
+    "subsetLatency",
     "recoveryTime",
     "configPropagation",
     "denied",
@@ -221,5 +235,6 @@ __all__ = [
     "Slo",
     "SloBase",
     "SubsetErrorRateSlo",
+    "SubsetLatencySlo",
     "TrafficShareSlo",
 ]

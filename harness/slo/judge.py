@@ -13,7 +13,7 @@ Each SLO kind has one evaluator that takes its typed model; :func:`judge_slo` pi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import assert_never
 
@@ -36,6 +36,7 @@ from harness.scenario.models import (
     SheddingSlo,
     Slo,
     SubsetErrorRateSlo,
+    SubsetLatencySlo,
     TrafficShareSlo,
 )
 from harness.slo.family import adjust_family
@@ -48,7 +49,12 @@ from harness.slo.mesh import (
 )
 from harness.slo.propagation import evaluate_propagation
 from harness.slo.security import evaluate_denied, evaluate_plaintext_rejected
-from harness.slo.share import evaluate_subset_error_rate, evaluate_traffic_share
+from harness.slo.share import (
+    SubsetTimings,
+    evaluate_subset_error_rate,
+    evaluate_subset_latency,
+    evaluate_traffic_share,
+)
 from harness.slo.shift import evaluate_latency_shift
 from harness.slo.verdict import evaluate_error_rate, evaluate_latency, per_second_counts
 
@@ -69,6 +75,7 @@ class RunEvidence:
 
     journal: Journal
     samples: SampleColumns
+    subset_timings: Mapping[tuple[str, str], SubsetTimings] = field(default_factory=dict)
     _by_phase: dict[tuple[str, str | None], SampleColumns] = field(default_factory=dict, init=False)
 
     @property
@@ -220,6 +227,17 @@ def judge_slo(slo: Slo, phase: str, run: RunEvidence) -> SloResult:
             return evaluate_subset_error_rate(
                 slo.name, phase, run.journal, edge, slo.subset, slo.max, slo.confidence
             )
+        case SubsetLatencySlo():
+            return evaluate_subset_latency(
+                slo.name,
+                run.windows[phase],
+                run.subset_timings,
+                (slo.edge.from_, slo.edge.to),
+                slo.subset,
+                slo.quantile,
+                slo.max,
+                slo.confidence,
+            )
         case TrafficShareSlo():
             edge = (slo.edge.from_, slo.edge.to)
             return evaluate_traffic_share(
@@ -245,12 +263,16 @@ def judge_slo(slo: Slo, phase: str, run: RunEvidence) -> SloResult:
 
 
 def judge_slos(
-    slos: Sequence[Slo], journal: Journal, samples: SampleColumns | Iterable[Sample]
+    slos: Sequence[Slo],
+    journal: Journal,
+    samples: SampleColumns | Iterable[Sample],
+    subset_timings: Mapping[tuple[str, str], SubsetTimings] | None = None,
 ) -> list[SloResult]:
     """Every SLO in each phase it covers, in the scenario's order, with family-wise FAIL
     control (Holm) over all the SLO × phase pairs (each keeps its own verdict beside).
-    ``samples``: columns (what a run reads) or sample objects (small data, tests)."""
-    run = RunEvidence(journal, as_columns(samples))
+    ``samples``: columns (what a run reads) or sample objects (small data, tests);
+    ``subset_timings``: the access logs' per-subset requests (``subsetLatency``)."""
+    run = RunEvidence(journal, as_columns(samples), dict(subset_timings or {}))
     results = [judge_slo(slo, phase, run) for slo in slos for phase in judged_phases(slo, journal)]
     return adjust_family(results)
 

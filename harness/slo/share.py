@@ -17,16 +17,38 @@ subset of the same service adds to that subset's count.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
 
 from harness.formats import percent_short
 from harness.journal import SloResult, Verdict
 from harness.mesh.stats import ANSWERED_5XX, ATTEMPTS, RETRIES
 from harness.slo.stats import rate_lower_bound, rate_upper_bound
-from harness.slo.verdict import evaluate_error_rate
+from harness.slo.verdict import evaluate_error_rate, evaluate_latency
 
 if TYPE_CHECKING:
-    from harness.journal import Journal
+    from collections.abc import Mapping
+
+    from harness.journal import Journal, PhaseWindow
+
+
+@dataclass(frozen=True)
+class SubsetTimings:
+    """The requests a caller's sidecar routed to one subset (its outbound access log): each
+    one's start (epoch seconds), duration (whole milliseconds, Envoy's %DURATION%: retries
+    included) and status (0: no response)."""
+
+    start: npt.NDArray[np.float64]
+    ms: npt.NDArray[np.float64]
+    status: npt.NDArray[np.int64]
+
+    @classmethod
+    def of(cls, rows: list[tuple[float, float, int]]) -> SubsetTimings:
+        table = np.array(rows, dtype=np.float64).reshape(-1, 3)
+        return cls(table[:, 0].copy(), table[:, 1].copy(), table[:, 2].astype(np.int64))
 
 
 def subset_requests(
@@ -132,4 +154,42 @@ def evaluate_subset_error_rate(
         result,
         kind="subsetErrorRate",
         message=result.message.replace(f"{name} [{phase}]: ", f"{name} [{phase}]: {detail}", 1),
+    )
+
+
+def evaluate_subset_latency(
+    name: str,
+    window: PhaseWindow,
+    timings: Mapping[tuple[str, str], SubsetTimings],
+    edge: tuple[str, str],
+    subset: str,
+    quantile: float,
+    max_s: float,
+    confidence: float = 0.95,
+) -> SloResult:
+    """``subsetLatency``: the ``quantile`` of the durations the caller's sidecars logged for
+    the successful (2xx) requests they routed to ``subset`` and started in the phase,
+    judged like ``latency`` (exact order-statistic bounds, widened by the design effect
+    when slow ones come in bursts). No request on the subset: INCONCLUSIVE, as for any
+    latency SLO without samples."""
+    caller, callee = edge
+    found = timings.get((f"{caller}→{callee}", subset))
+    if found is None:
+        latencies_s = np.zeros(0)
+        seconds = np.zeros(0, dtype=np.int64)
+    else:
+        chosen = (found.start >= window.start) & (found.start < window.end)
+        chosen &= (found.status >= 200) & (found.status < 300)
+        latencies_s = found.ms[chosen] / 1000.0
+        seconds = (found.start[chosen] - window.start).astype(np.int64)
+    result = evaluate_latency(
+        name, window.name, latencies_s, quantile, max_s, confidence, seconds=seconds
+    )
+    detail = f"subset {subset} of {caller} → {callee}: "
+    return dataclasses.replace(
+        result,
+        kind="subsetLatency",
+        message=result.message.replace(
+            f"{name} [{window.name}]: ", f"{name} [{window.name}]: {detail}", 1
+        ),
     )
