@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -24,6 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 from harness.errors import FaultError, HarnessError
 from harness.files import append_line, read_bytes_limited
 from harness.journal import FaultEntry
+from harness.mesh.admin import AdminApi
 from harness.platforms.base import Deployment, InstanceInfo
 from harness.scenario.models import Step, Target
 from harness.signals import signals_deferred
@@ -101,6 +102,23 @@ class CounterDeltas:
     def deltas(self, prefix: str = "") -> dict[str, int]:
         """``prefix + name`` → increase since :meth:`start`; raises what ``read`` raises."""
         return {f"{prefix}{k}": v - self.baseline.get(k, 0) for k, v in self.read().items()}
+
+
+def clear_runtime(admins: Iterable[AdminApi], keys: Iterable[str]) -> bool:
+    """Remove the runtime overrides ``keys`` from every sidecar and read them back: True
+    when none is left anywhere. A sidecar that cannot be reached is not verified (it is
+    gone, and its overrides died with it), and the others are still cleared."""
+    clear: dict[str, int | str] = dict.fromkeys(keys, "")
+    verified = True
+    for admin in admins:
+        try:
+            admin.runtime_modify(clear)
+            left = set(admin.runtime()) & set(clear)
+        except HarnessError:
+            verified = False
+            continue
+        verified = verified and not left
+    return verified
 
 
 def shown(evidence: Mapping[str, int]) -> str:

@@ -11,7 +11,14 @@ from __future__ import annotations
 import time
 
 from harness.errors import FaultError, HarnessError
-from harness.faults.base import CounterDeltas, no_effect, ramp_start, select_instances, took_effect
+from harness.faults.base import (
+    CounterDeltas,
+    clear_runtime,
+    no_effect,
+    ramp_start,
+    select_instances,
+    took_effect,
+)
 from harness.journal import FaultEntry
 from harness.mesh.admin import AdminApi
 from harness.mesh.envoy import fault_keys, percent_to_runtime
@@ -77,17 +84,7 @@ class HttpFaultInjector:
         )
 
     def revert(self) -> bool:
-        clear: dict[str, int | str] = {key: "" for key in self.keys.all()}
-        verified = True
-        for admin in self.targets.values():
-            try:
-                admin.runtime_modify(clear)
-                left = set(admin.runtime()) & set(clear)
-            except HarnessError:
-                verified = False  # the sidecar is gone; its overrides died with it
-                continue
-            verified = verified and not left
-        return verified
+        return clear_runtime(self.targets.values(), self.keys.all())
 
     def evidence(self) -> dict[str, int]:
         try:

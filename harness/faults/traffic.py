@@ -22,7 +22,7 @@ import time
 from typing import Protocol, runtime_checkable
 
 from harness.errors import FaultError, HarnessError
-from harness.faults.base import CounterDeltas, no_effect, ramp_start, took_effect
+from harness.faults.base import CounterDeltas, clear_runtime, no_effect, ramp_start, took_effect
 from harness.journal import FaultEntry, PolicyPush
 from harness.mesh.admin import AdminApi
 from harness.mesh.routing import subset_cluster_name, weight_key
@@ -59,17 +59,7 @@ class RuntimeWeights:
                 raise FaultError(f"{name} did not take {wrong}")
 
     def clear(self) -> bool:
-        clear: dict[str, int | str] = {key: "" for pair in self.pairs for key in pair}
-        verified = True
-        for admin in self.callers.values():
-            try:
-                admin.runtime_modify(clear)
-                left = set(admin.runtime()) & set(clear)
-            except HarnessError:
-                verified = False  # the sidecar is gone; its overrides died with it
-                continue
-            verified = verified and not left
-        return verified
+        return clear_runtime(self.callers.values(), (key for pair in self.pairs for key in pair))
 
 
 @runtime_checkable
