@@ -641,7 +641,7 @@ def _edge(outcome: ScenarioOutcome, caller: str, callee: str) -> dict[str, dict[
 
 
 @pytest.mark.slow
-def test_per_try_timeouts_keep_p99_under_a_latency_toxic(
+def test_per_try_timeouts_keep_p95_under_a_latency_toxic(
     toxiproxy_server: str, harness_run: Run
 ) -> None:
     # Under mTLS (as under istiod) the handshake to catalog-0 crosses the toxic outside the

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import (
     Field,
@@ -19,6 +19,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from harness.journal import FaultKind
 from harness.scenario.base import (
     MAX_ITEMS,
     Model,
@@ -306,15 +307,7 @@ Fault = Annotated[
     | TrafficShiftFault,
     Field(discriminator="kind"),
 ]
-FAULT_KINDS: tuple[str, ...] = (
-    "http",
-    "toxic",
-    "partition",
-    "kill",
-    "pause",
-    "controlPlane",
-    "trafficShift",
-)
+FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)  # the journal records the same kinds
 
 
 class Guard(Model):

@@ -6,13 +6,14 @@ subsets, probes) are checked by ``Scenario.reference_problems()`` in ``models.py
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import (
     Field,
     field_validator,
 )
 
+from harness.journal import SloKind
 from harness.scenario.base import (
     MAX_ITEMS,
     MAX_TEXT,
@@ -200,21 +201,7 @@ Slo = Annotated[
     | SubsetLatencySlo,
     Field(discriminator="kind"),
 ]
-SLO_KINDS: tuple[str, ...] = (
-    "errorRate",
-    "latency",
-    "latencyShift",
-    "retryAmplification",
-    "ejections",
-    "sheds",
-    "trafficShare",
-    "subsetErrorRate",
-    "subsetLatency",
-    "recoveryTime",
-    "configPropagation",
-    "denied",
-    "plaintextRejected",
-)
+SLO_KINDS: tuple[str, ...] = get_args(SloKind)  # the journal records the same kinds
 
 
 __all__ = [
