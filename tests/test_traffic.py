@@ -383,7 +383,11 @@ def _assert_split_measured(outcome: ScenarioOutcome) -> None:
     # Each version's latency, from frontend's own access log lines of its subset.
     latency = {r.slo: r for r in outcome.journal.slos if r.kind == "subsetLatency"}
     assert {r.verdict for r in latency.values()} == {Verdict.PASS}, latency
-    assert latency["canary-p90"].n + latency["stable-p90"].n >= share.n - 10
+    # The counters are read on the 1 Hz mesh ticks, the log lines placed by their own start:
+    # the two counts of the phase differ by the requests at its edges (100 per second here).
+    timed = latency["canary-p90"].n + latency["stable-p90"].n
+    assert abs(timed - share.n) <= 0.1 * share.n, (timed, share.n)
+    assert latency["canary-p90"].n < latency["stable-p90"].n
     assert share.lower is not None and share.upper is not None
     assert share.lower <= 0.10 <= share.upper, (share.lower, share.upper)
     # The callees agree: v2's inbound sidecar saw about a tenth of the calls.
