@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import tempfile
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +22,7 @@ from harness import formats
 from harness.errors import ExitCode, HarnessError, OutputError, ScenarioError
 from harness.journal import Journal
 from harness.mesh.stats import RETRIES, RETRY_SUCCESS
+from harness.platforms.kube.options import KubeOptions
 from harness.platforms.local.platform import Mesh
 from harness.platforms.local.sandbox import Isolation, isolation_requested
 from harness.runner import RunOptions, RunResult, run_scenario, verdict_of
@@ -40,6 +42,12 @@ app = typer.Typer(
 # No highlighting and no :emoji: codes: data prints as it is (see harness.terminal).
 console = Console(highlight=False, emoji=False)
 errors = Console(stderr=True, highlight=False, emoji=False)
+
+
+class PlatformName(StrEnum):
+    LOCAL = "local"
+    KUBE = "kube"
+
 
 _STYLE = {
     "PASS": "green",
@@ -145,8 +153,30 @@ def run(
             "(needs `harness toolchain install`)."
         ),
     ] = Mesh.ENVOY,
+    platform: Annotated[
+        PlatformName,
+        typer.Option(
+            help="local: this machine (the default); kube: a Kubernetes cluster with Istio "
+            "(kind, or `harness cluster up --local`; --mesh does not apply)."
+        ),
+    ] = PlatformName.LOCAL,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(help="--platform kube: the kubeconfig (default $KUBECONFIG, ~/.kube/config)."),
+    ] = None,
+    context: Annotated[
+        str | None,
+        typer.Option(help="--platform kube: the context (default: the current context)."),
+    ] = None,
+    allow_context: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="--platform kube: a context to allow besides kind and harness-made clusters "
+            "(repeatable; also $HARNESS_KUBE_ALLOW_CONTEXTS, comma-separated)."
+        ),
+    ] = None,
 ) -> None:
-    """Run scenarios on the local platform and print their verdicts.
+    """Run scenarios and print their verdicts.
 
     Every file is checked before the first run starts. With several scenarios the suite's
     exit code is the worst of theirs (error, then fail, then inconclusive), and
@@ -164,10 +194,14 @@ def run(
             raise OutputError(f"--reports {reports}: not a directory")
     except HarnessError as exc:
         raise _fail_input(exc) from None
+    kube = None
+    if platform is PlatformName.KUBE:
+        kube = KubeOptions(kubeconfig, context, tuple(allow_context or ()))
+    options = RunOptions(reports_dir=reports, isolation=isolation, seed=seed, mesh=mesh, kube=kube)
     codes: list[ExitCode] = []
     written: list[Path] = []
     for path, scenario in zip(scenarios, loaded, strict=True):
-        code, report_path = _run_one(path, scenario, reports, isolation, seed, report, mesh)
+        code, report_path = _run_one(path, scenario, options, report)
         codes.append(code)
         if report_path is not None:
             written.append(report_path)
@@ -189,22 +223,11 @@ def _worst(codes: list[ExitCode]) -> ExitCode:
 
 
 def _run_one(
-    path: Path,
-    scenario: Scenario,
-    reports: Path,
-    isolation: Isolation,
-    seed: int | None,
-    report: bool,
-    mesh: Mesh = Mesh.ENVOY,
+    path: Path, scenario: Scenario, options: RunOptions, report: bool
 ) -> tuple[ExitCode, Path | None]:
     say(f"scenario {scenario.metadata.name}: {scenario.metadata.description}")
     try:
-        result = run_scenario(
-            scenario,
-            source=str(path),
-            options=RunOptions(reports_dir=reports, isolation=isolation, seed=seed, mesh=mesh),
-            log=say,
-        )
+        result = run_scenario(scenario, source=str(path), options=options, log=say)
     except HarnessError as exc:  # before the run could start: e.g. --reports is a file
         say(f"error: {exc}", err=True)
         return ExitCode.ERROR, None

@@ -110,6 +110,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "(default) or istio; an item its mesh cannot run is skipped with the reason",
     )
     group.addoption(
+        "--harness-platform",
+        choices=("local", "kube"),
+        default="local",
+        help="where scenario items run (harness run's --platform): local (default) or kube, "
+        "against --harness-kube-context (kind or a harness-made cluster unless allow-listed)",
+    )
+    group.addoption(
+        "--harness-kube-context",
+        default=None,
+        help="the kube context of --harness-platform kube (default: the current context)",
+    )
+    group.addoption(
         "--harness-scenarios",
         action="store_true",
         default=False,
@@ -237,16 +249,26 @@ class ScenarioItem(pytest.Item):
     def runtest(self) -> None:
         from harness.errors import HarnessError
         from harness.outcome import Outcome, outcome_of, slo_properties, verdict_table
+        from harness.platforms.kube.options import KubeOptions, check_kube_support
         from harness.platforms.local.deploy import check_mesh_support
         from harness.platforms.local.platform import Mesh
         from harness.runner import RunOptions
 
         mesh = Mesh(self.config.getoption("--harness-mesh"))
+        kube = None
+        if self.config.getoption("--harness-platform") == "kube":
+            kube = KubeOptions(context=self.config.getoption("--harness-kube-context"))
         try:
-            check_mesh_support(self.scenario, mesh)
+            if kube is not None:
+                check_kube_support(self.scenario)
+            else:
+                check_mesh_support(self.scenario, mesh)
         except HarnessError as refused:
-            pytest.skip(f"not under --harness-mesh {mesh}: {refused}")
-        options = RunOptions(reports_dir=_reports_dir(self.config), mesh=mesh, handle_signals=False)
+            where = "--harness-platform kube" if kube else f"--harness-mesh {mesh}"
+            pytest.skip(f"not under {where}: {refused}")
+        options = RunOptions(
+            reports_dir=_reports_dir(self.config), mesh=mesh, handle_signals=False, kube=kube
+        )
         outcome = self.ihook.pytest_harness_run_scenario(
             item=self, scenario=self.scenario, options=options
         )

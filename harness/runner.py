@@ -61,9 +61,10 @@ from harness.observe.access_logs import analyze_access_logs
 from harness.observe.probes import ProbeSender
 from harness.observe.sampler import MeshSampler
 from harness.observe.timeline import latency_histograms, load_timeline, phase_loads
-from harness.platforms.base import Deployment
+from harness.platforms.base import Deployment, Platform
+from harness.platforms.kube.options import KubeOptions, check_kube_support
 from harness.platforms.local.deploy import LocalPlatform, check_mesh_support
-from harness.platforms.local.platform import LocalDeployment, Mesh
+from harness.platforms.local.platform import Mesh
 from harness.platforms.local.sandbox import Isolation
 from harness.runlock import RunnerLock, process_start
 from harness.scenario.models import Guard, Scenario
@@ -86,6 +87,7 @@ class RunOptions:
     handle_signals: bool = True
     seed: int | None = None
     controls: OperatorControls | None = None  # a game day's operator (harness.control)
+    kube: KubeOptions | None = None  # --platform kube: the cluster (None: the local platform)
 
 
 @dataclass
@@ -685,7 +687,7 @@ def _instance_records(scenario: Scenario, deployment: Deployment) -> list[Instan
     ]
 
 
-def _record_control_plane(journal: Journal, deployment: LocalDeployment) -> None:
+def _record_control_plane(journal: Journal, deployment: Deployment) -> None:
     """The real control plane's versions, timings and policy pushes (``--mesh istio``)."""
     control_plane = deployment.control_plane()
     if control_plane is not None:
@@ -700,15 +702,21 @@ def _record_control_plane(journal: Journal, deployment: LocalDeployment) -> None
 def _deploy_and_run(run: Run, options: RunOptions, guard: SignalGuard, log: Log) -> None:
     """Pick the platform (local: the only place that names it), deploy, run, judge."""
     journal, journal_path = run.journal, run.run_dir / "journal.json"
-    journal.mesh = options.mesh.value
-    platform = LocalPlatform(options.isolation, options.mesh, options.seed)
+    journal.mesh = "istio" if options.kube is not None else options.mesh.value
+    platform: Platform = LocalPlatform(options.isolation, options.mesh, options.seed)
+    if options.kube is not None:
+        from harness.platforms.kube.platform import KubePlatform  # the kubernetes client
+
+        journal.platform = "kube"
+        platform = KubePlatform(options.kube, seed=options.seed, log=log)
     with platform.deploy(run.scenario, run.run_dir) as deployment:
         journal.isolation = deployment.isolation
         _record_control_plane(journal, deployment)
         journal.isolation_note = deployment.isolation_note
         journal.instances = _instance_records(run.scenario, deployment)
-        journal.namespaces = deployment.sandbox.namespaces
-        journal.scratch_dir = str(deployment.scratch_dir)
+        journal.namespaces = deployment.namespaces
+        scratch = deployment.scratch_dir
+        journal.scratch_dir = str(scratch) if scratch is not None else None
         log(
             f"deployed {len(deployment.instances)} instances + ingress "
             f"({deployment.isolation_note})"
@@ -720,6 +728,7 @@ def _deploy_and_run(run: Run, options: RunOptions, guard: SignalGuard, log: Log)
             guard.shield()
             _record_control_plane(journal, deployment)  # pushes made during the run
             if journal.load is not None and journal.phases:
+                deployment.collect_logs()
                 run.judge(deployment)
 
 
@@ -736,7 +745,10 @@ def run_scenario(
     >>> result.exit_code   # ExitCode.PASSED
     """
     options = options or RunOptions()
-    check_mesh_support(scenario, options.mesh)  # before the run directory exists
+    if options.kube is not None:
+        check_kube_support(scenario)  # before the run directory exists
+    else:
+        check_mesh_support(scenario, options.mesh)
     run_id = new_run_id()
     run_dir = (options.reports_dir / scenario.metadata.name / run_id).resolve()
     try:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from harness.app.topology import DEFAULT_VERSION
+from harness.journal import PolicyPush
 from harness.mesh.admin import AdminApi
 from harness.mesh.envoy import Addr
 from harness.scenario.models import Fault, PartitionFault, Scenario, Target, ToxicFault
@@ -75,6 +76,15 @@ def toxic_edges(scenario: Scenario, *, packet_filter: bool) -> list[tuple[str, T
     deploy time, before any fault is injected)."""
     edges = (toxic_edge_of(fault, packet_filter=packet_filter) for fault in scenario.faults)
     return [edge for edge in edges if edge is not None]
+
+
+@dataclass(frozen=True)
+class ControlPlaneInfo:
+    """What the journal records of a real control plane (``--mesh istio``)."""
+
+    versions: dict[str, str]  # "istio", "kubernetes"
+    timings: dict[str, float]  # seconds from the start of the deployment
+    pushes: tuple[PolicyPush, ...] = ()  # policy changes and their push times
 
 
 @dataclass(frozen=True)
@@ -279,6 +289,27 @@ class Deployment(Protocol):
 
     def resume_process(self, instance: str, process: ProcessKind) -> int: ...
 
+    @property
+    def namespaces(self) -> dict[str, str]:
+        """Where the run lives, for the journal and ``harness cleanup``: the local
+        sandbox's kernel namespaces, or ``{"kube": <namespace>}``."""
+        ...
+
+    @property
+    def scratch_dir(self) -> Path | None:
+        """A directory of the run's outside the report (removed at the end), if any."""
+        ...
+
+    def control_plane(self) -> ControlPlaneInfo | None:
+        """A real control plane's versions, timings and pushes; None where the harness
+        programs the mesh itself."""
+        ...
+
+    def collect_logs(self) -> None:
+        """Bring the proxies' access logs into the run's ``access/`` directory, where the
+        judge reads them (a no-op where the proxies write them there themselves)."""
+        ...
+
 
 class Platform(Protocol):
     name: str
@@ -291,6 +322,7 @@ class Platform(Protocol):
 __all__ = [
     "ControlPlaneComponent",
     "ControlPlaneFaults",
+    "ControlPlaneInfo",
     "Deployment",
     "EdgeProxy",
     "InstanceInfo",

@@ -24,7 +24,6 @@ from typing import Any, TypedDict
 
 from harness.errors import PlatformError, ToolMissingError
 from harness.files import write_atomic
-from harness.journal import PolicyPush
 from harness.kube.render import run_namespace
 from harness.mesh import routing
 from harness.mesh.admin import AdminApi, EnvoyAdmin
@@ -45,6 +44,7 @@ from harness.mesh.rbac import plaintext_service, rbac_filters
 from harness.mesh.stats import SCRAPE_PATTERN
 from harness.platforms.base import (
     ControlPlaneFaults,
+    ControlPlaneInfo,
     EdgeProxy,
     InstanceInfo,
     PacketFilter,
@@ -87,15 +87,6 @@ class Mesh(StrEnum):
 
     ENVOY = "envoy"  # bootstraps from harness.mesh.envoy (fast, pip only)
     ISTIO = "istio"  # etcd + kube-apiserver + istiod in the run's namespace (toolchain)
-
-
-@dataclass(frozen=True)
-class ControlPlaneInfo:
-    """What the journal records of a real control plane (``--mesh istio``)."""
-
-    versions: dict[str, str]  # "istio", "kubernetes"
-    timings: dict[str, float]  # seconds from the start of the deployment
-    pushes: tuple[PolicyPush, ...] = ()  # policy changes and their push times
 
 
 APP_MODULE = "harness.app.service"
@@ -166,7 +157,9 @@ class LocalDeployment:
         self.isolation = sandbox.mode.value
         self.isolation_note = sandbox.note
         self._sock_dir = sock_dir
-        self.scratch_dir = sock_dir  # admin sockets; short path (Unix socket paths are short)
+        self.scratch_dir: Path | None = (
+            sock_dir  # admin sockets; short path (Unix socket paths are short)
+        )
         self._envoy = envoy_binary
         self._namespaced = sandbox.mode is Isolation.NAMESPACE
         self.instances = self._plan_instances()
@@ -507,6 +500,14 @@ class LocalDeployment:
 
     def close(self) -> None:
         """Stop what :meth:`start` started besides the sandbox's processes (nothing here)."""
+
+    @property
+    def namespaces(self) -> dict[str, str]:
+        """The sandbox's kernel namespaces (empty on the host fallback)."""
+        return self.sandbox.namespaces
+
+    def collect_logs(self) -> None:
+        """Nothing to bring: every proxy writes its access log into ``access/`` itself."""
 
     # ------------------------------------------------------------------ runtime services
 

@@ -26,7 +26,13 @@ from harness.kube.render import (
     run_namespace,
 )
 from harness.mesh.envoy import Addr
-from harness.platforms.base import EdgeProxy, InstanceInfo, ProcessKind, toxic_edges
+from harness.platforms.base import (
+    ControlPlaneInfo,
+    EdgeProxy,
+    InstanceInfo,
+    ProcessKind,
+    toxic_edges,
+)
 from harness.platforms.local.istio.admission import istiod_refusals
 from harness.platforms.local.istio.api import object_ref
 from harness.platforms.local.istio.objects import (
@@ -49,7 +55,6 @@ from harness.platforms.local.istio.workloads import (
 )
 from harness.platforms.local.platform import (
     PROCESS_SIGNAL_TIMEOUT_S,
-    ControlPlaneInfo,
     LocalDeployment,
     Mesh,
     _Proxy,

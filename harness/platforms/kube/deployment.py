@@ -1,0 +1,407 @@
+"""``--platform kube``: the scenario's app and mesh policy in a Kubernetes cluster with Istio.
+
+:class:`KubeDeployment` (a :class:`~harness.platforms.base.Deployment`) applies the run's
+objects (:func:`.objects.run_objects`) into a namespace of its own, waits until every pod is
+Ready (each sidecar's readiness means istiod programmed it) and a request crosses the mesh
+through the ingress gateway, and then serves the runner: Envoy admin APIs through the API
+server's pod proxy (:mod:`.admin`), Locust on this machine against the gateway's address on
+loopback, and each proxy's access log read back from its pod's log.
+
+What the platform does not inject yet is refused before anything is applied
+(:func:`unsupported_on_kube`), with exit 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from harness.errors import PlatformError
+from harness.kube.render import RenderOptions, render
+from harness.mesh.admin import AdminApi
+from harness.mesh.stats import SCRAPE_PATTERN
+from harness.platforms.base import (
+    ControlPlaneFaults,
+    InstanceInfo,
+    PacketFilter,
+    ProbeReply,
+    ProbeRequest,
+    ProcessKind,
+    ToxicEdges,
+)
+from harness.platforms.kube.admin import PodProxyAdmin
+from harness.platforms.kube.objects import (
+    APP_PORT,
+    INBOUND_PORT,
+    PROXY_CONTAINER,
+    KubeImages,
+    MeshEndpoints,
+    run_objects,
+)
+from harness.platforms.kube.options import check_kube_support
+from harness.scenario.models import Scenario
+
+__all__ = ["KubeDeployment", "KubeTarget", "deployed"]
+
+READY_TIMEOUT_S: Final = 300.0  # image unpacking and first pushes on a loaded 2-core node
+POLL_S: Final = 0.5
+GATEWAY_NAMESPACE: Final = "istio-ingress"
+GATEWAY_SELECTOR: Final = "istio=ingressgateway"
+ISTIO_NAMESPACE: Final = "istio-system"
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class KubeTarget:
+    """The cluster a run deploys to: an API client of the pinned context, where its ingress
+    gateway answers on this machine, and the images the cluster holds."""
+
+    api: Any  # kubernetes.client.ApiClient of the pinned kubeconfig
+    context: str
+    ingress_url: str  # e.g. http://127.0.0.1:30080 (kind's extraPortMappings, or --local's)
+    images: KubeImages
+    apply: Callable[[Sequence[dict[str, Any]]], None]  # server-side apply, field manager harness
+    delete_namespace: Callable[[str], None]
+
+
+@dataclass
+class _Host:
+    """Processes the run starts on this machine (Locust)."""
+
+    procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+
+class KubeDeployment:
+    """The running app in the cluster; the runner drives load and faults through it."""
+
+    platform = "kube"
+    isolation = "kube"
+    toxics: ToxicEdges | None = None
+    packet_filter: PacketFilter | None = None
+    control_plane_faults: ControlPlaneFaults | None = None
+
+    def __init__(
+        self, scenario: Scenario, run_dir: Path, run_id: str, target: KubeTarget, log: Log
+    ) -> None:
+        check_kube_support(scenario)
+        self.scenario = scenario
+        self.run_dir = run_dir
+        self.run_id = run_id
+        self.target = target
+        self.log = log
+        self.rendered = render(scenario, RenderOptions.for_run(run_id))
+        self.namespace = self.rendered[0].name
+        self.isolation_note = (
+            f"namespace {self.namespace} of kube context {target.context!r}; "
+            f"ingress {target.ingress_url}"
+        )
+        self.ingress_url = target.ingress_url
+        self.instances = self._plan_instances()
+        self.scratch_dir: Path | None = None
+        self.namespaces: dict[str, str] = {}
+        self.app_seed: int | None = None
+        self.timings: dict[str, float] = {}
+        self._pods: dict[str, Any] = {}  # instance → its Pod (once Ready)
+        self._gateway: str | None = None
+        self._host = _Host()
+        self._started_at = time.time()
+        self._core: Any = None
+
+    # ------------------------------------------------------------------ plan and start
+
+    def _plan_instances(self) -> tuple[InstanceInfo, ...]:
+        planned: list[InstanceInfo] = []
+        for service in self.scenario.app.topology.service_names:
+            spec = self.scenario.app.topology.service(service)
+            for r in range(spec.replicas):
+                name, version = spec.instance_name(r), spec.variant_of(r).version
+                planned.append(
+                    InstanceInfo(name, service, r, "", INBOUND_PORT, APP_PORT, version=version)
+                )
+        return tuple(planned)
+
+    @property
+    def core(self) -> Any:
+        if self._core is None:
+            import kubernetes.client
+
+            self._core = kubernetes.client.CoreV1Api(self.target.api)
+        return self._core
+
+    def start(self) -> None:
+        begun = time.monotonic()
+        for directory in ("logs", "access"):
+            (self.run_dir / directory).mkdir(parents=True, exist_ok=True)
+        endpoints = MeshEndpoints(istiod_ip=self._istiod_ip())
+        objects = run_objects(
+            self.scenario,
+            self.rendered,
+            images=self.target.images,
+            endpoints=endpoints,
+            seed=self.app_seed,
+        )
+        (self.run_dir / "logs" / "objects.json").write_text(json.dumps(objects, indent=1))
+        self.target.apply(objects[:1])  # the Namespace: everything else lives in it
+        self.namespaces = {"kube": self.namespace}
+        self.target.apply(objects[1:])
+        self.timings["objects_applied_s"] = time.monotonic() - begun
+        self._wait_pods(begun)
+        self.timings["pods_ready_s"] = time.monotonic() - begun
+        self._gateway = self._gateway_pod()
+        self._wait_through_ingress(begun)
+        self.timings["ready_s"] = time.monotonic() - begun
+        self.log(f"kube: ready in {self.timings['ready_s']:.1f}s ({self.namespace})")
+
+    def _istiod_ip(self) -> str:
+        """An address of istiod the pods can reach without DNS: its pod's (one endpoint of
+        its Service), which needs no Service routing on the node."""
+        pods = self.core.list_namespaced_pod(ISTIO_NAMESPACE, label_selector="app=istiod")
+        for pod in pods.items:
+            ready = any(
+                c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or [])
+            )
+            if ready and pod.status.pod_ip:
+                return str(pod.status.pod_ip)
+        raise PlatformError(
+            f"istiod is not running in namespace {ISTIO_NAMESPACE} of kube context "
+            f"{self.target.context!r}: run `harness cluster up` (it installs Istio)"
+        )
+
+    def _wait_pods(self, begun: float) -> None:
+        wanted = {inst.name for inst in self.instances}
+        deadline = begun + READY_TIMEOUT_S
+        last = ""
+        while True:
+            pods = self.core.list_namespaced_pod(self.namespace).items
+            ready = {}
+            waiting = []
+            for pod in pods:
+                name = pod.metadata.name
+                ok = any(
+                    c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or [])
+                )
+                if ok and name in wanted:
+                    ready[name] = pod
+                else:
+                    waiting.append(f"{name}: {_pod_state(pod)}")
+            if set(ready) == wanted:
+                break
+            last = "; ".join(sorted(waiting)) or "no pods yet"
+            _refuse_hopeless(pods)
+            if time.monotonic() > deadline:
+                raise PlatformError(
+                    f"pods not Ready after {READY_TIMEOUT_S:g}s in {self.namespace}: {last}"
+                )
+            time.sleep(POLL_S)
+        self._pods = {name: pod for name, pod in ready.items()}
+        self.instances = tuple(
+            InstanceInfo(
+                inst.name,
+                inst.service,
+                inst.index,
+                str(self._pods[inst.name].status.pod_ip),
+                inst.inbound_port,
+                inst.app_port,
+                version=inst.version,
+            )
+            for inst in self.instances
+        )
+
+    def _gateway_pod(self) -> str:
+        pods = self.core.list_namespaced_pod(GATEWAY_NAMESPACE, label_selector=GATEWAY_SELECTOR)
+        for pod in pods.items:
+            if pod.status.phase == "Running":
+                return str(pod.metadata.name)
+        raise PlatformError(
+            f"no ingress gateway pod ({GATEWAY_SELECTOR}) runs in {GATEWAY_NAMESPACE}: "
+            "run `harness cluster up` (it installs Istio's gateway chart)"
+        )
+
+    def _wait_through_ingress(self, begun: float) -> None:
+        import urllib.error
+        import urllib.request
+
+        deadline = begun + READY_TIMEOUT_S
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                url = f"{self.ingress_url}/product/0"
+                with urllib.request.urlopen(url, timeout=5.0) as response:
+                    if response.status == 200:
+                        return
+                    last = str(response.status)
+            except urllib.error.HTTPError as exc:
+                last = f"{exc.code} {exc.read()[:200]!r}"
+            except OSError as exc:
+                last = str(exc)
+            time.sleep(POLL_S)
+        raise PlatformError(f"the app does not answer through {self.ingress_url}: {last}")
+
+    # ------------------------------------------------------------------ what the runner reads
+
+    def instances_of(self, service: str) -> tuple[InstanceInfo, ...]:
+        return tuple(inst for inst in self.instances if inst.service == service)
+
+    def proxy_names(self) -> tuple[str, ...]:
+        return ("ingress", *(inst.name for inst in self.instances))
+
+    def endpoint_names(self) -> dict[tuple[str, int], str]:
+        return {(inst.ip, inst.inbound_port): inst.name for inst in self.instances}
+
+    def admin(self, proxy: str, *, timeout: float | None = None) -> AdminApi:
+        if proxy == "ingress":
+            if self._gateway is None:
+                raise PlatformError("the ingress gateway's pod is not known yet")
+            namespace, pod = GATEWAY_NAMESPACE, self._gateway
+        else:
+            namespace, pod = self.namespace, proxy
+        return PodProxyAdmin(self.target.api, namespace, pod, name=proxy, timeout=timeout or 5.0)
+
+    def mesh_counters(self) -> dict[str, dict[str, int]]:
+        return {name: self.admin(name).counters(SCRAPE_PATTERN) for name in self.proxy_names()}
+
+    def control_plane(self) -> None:
+        return None
+
+    # ------------------------------------------------------------------ Locust, on this machine
+
+    def spawn(
+        self, argv: list[str], *, env: dict[str, str], log_name: str, replace_env: bool = False
+    ) -> int:
+        full = dict(env) if replace_env else {**os.environ, **env}
+        log = (self.run_dir / "logs" / log_name).open("ab")
+        with log:
+            proc = subprocess.Popen(
+                argv, env=full, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self._host.procs[proc.pid] = proc
+        return proc.pid
+
+    def stop(self, pid: int, *, grace: float) -> int | None:
+        proc = self._host.procs[pid]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    def running(self, pid: int) -> bool:
+        proc = self._host.procs.get(pid)
+        return proc is not None and proc.poll() is None
+
+    # ------------------------------------------------------------------ refused until built
+
+    def _no_process_faults(self, *_: object) -> int:
+        raise PlatformError("process faults are not supported on --platform kube yet")
+
+    def process_pid(self, instance: str, process: ProcessKind) -> int:
+        return self._no_process_faults(instance, process)
+
+    def process_state(self, pid: int) -> str | None:
+        self._no_process_faults(pid)
+        return None
+
+    kill_process = restart_process = pause_process = resume_process = process_pid
+
+    def send_probes(self, requests: Sequence[ProbeRequest]) -> list[ProbeReply]:
+        raise PlatformError("scenario probes are not supported on --platform kube yet")
+
+    # ------------------------------------------------------------------ the end
+
+    def collect_logs(self) -> None:
+        """Each proxy's access log (its lines of the ``istio-proxy`` container's log) into
+        ``access/<proxy>.jsonl``, and every container's log into ``logs/``; the gateway's
+        log only since this run began (it serves every run)."""
+        for inst in self.instances:
+            text = self._pod_log(self.namespace, inst.name, PROXY_CONTAINER, None)
+            _write_access(self.run_dir / "access" / f"{inst.name}.jsonl", text)
+            (self.run_dir / "logs" / f"{inst.name}.proxy.log").write_text(text)
+            app = self._pod_log(self.namespace, inst.name, "app", None)
+            (self.run_dir / "logs" / f"{inst.name}.app.log").write_text(app)
+        if self._gateway is not None:
+            since = max(1, int(time.time() - self._started_at) + 1)
+            text = self._pod_log(GATEWAY_NAMESPACE, self._gateway, None, since)
+            _write_access(self.run_dir / "access" / "ingress.jsonl", text)
+
+    def _pod_log(self, namespace: str, pod: str, container: str | None, since: int | None) -> str:
+        kwargs: dict[str, Any] = {}
+        if container:
+            kwargs["container"] = container
+        if since:
+            kwargs["since_seconds"] = since
+        try:
+            return str(self.core.read_namespaced_pod_log(pod, namespace, **kwargs))
+        except Exception as exc:  # the client's ApiException and urllib3's errors
+            return f"(log of {namespace}/{pod} unavailable: {exc})\n"
+
+    def close(self) -> None:
+        for pid, proc in list(self._host.procs.items()):
+            if proc.poll() is None:
+                self.stop(pid, grace=5.0)
+        with contextlib.suppress(Exception):
+            self.collect_logs()
+        self.target.delete_namespace(self.namespace)
+
+
+def _write_access(path: Path, text: str) -> None:
+    """The JSON access-log lines of a proxy's log (Envoy's own and pilot-agent's lines are
+    not JSON objects with a ``dir``)."""
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("{") and '"dir"' in line:
+            with contextlib.suppress(ValueError):
+                json.loads(line)
+                lines.append(line)
+    path.write_text("".join(f"{line}\n" for line in lines))
+
+
+def _pod_state(pod: Any) -> str:
+    statuses = pod.status.container_statuses or []
+    for status in statuses:
+        waiting = status.state.waiting if status.state else None
+        if waiting is not None:
+            return f"{status.name} {waiting.reason}"
+        if not status.ready:
+            return f"{status.name} not ready"
+    return str(pod.status.phase)
+
+
+HOPELESS: Final = frozenset({"ErrImageNeverPull", "InvalidImageName", "CreateContainerConfigError"})
+
+
+def _refuse_hopeless(pods: Sequence[Any]) -> None:
+    """A pod that can never start (its image is not in the cluster) ends the wait at once."""
+    for pod in pods:
+        for status in pod.status.container_statuses or []:
+            waiting = status.state.waiting if status.state else None
+            if waiting is not None and waiting.reason in HOPELESS:
+                raise PlatformError(
+                    f"pod {pod.metadata.name}: container {status.name} {waiting.reason} "
+                    f"({waiting.message}); `harness cluster up` builds and loads the images"
+                )
+
+
+@contextlib.contextmanager
+def deployed(
+    scenario: Scenario, run_dir: Path, run_id: str, target: KubeTarget, seed: int | None, log: Log
+) -> Iterator[KubeDeployment]:
+    """Deploy; always collect the logs and delete the run's namespace at the end."""
+    deployment = KubeDeployment(scenario, run_dir, run_id, target, log)
+    deployment.app_seed = seed
+    try:
+        deployment.start()
+        yield deployment
+    finally:
+        deployment.close()

@@ -1,0 +1,56 @@
+"""What ``--platform kube`` is told on the command line, and what it refuses before anything
+exists. Light on purpose (no Kubernetes client): the runner and the CLI import it always.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import PlatformError
+from harness.scenario.models import HttpFault, Scenario
+
+__all__ = ["DEFAULT_INGRESS_URL", "KubeOptions", "check_kube_support", "unsupported_on_kube"]
+
+# kind-config.yaml maps the gateway's NodePort 30080 to this address; `cluster up --local`
+# forwards the same port on loopback into its network namespace.
+DEFAULT_INGRESS_URL = "http://127.0.0.1:30080"
+
+
+@dataclass(frozen=True)
+class KubeOptions:
+    """The cluster of a ``--platform kube`` run."""
+
+    kubeconfig: Path | None = None  # default: $KUBECONFIG, then ~/.kube/config
+    context: str | None = None  # default: the kubeconfig's current-context
+    allow_contexts: tuple[str, ...] = field(default_factory=tuple)  # beyond kind / harness-made
+    ingress_url: str = DEFAULT_INGRESS_URL
+
+
+def unsupported_on_kube(scenario: Scenario) -> list[str]:
+    """What ``--platform kube`` cannot run yet, each with why (empty: it can)."""
+    problems = [
+        f"faults[{i}] {fault.name or fault.kind}: kind {fault.kind!r} (on kube only 'http' "
+        "faults are injected so far)"
+        for i, fault in enumerate(scenario.faults)
+        if not isinstance(fault, HttpFault)
+    ]
+    if scenario.probes:
+        problems.append("probes: scenario probes are not sent on kube yet")
+    problems += [
+        f"{'.'.join(map(str, path))}: {what} (not on kube yet)"
+        for path, what in scenario.control_plane_uses()
+        if path[0] != "faults"  # each fault is named above
+    ]
+    return problems
+
+
+def check_kube_support(scenario: Scenario) -> None:
+    """Refuse (exit 2) a scenario ``--platform kube`` cannot run, before anything exists."""
+    problems = unsupported_on_kube(scenario)
+    if problems:
+        raise PlatformError(
+            f"scenario {scenario.metadata.name!r} cannot run on --platform kube: "
+            + "; ".join(problems)
+            + ". Run it on the local platform (--mesh envoy or --mesh istio)."
+        )

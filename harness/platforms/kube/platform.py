@@ -1,0 +1,76 @@
+"""``KubePlatform().deploy(scenario, run_dir)``: pin the kube context (the guard refuses it
+with zero API calls unless it is kind, harness-made or allow-listed), then deploy the run
+into a namespace of its own and delete everything labelled with the run's id at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from harness.platforms.kube.client import KubeClient
+from harness.platforms.kube.context import pin_context
+from harness.platforms.kube.deployment import KubeDeployment, KubeTarget, deployed
+from harness.platforms.kube.objects import KubeImages
+from harness.platforms.kube.options import KubeOptions
+from harness.scenario.models import Scenario
+
+__all__ = ["KubePlatform"]
+
+
+def cluster_images() -> KubeImages:
+    """The refs of the images ``harness cluster up`` builds and loads (content-addressed:
+    the same inputs give the same tags, and a build with unchanged inputs is a cache hit)."""
+    from harness.cluster.images import build_images
+
+    built = build_images()
+    return KubeImages(app=built["app"].ref, proxy=built["proxyv2"].ref)
+
+
+class KubePlatform:
+    """``with KubePlatform(options).deploy(scenario, run_dir) as deployment: ...``"""
+
+    name = "kube"
+
+    def __init__(
+        self,
+        options: KubeOptions,
+        *,
+        seed: int | None = None,
+        log: Callable[[str], None] = lambda _: None,
+        images: Callable[[], KubeImages] = cluster_images,
+    ) -> None:
+        self.options = options
+        self.seed = seed
+        self.log = log
+        self.images = images
+
+    @contextlib.contextmanager
+    def deploy(self, scenario: Scenario, run_dir: Path) -> Iterator[KubeDeployment]:
+        context = pin_context(
+            self.options.kubeconfig,
+            context=self.options.context,
+            allow=self.options.allow_contexts,
+        )
+        self.log(f"kube: {context.describe()}")
+        run_id = run_dir.name
+        client = KubeClient(context, run_id)
+        target = KubeTarget(
+            api=client.api,
+            context=context.name,
+            ingress_url=self.options.ingress_url,
+            images=self.images(),
+            apply=client.apply,
+            delete_namespace=lambda _namespace: _delete(client, self.log),
+        )
+        try:
+            with deployed(scenario, run_dir, run_id, target, self.seed, self.log) as deployment:
+                yield deployment
+        finally:
+            client.close()
+
+
+def _delete(client: KubeClient, log: Callable[[str], None]) -> None:
+    report = client.delete_owned()
+    log(f"kube: deleted {', '.join(report.namespaces) or 'no namespace'}")

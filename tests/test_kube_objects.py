@@ -1,0 +1,135 @@
+"""The objects of a ``--platform kube`` run (pure builders) and what the platform refuses
+before anything exists. The API server's acceptance of these objects is tested against a
+real kube-apiserver in tests/test_kube_apply.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.errors import PlatformError
+from harness.kube.render import RUN_ID_LABEL, RenderOptions, render
+from harness.platforms.kube.objects import (
+    APP_PORT,
+    INBOUND_PORT,
+    KubeImages,
+    MeshEndpoints,
+    gateway_access_log,
+    run_objects,
+)
+from harness.platforms.kube.options import check_kube_support, unsupported_on_kube
+from harness.scenario import load_scenario
+
+SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+IMAGES = KubeImages(app="harness.local/app:0123456789ab", proxy="harness.local/proxyv2:ba98")
+RUN_ID = "20261202T010000Z-abcdef"
+
+
+def objects_of(name: str, istiod_ip: str | None = "198.18.0.7") -> list[dict[str, Any]]:
+    scenario = load_scenario(SCENARIOS / name)
+    rendered = render(scenario, RenderOptions.for_run(RUN_ID))
+    return run_objects(
+        scenario, rendered, images=IMAGES, endpoints=MeshEndpoints(istiod_ip=istiod_ip), seed=7
+    )
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+def test_pods_are_statefulsets_named_as_the_instances_of_every_platform() -> None:
+    objects = objects_of("retries-mask-transient-errors.yaml")
+    assert objects[0]["kind"] == "Namespace"
+    assert "istio-injection" not in objects[0]["metadata"]["labels"]  # the harness injects
+    assert not by_kind(objects, "Deployment")
+    sets = by_kind(objects, "StatefulSet")
+    assert {name: s["spec"]["replicas"] for name, s in sets.items()} == {
+        "frontend": 1,
+        "catalog": 3,
+        "inventory": 2,
+        "pricing": 1,
+    }
+    for obj in objects:
+        assert obj["metadata"]["labels"][RUN_ID_LABEL] == RUN_ID, obj["metadata"]["name"]
+
+
+def test_versioned_services_get_one_statefulset_per_version() -> None:
+    sets = by_kind(objects_of("weighted-split-90-10.yaml"), "StatefulSet")
+    assert set(sets) == {"frontend", "reviews-v1", "reviews-v2"}
+    selector = sets["reviews-v2"]["spec"]["selector"]["matchLabels"]
+    assert selector == {"app": "reviews", "version": "v2"}
+
+
+def test_the_sidecar_ports_line_up_with_the_service_and_the_app() -> None:
+    objects = objects_of("retries-mask-transient-errors.yaml")
+    catalog = by_kind(objects, "StatefulSet")["catalog"]["spec"]["template"]["spec"]
+    app, proxy = catalog["containers"]
+    assert proxy["name"] == "istio-proxy" and proxy["image"] == IMAGES.proxy
+    assert app["image"] == IMAGES.app and app["imagePullPolicy"] == "Never"
+    # The Service's targetPort is the port name "http": the sidecar's inbound listener.
+    service = by_kind(objects, "Service")["catalog"]
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    assert proxy["ports"] == [{"name": "http", "containerPort": INBOUND_PORT, "protocol": "TCP"}]
+    sidecar = by_kind(objects, "Sidecar")["catalog"]["spec"]
+    assert sidecar["ingress"][0]["port"]["number"] == INBOUND_PORT
+    assert sidecar["ingress"][0]["defaultEndpoint"] == f"127.0.0.1:{APP_PORT}"
+    assert sidecar["egress"][0]["bind"] == "127.0.0.1"
+    args = app["args"]
+    assert args[args.index("--listen") + 1] == f"0.0.0.0:{APP_PORT}"
+    assert args[args.index("--sidecar") + 1] == "127.0.0.1:8080"
+    assert args[args.index("--seed") + 1] == "7"
+    assert catalog["hostAliases"] == [
+        {"ip": "198.18.0.7", "hostnames": ["istiod.istio-system.svc"]}
+    ]
+
+
+def test_every_service_gets_its_fault_and_access_log_filters() -> None:
+    filters = by_kind(objects_of("retries-mask-transient-errors.yaml"), "EnvoyFilter")
+    for service in ("frontend", "catalog", "inventory"):
+        faults = filters[f"harness-faults-{service}"]["spec"]
+        assert faults["workloadSelector"] == {"labels": {"app": service}}
+        observe = filters[f"harness-observe-{service}"]["spec"]
+        assert observe["workloadSelector"] == {"labels": {"app": service}}
+        logs = [
+            p["patch"]["value"]["typed_config"]["access_log"][0]["typed_config"]["path"]
+            for p in observe["configPatches"]
+            if p["applyTo"] == "NETWORK_FILTER"
+        ]
+        assert logs and set(logs) == {"/dev/stdout"}
+
+
+def test_the_gateway_access_log_selects_the_gateway_pods() -> None:
+    spec = gateway_access_log("istio-ingress", {"istio": "ingressgateway"})
+    assert spec["metadata"]["namespace"] == "istio-ingress"
+    assert spec["spec"]["workloadSelector"] == {"labels": {"istio": "ingressgateway"}}
+
+
+def test_without_an_istiod_address_no_host_alias_is_written() -> None:
+    sets = by_kind(objects_of("retries-mask-transient-errors.yaml", None), "StatefulSet")
+    assert "hostAliases" not in sets["catalog"]["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("latency-toxic-timeouts.yaml", "kind 'toxic'"),
+        ("kill-instance-restart.yaml", "kind 'kill'"),
+        ("control-plane-outage.yaml", "configPropagation"),
+        ("authz-holds-under-chaos.yaml", "probes"),
+    ],
+)
+def test_what_kube_cannot_run_yet_is_refused_before_anything_exists(name: str, why: str) -> None:
+    scenario = load_scenario(SCENARIOS / name)
+    assert any(why in problem for problem in unsupported_on_kube(scenario))
+    with pytest.raises(PlatformError, match="cannot run on --platform kube"):
+        check_kube_support(scenario)
+
+
+def test_the_retry_pair_runs_on_kube() -> None:
+    for name in (
+        "retries-mask-transient-errors.yaml",
+        "retries-mask-transient-errors-negative.yaml",
+    ):
+        assert unsupported_on_kube(load_scenario(SCENARIOS / name)) == []
