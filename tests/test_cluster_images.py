@@ -305,17 +305,22 @@ def check_app_answers(port: int) -> None:
     )
 
 
-@pytest.mark.integration
-def test_app_image_files_alone_run_the_app(built: dict[str, BuiltImage], tmp_path: Path) -> None:
-    """chroot into the app image's extracted layers: only its files exist there."""
+def extract_rootfs(archive: Archive, root: Path) -> dict[str, str]:
+    """The image's layers unpacked in order into ``root``; its config's environment."""
     if os.geteuid() != 0:
         pytest.fail("this test chroots into the extracted image: run it as root (CI does)")
-    archive = read_archive(built["app"].path)
-    root = tmp_path / "rootfs"
     root.mkdir()
     for layer in archive.layers:
         subprocess.run(["tar", "-xpf", "-", "-C", str(root)], input=layer, check=True)
-    env = dict(item.split("=", 1) for item in archive.config["config"]["Env"])
+    return dict(item.split("=", 1) for item in archive.config["config"]["Env"])
+
+
+@pytest.mark.integration
+def test_app_image_files_alone_run_the_app(built: dict[str, BuiltImage], tmp_path: Path) -> None:
+    """chroot into the app image's extracted layers: only its files exist there."""
+    archive = read_archive(built["app"].path)
+    root = tmp_path / "rootfs"
+    env = extract_rootfs(archive, root)
     prefix = subprocess.run(
         ["chroot", str(root), "/usr/local/bin/python3", "-c", "import sys; print(sys.prefix)"],
         env=env,
@@ -338,6 +343,31 @@ def test_app_image_files_alone_run_the_app(built: dict[str, BuiltImage], tmp_pat
         if app.poll() is None:
             app.kill()
             app.communicate()
+
+
+@pytest.mark.integration
+def test_an_app_image_missing_a_dependency_does_not_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Negative control for the test above: the chroot sees only the image, so an image
+    built without one of aiohttp's dependencies (yarl) cannot import the app."""
+    closure = cluster_images._requirement_closure
+
+    def without_yarl(roots: list[str]) -> list[Any]:
+        return [d for d in closure(roots) if d.metadata["Name"].lower() != "yarl"]
+
+    monkeypatch.setattr(cluster_images, "_requirement_closure", without_yarl)
+    broken = build_image("app", tmp_path / "images")
+    root = tmp_path / "rootfs"
+    env = extract_rootfs(read_archive(broken.path), root)
+    done = subprocess.run(
+        ["chroot", str(root), "/usr/local/bin/python3", "-c", "import harness.app.service"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0
+    assert "No module named 'yarl'" in done.stderr
 
 
 # --------------------------------------------------------------------------- containerd
@@ -418,8 +448,13 @@ def containerd() -> Iterator[Containerd]:
 
 @pytest.mark.integration
 def test_ctr_imports_every_image(built: dict[str, BuiltImage], containerd: Containerd) -> None:
+    """As `kind load image-archive` does it: the tar on stdin, kind's flags."""
+    argv = ["ctr", "--address", str(containerd.socket), "--namespace=k8s.io", "images"]
+    argv += ["import", "--all-platforms", "--digests", "--snapshotter=native", "-"]
     for image in built.values():
-        containerd.ctr("images", "import", "--snapshotter", "native", str(image.path))
+        with image.path.open("rb") as tar:
+            done = subprocess.run(argv, stdin=tar, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
     listed = set(containerd.ctr("images", "ls", "--quiet").split())
     assert {image.ref for image in built.values()} <= listed
     for image in built.values():
