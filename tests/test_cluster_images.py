@@ -10,6 +10,7 @@ then run each one in a real container with runc. containerd comes from Debian
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import http.client
 import io
@@ -531,3 +532,85 @@ def test_images_run_in_real_containers(
         out, err = process.communicate(timeout=120)
         assert process.returncode == 0, (name, err)
         assert b"version" in out, (name, out)
+
+
+def self_signed_root() -> bytes:
+    """A throwaway root certificate (PEM): all pilot-agent reads before starting Envoy."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "harness-test-root")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def task_pids(containerd: Containerd, name: str) -> list[int]:
+    rows = containerd.ctr("tasks", "ps", name, check=False).splitlines()[1:]
+    return [int(row.split()[0]) for row in rows if row.split() and row.split()[0].isdigit()]
+
+
+def listening_ports(pid: int) -> set[int]:
+    """TCP ports in LISTEN in ``pid``'s network namespace, from /proc (the image has no
+    tools to ask with)."""
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+@pytest.mark.integration
+def test_pilot_agent_in_proxyv2_starts_envoy(
+    built: dict[str, BuiltImage], containerd: Containerd, tmp_path: Path
+) -> None:
+    """pilot-agent as 1337 renders the image's bootstrap template into /etc/istio/proxy
+    (no emptyDir mounted) and starts /usr/local/bin/envoy, which opens its admin port. The
+    container has its own network namespace; istiod's address there refuses, as it should:
+    only the root certificate a pod gets from Istio's ConfigMap is mounted."""
+    containerd.ctr("images", "import", "--snapshotter", "native", str(built["proxyv2"].path))
+    secrets = tmp_path / "istio"
+    secrets.mkdir()
+    (secrets / "root-cert.pem").write_bytes(self_signed_root())
+    proxy_config = {"discoveryAddress": "127.0.0.1:1", "proxyAdminPort": 15000}
+    env = {"POD_NAME": "p", "POD_NAMESPACE": "ns", "INSTANCE_IP": "127.0.0.1"}
+    env |= {"PROXY_CONFIG": json.dumps(proxy_config), "CA_ADDR": "127.0.0.1:1"}
+    mount = f"type=bind,src={secrets},dst=/var/run/secrets/istio,options=rbind:ro"
+    argv = ["ctr", "--address", str(containerd.socket), "--namespace", "k8s.io", "run", "--rm",
+            "--snapshotter", "native", "--mount", mount]  # fmt: skip
+    argv += [f"--env={key}={value}" for key, value in env.items()]
+    argv += [built["proxyv2"].ref, "t-sidecar", "/usr/local/bin/pilot-agent", "proxy", "sidecar"]
+    agent = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 90
+        envoy = None
+        while time.monotonic() < deadline and envoy is None:
+            assert agent.poll() is None, agent.communicate()
+            for pid in task_pids(containerd, "t-sidecar"):
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if cmdline[0] == b"/usr/local/bin/envoy" and 15000 in listening_ports(pid):
+                    envoy = (pid, cmdline)
+            time.sleep(0.3)
+        assert envoy is not None, "pilot-agent did not start an Envoy that opened its admin port"
+        pid, cmdline = envoy
+        assert b"etc/istio/proxy/envoy-rev.json" in cmdline
+        status = Path(f"/proc/{pid}/status").read_text()
+        assert "\nUid:\t1337\t" in status
+    finally:
+        containerd.ctr("tasks", "kill", "--signal", "SIGKILL", "t-sidecar", check=False)
+        agent.communicate(timeout=60)
