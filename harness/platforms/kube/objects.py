@@ -41,6 +41,8 @@ __all__ = [
     "KubeImages",
     "MeshEndpoints",
     "gateway_access_log",
+    "proxy_container",
+    "proxy_volumes",
     "run_objects",
     "statefulset_name",
 ]
@@ -93,9 +95,12 @@ def _field_env(name: str, path: str) -> JsonObject:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
-def proxy_container(namespace: str, images: KubeImages, endpoints: MeshEndpoints) -> JsonObject:
-    """The ``istio-proxy`` container: ``pilot-agent proxy sidecar`` with what Istio's
-    injection template gives it (token, root certificate, pod facts), explicit listeners."""
+def proxy_container(
+    namespace: str, images: KubeImages, endpoints: MeshEndpoints, *, router: bool = False
+) -> JsonObject:
+    """The ``istio-proxy`` container: ``pilot-agent proxy sidecar`` (``router``: ``proxy
+    router``, a gateway) with what Istio's injection template gives it (token, root
+    certificate, pod facts), explicit listeners."""
     env: list[JsonValue] = [
         _field_env("POD_NAME", "metadata.name"),
         _field_env("POD_NAMESPACE", "metadata.namespace"),
@@ -113,7 +118,11 @@ def proxy_container(namespace: str, images: KubeImages, endpoints: MeshEndpoints
         "name": PROXY_CONTAINER,
         "image": images.proxy,
         "imagePullPolicy": images.pull_policy,
-        "args": ["proxy", "sidecar", f"--domain={namespace}.svc.cluster.local"],
+        "args": [
+            "proxy",
+            "router" if router else "sidecar",
+            f"--domain={namespace}.svc.cluster.local",
+        ],
         "env": env,
         "ports": [{"name": PORT_NAME, "containerPort": INBOUND_PORT, "protocol": "TCP"}],
         "readinessProbe": {
@@ -130,7 +139,7 @@ def proxy_container(namespace: str, images: KubeImages, endpoints: MeshEndpoints
     }
 
 
-def _proxy_volumes() -> list[JsonValue]:
+def proxy_volumes() -> list[JsonValue]:
     token: JsonObject = {
         "serviceAccountToken": {
             "audience": TOKEN_AUDIENCE,
@@ -197,7 +206,7 @@ def _statefulsets(
                     _app_container(scenario, service, first, images, seed),
                     proxy_container(namespace, images, endpoints),
                 ],
-                "volumes": _proxy_volumes(),
+                "volumes": proxy_volumes(),
             }
             if endpoints.istiod_ip:
                 pod_spec["hostAliases"] = [
