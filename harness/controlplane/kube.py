@@ -50,6 +50,8 @@ __all__ = [
     "api_error",
     "apply_crds",
     "kube_control_plane",
+    "object_ref",
+    "refusal_message",
 ]
 
 SERVICE_CIDR = "10.96.0.0/16"  # never routed: only stored in Service objects
@@ -110,14 +112,26 @@ class KubeControlPlane:
     versions: Mapping[str, str] = field(default_factory=dict)
 
 
+def refusal_message(status: int | None, body: str | bytes | None, reason: str, what: str) -> str:
+    """One sentence for an API refusal: ``what`` (e.g. ``VirtualService default/cart``), the
+    status and the server's message (which names the rejected field), else ``reason``."""
+    message = reason
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        message = json.loads(body or "").get("message", reason)
+    return f"the API server refused {what}: {status} {message}"
+
+
+def object_ref(manifest: Mapping[str, Any]) -> str:
+    """``Kind namespace/name`` of an object's JSON body, for messages."""
+    metadata = manifest["metadata"]
+    where = f"{metadata['namespace']}/" if metadata.get("namespace") else ""
+    return f"{manifest['kind']} {where}{metadata['name']}"
+
+
 def api_error(exc: ApiException, what: str) -> ControlPlaneError:
     """Translate the client's exception once, here: status, reason and the server's message
-    (which names the rejected field) for ``what`` (e.g. ``VirtualService default/cart``)."""
-    message = exc.reason or ""
-    with contextlib.suppress(ValueError, TypeError):
-        body = json.loads(exc.body or "")
-        message = body.get("message", message)
-    return ControlPlaneError(f"the API server refused {what}: {exc.status} {message}")
+    for ``what`` (see :func:`refusal_message`)."""
+    return ControlPlaneError(refusal_message(exc.status, exc.body, exc.reason or "", what))
 
 
 def _wait_ready(

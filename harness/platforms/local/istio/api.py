@@ -7,7 +7,6 @@ server's reason.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import ssl
 import time
@@ -18,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
 
-from harness.controlplane.kube import FIELD_MANAGER
+from harness.controlplane.kube import FIELD_MANAGER, object_ref, refusal_message
 from harness.errors import ControlPlaneError
 from harness.kube.render import PORT_NAME, SERVICE_PORT, JsonObject, Manifest
 from harness.platforms.local.istio.workloads import POLL_S, READY_TIMEOUT_S, Workload
@@ -80,12 +79,6 @@ class ApiRefusal(ControlPlaneError):
         self.status = status
 
 
-def object_ref(manifest: Mapping[str, Any]) -> str:
-    metadata = manifest["metadata"]
-    where = f"{metadata['namespace']}/" if metadata.get("namespace") else ""
-    return f"{manifest['kind']} {where}{metadata['name']}"
-
-
 class KubeApi:
     """The run's kube-apiserver as the harness writes to it (``server`` is the host side of
     the forward, ``token`` the admin token, ``ca_file`` the server's CA)."""
@@ -144,11 +137,7 @@ class KubeApi:
                 return reply
         except urllib.error.HTTPError as exc:
             text = exc.read(4096).decode(errors="replace")
-            message = text
-            with contextlib.suppress(ValueError):
-                message = json.loads(text).get("message", text)
-            refusal = f"the API server refused {what}: {exc.code} {message}"
-            raise ApiRefusal(exc.code, refusal) from None
+            raise ApiRefusal(exc.code, refusal_message(exc.code, text, text, what)) from None
         except (urllib.error.URLError, OSError) as exc:
             raise ControlPlaneError(f"cannot reach the API server for {what}: {exc}") from None
 
