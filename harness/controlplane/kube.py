@@ -49,6 +49,7 @@ __all__ = [
     "KubeControlPlane",
     "api_error",
     "apply_crds",
+    "established_names",
     "kube_control_plane",
     "object_ref",
     "refusal_message",
@@ -223,12 +224,19 @@ def _established(api: kubernetes.client.ApiextensionsV1Api) -> set[str]:
         answer: Any = api.list_custom_resource_definition(_preload_content=False)
     except ApiException as exc:
         raise api_error(exc, "listing CustomResourceDefinitions") from None
-    names = set()
-    for item in json.loads(answer.data).get("items", []):
-        conditions = item.get("status", {}).get("conditions") or []
-        if any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
-            names.add(item["metadata"]["name"])
-    return names
+    return established_names(json.loads(answer.data).get("items") or [])
+
+
+def established_names(crds: Sequence[Mapping[str, Any]]) -> set[str]:
+    """The names of the Established CustomResourceDefinitions among ``crds`` (JSON bodies)."""
+    return {
+        item["metadata"]["name"]
+        for item in crds
+        if any(
+            c.get("type") == "Established" and c.get("status") == "True"
+            for c in (item.get("status") or {}).get("conditions") or []
+        )
+    }
 
 
 def apply_crds(

@@ -39,7 +39,12 @@ from typing import Any, Final
 import kubernetes.client
 import urllib3
 
-from harness.controlplane.kube import FIELD_MANAGER, object_ref, refusal_message
+from harness.controlplane.kube import (
+    FIELD_MANAGER,
+    established_names,
+    object_ref,
+    refusal_message,
+)
 from harness.errors import ControlPlaneError
 from harness.kube.render import MANAGED_BY, RUN_ID_LABEL
 from harness.platforms.kube.context import KubeContext
@@ -184,14 +189,7 @@ class KubeClient:
     def create_namespace(self, name: str) -> None:
         """Create (or keep) namespace ``name`` labelled for this owner; an existing namespace
         without our label is refused, never taken over."""
-        self._check_namespace(name, missing_ok=True)
-        namespace = {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {"name": name, "labels": owned_labels(self.owner)},
-        }
-        self._apply_one(namespace, self.resource("v1", "Namespace"), dry_run=False)
-        self._owned_namespaces.add(name)
+        self.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}])
 
     def _check_namespace(self, name: str, *, missing_ok: bool = False) -> JsonObject | None:
         """The namespace ``name`` if it is ours; None if it is absent and ``missing_ok``."""
@@ -213,29 +211,40 @@ class KubeClient:
     # ------------------------------------------------------------------ apply
 
     def apply(self, objects: Iterable[Mapping[str, Any]], *, dry_run: bool = False) -> None:
-        """Server-side apply ``objects`` in order, each labelled for this owner. Namespaces
-        among them are created (labelled); other namespaced objects go only into namespaces
-        of this owner. ``dry_run``: the server validates (and admits) but stores nothing."""
-        for item in objects:
-            body = _labelled(item, self.owner)
-            resource = self.resource(str(body["apiVersion"]), str(body["kind"]))
-            if body["kind"] == "Namespace" and not dry_run:
-                self.create_namespace(body["metadata"]["name"])
-                continue
+        """Server-side apply ``objects`` in order, each labelled for this owner.
+
+        Every object is checked before the first write (nothing is written when one is
+        refused): a Namespace or other cluster-scoped object that exists must carry this
+        owner's label; a namespaced object must go into a namespace of this owner (existing,
+        or among ``objects``). ``dry_run``: the server validates and admits, stores nothing."""
+        bodies = [_labelled(item, self.owner) for item in objects]
+        resources = [self.resource(str(b["apiVersion"]), str(b["kind"])) for b in bodies]
+        created = {b["metadata"]["name"] for b in bodies if b["kind"] == "Namespace"}
+        for body, resource in zip(bodies, resources, strict=True):
+            self._preflight(body, resource, created)
+        for body, resource in zip(bodies, resources, strict=True):
             self._apply_one(body, resource, dry_run=dry_run)
+            if body["kind"] == "Namespace" and not dry_run:
+                self._owned_namespaces.add(body["metadata"]["name"])
+
+    def _preflight(self, body: JsonObject, resource: Resource, created: set[str]) -> None:
+        what = object_ref(body)
+        if body["kind"] == "Namespace":
+            self._check_namespace(body["metadata"]["name"], missing_ok=True)
+        elif not resource.namespaced:
+            self._check_cluster_object(body, resource)
+        else:
+            namespace = body["metadata"].get("namespace")
+            if not namespace:
+                raise ControlPlaneError(f"{what}: a namespaced object needs metadata.namespace")
+            if namespace not in self._owned_namespaces and namespace not in created:
+                self._check_namespace(namespace)
+                self._owned_namespaces.add(namespace)
 
     def _apply_one(self, body: JsonObject, resource: Resource, *, dry_run: bool) -> None:
         what = object_ref(body)
         metadata = body["metadata"]
         namespace = metadata.get("namespace") if resource.namespaced else None
-        if resource.namespaced:
-            if not namespace:
-                raise ControlPlaneError(f"{what}: a namespaced object needs metadata.namespace")
-            if namespace not in self._owned_namespaces and body["kind"] != "Namespace":
-                self._check_namespace(namespace)
-                self._owned_namespaces.add(namespace)
-        else:
-            self._check_cluster_object(body, resource)
         path = resource.path(metadata["name"], namespace)
         query = [("fieldManager", FIELD_MANAGER)] + ([("dryRun", "All")] if dry_run else [])
         try:
@@ -243,7 +252,7 @@ class KubeClient:
         except ApiStatusError as exc:
             if exc.status != 409:
                 raise
-            # Another field manager owns a field we set: ours (labelled), so take it back.
+            # Another field manager owns a field we set: ours (checked above), so take it back.
             self.request(
                 "PATCH",
                 path,
@@ -295,6 +304,24 @@ class KubeClient:
                     f"(not ready: {waiting}; see `kubectl -n {namespace} describe pods`)"
                 )
             time.sleep(POLL_S)
+
+    def wait_established(self, names: set[str], timeout_s: float = 60.0) -> None:
+        """Wait until the CustomResourceDefinitions ``names`` are Established (then their
+        kinds are served: discovery is asked again on first use)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            answer = self.request(
+                "GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", "CRDs"
+            )
+            established = established_names(answer.get("items") or [])
+            if names <= established:
+                return
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(
+                    f"CustomResourceDefinitions not Established within {timeout_s:.0f} s: "
+                    f"{sorted(names - established)}"
+                )
+            time.sleep(POLL_S / 5)
 
     # ------------------------------------------------------------------ delete
 

@@ -17,7 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
 
-from harness.controlplane.kube import FIELD_MANAGER, object_ref, refusal_message
+from harness.controlplane.kube import (
+    FIELD_MANAGER,
+    established_names,
+    object_ref,
+    refusal_message,
+)
 from harness.errors import ControlPlaneError
 from harness.kube.render import PORT_NAME, SERVICE_PORT, JsonObject, Manifest
 from harness.platforms.local.istio.workloads import POLL_S, READY_TIMEOUT_S, Workload
@@ -256,14 +261,7 @@ class KubeApi:
                 "application/json",
                 what,
             )
-            established = {
-                item["metadata"]["name"]
-                for item in answer.get("items") or []
-                if any(
-                    c.get("type") == "Established" and c.get("status") == "True"
-                    for c in (item.get("status") or {}).get("conditions") or []
-                )
-            }
+            established = established_names(answer.get("items") or [])
             if names <= established:
                 return
             if time.monotonic() > deadline:
