@@ -12,7 +12,7 @@ The guard decides from that copy alone, with **zero API calls**. It admits a con
   server is a loopback address (``127.0.0.0/8``, ``::1``, ``localhost``); or
 * **the harness made it**: the context's cluster carries the kubeconfig extension
   ``harness`` (see below), its server is a loopback address, and the ``state.json`` in the
-  extension's ``state-dir`` says ``"made_by": "harness"`` (so a cluster taken down since, or
+  extension's ``state`` directory says ``"made_by": "harness"`` (so a cluster taken down since, or
   a copied kubeconfig, no longer counts); or
 * **allow-listed**: its name is in ``--allow-context NAME`` (repeatable) or in the
   comma-separated ``HARNESS_KUBE_ALLOW_CONTEXTS``.
@@ -31,7 +31,7 @@ The harness marker (written by ``harness cluster up --local`` into its kubeconfi
           extension:
             made-by: harness
             cluster: harness-local
-            state-dir: /root/.cache/harness/clusters/harness-local
+            state: /root/.cache/harness/clusters/harness-local
 
 Usage::
 
@@ -88,7 +88,7 @@ def harness_extension(cluster: str, state_dir: Path) -> dict[str, Any]:
     """The ``extensions`` entry a kubeconfig's cluster carries when the harness made it."""
     return {
         "name": HARNESS_EXTENSION,
-        "extension": {"made-by": MADE_BY, "cluster": cluster, "state-dir": str(state_dir)},
+        "extension": {"made-by": MADE_BY, "cluster": cluster, "state": str(state_dir)},
     }
 
 
@@ -220,7 +220,7 @@ def _harness_made(cluster: Mapping[str, Any]) -> str | None:
             marker = entry.get("extension")
     if not isinstance(marker, dict) or marker.get("made-by") != MADE_BY:
         return f"its cluster carries no `{HARNESS_EXTENSION}` extension with made-by: {MADE_BY}"
-    state_file = Path(str(marker.get("state-dir", ""))) / "state.json"
+    state_file = Path(str(marker.get("state", ""))) / "state.json"
     try:
         state = json.loads(state_file.read_text())
     except (OSError, ValueError) as exc:
