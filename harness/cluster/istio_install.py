@@ -55,6 +55,7 @@ from harness.controlplane.istiod import (
 )
 from harness.errors import ControlPlaneError, ToolMissingError
 from harness.platforms.kube.client import KubeClient
+from harness.platforms.kube.context import KubeContext
 from harness.toolchain import KUBERNETES_VERSION, Toolchain
 
 __all__ = [
@@ -66,6 +67,8 @@ __all__ = [
     "gateway_proxy",
     "helm_commands",
     "install_istio",
+    "install_mesh",
+    "print_istio_plan",
     "render_istio",
 ]
 
@@ -85,6 +88,7 @@ CHARTS: Final = (
     ("gateway", GATEWAY, "chart-gateway.tgz"),
 )
 ESTABLISHED_TIMEOUT_S: Final = 60.0
+READY_TIMEOUT_S: Final = 300.0  # istiod and the gateway Ready (images are local: no pull)
 ISTIOD_ENV: Final = {
     key: value
     for key, value in ENVIRONMENT.items()
@@ -312,3 +316,38 @@ def install_istio(
     if log is not None:
         verb = "checked (dry run)" if dry_run else "applied"
         log(f"Istio: {len(objects)} objects {verb} in {time.monotonic() - begun:.1f} s")
+
+
+def install_mesh(
+    context: KubeContext,
+    toolchain: Toolchain,
+    images: IstioImages,
+    *,
+    timeout_s: float = READY_TIMEOUT_S,
+    log: Log | None = None,
+) -> None:
+    """Render and install Istio on ``context`` (a guard-admitted, pinned context), then wait
+    until istiod and the ingress gateway are Ready: what both ``cluster up`` paths do."""
+    client = KubeClient(context, ISTIO_OWNER)
+    try:
+        install_istio(client, render_istio(toolchain, images, log=log), log=log)
+        client.wait_pods_ready(ISTIO_NAMESPACE, count=2, timeout_s=timeout_s)
+    finally:
+        client.close()
+    if log is not None:
+        log(f"Istio ready on {context.describe()}")
+
+
+def print_istio_plan(toolchain: Toolchain, log: Log) -> None:
+    """``--dry-run``: the helm commands and every object Istio's install would apply (with
+    placeholder image tags: the real ones are digests of images not built yet). Helm only
+    renders; nothing reaches a cluster."""
+    placeholder = IstioImages(
+        pilot="harness.local/pilot:<digest>", proxyv2="harness.local/proxyv2:<digest>"
+    )
+    objects = render_istio(toolchain, placeholder, log=log)
+    log(
+        f"# {len(objects)} objects, server-side applied in this order (field manager harness, "
+        f"label harness/run-id={ISTIO_OWNER}), then istiod and {GATEWAY} waited for:"
+    )
+    log(yaml.safe_dump_all(objects, sort_keys=False))
