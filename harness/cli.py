@@ -483,6 +483,10 @@ def cleanup(
         for kind, members in result.namespace_members.items():
             if members:
                 say(f"  {kind} namespace still has processes {members}")
+        for deleted in result.kube_deleted:
+            say(f"  deleted {deleted}")
+        if result.kube_problem:
+            say(f"  cluster: {result.kube_problem}")
         dirty += 0 if result.clean else 1
     raise typer.Exit(ExitCode.FAILED if dirty else ExitCode.ERROR if failed else ExitCode.PASSED)
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -51,6 +51,7 @@ from harness.platforms.kube.context import KubeContext
 
 __all__ = [
     "MANAGED_BY_LABEL",
+    "RUNNER_ANNOTATION",
     "DeleteReport",
     "KubeClient",
     "Resource",
@@ -67,6 +68,15 @@ HOPELESS: Final = frozenset(
 )
 
 JsonObject = dict[str, Any]
+
+
+RUNNER_ANNOTATION: Final = "harness/runner"  # on a run's namespace: its runner's marker
+
+Spare = Callable[[Mapping[str, Any]], str | None]  # an object → why to leave it, or None
+
+
+def _spare_nothing(_: Mapping[str, Any]) -> str | None:
+    return None
 
 
 def owned_labels(owner: str) -> dict[str, str]:
@@ -106,9 +116,13 @@ class KubeClient:
         owner: str,
         *,
         api: kubernetes.client.ApiClient | None = None,
+        runner: str | None = None,
     ) -> None:
+        """``runner``: the run's runner marker (:func:`harness.runlock.runner_marker`),
+        written on the namespaces it creates, so a cleanup can tell a live run's namespace."""
         self.context = context
         self.owner = owner
+        self.runner = runner
         self.api = api or context.api_client()
         self._resources: dict[str, dict[str, Resource]] = {}  # group-version → kind → where
         self._owned_namespaces: set[str] = set()
@@ -218,6 +232,11 @@ class KubeClient:
         owner's label; a namespaced object must go into a namespace of this owner (existing,
         or among ``objects``). ``dry_run``: the server validates and admits, stores nothing."""
         bodies = [_labelled(item, self.owner) for item in objects]
+        if self.runner is not None:
+            for body in bodies:
+                if body["kind"] == "Namespace":
+                    annotations = body["metadata"].setdefault("annotations", {})
+                    annotations[RUNNER_ANNOTATION] = self.runner
         resources = [self.resource(str(b["apiVersion"]), str(b["kind"])) for b in bodies]
         created = {b["metadata"]["name"] for b in bodies if b["kind"] == "Namespace"}
         for body, resource in zip(bodies, resources, strict=True):
@@ -325,9 +344,10 @@ class KubeClient:
 
     # ------------------------------------------------------------------ delete
 
-    def delete_owned(self) -> DeleteReport:
+    def delete_owned(self, spare: Spare = _spare_nothing) -> DeleteReport:
         """Delete this owner's namespaces and its cluster-scoped objects (by label), each read
-        back first and deleted with its uid as a precondition."""
+        back first and deleted with its uid as a precondition; an object ``spare`` gives a
+        reason for is left alone (reported)."""
         report = DeleteReport()
         selector = f"{RUN_ID_LABEL}={self.owner}"
         for resource in self._cluster_resources():
@@ -341,6 +361,10 @@ class KubeClient:
                 or []
             )
             for item in items:
+                reason = spare(item)
+                if reason is not None:
+                    report.left_alone.append(f"{object_ref_of(item, resource)}: {reason}")
+                    continue
                 done = self._delete_checked(item, resource)
                 if done is None:
                     report.left_alone.append(f"{object_ref_of(item, resource)}: label mismatch")

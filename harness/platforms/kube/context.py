@@ -57,6 +57,7 @@ import kubernetes.config
 import yaml
 
 from harness.errors import ContextRefused, PlatformError
+from harness.journal import KubeRunRecord
 
 __all__ = [
     "ALLOW_ENV",
@@ -148,6 +149,12 @@ class KubeContext:
             persist_config=False,
         )
         return kubernetes.client.ApiClient(configuration)
+
+    def record(self, namespace: str) -> KubeRunRecord:
+        """What the journal keeps of this context for ``harness cleanup`` (no credentials)."""
+        return KubeRunRecord(
+            kubeconfig=str(self.source), context=self.name, server=self.server, namespace=namespace
+        )
 
     def describe(self) -> str:
         return f"context {self.name!r} ({self.server}, {self.admitted}) from {self.source}"
