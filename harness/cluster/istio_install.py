@@ -217,7 +217,7 @@ def _template(argv: Sequence[str]) -> list[JsonObject]:
 
 
 def _is_gateway(item: Mapping[str, Any]) -> bool:
-    return item["kind"] == "Deployment" and item["metadata"]["name"] == GATEWAY
+    return bool(item["kind"] == "Deployment" and item["metadata"]["name"] == GATEWAY)
 
 
 def gateway_proxy(deployment: Mapping[str, Any], images: IstioImages) -> JsonObject:

@@ -53,6 +53,7 @@ __all__ = [
     "kube_control_plane",
     "object_ref",
     "refusal_message",
+    "wait_established",
 ]
 
 SERVICE_CIDR = "10.96.0.0/16"  # never routed: only stored in Service objects
@@ -256,15 +257,23 @@ def apply_crds(
             future.result()  # the first refusal, named, after all have been tried
     applied = time.monotonic() - begun
     deadline = time.monotonic() + timeout_s
-    pending = {crd["metadata"]["name"] for crd in crds}
-    while pending := pending - _established(api):
+    names = {crd["metadata"]["name"] for crd in crds}
+    wait_established(names, lambda: _established(api), deadline, ESTABLISHED_POLL_S)
+    return applied, time.monotonic() - begun
+
+
+def wait_established(
+    names: set[str], established: Callable[[], set[str]], deadline: float, poll_s: float
+) -> None:
+    """Poll ``established()`` (the names of the Established CRDs, read by any transport)
+    until it holds all of ``names``; past ``deadline`` (monotonic) a ControlPlaneError names
+    the missing ones."""
+    while pending := names - established():
         if time.monotonic() > deadline:
             raise ControlPlaneError(
-                f"CustomResourceDefinitions not Established within {timeout_s:.0f} s: "
-                f"{sorted(pending)}"
+                f"CustomResourceDefinitions not Established in time: {sorted(pending)}"
             )
-        time.sleep(ESTABLISHED_POLL_S)
-    return applied, time.monotonic() - begun
+        time.sleep(poll_s)
 
 
 def _etcd_argv(etcd: Path, data: Path, client_port: int, peer_port: int) -> list[str]:

@@ -44,6 +44,7 @@ from harness.controlplane.kube import (
     established_names,
     object_ref,
     refusal_message,
+    wait_established,
 )
 from harness.errors import ControlPlaneError
 from harness.kube.render import MANAGED_BY, RUN_ID_LABEL
@@ -156,7 +157,7 @@ class KubeClient:
             answer = self.api.call_api(
                 method, url, headers, body_out, None, _request_timeout=REQUEST_TIMEOUT_S
             )
-            data = answer.read()
+            data: bytes = answer.read()  # type: ignore[no-untyped-call]  # untyped upstream
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise ControlPlaneError(
                 f"cannot reach the API server {self.context.server} for {what}: {exc}"
@@ -327,20 +328,12 @@ class KubeClient:
     def wait_established(self, names: set[str], timeout_s: float = 60.0) -> None:
         """Wait until the CustomResourceDefinitions ``names`` are Established (then their
         kinds are served: discovery is asked again on first use)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            answer = self.request(
-                "GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", "CRDs"
-            )
-            established = established_names(answer.get("items") or [])
-            if names <= established:
-                return
-            if time.monotonic() > deadline:
-                raise ControlPlaneError(
-                    f"CustomResourceDefinitions not Established within {timeout_s:.0f} s: "
-                    f"{sorted(names - established)}"
-                )
-            time.sleep(POLL_S / 5)
+        path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+        def established() -> set[str]:
+            return established_names(self.request("GET", path, "CRDs").get("items") or [])
+
+        wait_established(names, established, time.monotonic() + timeout_s, POLL_S / 5)
 
     # ------------------------------------------------------------------ delete
 
@@ -419,7 +412,7 @@ def object_ref_of(item: Mapping[str, Any], resource: Resource) -> str:
 
 
 def _labelled(item: Mapping[str, Any], owner: str) -> JsonObject:
-    body = json.loads(json.dumps(item))  # a deep copy: the caller's object stays as it was
+    body: JsonObject = json.loads(json.dumps(item))  # a deep copy: the caller's stays as it was
     metadata = body.setdefault("metadata", {})
     metadata["labels"] = {**(metadata.get("labels") or {}), **owned_labels(owner)}
     return body

@@ -142,7 +142,7 @@ class KubeContext:
     def api_client(self) -> kubernetes.client.ApiClient:
         """A ``kubernetes`` API client built from the pinned copy (no file is read)."""
         configuration = kubernetes.client.Configuration()
-        kubernetes.config.load_kube_config_from_dict(
+        kubernetes.config.load_kube_config_from_dict(  # type: ignore[no-untyped-call]
             dict(self.config),
             context=self.name,
             client_configuration=configuration,

@@ -22,6 +22,7 @@ from harness.controlplane.kube import (
     established_names,
     object_ref,
     refusal_message,
+    wait_established,
 )
 from harness.errors import ControlPlaneError
 from harness.kube.render import PORT_NAME, SERVICE_PORT, JsonObject, Manifest
@@ -251,22 +252,10 @@ class KubeApi:
 
     def wait_established(self, names: set[str], timeout_s: float = READY_TIMEOUT_S) -> None:
         """Wait until the CustomResourceDefinitions ``names`` are Established."""
-        deadline = time.monotonic() + timeout_s
-        what = "CustomResourceDefinitions"
-        while True:
-            answer = self.call(
-                "GET",
-                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-                None,
-                "application/json",
-                what,
-            )
-            established = established_names(answer.get("items") or [])
-            if names <= established:
-                return
-            if time.monotonic() > deadline:
-                raise ControlPlaneError(
-                    f"{what} not Established within {timeout_s:.0f} s: "
-                    f"{sorted(names - established)}"
-                )
-            time.sleep(POLL_S / 2)
+        path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+        def established() -> set[str]:
+            answer = self.call("GET", path, None, "application/json", "CustomResourceDefinitions")
+            return established_names(answer.get("items") or [])
+
+        wait_established(names, established, time.monotonic() + timeout_s, POLL_S / 2)
