@@ -44,6 +44,7 @@ from harness.cluster.istio_install import (
     install_mesh,
     print_istio_plan,
 )
+from harness.doctor import CHECKS
 from harness.errors import PlatformError, ToolMissingError
 from harness.platforms.kube.context import pin_context
 from harness.toolchain import Toolchain, installed
@@ -94,6 +95,7 @@ KIND_CONFIG: Final[Mapping[str, Any]] = {
     ],
 }
 LOADED_IMAGES: Final = ("app", "pilot", "proxyv2")
+KIND_NEEDS: Final = ("privileged containers", "docker daemon")  # harness doctor's checks
 STATE_DIR_NAME: Final = "kind-harness"
 
 Log = Callable[[str], None]
@@ -130,49 +132,20 @@ def find_kind() -> str:
     )
 
 
-def _missing_capabilities() -> list[int]:
-    """Capabilities this process's bounding set lacks (a privileged container needs all)."""
-    try:
-        status = Path("/proc/self/status").read_text()
-        last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
-    except (OSError, ValueError):
-        return []
-    bounding = int(status.split("CapBnd:")[1].split()[0], 16)
-    return [cap for cap in range(last + 1) if not bounding >> cap & 1]
-
-
 def kind_problem() -> str | None:
-    """Why kind cannot create a cluster here, or None when nothing stands in its way (no
-    container is started: ``docker info`` and ``/proc`` only)."""
-    if shutil.which("docker") is None:
-        return "kind runs its nodes as Docker containers and `docker` is not installed"
-    missing = _missing_capabilities()
-    if missing:
-        names = ", ".join(_CAPABILITY_NAMES.get(cap, f"capability {cap}") for cap in missing)
-        return (
-            f"kind's nodes are privileged containers, and this machine cannot make one: its "
-            f"capability bounding set lacks {names} (Docker fails with 'unable to apply caps')"
-        )
-    try:
-        done = subprocess.run(
-            ["docker", "info", "--format", "{{.ServerVersion}}"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"`docker info` did not answer: {exc}"
-    if done.returncode != 0 or not done.stdout.strip():
-        return f"the Docker daemon does not answer: {done.stderr.strip()[:300]}"
+    """Why kind cannot create a cluster here, or None when nothing stands in its way. The
+    same probes as ``harness doctor`` (the capability bounding set, ``docker info``): no
+    container is started."""
+    checks = {check.name: check for check in CHECKS}
+    for name in KIND_NEEDS:
+        probe = checks[name].probe()
+        if not probe.ok:
+            return probe.detail
     try:
         find_kind()
     except ToolMissingError as exc:
         return str(exc)
     return None
-
-
-_CAPABILITY_NAMES: Final = {21: "CAP_SYS_ADMIN", 24: "CAP_SYS_RESOURCE", 12: "CAP_NET_ADMIN"}
 
 
 def _cannot(problem: str) -> PlatformError:
