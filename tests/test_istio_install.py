@@ -101,8 +101,13 @@ def test_the_charts_render_with_our_images_and_settings(objects: list[dict]) -> 
     http = next(p for p in gateway_service["spec"]["ports"] if p["port"] == 80)
     assert (http["nodePort"], http["targetPort"]) == (INGRESS_NODE_PORT, 8080)
     assert gateway_service["spec"]["selector"]["istio"] == "ingressgateway"
-    proxy = deployments[GATEWAY]["spec"]["template"]["spec"]["containers"][0]
+    pod = deployments[GATEWAY]["spec"]["template"]["spec"]
+    proxy = pod["containers"][0]
     assert proxy["args"][:2] == ["proxy", "router"]
+    # The root file system is read-only: every path pilot-agent writes is a mounted volume.
+    mounts = {m["mountPath"]: m["name"] for m in proxy["volumeMounts"]}
+    assert {v["name"] for v in pod["volumes"]} >= set(mounts.values())
+    assert "/var/run/secrets/workload-spiffe-uds" in mounts  # its SDS socket (failed without)
     config = json.loads(next(e["value"] for e in proxy["env"] if e["name"] == "PROXY_CONFIG"))
     assert config["proxyStatsMatcher"] == {"inclusionRegexps": [".*"]}
 

@@ -264,6 +264,14 @@ def gateway_proxy(deployment: Mapping[str, Any], images: IstioImages) -> JsonObj
                 "failureThreshold": 30,
             },
             volumeMounts=[
+                # pilot-agent's sockets and certificate files: the root file system is
+                # read-only (the chart's securityContext), as under Istio's own template.
+                {"name": "workload-socket", "mountPath": "/var/run/secrets/workload-spiffe-uds"},
+                {"name": "credential-socket", "mountPath": "/var/run/secrets/credential-uds"},
+                {
+                    "name": "workload-certs",
+                    "mountPath": "/var/run/secrets/workload-spiffe-credentials",
+                },
                 {"name": "istio-envoy", "mountPath": "/etc/istio/proxy"},
                 {"name": "istio-data", "mountPath": "/var/lib/istio/data"},
                 {"name": "istio-podinfo", "mountPath": "/etc/istio/pod"},
@@ -287,6 +295,9 @@ def _proxy_volumes() -> list[JsonObject]:
     ]
     token = {"path": "istio-token", "expirationSeconds": 43200, "audience": "istio-ca"}
     return [
+        {"name": "workload-socket", "emptyDir": {}},
+        {"name": "credential-socket", "emptyDir": {}},
+        {"name": "workload-certs", "emptyDir": {}},
         {"name": "istio-envoy", "emptyDir": {"medium": "Memory"}},
         {"name": "istio-data", "emptyDir": {}},
         {"name": "istio-podinfo", "downwardAPI": {"items": podinfo}},
