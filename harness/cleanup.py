@@ -20,7 +20,14 @@ provably made, and only for runs whose runner is provably dead:
 * the scratch directory is removed only if it is a ``hrn-*`` directory directly inside the
   system temporary directory, owned by this user, and not a link;
 * an unreadable journal or a malformed undo line is reported and skipped; it never stops
-  the cleanup of the other runs.
+  the cleanup of the other runs;
+* a ``--platform kube`` run (``journal.kube``): its recorded kubeconfig and context are
+  pinned and must pass the context guard again (kind, the harness's own cluster, or
+  ``HARNESS_KUBE_ALLOW_CONTEXTS``) and still name the recorded server; then only what carries
+  ``harness/run-id=<run id>`` is deleted — namespaces read back first (label checked, deleted
+  with their uid as a precondition), cluster-scoped objects likewise — and a namespace whose
+  ``harness/runner`` annotation names a live runner is left alone. A cluster that cannot be
+  reached leaves the run open (not clean), so a later cleanup tries again.
 """
 
 from __future__ import annotations
@@ -33,12 +40,16 @@ import signal
 import stat
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from harness.errors import HarnessError
 from harness.faults.base import UndoJournal
-from harness.journal import Journal
+from harness.journal import Journal, KubeRunRecord
+from harness.platforms.kube.client import RUNNER_ANNOTATION, KubeClient
+from harness.platforms.kube.context import pin_context
 from harness.platforms.local.processes import (
     RunProcess,
     environ_value,
@@ -55,6 +66,7 @@ WHERE_FAULTS_LIVE = {
     "pause": "paused processes belonged to the run's namespace",
     "controlPlane": "istiod, the API server and xDS cuts lived in the run's namespace",
 }
+WHERE_FAULTS_LIVE_KUBE = "the fault lived in the run's namespace in the cluster, now deleted"
 
 
 # tempfile.mkdtemp(prefix="hrn-") names: the prefix and 8 characters of [a-z0-9_].
@@ -72,13 +84,18 @@ class CleanupReport:
     namespace_members: dict[str, list[int]] = field(default_factory=dict)
     faults: list[str] = field(default_factory=list)  # what happened to each open fault intent
     scratch_removed: bool = False
+    kube_deleted: list[str] = field(default_factory=list)  # namespaces and cluster objects
+    kube_problem: str | None = None  # why the run's cluster objects may still be there
     notes: list[str] = field(default_factory=list)  # skipped undo lines, a kept scratch dir
     skipped: str | None = None  # why the run was not touched (a live runner, ...)
 
     @property
     def clean(self) -> bool:
         return (
-            self.skipped is None and not self.remaining and not any(self.namespace_members.values())
+            self.skipped is None
+            and not self.remaining
+            and not any(self.namespace_members.values())
+            and self.kube_problem is None
         )
 
 
@@ -224,6 +241,8 @@ def _live_runner(run_id: str) -> str | None:
 
 def _cleanup_dead_run(journal: Journal, journal_path: Path, report: CleanupReport) -> None:
     report.killed, report.remaining = _kill_all(journal.run_id)
+    if journal.kube is not None:
+        _cleanup_kube(journal.run_id, journal.kube, report)
     report.namespace_members = {
         kind: namespace_members(ns, journal.run_id) for kind, ns in journal.namespaces.items()
     }
@@ -235,7 +254,11 @@ def _cleanup_dead_run(journal: Journal, journal_path: Path, report: CleanupRepor
     report.notes.extend(skipped_lines)
     for intent in intents:
         kind = str(intent.get("kind", ""))
-        where = WHERE_FAULTS_LIVE.get(kind, "the fault lived in the run")
+        where = (
+            WHERE_FAULTS_LIVE_KUBE
+            if journal.kube is not None
+            else WHERE_FAULTS_LIVE.get(kind, "the fault lived in the run")
+        )
         targets = intent.get("targets")
         on = ", ".join(map(str, targets)) if isinstance(targets, list) else "?"
         gone = report.clean
@@ -262,3 +285,37 @@ def _cleanup_dead_run(journal: Journal, journal_path: Path, report: CleanupRepor
         )
         journal.ended_at = journal.ended_at or time.time()
         journal.write(journal_path)
+
+
+def _live_namespace(item: Mapping[str, Any]) -> str | None:
+    """Why a run's namespace must be left alone: its annotation names a live runner."""
+    marker = ((item.get("metadata") or {}).get("annotations") or {}).get(RUNNER_ANNOTATION)
+    if isinstance(marker, str) and marker_alive(marker):
+        return f"its runner is alive ({marker})"
+    return None
+
+
+def _cleanup_kube(run_id: str, record: KubeRunRecord, report: CleanupReport) -> None:
+    """Delete the run's namespace and labelled cluster objects (see the module's rules)."""
+    try:
+        context = pin_context(Path(record.kubeconfig), context=record.context)
+    except HarnessError as exc:
+        report.kube_problem = f"the run's cluster was not touched: {exc}"
+        return
+    if context.server != record.server:
+        report.kube_problem = (
+            f"context {record.context} in {record.kubeconfig} now points to {context.server}, "
+            f"not to the run's {record.server}: not touched"
+        )
+        return
+    client = KubeClient(context, run_id)
+    try:
+        deleted = client.delete_owned(spare=_live_namespace)
+    except HarnessError as exc:
+        report.kube_problem = f"cleaning the run's cluster objects failed: {exc}"
+        return
+    finally:
+        client.close()
+    report.kube_deleted = [*deleted.namespaces, *deleted.objects]
+    if deleted.left_alone:
+        report.kube_problem = "left alone: " + "; ".join(deleted.left_alone)

@@ -506,6 +506,10 @@ def cleanup(
         for kind, members in result.namespace_members.items():
             if members:
                 say(f"  {kind} namespace still has processes {members}")
+        for deleted in result.kube_deleted:
+            say(f"  deleted {deleted}")
+        if result.kube_problem:
+            say(f"  cluster: {result.kube_problem}")
         dirty += 0 if result.clean else 1
     raise typer.Exit(ExitCode.FAILED if dirty else ExitCode.ERROR if failed else ExitCode.PASSED)
 
@@ -570,6 +574,68 @@ def toolchain_status(directory: ToolchainDir = None) -> None:
     if not complete:
         console.print("run `harness toolchain install` to make what is missing", markup=False)
     raise typer.Exit(ExitCode.PASSED if complete else ExitCode.FAILED)
+
+
+cluster_app = typer.Typer(
+    help="A Kubernetes cluster with Istio for --platform kube: kind (Docker), or --local (a "
+    "real single-node cluster from the pinned toolchain, no Docker).",
+    no_args_is_help=True,
+)
+app.add_typer(cluster_app, name="cluster")
+
+LocalCluster = Annotated[
+    bool,
+    typer.Option(
+        "--local",
+        help="The single-node cluster from the pinned toolchain (no Docker) instead of kind.",
+    ),
+]
+
+
+def _log_line(line: str) -> None:
+    console.print(line, markup=False, soft_wrap=True, highlight=False)
+
+
+@cluster_app.command("up")
+def cluster_up(
+    local: LocalCluster = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print every command and object; run nothing.")
+    ] = False,
+) -> None:
+    """Create or reuse the cluster, load the harness's images, install Istio from its Helm
+    charts, wait until istiod and the ingress gateway are Ready. Every step is idempotent."""
+    from harness.cluster.bringup import cluster_up as bring_up
+
+    try:
+        bring_up(local=local, dry_run=dry_run, log=_log_line)
+    except HarnessError as exc:
+        raise _fail_input(exc) from None
+
+
+@cluster_app.command("down")
+def cluster_down(local: LocalCluster = False) -> None:
+    """Take down the cluster `harness cluster up` made (never one it did not make)."""
+    from harness.cluster.bringup import cluster_down as take_down
+
+    try:
+        take_down(local=local, log=_log_line)
+    except HarnessError as exc:
+        raise _fail_input(exc) from None
+
+
+@cluster_app.command("status")
+def cluster_status(local: LocalCluster = False) -> None:
+    """Say what runs. Exit 0 when the cluster is up, 1 otherwise."""
+    from harness.cluster.bringup import cluster_status as state_of
+
+    try:
+        healthy, lines = state_of(local=local)
+    except HarnessError as exc:
+        raise _fail_input(exc) from None
+    for line in lines:
+        say(line)
+    raise typer.Exit(ExitCode.PASSED if healthy else ExitCode.FAILED)
 
 
 @app.command()

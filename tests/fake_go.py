@@ -46,6 +46,9 @@ def main(args: list[str]) -> int:
             files = {
                 "tools/packaging/common/envoy_bootstrap.json": '{"node": {}}\n',
                 "manifests/charts/base/files/crd-all.gen.yaml": "kind: CustomResourceDefinition\n",
+                "manifests/charts/base/Chart.yaml": "name: base\n",
+                "manifests/charts/istio-control/istio-discovery/Chart.yaml": "name: istiod\n",
+                "manifests/charts/gateway/Chart.yaml": "name: gateway\n",
                 "go.mod": "module istio.io/istio\n",
             }
         else:

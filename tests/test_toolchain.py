@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,8 @@ PINNED = {
     "crd-all.gen.yaml",
     *toolchain.KUBE_COMMANDS,
     "etcd",
+    "helm",
+    *toolchain.ISTIO_CHARTS,
 }
 
 
@@ -56,7 +59,7 @@ def test_fake_go_install_builds_every_pin_and_records_versions_and_hashes(
     result = toolchain.install(log=lines.append)
 
     directory = tmp_path / "toolchain"
-    assert result.made == ["istio", "kubernetes", "etcd"]
+    assert result.made == ["istio", "kubernetes", "etcd", "helm"]
     manifest = json.loads((directory / "manifest.json").read_text())
     assert set(manifest["artifacts"]) == PINNED
     assert manifest["go_version"] == "go1.26.8"
@@ -75,8 +78,22 @@ def test_fake_go_install_builds_every_pin_and_records_versions_and_hashes(
         + [
             f"istio.io/istio/pilot/cmd/{c}@{toolchain.ISTIO_VERSION}"
             for c in toolchain.ISTIO_COMMANDS
-        ]
+        ],
+        ["install", f"helm.sh/helm/v3/cmd/helm@{toolchain.HELM_VERSION}"],
     ]
+    # The charts: packed from the istio module, byte-identical when packed again.
+    chart = directory / "istio" / "charts" / "chart-istiod.tgz"
+    with tarfile.open(chart) as tar:
+        assert tar.getnames() == ["istio-discovery", "istio-discovery/Chart.yaml"]
+    again = tmp_path / "again.tgz"
+    toolchain.pack_chart(
+        tmp_path
+        / "modcache"
+        / f"istio.io/istio@{toolchain.ISTIO_VERSION}"
+        / "manifests/charts/istio-control/istio-discovery",
+        again,
+    )
+    assert again.read_bytes() == chart.read_bytes()
     # Progress: one line per component, and where the manifest went.
     assert any(line.startswith("kubernetes v1.37.2: making kube-apiserver") for line in lines)
     assert lines[-1] == f"manifest: {directory / 'manifest.json'}"
@@ -109,7 +126,7 @@ def test_fake_go_second_install_does_nothing_and_says_so(fake_go: Path) -> None:
     result = toolchain.install(log=lines.append)
 
     assert result.made == []
-    assert result.up_to_date == ["istio", "kubernetes", "etcd"]
+    assert result.up_to_date == ["istio", "kubernetes", "etcd", "helm"]
     assert go_calls(fake_go) == before  # not even `go env`
     assert "nothing to do" in lines[-1]
 

@@ -29,9 +29,24 @@ from harness.controlplane.process import LOOPBACK, ChildProcess, free_port, http
 from harness.errors import ControlPlaneError
 from harness.toolchain import ISTIO_RELEASE, Toolchain, installed
 
-__all__ = ["ISTIO_NAMESPACE", "Istiod", "IstiodTimings", "istiod"]
+__all__ = [
+    "ENVIRONMENT",
+    "ISTIO_NAMESPACE",
+    "OUTBOUND_CLUSTER_STAT_NAME",
+    "PROXY_STATS_MATCHER",
+    "Istiod",
+    "IstiodTimings",
+    "istiod",
+]
 
 ISTIO_NAMESPACE = "istio-system"
+# Cluster stats as --mesh envoy names them (outbound|8080||catalog, a subset's
+# outbound|8080|v2|reviews), which the observer reads per edge and per subset; Istio's
+# default would be the FQDN. Every istiod the harness runs (local or in a cluster) sets it.
+OUTBOUND_CLUSTER_STAT_NAME = "outbound|%SERVICE_PORT%|%SUBSET_NAME%|%SERVICE_NAME%"
+# Istio's bootstrap keeps only a few stats by default; the observer reads the outbound
+# clusters' and the fault filters' counters: every proxy keeps them all.
+PROXY_STATS_MATCHER = {"inclusionRegexps": [".*"]}
 READY_TIMEOUT_S = 120.0  # informers sync, the CA signs its root: ~s idle, far more loaded
 # Switches that keep istiod's output within what upstream Envoy accepts, and its controllers
 # within what this API server has (no Gateway API CRDs, no webhooks, no other clusters).

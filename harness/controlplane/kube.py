@@ -49,7 +49,11 @@ __all__ = [
     "KubeControlPlane",
     "api_error",
     "apply_crds",
+    "established_names",
     "kube_control_plane",
+    "object_ref",
+    "refusal_message",
+    "wait_established",
 ]
 
 SERVICE_CIDR = "10.96.0.0/16"  # never routed: only stored in Service objects
@@ -110,14 +114,26 @@ class KubeControlPlane:
     versions: Mapping[str, str] = field(default_factory=dict)
 
 
+def refusal_message(status: int | None, body: str | bytes | None, reason: str, what: str) -> str:
+    """One sentence for an API refusal: ``what`` (e.g. ``VirtualService default/cart``), the
+    status and the server's message (which names the rejected field), else ``reason``."""
+    message = reason
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        message = json.loads(body or "").get("message", reason)
+    return f"the API server refused {what}: {status} {message}"
+
+
+def object_ref(manifest: Mapping[str, Any]) -> str:
+    """``Kind namespace/name`` of an object's JSON body, for messages."""
+    metadata = manifest["metadata"]
+    where = f"{metadata['namespace']}/" if metadata.get("namespace") else ""
+    return f"{manifest['kind']} {where}{metadata['name']}"
+
+
 def api_error(exc: ApiException, what: str) -> ControlPlaneError:
     """Translate the client's exception once, here: status, reason and the server's message
-    (which names the rejected field) for ``what`` (e.g. ``VirtualService default/cart``)."""
-    message = exc.reason or ""
-    with contextlib.suppress(ValueError, TypeError):
-        body = json.loads(exc.body or "")
-        message = body.get("message", message)
-    return ControlPlaneError(f"the API server refused {what}: {exc.status} {message}")
+    for ``what`` (see :func:`refusal_message`)."""
+    return ControlPlaneError(refusal_message(exc.status, exc.body, exc.reason or "", what))
 
 
 def _wait_ready(
@@ -209,12 +225,19 @@ def _established(api: kubernetes.client.ApiextensionsV1Api) -> set[str]:
         answer: Any = api.list_custom_resource_definition(_preload_content=False)
     except ApiException as exc:
         raise api_error(exc, "listing CustomResourceDefinitions") from None
-    names = set()
-    for item in json.loads(answer.data).get("items", []):
-        conditions = item.get("status", {}).get("conditions") or []
-        if any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
-            names.add(item["metadata"]["name"])
-    return names
+    return established_names(json.loads(answer.data).get("items") or [])
+
+
+def established_names(crds: Sequence[Mapping[str, Any]]) -> set[str]:
+    """The names of the Established CustomResourceDefinitions among ``crds`` (JSON bodies)."""
+    return {
+        item["metadata"]["name"]
+        for item in crds
+        if any(
+            c.get("type") == "Established" and c.get("status") == "True"
+            for c in (item.get("status") or {}).get("conditions") or []
+        )
+    }
 
 
 def apply_crds(
@@ -234,15 +257,23 @@ def apply_crds(
             future.result()  # the first refusal, named, after all have been tried
     applied = time.monotonic() - begun
     deadline = time.monotonic() + timeout_s
-    pending = {crd["metadata"]["name"] for crd in crds}
-    while pending := pending - _established(api):
+    names = {crd["metadata"]["name"] for crd in crds}
+    wait_established(names, lambda: _established(api), deadline, ESTABLISHED_POLL_S)
+    return applied, time.monotonic() - begun
+
+
+def wait_established(
+    names: set[str], established: Callable[[], set[str]], deadline: float, poll_s: float
+) -> None:
+    """Poll ``established()`` (the names of the Established CRDs, read by any transport)
+    until it holds all of ``names``; past ``deadline`` (monotonic) a ControlPlaneError names
+    the missing ones."""
+    while pending := names - established():
         if time.monotonic() > deadline:
             raise ControlPlaneError(
-                f"CustomResourceDefinitions not Established within {timeout_s:.0f} s: "
-                f"{sorted(pending)}"
+                f"CustomResourceDefinitions not Established in time: {sorted(pending)}"
             )
-        time.sleep(ESTABLISHED_POLL_S)
-    return applied, time.monotonic() - begun
+        time.sleep(poll_s)
 
 
 def _etcd_argv(etcd: Path, data: Path, client_port: int, peer_port: int) -> list[str]:

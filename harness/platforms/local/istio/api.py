@@ -7,7 +7,6 @@ server's reason.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import ssl
 import time
@@ -18,7 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
 
-from harness.controlplane.kube import FIELD_MANAGER
+from harness.controlplane.kube import (
+    FIELD_MANAGER,
+    established_names,
+    object_ref,
+    refusal_message,
+    wait_established,
+)
 from harness.errors import ControlPlaneError
 from harness.kube.render import PORT_NAME, SERVICE_PORT, JsonObject, Manifest
 from harness.platforms.local.istio.workloads import POLL_S, READY_TIMEOUT_S, Workload
@@ -80,12 +85,6 @@ class ApiRefusal(ControlPlaneError):
         self.status = status
 
 
-def object_ref(manifest: Mapping[str, Any]) -> str:
-    metadata = manifest["metadata"]
-    where = f"{metadata['namespace']}/" if metadata.get("namespace") else ""
-    return f"{manifest['kind']} {where}{metadata['name']}"
-
-
 class KubeApi:
     """The run's kube-apiserver as the harness writes to it (``server`` is the host side of
     the forward, ``token`` the admin token, ``ca_file`` the server's CA)."""
@@ -144,11 +143,7 @@ class KubeApi:
                 return reply
         except urllib.error.HTTPError as exc:
             text = exc.read(4096).decode(errors="replace")
-            message = text
-            with contextlib.suppress(ValueError):
-                message = json.loads(text).get("message", text)
-            refusal = f"the API server refused {what}: {exc.code} {message}"
-            raise ApiRefusal(exc.code, refusal) from None
+            raise ApiRefusal(exc.code, refusal_message(exc.code, text, text, what)) from None
         except (urllib.error.URLError, OSError) as exc:
             raise ControlPlaneError(f"cannot reach the API server for {what}: {exc}") from None
 
@@ -257,29 +252,10 @@ class KubeApi:
 
     def wait_established(self, names: set[str], timeout_s: float = READY_TIMEOUT_S) -> None:
         """Wait until the CustomResourceDefinitions ``names`` are Established."""
-        deadline = time.monotonic() + timeout_s
-        what = "CustomResourceDefinitions"
-        while True:
-            answer = self.call(
-                "GET",
-                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-                None,
-                "application/json",
-                what,
-            )
-            established = {
-                item["metadata"]["name"]
-                for item in answer.get("items") or []
-                if any(
-                    c.get("type") == "Established" and c.get("status") == "True"
-                    for c in (item.get("status") or {}).get("conditions") or []
-                )
-            }
-            if names <= established:
-                return
-            if time.monotonic() > deadline:
-                raise ControlPlaneError(
-                    f"{what} not Established within {timeout_s:.0f} s: "
-                    f"{sorted(names - established)}"
-                )
-            time.sleep(POLL_S / 2)
+        path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+        def established() -> set[str]:
+            answer = self.call("GET", path, None, "application/json", "CustomResourceDefinitions")
+            return established_names(answer.get("items") or [])
+
+        wait_established(names, established, time.monotonic() + timeout_s, POLL_S / 2)

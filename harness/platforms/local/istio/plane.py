@@ -25,7 +25,7 @@ import kubernetes.client
 import yaml
 
 from harness.controlplane.istiod import ENVIRONMENT as ISTIOD_ENVIRONMENT
-from harness.controlplane.istiod import ISTIO_NAMESPACE
+from harness.controlplane.istiod import ISTIO_NAMESPACE, OUTBOUND_CLUSTER_STAT_NAME
 from harness.controlplane.kube import (
     ADMIN_USER,
     _apiserver_argv,
@@ -243,10 +243,7 @@ def _check_running(sandbox: Sandbox, pids: Mapping[str, int], logs: Path) -> Non
 def _istiod_argv(binary: Path, kubeconfig: Path, directory: Path) -> list[str]:
     mesh = {
         "defaultConfig": {"discoveryAddress": f"{LOCALHOST}:{ISTIOD_PORTS['secure']}"},
-        # Cluster stats as --mesh envoy names them (outbound|8080||catalog, a subset's
-        # outbound|8080|v2|reviews), which the observer reads per edge and per subset; the
-        # default would be the FQDN.
-        "outboundClusterStatName": "outbound|%SERVICE_PORT%|%SUBSET_NAME%|%SERVICE_NAME%",
+        "outboundClusterStatName": OUTBOUND_CLUSTER_STAT_NAME,
     }
     mesh_file = directory / "mesh.yaml"
     mesh_file.write_text(yaml.safe_dump(mesh, sort_keys=False))

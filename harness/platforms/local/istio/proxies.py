@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from harness.controlplane.istiod import PROXY_STATS_MATCHER
 from harness.errors import ControlPlaneError
 from harness.platforms.local.istio.workloads import (
     ISTIOD_PORTS,
@@ -94,9 +95,7 @@ def _agent_env(setup: AgentSetup, workload: Workload, directory: Path) -> dict[s
         ),
         "proxyAdminPort": workload.admin_port,
         "statusPort": workload.status_port,
-        # Istio's bootstrap keeps only a few stats by default; the observer reads the
-        # outbound clusters' and the fault filters' counters.
-        "proxyStatsMatcher": {"inclusionRegexps": [".*"]},
+        "proxyStatsMatcher": PROXY_STATS_MATCHER,
         # One worker thread, as every Envoy under --mesh envoy has (Istio's default: 2).
         "concurrency": 1,
         "drainDuration": "1s",
