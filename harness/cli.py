@@ -49,6 +49,28 @@ class PlatformName(StrEnum):
     KUBE = "kube"
 
 
+PlatformOption = Annotated[
+    PlatformName,
+    typer.Option(
+        help="local: this machine (the default); kube: a Kubernetes cluster with Istio "
+        "(kind, or `harness cluster up --local`; --mesh does not apply)."
+    ),
+]
+KubeconfigOption = Annotated[
+    Path | None,
+    typer.Option(help="--platform kube: the kubeconfig (default $KUBECONFIG, ~/.kube/config)."),
+]
+ContextOption = Annotated[
+    str | None, typer.Option(help="--platform kube: the context (default: the current context).")
+]
+AllowContextOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="--platform kube: a context to allow besides kind and harness-made clusters "
+        "(repeatable; also $HARNESS_KUBE_ALLOW_CONTEXTS, comma-separated)."
+    ),
+]
+
 _STYLE = {
     "PASS": "green",
     "FAIL": "red",
@@ -153,28 +175,10 @@ def run(
             "(needs `harness toolchain install`)."
         ),
     ] = Mesh.ENVOY,
-    platform: Annotated[
-        PlatformName,
-        typer.Option(
-            help="local: this machine (the default); kube: a Kubernetes cluster with Istio "
-            "(kind, or `harness cluster up --local`; --mesh does not apply)."
-        ),
-    ] = PlatformName.LOCAL,
-    kubeconfig: Annotated[
-        Path | None,
-        typer.Option(help="--platform kube: the kubeconfig (default $KUBECONFIG, ~/.kube/config)."),
-    ] = None,
-    context: Annotated[
-        str | None,
-        typer.Option(help="--platform kube: the context (default: the current context)."),
-    ] = None,
-    allow_context: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="--platform kube: a context to allow besides kind and harness-made clusters "
-            "(repeatable; also $HARNESS_KUBE_ALLOW_CONTEXTS, comma-separated)."
-        ),
-    ] = None,
+    platform: PlatformOption = PlatformName.LOCAL,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+    allow_context: AllowContextOption = None,
 ) -> None:
     """Run scenarios and print their verdicts.
 

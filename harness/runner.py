@@ -44,6 +44,7 @@ from harness.journal import (
     FaultTrigger,
     InstanceRecord,
     Journal,
+    KubeRunRecord,
     LoadRecord,
     OperatorAction,
     PhaseWindow,
@@ -707,8 +708,12 @@ def _deploy_and_run(run: Run, options: RunOptions, guard: SignalGuard, log: Log)
     if options.kube is not None:
         from harness.platforms.kube.platform import KubePlatform  # the kubernetes client
 
+        def record(where: KubeRunRecord) -> None:
+            journal.kube = where
+            journal.write(journal_path)  # before the first object is written
+
         journal.platform = "kube"
-        platform = KubePlatform(options.kube, seed=options.seed, log=log)
+        platform = KubePlatform(options.kube, seed=options.seed, log=log, record=record)
     with platform.deploy(run.scenario, run.run_dir) as deployment:
         journal.isolation = deployment.isolation
         _record_control_plane(journal, deployment)

@@ -205,3 +205,35 @@ def test_wait_pods_ready_follows_the_pods_status(
         core(kube).patch_namespaced_pod_status("app-0", namespace, never)
         with pytest.raises(ControlPlaneError, match="app-0/app: ErrImageNeverPull"):
             client.wait_pods_ready(namespace, count=1, timeout_s=60)
+
+
+def test_what_a_kube_run_applies_is_accepted(kube: KubeControlPlane, context: KubeContext) -> None:
+    """The objects ``--platform kube`` really applies (:func:`run_objects`: StatefulSets with
+    the injected sidecar, Sidecars, EnvoyFilters) for every shipped scenario it can run."""
+    from harness.platforms.kube.objects import KubeImages, MeshEndpoints, run_objects
+    from harness.platforms.kube.options import unsupported_on_kube
+
+    images = KubeImages(app="harness.local/app:0123456789ab", proxy="harness.local/proxyv2:0a")
+    runnable = 0
+    for number, path in enumerate(SCENARIOS):
+        scenario = load_scenario(path)
+        if unsupported_on_kube(scenario):
+            continue
+        runnable += 1
+        run_id = f"20261202T010000Z-{number:06x}"
+        rendered = render(scenario, RenderOptions.for_run(run_id))
+        objects = run_objects(scenario, rendered, images=images, endpoints=MeshEndpoints())
+        with client_for(context, run_id) as client:
+            client.apply(objects)
+        namespace = run_namespace(run_id)
+        apps = kubernetes.client.AppsV1Api(kube.client)
+        sets = apps.list_namespaced_stateful_set(namespace).items
+        assert {s.metadata.name for s in sets} == {
+            o["metadata"]["name"] for o in objects if o["kind"] == "StatefulSet"
+        }, path.name
+        custom = kubernetes.client.CustomObjectsApi(kube.client)
+        filters = custom.list_namespaced_custom_object(
+            "networking.istio.io", "v1alpha3", namespace, "envoyfilters"
+        )["items"]
+        assert len(filters) == 2 * len(scenario.app.topology.service_names), path.name
+    assert runnable >= 5

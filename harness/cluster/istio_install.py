@@ -56,6 +56,7 @@ from harness.controlplane.istiod import (
 from harness.errors import ControlPlaneError, ToolMissingError
 from harness.platforms.kube.client import KubeClient
 from harness.platforms.kube.context import KubeContext
+from harness.platforms.kube.objects import gateway_access_log
 from harness.toolchain import KUBERNETES_VERSION, Toolchain
 
 __all__ = [
@@ -197,11 +198,13 @@ def render_istio(
     crds = [o for o in objects if o["kind"] == "CustomResourceDefinition"]
     rest = [o for o in objects if o["kind"] != "CustomResourceDefinition"]
     ordered = [rest[0], *crds, *rest[1:]]
-    return [
+    installed = [
         gateway_proxy(o, images) if _is_gateway(o) else o
         for o in ordered
         if o["kind"] not in SKIPPED_KINDS
     ]
+    # The gateway's JSON access log on its stdout, which a --platform kube run reads back.
+    return [*installed, gateway_access_log(ISTIO_NAMESPACE, GATEWAY_LABEL)]
 
 
 def _template(argv: Sequence[str]) -> list[JsonObject]:

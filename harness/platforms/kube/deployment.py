@@ -53,9 +53,9 @@ __all__ = ["KubeDeployment", "KubeTarget", "deployed"]
 
 READY_TIMEOUT_S: Final = 300.0  # image unpacking and first pushes on a loaded 2-core node
 POLL_S: Final = 0.5
-GATEWAY_NAMESPACE: Final = "istio-ingress"
+ISTIO_NAMESPACE: Final = "istio-system"  # istiod and the ingress gateway (harness cluster up)
+GATEWAY_NAMESPACE: Final = ISTIO_NAMESPACE
 GATEWAY_SELECTOR: Final = "istio=ingressgateway"
-ISTIO_NAMESPACE: Final = "istio-system"
 
 Log = Callable[[str], None]
 
@@ -141,7 +141,8 @@ class KubeDeployment:
         begun = time.monotonic()
         for directory in ("logs", "access"):
             (self.run_dir / directory).mkdir(parents=True, exist_ok=True)
-        endpoints = MeshEndpoints(istiod_ip=self._istiod_ip())
+        self._check_istiod()
+        endpoints = MeshEndpoints()  # the cluster's DNS names istiod's Service
         objects = run_objects(
             self.scenario,
             self.rendered,
@@ -161,18 +162,15 @@ class KubeDeployment:
         self.timings["ready_s"] = time.monotonic() - begun
         self.log(f"kube: ready in {self.timings['ready_s']:.1f}s ({self.namespace})")
 
-    def _istiod_ip(self) -> str:
-        """An address of istiod the pods can reach without DNS: its pod's (one endpoint of
-        its Service), which needs no Service routing on the node."""
+    def _check_istiod(self) -> None:
+        """istiod must run (``harness cluster up`` installs it): else a clear error now,
+        not pods that never become Ready."""
         pods = self.core.list_namespaced_pod(ISTIO_NAMESPACE, label_selector="app=istiod")
         for pod in pods.items:
-            ready = any(
-                c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or [])
-            )
-            if ready and pod.status.pod_ip:
-                return str(pod.status.pod_ip)
+            if any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or []):
+                return
         raise PlatformError(
-            f"istiod is not running in namespace {ISTIO_NAMESPACE} of kube context "
+            f"istiod is not Ready in namespace {ISTIO_NAMESPACE} of kube context "
             f"{self.target.context!r}: run `harness cluster up` (it installs Istio)"
         )
 

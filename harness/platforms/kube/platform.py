@@ -6,14 +6,18 @@ into a namespace of its own and delete everything labelled with the run's id at 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from harness.journal import KubeRunRecord
+from harness.kube.render import run_namespace
 from harness.platforms.kube.client import KubeClient
 from harness.platforms.kube.context import pin_context
 from harness.platforms.kube.deployment import KubeDeployment, KubeTarget, deployed
 from harness.platforms.kube.objects import KubeImages
 from harness.platforms.kube.options import KubeOptions
+from harness.runlock import runner_marker
 from harness.scenario.models import Scenario
 
 __all__ = ["KubePlatform"]
@@ -40,11 +44,15 @@ class KubePlatform:
         seed: int | None = None,
         log: Callable[[str], None] = lambda _: None,
         images: Callable[[], KubeImages] = cluster_images,
+        record: Callable[[KubeRunRecord], None] = lambda _: None,
     ) -> None:
+        """``record``: called with where the run will write, before its first write (the
+        runner puts it in the journal, for ``harness cleanup``)."""
         self.options = options
         self.seed = seed
         self.log = log
         self.images = images
+        self.record = record
 
     @contextlib.contextmanager
     def deploy(self, scenario: Scenario, run_dir: Path) -> Iterator[KubeDeployment]:
@@ -55,7 +63,8 @@ class KubePlatform:
         )
         self.log(f"kube: {context.describe()}")
         run_id = run_dir.name
-        client = KubeClient(context, run_id)
+        self.record(context.record(run_namespace(run_id)))
+        client = KubeClient(context, run_id, runner=runner_marker(os.getpid()))
         target = KubeTarget(
             api=client.api,
             context=context.name,
