@@ -52,8 +52,14 @@ def cluster_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 def test_cluster_up_local_serves_a_scenario_through_istio(cluster_dir: Path) -> None:
-    local = pytest.importorskip("harness.cluster.local", reason="the local cluster module")
-    images = pytest.importorskip("harness.cluster.images", reason="the image builder")
+    local = pytest.importorskip(
+        "harness.cluster.local",
+        reason="harness.cluster.local (the local cluster) is not in this tree",
+    )
+    images = pytest.importorskip(
+        "harness.cluster.images",
+        reason="harness.cluster.images (the image builder) is not in this tree",
+    )
     runner = CliRunner()
     run_id = "20261202T000000Z-live01"
     try:
