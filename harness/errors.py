@@ -72,6 +72,11 @@ class ControlPlaneError(PlatformError):
     object; the message names the process or object and quotes its reason."""
 
 
+class ClusterError(PlatformError):
+    """The local Kubernetes cluster (``harness cluster up --local``) could not be brought up,
+    inspected or taken down; the message names the component and quotes its log."""
+
+
 class ToolchainError(HarnessError):
     """``harness toolchain install`` could not build or fetch a pinned artifact."""
 

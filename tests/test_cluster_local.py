@@ -1,0 +1,231 @@
+"""The real single-node cluster of ``harness cluster up --local``: up → a pod serves HTTP →
+down leaves nothing.
+
+Needs the pinned toolchain (kubelet, controller-manager, scheduler, kube-proxy) and Debian's
+containerd, runc and CNI plugins; ``.ci/run`` installs all of them. These tests FAIL (never
+skip) when something is missing.
+
+The image is built here from a few lines of Go (``go build``, static) into a one-layer
+docker-archive tarball: one binary that waits for SIGTERM without arguments (the sandbox
+image) and serves HTTP with ``serve``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import tarfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import kubernetes.client
+import pytest
+
+from harness.cluster import local
+from harness.cluster.namespaces import mount_points_under
+from harness.controlplane.process import free_port
+from harness.errors import ToolMissingError
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+IMAGE = "harness.local/tiny:test"
+GO_PROGRAM = """package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "serve" {
+		name, _ := os.Hostname()
+		http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "tiny %s\\n", name)
+		})
+		panic(http.ListenAndServe(":8080", nil))
+	}
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	<-stop
+}
+"""
+WAIT_S = 180.0
+
+
+def _tar_member(archive: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), mode, 0
+    archive.addfile(info, io.BytesIO(data))
+
+
+def build_tiny_image(directory: Path) -> Path:
+    """``go build`` the program above and pack it as a docker-archive image tarball."""
+    (directory / "main.go").write_text(GO_PROGRAM)
+    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "", "GO111MODULE": "off"}
+    subprocess.run(
+        ["go", "build", "-o", "tiny", "main.go"], cwd=directory, env=env, check=True, timeout=600
+    )
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as archive:
+        _tar_member(archive, "tiny", (directory / "tiny").read_bytes(), 0o755)
+    layer_bytes = layer.getvalue()
+    layer_digest = hashlib.sha256(layer_bytes).hexdigest()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Entrypoint": ["/tiny"]},
+            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_digest}"]},
+        }
+    ).encode()
+    config_name = f"{hashlib.sha256(config).hexdigest()}.json"
+    manifest = [
+        {"Config": config_name, "RepoTags": [IMAGE], "Layers": [f"{layer_digest}/layer.tar"]}
+    ]
+    path = directory / "tiny.tar"
+    with tarfile.open(path, mode="w") as archive:
+        _tar_member(archive, f"{layer_digest}/layer.tar", layer_bytes)
+        _tar_member(archive, config_name, config)
+        _tar_member(archive, "manifest.json", json.dumps(manifest).encode())
+    return path
+
+
+def _net_namespace_holders(inode: int) -> list[int]:
+    holders = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}/ns/net").st_ino == inode:
+                    holders.append(int(entry))
+            except OSError:
+                continue
+    return holders
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.LocalCluster]:
+    scratch = tmp_path_factory.mktemp("cluster")
+    image = build_tiny_image(scratch)
+    directory = scratch / "state"
+    try:
+        up = local.up(
+            directory=directory,
+            sandbox_image=IMAGE,
+            images=[image],
+            ingress_port=free_port(),
+            log=print,
+        )
+    except ToolMissingError as exc:
+        pytest.fail(f"{exc}\n(the cluster tests need the toolchain and apt packages: .ci/run)")
+    try:
+        yield up
+    finally:
+        local.down(directory=directory)
+
+
+def _wait_pod(core: kubernetes.client.CoreV1Api, name: str) -> str:
+    deadline = time.monotonic() + WAIT_S
+    phase = None
+    while time.monotonic() < deadline:
+        pod = core.read_namespaced_pod(name, "default")
+        phase = pod.status.phase if pod.status else None
+        if phase == "Running" and pod.status and pod.status.pod_ip:
+            return str(pod.status.pod_ip)
+        time.sleep(1.0)
+    raise AssertionError(f"pod {name} not Running within {WAIT_S:.0f} s (phase {phase})")
+
+
+def _get(url: str) -> str:
+    deadline = time.monotonic() + 60.0
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5.0) as answer:
+                return answer.read().decode()
+        except OSError as exc:  # kube-proxy may not have written the rules yet
+            last = exc
+            time.sleep(1.0)
+    raise AssertionError(f"{url}: no answer within 60 s ({last})")
+
+
+def test_a_pod_runs_and_serves_on_its_pod_ip_and_through_the_ingress_port(
+    cluster: local.LocalCluster,
+) -> None:
+    client = cluster.api_client()
+    core = kubernetes.client.CoreV1Api(client)
+    labels = {"app": "tiny"}
+    container = {
+        "name": "tiny",
+        "image": IMAGE,
+        "imagePullPolicy": "Never",
+        "command": ["/tiny", "serve"],
+        "ports": [{"containerPort": 8080}],
+    }
+    core.create_namespaced_pod(
+        "default",
+        {"metadata": {"name": "tiny", "labels": labels}, "spec": {"containers": [container]}},
+    )
+    service = {
+        "metadata": {"name": "tiny"},
+        "spec": {
+            "type": "NodePort",
+            "selector": labels,
+            "ports": [{"port": 80, "targetPort": 8080, "nodePort": local.INGRESS_NODE_PORT}],
+        },
+    }
+    core.create_namespaced_service("default", service)
+    pod_ip = _wait_pod(core, "tiny")
+
+    assert pod_ip.startswith("198.18.0.")
+    inside = cluster.in_node(["curl", "-sS", "--max-time", "10", f"http://{pod_ip}:8080/"])
+    assert inside == "tiny tiny\n"
+    cluster_ip = core.read_namespaced_service("tiny", "default").spec.cluster_ip
+    via_service = cluster.in_node(["curl", "-sS", "--max-time", "10", f"http://{cluster_ip}/"])
+    assert via_service == "tiny tiny\n"
+    assert _get(f"http://127.0.0.1:{cluster.state.ingress_port}/") == "tiny tiny\n"
+    # the pod IP is not reachable from the host: only through the node's namespace
+    done = subprocess.run(
+        ["curl", "-sS", "--max-time", "3", f"http://{pod_ip}:8080/"], capture_output=True
+    )
+    assert done.returncode != 0
+
+
+def test_up_again_reuses_the_running_cluster(cluster: local.LocalCluster) -> None:
+    again = local.up(directory=cluster.directory, sandbox_image=IMAGE)
+
+    assert again.state.processes == cluster.state.processes
+    status = local.status(directory=cluster.directory)
+    assert status.healthy
+    assert set(status.processes) >= {"kubelet", "containerd", "kube-apiserver", "forwarder"}
+
+
+def test_down_leaves_no_process_mount_or_namespace(tmp_path: Path) -> None:
+    image = build_tiny_image(tmp_path)
+    directory = tmp_path / "state"
+    cluster = local.up(
+        directory=directory, sandbox_image=IMAGE, images=[image], ingress_port=free_port()
+    )
+    core = kubernetes.client.CoreV1Api(cluster.api_client())
+    container = {"name": "tiny", "image": IMAGE, "imagePullPolicy": "Never"}
+    core.create_namespaced_pod(
+        "default", {"metadata": {"name": "idle"}, "spec": {"containers": [container]}}
+    )
+    _wait_pod(core, "idle")
+    net_inode = os.stat(cluster.namespaces.net).st_ino
+    pids = [record.pid for record in cluster.state.processes.values()]
+
+    assert local.down(directory=directory)
+
+    assert not directory.exists()
+    assert mount_points_under(tmp_path) == []
+    assert _net_namespace_holders(net_inode) == []
+    assert [pid for pid in pids if Path(f"/proc/{pid}").exists()] == []
+    assert not local.down(directory=directory)  # idempotent
