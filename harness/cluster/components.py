@@ -10,6 +10,7 @@ user is in ``system:masters``.
 
 from __future__ import annotations
 
+import re
 import secrets
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ from harness.cluster.namespaces import NodeNamespaces
 from harness.cluster.node import (
     API_PORT,
     CNI_BIN_DIR,
+    CRI_NAMESPACE,
     NODE_IP,
     NODE_NAME,
     NodePaths,
@@ -254,3 +256,36 @@ def forwarder_argv(state: ClusterState, namespaces: NodeNamespaces) -> list[str]
 def python_path() -> str:
     """The directory holding this ``harness`` package: the forwarder's PYTHONPATH."""
     return str(Path(__file__).resolve().parent.parent.parent)
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def running_containers(paths: NodePaths) -> list[str]:
+    """Ids of the containers and sandboxes the node's containerd runs (its task state
+    directories: readable whether containerd is up or not)."""
+    if not paths.tasks.is_dir():
+        return []
+    return sorted(
+        entry.name for entry in paths.tasks.iterdir() if CONTAINER_ID.fullmatch(entry.name)
+    )
+
+
+def remove_cgroups(container_ids: Sequence[str]) -> list[Path]:
+    """Remove the cgroups runc made for ``container_ids`` (``/<hierarchy>/k8s.io/<id>``: the
+    kubelet without per-QoS cgroups gives no parent, and containerd then uses its namespace)
+    once their processes are gone; the ones that could not be removed."""
+    left = []
+    hierarchies = sorted(CGROUP_ROOT.iterdir()) if CGROUP_ROOT.is_dir() else []
+    for container in container_ids:
+        if not CONTAINER_ID.fullmatch(container):
+            raise ClusterError(f"{container!r} is not a container id")
+        for hierarchy in hierarchies:
+            path = hierarchy / CRI_NAMESPACE / container
+            if path.is_dir():
+                try:
+                    path.rmdir()
+                except OSError:
+                    left.append(path)
+    return left

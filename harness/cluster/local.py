@@ -59,7 +59,7 @@ from harness.cluster.state import (
     ProcessRecord,
     state_directory,
 )
-from harness.controlplane.kube import _client, _close
+from harness.controlplane.kube import SERVICE_CIDR, _client, _close
 from harness.controlplane.process import free_port, http_probe
 from harness.errors import ClusterError
 from harness.toolchain import Toolchain, installed
@@ -258,7 +258,10 @@ def _prepare_node(state: ClusterState, paths: NodePaths, log: Log) -> NodeNamesp
     script = (
         f"ip link add {BRIDGE} type bridge && "
         f"ip addr add {NODE_IP}/{POD_CIDR.split('/')[1]} dev {BRIDGE} && "
-        f"ip link set {BRIDGE} up && sysctl -qw net.ipv4.ip_forward=1"
+        f"ip link set {BRIDGE} up && sysctl -qw net.ipv4.ip_forward=1 && "
+        # Services' addresses need a route for the node's own connections (the API server
+        # calling a webhook, a probe from the node): kube-proxy's output hook DNATs them
+        f"ip route add {SERVICE_CIDR} dev {BRIDGE} src {NODE_IP}"
     )
     namespaces.run(["sh", "-c", script], "the node's bridge")
     state.snapshotter = components.choose_snapshotter(namespaces, paths)
@@ -417,8 +420,12 @@ def down(name: str = DEFAULT_NAME, *, directory: Path | None = None, log: Log = 
             raise ClusterError(f"{directory} has namespaces but no state.json: not touched")
         return False
     namespaces = NodeNamespaces(directory / "ns")
+    containers = components.running_containers(NodePaths(directory))
     _stop_everything(state, namespaces)
     namespaces.destroy()
+    left = components.remove_cgroups(containers)
+    if left:
+        raise ClusterError(f"cgroups still in use after every process stopped: {left}")
     shutil.rmtree(directory)
     log(f"cluster {name} is down ({directory} removed)")
     return True

@@ -36,6 +36,7 @@ NODE_IP = "198.18.0.1"  # the bridge's address: the node's InternalIP, the pods'
 BRIDGE = "cni0"
 API_PORT = 6443  # inside the namespace; the host reaches it through the forwarder
 CNI_BIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
+CRI_NAMESPACE = "k8s.io"  # containerd's namespace of the CRI plugin (and ctr -n)
 UNUSED_SNAPSHOTTERS = ("aufs", "btrfs", "zfs", "devmapper")
 
 
@@ -64,6 +65,11 @@ class NodePaths:
     @property
     def containerd_socket(self) -> Path:
         return self.containerd / "containerd.sock"
+
+    @property
+    def tasks(self) -> Path:
+        """One directory per container (or pod sandbox) containerd runs, named by its id."""
+        return self.containerd / "state" / "io.containerd.runtime.v2.task" / CRI_NAMESPACE
 
     @property
     def kubelet(self) -> Path:
