@@ -16,6 +16,8 @@ import hashlib
 import io
 import json
 import os
+import re
+import shutil
 import subprocess
 import tarfile
 import time
@@ -30,7 +32,8 @@ from harness.cluster import components, local
 from harness.cluster.namespaces import alive, mount_points_under
 from harness.cluster.node import NodePaths
 from harness.controlplane.process import free_port
-from harness.errors import ToolMissingError
+from harness.errors import ClusterError, ToolMissingError
+from harness.toolchain import Toolchain
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -229,3 +232,40 @@ def test_down_leaves_no_process_mount_or_namespace(tmp_path: Path) -> None:
     assert [process for process in processes if alive(process)] == []
     assert [path for path in cgroups if path.exists()] == []
     assert not local.down(directory=directory)  # idempotent
+
+
+def _live_processes_naming(directory: Path) -> list[int]:
+    """Processes whose command line names ``directory`` (a zombie's is empty)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(directory).encode() in cmdline:
+                found.append(int(entry))
+    return found
+
+
+def test_a_component_that_fails_takes_down_everything_started_and_keeps_the_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_path = Toolchain.path
+
+    def kubelet_is_false(self: Toolchain, name: str) -> Path:
+        return Path("/bin/false") if name == "kubelet" else real_path(self, name)
+
+    monkeypatch.setattr(Toolchain, "path", kubelet_is_false)
+    directory = tmp_path / "state"
+
+    with pytest.raises(ClusterError, match="kubelet exited") as caught:
+        local.up(directory=directory, sandbox_image=IMAGE, ingress_port=free_port())
+
+    assert not directory.exists()
+    assert mount_points_under(tmp_path) == []
+    assert _live_processes_naming(directory) == []
+    kept = re.search(r"logs kept in (\S+)\)", str(caught.value))
+    assert kept is not None
+    assert (Path(kept[1]) / "kube-apiserver.log").is_file()
+    shutil.rmtree(kept[1])

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -339,11 +340,15 @@ def up(
     started) when a component fails, with its log's tail.
     """
     directory = (directory or state_directory(name)).resolve()
+    found = status(name, directory=directory)
+    if not found.exists and directory.exists() and any(directory.iterdir()):
+        raise ClusterError(
+            f"{directory} exists, is not empty and holds no state.json of the harness: "
+            f"choose another directory ({CLUSTER_DIR_ENV}) or empty it"
+        )
     toolchain = toolchain or installed()
     components.check_host_tools(toolchain)
-    found = status(name, directory=directory)
-    reusable = found.healthy and found.state is not None
-    if reusable and found.state is not None and found.state.sandbox_image == sandbox_image:
+    if found.healthy and found.state is not None and found.state.sandbox_image == sandbox_image:
         log(f"cluster {name} is already up ({directory}): reusing it")
         cluster = LocalCluster(found.state)
         for tarball in images:
@@ -352,19 +357,31 @@ def up(
     if found.exists:
         log(f"cluster {name}: taking down what is left in {directory} first")
         down(name, directory=directory, log=log)
-    if directory.exists() and any(directory.iterdir()):
-        raise ClusterError(
-            f"{directory} exists, is not empty and holds no state.json of the harness: "
-            f"choose another directory ({CLUSTER_DIR_ENV}) or empty it"
-        )
     directory.mkdir(parents=True, exist_ok=True)
     state = _new_state(name, directory, sandbox_image, ingress_port)
     try:
         return _bring_up(state, toolchain, images, log)
+    except ClusterError as exc:
+        kept = _keep_logs(directory)
+        with contextlib.suppress(ClusterError):
+            down(name, directory=directory, log=log)
+        raise ClusterError(
+            f"{exc}\n(everything started was taken down; logs kept in {kept})"
+        ) from None
     except BaseException:
         with contextlib.suppress(ClusterError):
             down(name, directory=directory, log=log)
         raise
+
+
+def _keep_logs(directory: Path) -> Path:
+    """Move the logs of a failed bring-up out of the state directory ``down`` removes."""
+    kept = Path(tempfile.mkdtemp(prefix=f"harness-cluster-logs-{directory.name}-"))
+    logs = NodePaths(directory).logs
+    if logs.is_dir():
+        for log_file in logs.iterdir():
+            shutil.move(str(log_file), kept / log_file.name)
+    return kept
 
 
 # --------------------------------------------------------------------------- images
