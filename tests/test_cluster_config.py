@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from harness.cluster import local
+from harness.cluster.dns import corefile
 from harness.cluster.forwarder import parse_mapping
 from harness.cluster.node import (
     NodePaths,
@@ -155,3 +156,15 @@ def test_state_round_trips(tmp_path: Path) -> None:
 
     assert ClusterState.read(tmp_path) == state
     assert json.loads((tmp_path / "state.json").read_text())["made_by"] == "harness"
+
+
+def test_the_pods_dns_is_coredns_on_the_node_address_and_can_be_left_out(tmp_path: Path) -> None:
+    with_dns = yaml.safe_load(kubelet_config(NodePaths(tmp_path)))
+    without = yaml.safe_load(kubelet_config(NodePaths(tmp_path), cluster_dns=False))
+    text = corefile(tmp_path / "dns.kubeconfig")
+
+    assert with_dns["clusterDNS"] == ["198.18.0.1"]
+    assert "clusterDNS" not in without
+    assert "bind 198.18.0.1" in text
+    assert f"kubeconfig {tmp_path / 'dns.kubeconfig'} local" in text
+    assert "forward" not in text  # no upstream: nothing outside the cluster resolves

@@ -23,6 +23,7 @@ import tarfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import kubernetes.client
@@ -42,9 +43,11 @@ GO_PROGRAM = """package main
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -53,6 +56,14 @@ func main() {
 		name, _ := os.Hostname()
 		http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprintf(w, "tiny %s\\n", name)
+		})
+		http.HandleFunc("/resolve", func(w http.ResponseWriter, r *http.Request) {
+			addresses, err := net.LookupHost(r.URL.Query().Get("name"))
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadGateway)
+				return
+			}
+			fmt.Fprint(w, strings.Join(addresses, ","))
 		})
 		panic(http.ListenAndServe(":8080", nil))
 	}
@@ -160,11 +171,17 @@ def _get(url: str) -> str:
     raise AssertionError(f"{url}: no answer within 60 s ({last})")
 
 
-def test_a_pod_runs_and_serves_on_its_pod_ip_and_through_the_ingress_port(
-    cluster: local.LocalCluster,
-) -> None:
-    client = cluster.api_client()
-    core = kubernetes.client.CoreV1Api(client)
+@dataclass(frozen=True)
+class Tiny:
+    """The serving pod and its NodePort Service (the ingress port)."""
+
+    pod_ip: str
+    cluster_ip: str
+
+
+@pytest.fixture(scope="module")
+def tiny(cluster: local.LocalCluster) -> Tiny:
+    core = kubernetes.client.CoreV1Api(cluster.api_client())
     labels = {"app": "tiny"}
     container = {
         "name": "tiny",
@@ -185,16 +202,32 @@ def test_a_pod_runs_and_serves_on_its_pod_ip_and_through_the_ingress_port(
             "ports": [{"port": 80, "targetPort": 8080, "nodePort": local.INGRESS_NODE_PORT}],
         },
     }
-    core.create_namespaced_service("default", service)
-    pod_ip = _wait_pod(core, "tiny")
+    created = core.create_namespaced_service("default", service)
+    return Tiny(_wait_pod(core, "tiny"), created.spec.cluster_ip)
 
-    assert pod_ip.startswith("198.18.0.")
-    inside = cluster.in_node(["curl", "-sS", "--max-time", "10", f"http://{pod_ip}:8080/"])
+
+def test_a_pod_serves_on_its_pod_ip_its_cluster_ip_and_the_host_ingress_port(
+    cluster: local.LocalCluster, tiny: Tiny
+) -> None:
+    assert tiny.pod_ip.startswith("198.18.0.")
+    inside = cluster.in_node(["curl", "-sS", "--max-time", "10", f"http://{tiny.pod_ip}:8080/"])
     assert inside == "tiny tiny\n"
-    cluster_ip = core.read_namespaced_service("tiny", "default").spec.cluster_ip
-    via_service = cluster.in_node(["curl", "-sS", "--max-time", "10", f"http://{cluster_ip}/"])
+    via_service = cluster.in_node(["curl", "-sS", "--max-time", "10", f"http://{tiny.cluster_ip}/"])
     assert via_service == "tiny tiny\n"
     assert _get(f"http://127.0.0.1:{cluster.state.ingress_port}/") == "tiny tiny\n"
+
+
+def test_pods_resolve_services_through_the_cluster_dns(
+    cluster: local.LocalCluster, tiny: Tiny
+) -> None:
+    def resolve(name: str) -> str:
+        url = f"http://{tiny.pod_ip}:8080/resolve?name={name}"
+        return cluster.in_node(["curl", "-sS", "--max-time", "10", url])
+
+    assert resolve("tiny.default.svc.cluster.local") == tiny.cluster_ip
+    assert resolve("tiny") == tiny.cluster_ip  # the pod's search domains
+    assert resolve("kubernetes.default") == "10.96.0.1"
+    assert "no such host" in resolve("nothing-here.default.svc.cluster.local")
 
 
 def test_up_again_reuses_the_running_cluster(cluster: local.LocalCluster) -> None:

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from harness.cluster.dns import DNS_USER, corefile
 from harness.cluster.namespaces import NodeNamespaces
 from harness.cluster.node import (
     API_PORT,
@@ -72,6 +73,7 @@ IDENTITIES = {
     "system:kube-scheduler": (),
     "system:kube-proxy": (),
     f"system:node:{NODE_NAME}": ("system:nodes",),
+    DNS_USER: (),  # read-only RBAC applied once the API is up (harness.cluster.dns)
 }
 
 
@@ -154,6 +156,7 @@ def _component_kubeconfigs(paths: NodePaths, tokens: dict[str, str]) -> dict[str
         ("kube-scheduler", "system:kube-scheduler"),
         ("kube-proxy", "system:kube-proxy"),
         ("kubelet", f"system:node:{NODE_NAME}"),
+        ("coredns", DNS_USER),
     ):
         files[key] = paths.config / f"{key}.kubeconfig"
         _write_private(files[key], kubeconfig(server, ca, tokens[user], name="local", user=user))
@@ -191,13 +194,20 @@ def write_files(
         containerd_config(paths, state.sandbox_image, state.snapshotter)
     )
     (paths.cni / "net.d" / "10-harness.conflist").write_text(cni_config(paths))
-    (paths.config / "kubelet.yaml").write_text(kubelet_config(paths))
+    (paths.config / "kubelet.yaml").write_text(
+        kubelet_config(paths, cluster_dns=bool(state.coredns))
+    )
+    argvs = {}
+    if state.coredns:
+        (paths.config / "Corefile").write_text(corefile(kubeconfigs["coredns"]))
+        argvs["coredns"] = [state.coredns, "-conf", str(paths.config / "Corefile")]
     (paths.config / "kube-proxy.yaml").write_text(kube_proxy_config(kubeconfigs["kube-proxy"]))
     return {
         "etcd": _etcd_argv(toolchain.path("etcd"), paths.etcd, ETCD_PORT, ETCD_PEER_PORT),
         "kube-apiserver": apiserver,
         "containerd": ["containerd", f"--config={paths.config / 'containerd.toml'}"],
         **_node_argvs(paths, toolchain, kubeconfigs),
+        **argvs,
     }
 
 

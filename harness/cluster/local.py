@@ -36,7 +36,7 @@ from pathlib import Path
 import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
-from harness.cluster import components
+from harness.cluster import components, dns
 from harness.cluster.namespaces import (
     NodeNamespaces,
     alive,
@@ -287,8 +287,16 @@ def _start_components(
         READY_TIMEOUT_S,
     )
     log(f"kube-apiserver ready through the host forwarder ({waited:.1f} s)")
-    for key in ("kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"):
-        _start(state, key, [*prefix, *argvs[key]], paths)
+    if "coredns" in argvs:
+        client = LocalCluster(state).api_client()
+        try:
+            dns.allow_dns_reads(client)
+        finally:
+            _close(client)
+    node = ("kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "coredns")
+    for key in node:
+        if key in argvs:
+            _start(state, key, [*prefix, *argvs[key]], paths)
 
 
 def _bring_up(
@@ -321,6 +329,18 @@ def _bring_up(
     return cluster
 
 
+def _reusable(found: ClusterStatus, sandbox_image: str, cluster_dns: bool) -> bool:
+    """A running cluster ``up`` may hand back as it is: healthy, same sandbox image, DNS as
+    asked."""
+    state = found.state
+    return (
+        found.healthy
+        and state is not None
+        and state.sandbox_image == sandbox_image
+        and bool(state.coredns) == cluster_dns
+    )
+
+
 def up(
     name: str = DEFAULT_NAME,
     *,
@@ -328,12 +348,14 @@ def up(
     sandbox_image: str = DEFAULT_SANDBOX_IMAGE,
     images: Sequence[Path] = (),
     ingress_port: int = INGRESS_NODE_PORT,
+    cluster_dns: bool = True,
     toolchain: Toolchain | None = None,
     log: Log = _quiet,
 ) -> LocalCluster:
     """Bring the cluster up (or reuse a healthy one) and wait until its node is Ready and
     the ``default`` ServiceAccount exists; ``images`` (tarballs, e.g. the sandbox image) are
-    imported before the kubelet's first pod.
+    imported before the kubelet's first pod. ``cluster_dns``: run CoreDNS for the pods
+    (:mod:`harness.cluster.dns`; needs the pinned CoreDNS).
 
     Raises :class:`~harness.errors.ToolMissingError` naming the install command when a
     binary is missing, :class:`~harness.errors.ClusterError` (after taking down what was
@@ -348,7 +370,8 @@ def up(
         )
     toolchain = toolchain or installed()
     components.check_host_tools(toolchain)
-    if found.healthy and found.state is not None and found.state.sandbox_image == sandbox_image:
+    coredns = dns.find_coredns() if cluster_dns else ""
+    if _reusable(found, sandbox_image, cluster_dns) and found.state is not None:
         log(f"cluster {name} is already up ({directory}): reusing it")
         cluster = LocalCluster(found.state)
         for tarball in images:
@@ -359,6 +382,7 @@ def up(
         down(name, directory=directory, log=log)
     directory.mkdir(parents=True, exist_ok=True)
     state = _new_state(name, directory, sandbox_image, ingress_port)
+    state.coredns = coredns
     try:
         return _bring_up(state, toolchain, images, log)
     except ClusterError as exc:

@@ -150,9 +150,11 @@ def cni_config(paths: NodePaths) -> str:
     return json.dumps({"cniVersion": "0.4.0", "name": "harness", "plugins": [bridge]}, indent=2)
 
 
-def kubelet_config(paths: NodePaths) -> str:
-    """The kubelet's standalone configuration file."""
+def kubelet_config(paths: NodePaths, *, cluster_dns: bool = True) -> str:
+    """The kubelet's standalone configuration file (pods' DNS: the node's address, where
+    CoreDNS listens, when ``cluster_dns``)."""
     config: dict[str, Any] = {
+        **({"clusterDNS": [NODE_IP]} if cluster_dns else {}),
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
         # what this machine needs (cgroup v1, no CAP_SYS_RESOURCE, swap may be on)

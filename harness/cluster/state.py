@@ -73,6 +73,7 @@ class ClusterState(BaseModel):
     snapshotter: str = ""
     sandbox_image: str
     containerd_socket: str
+    coredns: str = ""  # the CoreDNS binary serving the cluster's DNS; "" without DNS
     processes: dict[str, ProcessRecord] = {}
     timings: dict[str, float] = {}
 
