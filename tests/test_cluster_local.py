@@ -65,6 +65,7 @@ func main() {
 			}
 			fmt.Fprint(w, strings.Join(addresses, ","))
 		})
+		fmt.Println("serving on :8080")
 		panic(http.ListenAndServe(":8080", nil))
 	}
 	stop := make(chan os.Signal, 1)
@@ -195,7 +196,7 @@ def tiny(cluster: local.LocalCluster) -> Tiny:
         {"metadata": {"name": "tiny", "labels": labels}, "spec": {"containers": [container]}},
     )
     service = {
-        "metadata": {"name": "tiny"},
+        "metadata": {"name": "echo"},
         "spec": {
             "type": "NodePort",
             "selector": labels,
@@ -217,6 +218,12 @@ def test_a_pod_serves_on_its_pod_ip_its_cluster_ip_and_the_host_ingress_port(
     assert _get(f"http://127.0.0.1:{cluster.state.ingress_port}/") == "tiny tiny\n"
 
 
+def test_pod_logs_come_through_the_api_server(cluster: local.LocalCluster, tiny: Tiny) -> None:
+    core = kubernetes.client.CoreV1Api(cluster.api_client())
+
+    assert core.read_namespaced_pod_log("tiny", "default") == "serving on :8080\n"
+
+
 def test_pods_resolve_services_through_the_cluster_dns(
     cluster: local.LocalCluster, tiny: Tiny
 ) -> None:
@@ -224,8 +231,8 @@ def test_pods_resolve_services_through_the_cluster_dns(
         url = f"http://{tiny.pod_ip}:8080/resolve?name={name}"
         return cluster.in_node(["curl", "-sS", "--max-time", "10", url])
 
-    assert resolve("tiny.default.svc.cluster.local") == tiny.cluster_ip
-    assert resolve("tiny") == tiny.cluster_ip  # the pod's search domains
+    assert resolve("echo.default.svc.cluster.local") == tiny.cluster_ip
+    assert resolve("echo") == tiny.cluster_ip  # the pod's search domains
     assert resolve("kubernetes.default") == "10.96.0.1"
     assert "no such host" in resolve("nothing-here.default.svc.cluster.local")
 

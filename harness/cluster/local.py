@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import ssl
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,21 +133,34 @@ class ClusterStatus:
     def healthy(self) -> bool:
         return self.exists and self.api_ready and all(self.processes.values())
 
+    def lines(self) -> list[str]:
+        """A human summary (``harness cluster status``)."""
+        if self.state is None:
+            return [f"no local cluster in {self.directory}"]
+        state = self.state
+        condition = "up" if self.healthy else "DEGRADED (run `harness cluster down`, then up)"
+        lines = [
+            f"cluster {state.name}: {condition}",
+            f"  kubeconfig {state.kubeconfig} (context {state.context}, server {state.server})",
+            f"  ingress    127.0.0.1:{state.ingress_port} -> NodePort {state.ingress_node_port}",
+            f"  API ready  {'yes' if self.api_ready else 'no'}",
+        ]
+        for key, running in self.processes.items():
+            record = state.processes[key]
+            lines.append(f"  {key:<24} pid {record.pid:<8} {'running' if running else 'GONE'}")
+        return lines
+
 
 # --------------------------------------------------------------------------- status
 
 
 def _api_ready(state: ClusterState) -> bool:
-    import ssl
-
     paths = NodePaths(Path(state.directory))
     try:
         context = ssl.create_default_context(cafile=str(paths.pki / "apiserver-ca.crt"))
         token = components.admin_token(paths)
     except (OSError, ssl.SSLError, ClusterError):
         return False
-    import urllib.request
-
     request = urllib.request.Request(
         f"{state.server}/readyz", headers={"Authorization": f"Bearer {token}"}
     )
