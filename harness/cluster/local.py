@@ -450,15 +450,13 @@ def load_image(cluster: LocalCluster, tar_path: Path) -> list[str]:
 
 
 def _stop_everything(state: ClusterState, namespaces: NodeNamespaces) -> None:
-    """The recorded processes (kubelet first: it would restart containers), then every
-    process still in the node's mount namespace (containerd's shims) and their descendants
-    (the containers, which have mount namespaces of their own)."""
-    order = ["kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager"]
-    order += [key for key in state.processes if key not in order and key != "etcd"] + ["etcd"]
-    for key in order:
-        record = state.processes.get(key)
-        if record is not None:
-            stop_processes([(record.pid, record.start_ticks)])
+    """The kubelet first (it would restart containers), then every other recorded process
+    at once, then every process still in the node's mount namespace (containerd's shims)
+    with their descendants (the containers, which have mount namespaces of their own)."""
+    records = dict(state.processes)
+    first = [records.pop(key) for key in ("kubelet",) if key in records]
+    for group in (first, list(records.values())):
+        stop_processes([(record.pid, record.start_ticks) for record in group])
     inode = namespaces.mount_inode()
     if inode is not None:
         members = members_of_mount_namespace(inode)
