@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import secrets
 import shutil
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from harness.cluster.node import (
     API_PORT,
     CNI_BIN_DIR,
     CRI_NAMESPACE,
+    KUBELET_ROOT,
     NODE_IP,
     NODE_NAME,
     NodePaths,
@@ -42,7 +42,6 @@ __all__ = [
     "admin_token",
     "check_host_tools",
     "choose_snapshotter",
-    "run_checked",
     "write_files",
 ]
 
@@ -75,16 +74,6 @@ IDENTITIES = {
     f"system:node:{NODE_NAME}": ("system:nodes",),
     DNS_USER: (),  # read-only RBAC applied once the API is up (harness.cluster.dns)
 }
-
-
-def run_checked(argv: Sequence[str], what: str) -> str:
-    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=300, check=False)
-    if done.returncode != 0:
-        raise ClusterError(
-            f"{what}: `{' '.join(argv)}` failed with exit {done.returncode}: "
-            f"{(done.stderr or done.stdout).strip()}"
-        )
-    return done.stdout
 
 
 def check_host_tools(toolchain: Toolchain) -> None:
@@ -238,7 +227,7 @@ def _node_argvs(
             str(toolchain.path("kubelet")),
             f"--config={paths.config / 'kubelet.yaml'}",
             f"--kubeconfig={kubeconfigs['kubelet']}",
-            f"--root-dir={paths.kubelet / 'root'}",
+            f"--root-dir={KUBELET_ROOT}",
             f"--hostname-override={NODE_NAME}",
             f"--node-ip={NODE_IP}",
             "--v=1",

@@ -50,8 +50,10 @@ from harness.cluster.namespaces import (
 )
 from harness.cluster.node import (
     BRIDGE,
+    KUBELET_ROOT,
     NODE_IP,
     NODE_NAME,
+    NODE_RUN,
     POD_CIDR,
     NodePaths,
 )
@@ -82,6 +84,7 @@ INGRESS_NODE_PORT = 30080  # kind-config.yaml maps the same port
 DEFAULT_SANDBOX_IMAGE = "harness.local/pause:latest"
 READY_TIMEOUT_S = 300.0  # a cold start on a loaded 2-core machine
 POLL_S = 0.5
+IMPORT_TIMEOUT_S = 600.0  # hundreds of MB (the sidecar image) on a loaded machine
 Log = Callable[[str], None]
 
 
@@ -271,6 +274,12 @@ def _prepare_node(state: ClusterState, paths: NodePaths, log: Log) -> NodeNamesp
     """Namespaces, the pods' bridge (the node's address lives on it), forwarding on."""
     namespaces = NodeNamespaces(paths.root / "ns")
     namespaces.create()
+    NODE_RUN.mkdir(parents=True, exist_ok=True)  # a mount point; the host's stays untouched
+    node_run = (
+        f"mount -t tmpfs -o mode=0711 harness-node {NODE_RUN} && "
+        f"mkdir {KUBELET_ROOT} && mount --bind {paths.kubelet_root} {KUBELET_ROOT}"
+    )
+    namespaces.run(["sh", "-c", node_run], "the node's /run/containerd")
     script = (
         f"ip link add {BRIDGE} type bridge && "
         f"ip addr add {NODE_IP}/{POD_CIDR.split('/')[1]} dev {BRIDGE} && "
@@ -432,16 +441,17 @@ def load_image(cluster: LocalCluster, tar_path: Path) -> list[str]:
     held. Pods then use them with ``imagePullPolicy: Never``."""
     if not Path(tar_path).is_file():
         raise ClusterError(f"image tarball {tar_path} does not exist")
+    tar_path = Path(tar_path).resolve()  # read by ctr inside the node (the host's files)
     argv = [
         "ctr",
-        f"--address={cluster.state.containerd_socket}",
+        f"--address={cluster.state.containerd_socket}",  # inside the node's mount namespace
         "--namespace=k8s.io",
         "images",
         "import",
         f"--snapshotter={cluster.state.snapshotter}",
         str(tar_path),
     ]
-    output = components.run_checked(argv, f"importing {tar_path}")
+    output = cluster.namespaces.run(argv, f"importing {tar_path}", IMPORT_TIMEOUT_S)
     # "unpacking harness.local/app:0123abcd (sha256:...)...done"
     return [line.split()[1] for line in output.splitlines() if line.startswith("unpacking ")]
 

@@ -44,8 +44,13 @@ KILL_WAIT_S = 10.0
 POLL_S = 0.05
 
 
-def _run(argv: Sequence[str], what: str) -> str:
-    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=60, check=False)
+def _run(argv: Sequence[str], what: str, timeout_s: float = 60.0) -> str:
+    try:
+        done = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise ClusterError(f"{what}: `{' '.join(argv)}` took over {timeout_s:.0f} s") from None
     if done.returncode != 0:
         raise ClusterError(
             f"{what}: `{' '.join(argv)}` failed with exit {done.returncode}: "
@@ -100,9 +105,9 @@ class NodeNamespaces:
             _run(["unshare", f"{flag}={path}", *extra, "true"], f"namespace {path.name}")
         self.run(["ip", "link", "set", "lo", "up"], "loopback")
 
-    def run(self, argv: Sequence[str], what: str) -> str:
-        """Run a short command inside the namespaces; its stdout."""
-        return _run([*self.nsenter(), *argv], what)
+    def run(self, argv: Sequence[str], what: str, timeout_s: float = 60.0) -> str:
+        """Run a command inside the namespaces; its stdout."""
+        return _run([*self.nsenter(), *argv], what, timeout_s)
 
     def mount_inode(self) -> int | None:
         """The inode of the held mount namespace (unique while it is held), None if gone."""

@@ -19,8 +19,10 @@ import yaml
 __all__ = [
     "API_PORT",
     "BRIDGE",
+    "KUBELET_ROOT",
     "NODE_IP",
     "NODE_NAME",
+    "NODE_RUN",
     "POD_CIDR",
     "NodePaths",
     "cni_config",
@@ -36,6 +38,13 @@ NODE_IP = "198.18.0.1"  # the bridge's address: the node's InternalIP, the pods'
 BRIDGE = "cni0"
 API_PORT = 6443  # inside the namespace; the host reaches it through the forwarder
 CNI_BIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
+# Inside the node's mount namespace a tmpfs covers /run/containerd, where containerd's
+# shims and runc keep their sockets and state whatever containerd's own config says: they
+# stay off the host and vanish with the namespace. Sockets live there too (short paths: a
+# Unix socket path has at most 108 bytes, a state directory may be deep), and the kubelet's
+# root directory is bind-mounted there for the same reason.
+NODE_RUN = Path("/run/containerd")
+KUBELET_ROOT = NODE_RUN / "harness-kubelet"
 CRI_NAMESPACE = "k8s.io"  # containerd's namespace of the CRI plugin (and ctr -n)
 UNUSED_SNAPSHOTTERS = ("aufs", "btrfs", "zfs", "devmapper")
 
@@ -64,7 +73,13 @@ class NodePaths:
 
     @property
     def containerd_socket(self) -> Path:
-        return self.containerd / "containerd.sock"
+        """Inside the node's mount namespace only (see :data:`NODE_RUN`)."""
+        return NODE_RUN / "containerd.sock"
+
+    @property
+    def kubelet_root(self) -> Path:
+        """The kubelet's root directory, on disk (bind-mounted at :data:`KUBELET_ROOT`)."""
+        return self.kubelet / "root"
 
     @property
     def tasks(self) -> Path:
@@ -84,7 +99,7 @@ class NodePaths:
         return self.root / "config"
 
     def make(self) -> None:
-        for directory in (self.logs, self.pki, self.containerd, self.kubelet, self.config):
+        for directory in (self.logs, self.pki, self.containerd, self.kubelet_root, self.config):
             directory.mkdir(parents=True, exist_ok=True)
         (self.cni / "net.d").mkdir(parents=True, exist_ok=True)
         (self.kubelet / "pod-logs").mkdir(parents=True, exist_ok=True)
@@ -106,7 +121,7 @@ def containerd_config(paths: NodePaths, sandbox_image: str, snapshotter: str) ->
             "[grpc]",
             f'  address = "{paths.containerd_socket}"',
             "[ttrpc]",
-            f'  address = "{paths.containerd / "containerd.sock.ttrpc"}"',
+            f'  address = "{NODE_RUN / "containerd.sock.ttrpc"}"',
             f"[{cri}]",
             f'  sandbox_image = "{sandbox_image}"',
             # the sandbox cannot lower oom_score_adj: runc fails with "can't get final

@@ -72,7 +72,7 @@ class ClusterState(BaseModel):
     mountns: str
     snapshotter: str = ""
     sandbox_image: str
-    containerd_socket: str
+    containerd_socket: str  # inside the node's mount namespace (nsenter --mount=<mountns>)
     coredns: str = ""  # the CoreDNS binary serving the cluster's DNS; "" without DNS
     processes: dict[str, ProcessRecord] = {}
     timings: dict[str, float] = {}
