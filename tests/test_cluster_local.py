@@ -271,6 +271,8 @@ def test_down_leaves_no_process_mount_or_namespace(tmp_path: Path) -> None:
     assert _net_namespace_holders(net_inode) == []
     assert [process for process in processes if alive(process)] == []
     assert [path for path in cgroups if path.exists()] == []
+    # runc's state and the shims' sockets were on the node's own /run/containerd
+    assert [id for id in containers if Path(f"/run/containerd/runc/k8s.io/{id}").exists()] == []
     assert not local.down(directory=directory)  # idempotent
 
 
