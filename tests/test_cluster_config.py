@@ -76,6 +76,8 @@ def test_kubelet_and_kube_proxy_configs_carry_what_this_machine_needs(tmp_path: 
     assert kubelet["enforceNodeAllocatable"] == []
     assert kubelet["localStorageCapacityIsolation"] is False
     assert kubelet["imageGCHighThresholdPercent"] == 100  # imported images must stay
+    assert kubelet["authentication"]["anonymous"] == {"enabled": False}
+    assert kubelet["authorization"] == {"mode": "Webhook"}
     assert proxy["mode"] == "nftables"
     assert proxy["nodePortAddresses"] == ["198.18.0.1/32"]
 

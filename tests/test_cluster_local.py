@@ -222,6 +222,10 @@ def test_pod_logs_come_through_the_api_server(cluster: local.LocalCluster, tiny:
     core = kubernetes.client.CoreV1Api(cluster.api_client())
 
     assert core.read_namespaced_pod_log("tiny", "default") == "serving on :8080\n"
+    # the kubelet itself answers only the API server (its client certificate) or a token the
+    # API server vouches for: an anonymous request from inside the node is refused
+    anonymous = ["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}"]
+    assert cluster.in_node([*anonymous, "https://198.18.0.1:10250/pods"]) == "401"
 
 
 def test_pods_resolve_services_through_the_cluster_dns(

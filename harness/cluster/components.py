@@ -23,6 +23,7 @@ from harness.cluster.node import (
     API_PORT,
     CNI_BIN_DIR,
     CRI_NAMESPACE,
+    KUBELET_CLIENT,
     KUBELET_ROOT,
     NODE_IP,
     NODE_NAME,
@@ -34,6 +35,7 @@ from harness.cluster.node import (
     kubelet_config,
 )
 from harness.cluster.state import ClusterState
+from harness.controlplane.certs import write_client_certificate
 from harness.controlplane.kube import ADMIN_USER, _apiserver_argv, _etcd_argv
 from harness.errors import ClusterError, ToolMissingError
 from harness.toolchain import Toolchain
@@ -166,7 +168,18 @@ def write_files(
         paths.pki / "tokens.csv",
         node=NODE_IP,
     )
-    apiserver += ["--allow-privileged=true", "--kubelet-preferred-address-types=InternalIP"]
+    kubelet_client = write_client_certificate(
+        paths.pki,
+        name=KUBELET_CLIENT,
+        user="kube-apiserver-kubelet-client",
+        groups=("system:masters",),
+    )
+    apiserver += [
+        "--allow-privileged=true",
+        "--kubelet-preferred-address-types=InternalIP",
+        f"--kubelet-client-certificate={kubelet_client.certificate}",
+        f"--kubelet-client-key={kubelet_client.key}",
+    ]
     kubeconfigs = _component_kubeconfigs(paths, tokens)
     ca = (paths.pki / "apiserver-ca.crt").read_bytes()
     marker = {"harness": {"made-by": "harness", "state": str(Path(state.directory))}}

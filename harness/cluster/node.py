@@ -19,6 +19,7 @@ import yaml
 __all__ = [
     "API_PORT",
     "BRIDGE",
+    "KUBELET_CLIENT",
     "KUBELET_ROOT",
     "NODE_IP",
     "NODE_NAME",
@@ -46,6 +47,7 @@ CNI_BIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
 NODE_RUN = Path("/run/containerd")
 KUBELET_ROOT = NODE_RUN / "harness-kubelet"
 CRI_NAMESPACE = "k8s.io"  # containerd's namespace of the CRI plugin (and ctr -n)
+KUBELET_CLIENT = "apiserver-kubelet-client"  # the API server's certificate towards the kubelet
 UNUSED_SNAPSHOTTERS = ("aufs", "btrfs", "zfs", "devmapper")
 
 
@@ -191,10 +193,14 @@ def kubelet_config(paths: NodePaths, *, cluster_dns: bool = True) -> str:
             "imagefs.available": "1%",
             "nodefs.inodesFree": "1%",
         },
-        # Its port is reachable only inside the node's namespace. The API server presents
-        # no client certificate (logs, exec, port-forward go through it): anonymous access.
-        "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
-        "authorization": {"mode": "AlwaysAllow"},
+        # Logs, exec and port-forward: the API server's client certificate (its own CA), or
+        # a token the API server vouches for; every request authorized by the API server.
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": str(paths.pki / f"{KUBELET_CLIENT}-ca.crt")},
+        },
+        "authorization": {"mode": "Webhook"},
         "readOnlyPort": 0,
         "healthzBindAddress": "127.0.0.1",
         "clusterDomain": "cluster.local",
