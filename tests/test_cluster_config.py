@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import tomllib
 from pathlib import Path
 
@@ -170,3 +171,16 @@ def test_the_pods_dns_is_coredns_on_the_node_address_and_can_be_left_out(tmp_pat
     assert "bind 198.18.0.1" in text
     assert f"kubeconfig {tmp_path / 'dns.kubeconfig'} local" in text
     assert "forward" not in text  # no upstream: nothing outside the cluster resolves
+
+
+def test_up_refuses_an_ingress_port_that_is_taken_before_starting_anything(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+
+        with pytest.raises(ClusterError, match=f"ingress port 127.0.0.1:{port} is taken"):
+            local.up(directory=tmp_path / "state", ingress_port=port)
+    assert not (tmp_path / "state").exists()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import socket
 import ssl
 import tempfile
 import time
@@ -404,6 +405,7 @@ def up(
     if found.exists:
         log(f"cluster {name}: taking down what is left in {directory} first")
         down(name, directory=directory, log=log)
+    _check_port_free(ingress_port)
     directory.mkdir(parents=True, exist_ok=True)
     state = _new_state(name, directory, sandbox_image, ingress_port)
     state.coredns = coredns
@@ -420,6 +422,20 @@ def up(
         with contextlib.suppress(ClusterError):
             down(name, directory=directory, log=log)
         raise
+
+
+def _check_port_free(port: int) -> None:
+    """Refuse, before anything starts, an ingress port another process holds (kind's
+    extraPortMappings, another local cluster)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise ClusterError(
+                f"the ingress port 127.0.0.1:{port} is taken ({exc.strerror}): stop what holds "
+                f"it (another cluster's ingress?) or choose another ingress port"
+            ) from None
 
 
 def _keep_logs(directory: Path) -> Path:
