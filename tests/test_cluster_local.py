@@ -218,8 +218,14 @@ def test_a_pod_serves_on_its_pod_ip_its_cluster_ip_and_the_host_ingress_port(
     assert _get(f"http://127.0.0.1:{cluster.state.ingress_port}/") == "tiny tiny\n"
 
 
-def test_pod_logs_come_through_the_api_server(cluster: local.LocalCluster, tiny: Tiny) -> None:
+def test_pod_logs_and_the_pod_proxy_come_through_the_api_server(
+    cluster: local.LocalCluster, tiny: Tiny
+) -> None:
     core = kubernetes.client.CoreV1Api(cluster.api_client())
+
+    # the API server's pod proxy: how the host reaches a port of any pod (an admin API)
+    proxied = core.connect_get_namespaced_pod_proxy_with_path("tiny:8080", "default", "")
+    assert proxied == "tiny tiny\n"
 
     assert core.read_namespaced_pod_log("tiny", "default") == "serving on :8080\n"
     # the kubelet itself answers only the API server (its client certificate) or a token the
