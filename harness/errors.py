@@ -79,6 +79,11 @@ class ContextRefused(PlatformError):
     The message names the context, why, and how to allow it."""
 
 
+class ClusterError(PlatformError):
+    """The local Kubernetes cluster (``harness cluster up --local``) could not be brought up,
+    inspected or taken down; the message names the component and quotes its log."""
+
+
 class ToolchainError(HarnessError):
     """``harness toolchain install`` could not build or fetch a pinned artifact."""
 

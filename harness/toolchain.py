@@ -97,9 +97,15 @@ ISTIO_FILES = {
 
 KUBERNETES_MODULE = "k8s.io/kubernetes"
 KUBERNETES_VERSION = "v1.37.2"
-# Binaries built from k8s.io/kubernetes/cmd/<name>; issue 11 adds kubelet,
-# kube-controller-manager and kube-scheduler here, one line each.
-KUBE_COMMANDS: tuple[str, ...] = ("kube-apiserver",)
+# Binaries built from k8s.io/kubernetes/cmd/<name>: the API server for --mesh istio; the
+# rest make the single-node cluster of `harness cluster up --local` (harness.cluster.local).
+KUBE_COMMANDS: tuple[str, ...] = (
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+)
 KUBE_MODULE_PATH = "harness.invalid/kube-toolchain"  # .invalid: never fetchable
 
 HELM_MODULE = "helm.sh/helm/v3"

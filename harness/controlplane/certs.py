@@ -16,7 +16,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CertificateFiles", "write_serving_certificates", "write_signing_key"]
+__all__ = [
+    "CertificateFiles",
+    "write_client_certificate",
+    "write_serving_certificates",
+    "write_signing_key",
+]
 
 VALIDITY = datetime.timedelta(days=2)  # a run lasts minutes; a leaked file is soon useless
 # Names a client inside the cluster may use for the API server (Istio's in-cluster config
@@ -53,13 +58,7 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def write_serving_certificates(
-    directory: Path, *, name: str, ips: tuple[str, ...], dns: tuple[str, ...] = API_SERVER_NAMES
-) -> CertificateFiles:
-    """A fresh CA and a serving certificate for ``ips`` and ``dns`` signed by it.
-
-    Writes ``<name>-ca.crt``, ``<name>.crt`` and ``<name>.key`` into ``directory``.
-    """
+def _new_ca(name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"harness {name} CA")])
@@ -89,6 +88,19 @@ def write_serving_certificates(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
         .sign(ca_key, hashes.SHA256())
     )
+    return ca_key, ca_cert
+
+
+def write_serving_certificates(
+    directory: Path, *, name: str, ips: tuple[str, ...], dns: tuple[str, ...] = API_SERVER_NAMES
+) -> CertificateFiles:
+    """A fresh CA and a serving certificate for ``ips`` and ``dns`` signed by it.
+
+    Writes ``<name>-ca.crt``, ``<name>.crt`` and ``<name>.key`` into ``directory``.
+    """
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, ca_cert = _new_ca(name)
+    ca_name = ca_cert.subject
     key = ec.generate_private_key(ec.SECP256R1())
     alt_names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
     alt_names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
@@ -108,12 +120,51 @@ def write_serving_certificates(
         )
         .sign(ca_key, hashes.SHA256())
     )
+    return _write_files(directory, name, ca_cert, cert, key)
+
+
+def _write_files(
+    directory: Path,
+    name: str,
+    ca_cert: x509.Certificate,
+    cert: x509.Certificate,
+    key: ec.EllipticCurvePrivateKey,
+) -> CertificateFiles:
     ca_path = directory / f"{name}-ca.crt"
     ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     cert_path = directory / f"{name}.crt"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path = _write_private(directory / f"{name}.key", _key_pem(key))
     return CertificateFiles(ca=ca_path, certificate=cert_path, key=key_path)
+
+
+def write_client_certificate(
+    directory: Path, *, name: str, user: str, groups: tuple[str, ...] = ()
+) -> CertificateFiles:
+    """A fresh CA and a client certificate signed by it for ``user`` (CN) in ``groups``
+    (O), as Kubernetes reads them (e.g. the API server's identity towards a kubelet, which
+    trusts that CA). Writes ``<name>-ca.crt``, ``<name>.crt`` and ``<name>.key``."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, ca_cert = _new_ca(name)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = [x509.NameAttribute(NameOID.COMMON_NAME, user)]
+    subject += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, group) for group in groups]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name(subject))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return _write_files(directory, name, ca_cert, cert, key)
 
 
 def write_signing_key(directory: Path, name: str) -> tuple[Path, Path]:

@@ -83,6 +83,9 @@ DISABLED_ADMISSION = (
     "ValidatingAdmissionWebhook",
 )
 
+# Admission plugins a real cluster (harness.cluster.local) keeps on.
+NODE_ADMISSION = ("ServiceAccount", "MutatingAdmissionWebhook", "ValidatingAdmissionWebhook")
+
 Log = Callable[[str], None]
 
 
@@ -296,29 +299,44 @@ def _etcd_argv(etcd: Path, data: Path, client_port: int, peer_port: int) -> list
 
 
 def _apiserver_argv(
-    apiserver: Path, directory: Path, port: int, etcd_port: int, token_file: Path
+    apiserver: Path,
+    directory: Path,
+    port: int,
+    etcd_port: int,
+    token_file: Path,
+    *,
+    node: str | None = None,
 ) -> list[str]:
-    serving = write_serving_certificates(directory, name="apiserver", ips=(LOOPBACK, "10.96.0.1"))
+    """The API server's flags. ``node``: the address of a real node's network (the local
+    cluster of :mod:`harness.cluster.local`): the server listens on every address there,
+    advertises ``node`` (a kubelet and pods reach it), keeps the ``kubernetes`` Service's
+    endpoints and admits with the ServiceAccount plugin (a controller-manager runs), and
+    authorizes kubelets with the Node authorizer."""
+    ips = (LOOPBACK, "10.96.0.1", *((node,) if node else ()))
+    serving = write_serving_certificates(directory, name="apiserver", ips=ips)
     sa_key, sa_pub = write_signing_key(directory, "service-accounts")
+    disabled: tuple[str, ...] = DISABLED_ADMISSION
+    if node is not None:  # their controller and webhook servers (istiod's injector) run there
+        disabled = tuple(name for name in DISABLED_ADMISSION if name not in NODE_ADMISSION)
     return [
         str(apiserver),
         f"--etcd-servers=http://{LOOPBACK}:{etcd_port}",
-        f"--bind-address={LOOPBACK}",
-        f"--advertise-address={LOOPBACK}",
+        f"--bind-address={LOOPBACK if node is None else '0.0.0.0'}",
+        f"--advertise-address={node or LOOPBACK}",
         f"--secure-port={port}",
         f"--cert-dir={directory}",
         f"--tls-cert-file={serving.certificate}",
         f"--tls-private-key-file={serving.key}",
         f"--token-auth-file={token_file}",
-        "--authorization-mode=RBAC",
+        f"--authorization-mode={'RBAC' if node is None else 'Node,RBAC'}",
         f"--service-account-key-file={sa_pub}",
         f"--service-account-signing-key-file={sa_key}",
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
         # The reconciler would write the advertise address (loopback) into the `kubernetes`
         # EndpointSlice, which the API itself refuses; nothing here needs that Service.
-        "--endpoint-reconciler-type=none",
-        f"--disable-admission-plugins={','.join(DISABLED_ADMISSION)}",
+        f"--endpoint-reconciler-type={'none' if node is None else 'lease'}",
+        f"--disable-admission-plugins={','.join(disabled)}",
         # One client (the harness) and istiod: flow control only adds start-up work.
         "--enable-priority-and-fairness=false",
         "--profiling=false",

@@ -19,7 +19,7 @@ import socket
 import threading
 from collections.abc import Callable
 
-__all__ = ["TcpToUnix", "serve_unix_to_tcp"]
+__all__ = ["TcpToUnix", "serve_forwarding", "serve_unix_to_tcp"]
 
 _CHUNK = 65536
 
@@ -58,6 +58,12 @@ def _accept_loop(listener: socket.socket, dial: Callable[[], socket.socket]) -> 
             client.close()
             continue
         threading.Thread(target=_splice, args=(client, upstream), daemon=True).start()
+
+
+def serve_forwarding(listener: socket.socket, dial: Callable[[], socket.socket]) -> None:
+    """Forward every connection accepted on ``listener`` to a fresh ``dial()`` connection, on
+    a daemon thread, until the listener is closed (the local cluster's host forwarder)."""
+    threading.Thread(target=_accept_loop, args=(listener, dial), daemon=True).start()
 
 
 def serve_unix_to_tcp(path: str, host: str, port: int) -> socket.socket:
