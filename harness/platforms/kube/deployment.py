@@ -37,7 +37,7 @@ from harness.platforms.base import (
     ProcessKind,
     ToxicEdges,
 )
-from harness.platforms.kube.admin import PodProxyAdmin
+from harness.platforms.kube.admin import PortForwardAdmin
 from harness.platforms.kube.objects import (
     APP_PORT,
     INBOUND_PORT,
@@ -115,6 +115,8 @@ class KubeDeployment:
         self._host = _Host()
         self._started_at = time.time()
         self._core: Any = None
+        self._admins: dict[tuple[str, float], PortForwardAdmin] = {}
+        self._collected = False
 
     # ------------------------------------------------------------------ plan and start
 
@@ -256,13 +258,20 @@ class KubeDeployment:
         return {(inst.ip, inst.inbound_port): inst.name for inst in self.instances}
 
     def admin(self, proxy: str, *, timeout: float | None = None) -> AdminApi:
-        if proxy == "ingress":
-            if self._gateway is None:
-                raise PlatformError("the ingress gateway's pod is not known yet")
-            namespace, pod = GATEWAY_NAMESPACE, self._gateway
-        else:
-            namespace, pod = self.namespace, proxy
-        return PodProxyAdmin(self.target.api, namespace, pod, name=proxy, timeout=timeout or 5.0)
+        """``proxy``'s admin API through a port-forward kept open for the run (one per proxy
+        and timeout: the mesh sampler's short timeout, the run loop's default)."""
+        key = (proxy, timeout or 5.0)
+        admin = self._admins.get(key)
+        if admin is None:
+            if proxy == "ingress":
+                if self._gateway is None:
+                    raise PlatformError("the ingress gateway's pod is not known yet")
+                namespace, pod = GATEWAY_NAMESPACE, self._gateway
+            else:
+                namespace, pod = self.namespace, proxy
+            admin = PortForwardAdmin(self.core, namespace, pod, name=proxy, timeout=key[1])
+            self._admins[key] = admin
+        return admin
 
     def mesh_counters(self) -> dict[str, dict[str, int]]:
         return {name: self.admin(name).counters(SCRAPE_PATTERN) for name in self.proxy_names()}
@@ -322,6 +331,7 @@ class KubeDeployment:
         """Each proxy's access log (its lines of the ``istio-proxy`` container's log) into
         ``access/<proxy>.jsonl``, and every container's log into ``logs/``; the gateway's
         log only since this run began (it serves every run)."""
+        self._collected = True
         for inst in self.instances:
             text = self._pod_log(self.namespace, inst.name, PROXY_CONTAINER, None)
             _write_access(self.run_dir / "access" / f"{inst.name}.jsonl", text)
@@ -348,8 +358,11 @@ class KubeDeployment:
         for pid, proc in list(self._host.procs.items()):
             if proc.poll() is None:
                 self.stop(pid, grace=5.0)
-        with contextlib.suppress(Exception):
-            self.collect_logs()
+        for admin in self._admins.values():
+            admin.close()
+        if not self._collected:
+            with contextlib.suppress(Exception):
+                self.collect_logs()
         self.target.delete_namespace(self.namespace)
 
 
