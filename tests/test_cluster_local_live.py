@@ -1,45 +1,31 @@
-"""``harness cluster up --local`` end to end: a real single-node cluster, Istio from its Helm
-charts, a scenario's app behind the ingress gateway at 127.0.0.1:30080, then down.
+"""``--platform kube`` end to end on the cluster ``harness cluster up --local`` brings up here:
+a real single-node Kubernetes (kubelet, containerd, the toolchain's control plane), Istio from
+its Helm charts, and the retry scenario with its negative control run through ``harness run
+--platform kube`` — the same two verdicts as on the local platform — then the cluster down.
 
-One slow test (about 2–3 minutes on a loaded 2-core machine): the cluster (kubelet,
-containerd, the toolchain's control plane), the images, istiod and the gateway Ready, the
-rendered objects of a shipped scenario applied through the guard-admitted context, requests
-through the gateway answered by the app, the run's namespace deleted, the cluster removed.
+One slow test (about 3 minutes on a loaded 2-core machine). The only one that uses the
+default ingress port 127.0.0.1:30080 (the other cluster tests take free ports), so xdist's
+workers never compete for it.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import kubernetes.client
 import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.cluster.istio_install import INGRESS_NODE_PORT
-from harness.kube.render import RenderOptions, render, run_namespace
-from harness.platforms.kube.client import KubeClient
+from harness.journal import Journal
 from harness.platforms.kube.context import pin_context
-from harness.scenario import load_scenario
 
 pytestmark = [pytest.mark.slow, pytest.mark.controlplane]
 
-SCENARIO = Path(__file__).resolve().parent.parent / "scenarios/retries-mask-transient-errors.yaml"
-REQUESTS = 20
-
-
-def ask_ingress() -> tuple[int, dict[str, object]]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{INGRESS_NODE_PORT}/", timeout=5) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, {}
+SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 
 
 @pytest.fixture
@@ -51,48 +37,70 @@ def cluster_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def test_cluster_up_local_serves_a_scenario_through_istio(cluster_dir: Path) -> None:
-    local = pytest.importorskip(
-        "harness.cluster.local",
-        reason="harness.cluster.local (the local cluster) is not in this tree",
+def run_on_kube(runner: CliRunner, name: str, kubeconfig: Path, reports: Path) -> Journal:
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            str(SCENARIOS / name),
+            "--platform",
+            "kube",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--reports",
+            str(reports),
+            "--no-report",
+        ],
     )
-    images = pytest.importorskip(
-        "harness.cluster.images",
-        reason="harness.cluster.images (the image builder) is not in this tree",
-    )
+    journals = sorted(reports.glob(f"{name.removesuffix('.yaml')}/*/journal.json"))
+    assert journals, result.output
+    journal = Journal.read(journals[-1])
+    expected = 0 if journal.verdict == "PASS" else 1
+    assert result.exit_code == expected, result.output
+    return journal
+
+
+def test_the_retry_pair_gives_the_local_verdicts_on_the_local_cluster(
+    cluster_dir: Path, tmp_path: Path
+) -> None:
+    local = pytest.importorskip("harness.cluster.local")
     runner = CliRunner()
-    run_id = "20261202T000000Z-live01"
     try:
         up = runner.invoke(app, ["cluster", "up", "--local"])
         assert up.exit_code == 0, up.output
         assert "Istio ready on context 'harness-local'" in up.output
         again = runner.invoke(app, ["cluster", "up", "--local"])  # idempotent: reused
         assert again.exit_code == 0, again.output
+        kubeconfig = cluster_dir / "kubeconfig"
 
-        context = pin_context(cluster_dir / "kubeconfig")
-        assert context.admitted == "harness"
-        app_image = images.build_images(names=("app",))["app"].ref
-        options = RenderOptions(
-            namespace=run_namespace(run_id), run_id=run_id, image=app_image,
-            image_pull_policy="Never",
-        )  # fmt: skip
-        objects = [m.to_dict() for m in render(load_scenario(SCENARIO), options)]
-        client = KubeClient(context, run_id)
-        try:
-            client.apply(objects)
-            pods = sum(o["spec"]["replicas"] for o in objects if o["kind"] == "Deployment")
-            client.wait_pods_ready(run_namespace(run_id), count=pods, timeout_s=300)
-            answers = []
-            for _ in range(REQUESTS):  # bounded: 20 requests to loopback
-                answers.append(ask_ingress())
-                time.sleep(0.1)
-            deleted = client.delete_owned()
-        finally:
-            client.close()
-        served = [body for status, body in answers if status == 200]
-        assert served, f"no request through the gateway succeeded: {answers}"
-        assert {body["service"] for body in served} == {"frontend"}
-        assert deleted.namespaces == [f"namespaces/{run_namespace(run_id)}"]
+        passed = run_on_kube(runner, "retries-mask-transient-errors.yaml", kubeconfig, tmp_path)
+        failed = run_on_kube(
+            runner, "retries-mask-transient-errors-negative.yaml", kubeconfig, tmp_path
+        )
+        for journal in (passed, failed):
+            assert journal.platform == "kube" and journal.status == "completed"
+            assert journal.kube is not None and journal.kube.context == "harness-local"
+            # The fault took effect (its injector read the aborts back from catalog-0's
+            # sidecar through a port-forward) and was reverted.
+            (fault,) = journal.faults
+            assert fault.took_effect and fault.evidence.get("aborts_injected", 0) > 0, fault
+            assert fault.reverted_at is not None and fault.revert_verified
+        assert passed.verdict == "PASS", [s.verdict for s in passed.slos]
+        assert failed.verdict == "FAIL"
+        failing = {(s.slo, s.phase) for s in failed.slos if s.verdict == "FAIL"}
+        assert failing == {("e2e-error-rate", "fault")}
+        # The retries that mask the aborts are the mesh's: frontend's sidecar counted them.
+        (edge,) = [e for e in passed.edges if (e.caller, e.callee) == ("frontend", "catalog")]
+        assert edge.phases["fault"].get("upstream_rq_retry", 0) > 0, edge
+        # Each proxy's access log was read back from its pod's log: flags and paths.
+        assert passed.request_paths and passed.response_codes
+        # Every run's namespace is deleted (gone, or Terminating while its pods stop); Istio's
+        # stays.
+        core = kubernetes.client.CoreV1Api(pin_context(kubeconfig).api_client())
+        phases = {ns.metadata.name: ns.status.phase for ns in core.list_namespace().items}
+        for journal in (passed, failed):
+            assert phases.get(journal.kube.namespace, "Terminating") == "Terminating"
+        assert phases["istio-system"] == "Active"
     finally:
         down = runner.invoke(app, ["cluster", "down", "--local"])
     assert down.exit_code == 0, down.output

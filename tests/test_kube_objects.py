@@ -133,3 +133,25 @@ def test_the_retry_pair_runs_on_kube() -> None:
         "retries-mask-transient-errors-negative.yaml",
     ):
         assert unsupported_on_kube(load_scenario(SCENARIOS / name)) == []
+
+
+def test_without_a_kubeconfig_a_run_finds_the_cluster_harness_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.platforms.kube.platform import default_kubeconfig_for_runs
+
+    for name in ("KUBECONFIG", "HARNESS_CLUSTER_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert default_kubeconfig_for_runs() is None  # nothing anywhere: the guard says so
+    made = {}
+    for name in ("kind-harness", "harness-local"):
+        made[name] = tmp_path / "cache/harness/clusters" / name / "kubeconfig"
+        made[name].parent.mkdir(parents=True)
+        made[name].write_text("{}")
+        assert default_kubeconfig_for_runs() == made[name].resolve()  # --local's first
+    kubectl = tmp_path / "home/.kube/config"
+    kubectl.parent.mkdir(parents=True)
+    kubectl.write_text("{}")
+    assert default_kubeconfig_for_runs() is None  # kubectl's own wins, as kubectl reads it

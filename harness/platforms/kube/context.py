@@ -66,6 +66,7 @@ __all__ = [
     "allowed_contexts",
     "default_kubeconfig",
     "harness_extension",
+    "harness_state",
     "is_loopback_server",
     "pin_context",
 ]
@@ -235,6 +236,23 @@ def _harness_made(cluster: Mapping[str, Any]) -> str | None:
     if not isinstance(state, dict) or state.get("made_by") != MADE_BY:
         return f'{state_file} does not say "made_by": "{MADE_BY}"'
     return None
+
+
+def harness_state(context: KubeContext) -> dict[str, Any]:
+    """The ``state.json`` of a cluster the harness made (its ``ingress_port``, ...), read from
+    the directory its marker names; empty for any other context."""
+    if context.admitted != "harness":
+        return {}
+    clusters = context.config.get("clusters") or [{}]
+    marker: dict[str, Any] = {}
+    for entry in clusters[0].get("cluster", {}).get("extensions") or []:
+        if isinstance(entry, dict) and entry.get("name") == HARNESS_EXTENSION:
+            marker = entry.get("extension") or {}
+    try:
+        state = json.loads((Path(str(marker.get("state", ""))) / "state.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
 def _admission(context: str, cluster: Mapping[str, Any], allowed: frozenset[str]) -> Admission:

@@ -13,10 +13,10 @@ from pathlib import Path
 from harness.journal import KubeRunRecord
 from harness.kube.render import run_namespace
 from harness.platforms.kube.client import KubeClient
-from harness.platforms.kube.context import pin_context
+from harness.platforms.kube.context import default_kubeconfig, harness_state, pin_context
 from harness.platforms.kube.deployment import KubeDeployment, KubeTarget, deployed
 from harness.platforms.kube.objects import KubeImages
-from harness.platforms.kube.options import KubeOptions
+from harness.platforms.kube.options import DEFAULT_INGRESS_URL, KubeOptions
 from harness.runlock import runner_marker
 from harness.scenario.models import Scenario
 
@@ -30,6 +30,21 @@ def cluster_images() -> KubeImages:
 
     built = build_images()
     return KubeImages(app=built["app"].ref, proxy=built["proxyv2"].ref)
+
+
+def default_kubeconfig_for_runs() -> Path | None:
+    """kubectl's kubeconfig (``$KUBECONFIG``, ``~/.kube/config``) when there is one; else the
+    one ``harness cluster up`` wrote (``--local``'s first, then kind's: neither touches
+    ``~/.kube/config``); else None (the guard's error then names the missing file)."""
+    if os.environ.get("KUBECONFIG") or default_kubeconfig().exists():
+        return None
+    from harness.cluster.state import state_directory
+
+    for name in ("harness-local", "kind-harness"):
+        made = state_directory(name) / "kubeconfig"
+        if made.exists():
+            return made
+    return None
 
 
 class KubePlatform:
@@ -57,18 +72,22 @@ class KubePlatform:
     @contextlib.contextmanager
     def deploy(self, scenario: Scenario, run_dir: Path) -> Iterator[KubeDeployment]:
         context = pin_context(
-            self.options.kubeconfig,
+            self.options.kubeconfig or default_kubeconfig_for_runs(),
             context=self.options.context,
             allow=self.options.allow_contexts,
         )
         self.log(f"kube: {context.describe()}")
+        ingress_url = self.options.ingress_url
+        port = harness_state(context).get("ingress_port")
+        if ingress_url == DEFAULT_INGRESS_URL and isinstance(port, int):
+            ingress_url = f"http://127.0.0.1:{port}"  # where `cluster up --local` forwards it
         run_id = run_dir.name
         self.record(context.record(run_namespace(run_id)))
         client = KubeClient(context, run_id, runner=runner_marker(os.getpid()))
         target = KubeTarget(
             api=client.api,
             context=context.name,
-            ingress_url=self.options.ingress_url,
+            ingress_url=ingress_url,
             images=self.images(),
             apply=client.apply,
             delete_namespace=lambda _namespace: _delete(client, self.log),
