@@ -17,10 +17,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from harness import toolchain
 from harness.cli import app
 from harness.cluster import kind
 from harness.cluster.istio_install import INGRESS_NODE_PORT
 from harness.errors import ExitCode
+from harness.toolchain import TOOLCHAIN_DIR_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,6 +38,8 @@ def recording_kind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     )
     script.chmod(0o755)
     monkeypatch.setenv("HARNESS_KIND", str(script))
+    # The real toolchain (helm and Istio's charts render the plan) stays where it is.
+    monkeypatch.setenv(TOOLCHAIN_DIR_ENV, str(toolchain.default_directory()))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     return calls
 

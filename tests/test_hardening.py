@@ -389,9 +389,11 @@ class _FakePlatform:
                 isolation="host",
                 isolation_note="fake",
                 sandbox=sandbox,
+                namespaces=sandbox.namespaces,
                 scratch_dir=run_dir / "scratch",
                 instances=[],
                 control_plane=lambda: None,
+                collect_logs=lambda: None,
             )
         finally:
             _FakePlatform.stopped.append(True)
