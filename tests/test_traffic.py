@@ -313,6 +313,14 @@ def test_traffic_share_verdicts_from_exact_intervals() -> None:
     # A 50/50 split is no 90/10 one; too few requests cannot tell.
     assert _share(500, 1000).verdict == Verdict.FAIL
     assert _share(1, 10).verdict == Verdict.INCONCLUSIVE
+    # A correct split whose interval happens to miss 10% exactly (CI saw 97 of 1203) is
+    # within the tolerance: PASS, not FAIL.
+    near = _share(97, 1203)
+    assert near.upper is not None and near.upper < 0.1 and near.verdict == Verdict.PASS
+    # Off by more than the tolerance, shown by the whole interval: FAIL; straddling the
+    # band's edge: INCONCLUSIVE.
+    assert _share(250, 1000).verdict == Verdict.FAIL
+    assert _share(150, 1000).verdict == Verdict.INCONCLUSIVE
     assert _share(0, 0).verdict == Verdict.INCONCLUSIVE
 
 

@@ -106,8 +106,9 @@ class SheddingSlo(SloBase):
 
 
 class TrafficShareSlo(SloBase):
-    """The share of the edge's requests routed to ``subset`` must be ``share`` (its
-    two-sided Clopper-Pearson interval contains it), measured within ``tolerance``."""
+    """The share of the edge's requests routed to ``subset`` must be ``share`` within
+    ``tolerance``: PASS when its two-sided Clopper-Pearson interval lies inside
+    ``share ± tolerance``, FAIL when it lies wholly outside."""
 
     kind: Literal["trafficShare"]
     edge: Edge

@@ -8,9 +8,13 @@ retries do not inflate its share. Envoy picks each request's weighted cluster at
 independently, so the count of one subset is binomial and its share gets an exact
 two-sided Clopper-Pearson interval at the SLO's confidence (each side at ``(1 + c) / 2``).
 
-Verdict: FAIL when the interval excludes ``share`` (the route does not split as
-configured); PASS when it lies within ``share ± tolerance``; else INCONCLUSIVE (too few
-requests to tell). Mirrored copies are counted on the mirror's cluster: a mirror to a
+Verdict: PASS when the interval lies within ``share ± tolerance``; FAIL when it lies wholly
+outside that band (evidence the route splits off by more than the tolerance); else
+INCONCLUSIVE (too few requests to tell). FAIL is not "the interval excludes ``share``": that
+point test fails a correct split in 1 run of 20 at 95% (seen in CI: 8.06% of 1203, interval
+6.59–9.75%, on a 90/10 route) and ignores the tolerance the scenario states.
+
+Mirrored copies are counted on the mirror's cluster: a mirror to a
 subset of the same service adds to that subset's count.
 """
 
@@ -111,21 +115,12 @@ def evaluate_traffic_share(
         f"({percent_short(hits / n)}, {percent_short(confidence)} interval "
         f"{percent_short(lower)}–{percent_short(upper)})"
     )
-    if not lower <= share <= upper:
-        return result(Verdict.FAIL, f"{detail}: not {percent_short(share)}", lower, upper)
+    band = f"{percent_short(share)} ± {percent_short(tolerance)}"
+    if upper < share - tolerance or lower > share + tolerance:
+        return result(Verdict.FAIL, f"{detail}: outside {band}", lower, upper)
     if share - tolerance <= lower and upper <= share + tolerance:
-        return result(
-            Verdict.PASS,
-            f"{detail}: {percent_short(share)} ± {percent_short(tolerance)}",
-            lower,
-            upper,
-        )
-    return result(
-        Verdict.INCONCLUSIVE,
-        f"{detail}: wider than {percent_short(share)} ± {percent_short(tolerance)}",
-        lower,
-        upper,
-    )
+        return result(Verdict.PASS, f"{detail}: within {band}", lower, upper)
+    return result(Verdict.INCONCLUSIVE, f"{detail}: not wholly within {band}", lower, upper)
 
 
 def evaluate_subset_error_rate(
