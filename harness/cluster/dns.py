@@ -24,6 +24,7 @@ from kubernetes.client.exceptions import ApiException
 
 from harness.cluster.node import NODE_IP
 from harness.errors import ClusterError, ToolMissingError
+from harness.platforms.local.toxiproxy import go_bin_dirs
 
 __all__ = [
     "COREDNS_INSTALL",
@@ -42,23 +43,6 @@ DNS_PORT = 53
 RBAC_GROUP = "rbac.authorization.k8s.io"
 
 
-def _go_bin_dirs() -> list[Path]:
-    dirs: list[Path] = []
-    if gobin := os.environ.get("GOBIN"):
-        dirs.append(Path(gobin))
-    go = shutil.which("go")
-    if go is not None:
-        try:
-            done = subprocess.run(
-                [go, "env", "GOPATH"], capture_output=True, text=True, timeout=10.0, check=False
-            )
-            dirs += [Path(p) / "bin" for p in done.stdout.strip().split(os.pathsep) if p]
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-    dirs.append(Path.home() / "go" / "bin")
-    return list(dict.fromkeys(dirs))
-
-
 def _is_pinned_coredns(path: str) -> bool:
     try:
         done = subprocess.run(
@@ -75,7 +59,7 @@ def find_coredns() -> str:
     candidates: list[str | None] = [explicit] if explicit else []
     if not explicit:
         candidates += [shutil.which("coredns")]
-        candidates += [str(directory / "coredns") for directory in _go_bin_dirs()]
+        candidates += [str(directory / "coredns") for directory in go_bin_dirs()]
     for candidate in candidates:
         if candidate and Path(candidate).is_file() and _is_pinned_coredns(candidate):
             return candidate

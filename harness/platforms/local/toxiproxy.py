@@ -71,7 +71,9 @@ def _is_toxiproxy(path: str) -> bool:
     return done.returncode == 0 and done.stdout.startswith("toxiproxy-server version")
 
 
-def _go_bin_dirs() -> list[Path]:
+def go_bin_dirs() -> list[Path]:
+    """Where `go install` puts binaries ($GOBIN, each GOPATH's bin, ~/go/bin), for the tools
+    .ci/run installs that way (toxiproxy here, CoreDNS for the local cluster)."""
     dirs: list[Path] = []
     if gobin := os.environ.get("GOBIN"):
         dirs.append(Path(gobin))
@@ -104,7 +106,7 @@ def find_toxiproxy() -> str:
     on_path = shutil.which("toxiproxy-server")
     if on_path is not None and _is_toxiproxy(on_path):
         return on_path
-    for directory in _go_bin_dirs():
+    for directory in go_bin_dirs():
         candidate = directory / "server"
         if candidate.is_file() and _is_toxiproxy(str(candidate)):
             return str(candidate)
