@@ -25,7 +25,7 @@ from pathlib import Path
 import kubernetes.client
 
 from harness.cluster import local
-from harness.controlplane.process import free_port
+from harness.ports import free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from test_cluster_local import IMAGE, build_tiny_image

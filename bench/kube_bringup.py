@@ -31,12 +31,12 @@ from pathlib import Path
 from harness.cluster import local
 from harness.cluster.images import build_images
 from harness.cluster.istio_install import IstioImages, install_mesh
-from harness.controlplane.process import free_port
 from harness.platforms.kube.context import pin_context
 from harness.platforms.kube.options import KubeOptions
 from harness.platforms.kube.platform import KubePlatform
 from harness.platforms.local.deploy import LocalPlatform
 from harness.platforms.local.platform import Mesh
+from harness.ports import free_port
 from harness.scenario import load_scenario
 from harness.toolchain import installed
 

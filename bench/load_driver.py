@@ -38,16 +38,10 @@ from pathlib import Path
 
 from harness.load.driver import LATE_MS, LoadPlan, locust_command, locust_environment, read_samples
 from harness.platforms.local.platform import find_envoy
+from harness.ports import free_port
 
 HERE = Path(__file__).resolve().parent
 RAW_LOCUSTFILE = HERE / "raw_fasthttp_locustfile.py"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def envoy_bootstrap(port: int, admin_port: int) -> dict[str, object]:

