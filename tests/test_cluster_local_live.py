@@ -1,11 +1,12 @@
 """``--platform kube`` end to end on the cluster ``harness cluster up --local`` brings up here:
 a real single-node Kubernetes (kubelet, containerd, the toolchain's control plane), Istio from
-its Helm charts, and the retry scenario with its negative control run through ``harness run
---platform kube`` — the same two verdicts as on the local platform — then the cluster down.
+its Helm charts, and through ``harness run --platform kube``: the retry scenario with its
+negative control, the pause scenario with its negative control, and the kill scenario — the
+verdicts of the local platform — then the cluster down.
 
-One slow test (about 3 minutes on a loaded 2-core machine). The only one that uses the
-default ingress port 127.0.0.1:30080 (the other cluster tests take free ports), so xdist's
-workers never compete for it.
+One slow test (about 6 minutes on a loaded 2-core machine: one cluster for all five runs).
+The only one that uses the default ingress port 127.0.0.1:30080 (the other cluster tests
+take free ports), so xdist's workers never compete for it.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def run_on_kube(runner: CliRunner, name: str, kubeconfig: Path, reports: Path) -
     return journal
 
 
-def test_the_retry_pair_gives_the_local_verdicts_on_the_local_cluster(
+def test_the_retry_pause_and_kill_scenarios_give_the_local_verdicts_on_the_local_cluster(
     cluster_dir: Path, tmp_path: Path
 ) -> None:
     local = pytest.importorskip("harness.cluster.local")
@@ -101,7 +102,36 @@ def test_the_retry_pair_gives_the_local_verdicts_on_the_local_cluster(
         for journal in (passed, failed):
             assert phases.get(journal.kube.namespace, "Terminating") == "Terminating"
         assert phases["istio-system"] == "Active"
+
+        check_process_faults(runner, kubeconfig, tmp_path)
     finally:
         down = runner.invoke(app, ["cluster", "down", "--local"])
     assert down.exit_code == 0, down.output
     assert not local.status().exists
+
+
+def check_process_faults(runner: CliRunner, kubeconfig: Path, reports: Path) -> None:
+    """``pause`` and ``kill`` through the helper container that shares each targeted pod's
+    process namespace: the pause pair's verdicts, and a kill the kubelet recovers from."""
+    held = run_on_kube(runner, "pause-instance-timeouts.yaml", kubeconfig, reports)
+    hung = run_on_kube(runner, "pause-instance-timeouts-negative.yaml", kubeconfig, reports)
+    for journal in (held, hung):
+        (fault,) = journal.faults
+        # Read back in the pod: inventory-0's app was in state T, and runs again after.
+        assert fault.took_effect and fault.evidence.get("stopped") == 1, fault
+        assert fault.detail["state_after_inject"] == {"inventory-0": "T"}
+        assert fault.revert_verified, fault
+    assert held.verdict == "PASS", [(s.slo, s.phase, s.verdict) for s in held.slos]
+    # catalog's per-try timeouts cut the hung calls short, and retries went elsewhere.
+    (fault,) = held.faults
+    assert fault.evidence.get("callers_upstream_rq_per_try_timeout", 0) > 0, fault
+    assert hung.verdict == "FAIL"
+    assert ("p99-latency", "fault") in {(s.slo, s.phase) for s in hung.slos if s.verdict == "FAIL"}
+
+    killed = run_on_kube(runner, "kill-instance-restart.yaml", kubeconfig, reports)
+    assert killed.verdict == "PASS", [(s.slo, s.phase, s.verdict) for s in killed.slos]
+    (fault,) = killed.faults
+    # catalog-0's app was gone, and the kubelet's new container served again by the revert.
+    assert fault.took_effect and fault.evidence.get("killed") == 1, fault
+    assert fault.evidence.get("restarted") == 1 and "catalog-0" in fault.detail["restarts"]
+    assert fault.revert_verified, fault

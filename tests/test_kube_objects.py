@@ -115,7 +115,7 @@ def test_without_an_istiod_address_no_host_alias_is_written() -> None:
     ("name", "why"),
     [
         ("latency-toxic-timeouts.yaml", "kind 'toxic'"),
-        ("kill-instance-restart.yaml", "kind 'kill'"),
+        ("partition-outlier-ejection.yaml", "kind 'partition'"),
         ("control-plane-outage.yaml", "configPropagation"),
         ("authz-holds-under-chaos.yaml", "probes"),
     ],
@@ -127,12 +127,41 @@ def test_what_kube_cannot_run_yet_is_refused_before_anything_exists(name: str, w
         check_kube_support(scenario)
 
 
-def test_the_retry_pair_runs_on_kube() -> None:
+def test_the_retry_pair_and_the_process_faults_run_on_kube() -> None:
     for name in (
         "retries-mask-transient-errors.yaml",
         "retries-mask-transient-errors-negative.yaml",
+        "kill-instance-restart.yaml",
+        "pause-instance-timeouts.yaml",
+        "pause-instance-timeouts-negative.yaml",
     ):
         assert unsupported_on_kube(load_scenario(SCENARIOS / name)) == []
+
+
+def test_only_pods_a_process_fault_targets_get_the_helper_container() -> None:
+    sets = by_kind(objects_of("pause-instance-timeouts.yaml"), "StatefulSet")
+    inventory = sets["inventory"]["spec"]["template"]["spec"]
+    assert inventory["shareProcessNamespace"] is True
+    app, proxy, chaos = inventory["containers"]
+    assert (app["name"], proxy["name"], chaos["name"]) == ("app", "istio-proxy", "harness-chaos")
+    # The app image's Python, as root (signals to the sidecar's uid 1337), no added
+    # capabilities and no privilege.
+    assert chaos["image"] == IMAGES.app and chaos["imagePullPolicy"] == "Never"
+    assert chaos["securityContext"] == {"runAsUser": 0, "runAsGroup": 0}
+    for service in ("frontend", "catalog"):
+        spec = sets[service]["spec"]["template"]["spec"]
+        assert "shareProcessNamespace" not in spec
+        assert [c["name"] for c in spec["containers"]] == ["app", "istio-proxy"]
+
+
+def test_a_hung_app_is_not_taken_out_of_the_endpoints_by_the_kubelet() -> None:
+    """A startup probe gates readiness until the app serves; no readiness probe afterwards,
+    so a paused app stays an endpoint (as on the local platform) and only the mesh's
+    timeouts protect its callers."""
+    sets = by_kind(objects_of("pause-instance-timeouts.yaml"), "StatefulSet")
+    app = sets["inventory"]["spec"]["template"]["spec"]["containers"][0]
+    assert app["startupProbe"]["httpGet"] == {"path": "/healthz", "port": APP_PORT}
+    assert "readinessProbe" not in app and "livenessProbe" not in app
 
 
 def test_without_a_kubeconfig_a_run_finds_the_cluster_harness_made(

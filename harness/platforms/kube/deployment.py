@@ -46,7 +46,8 @@ from harness.platforms.kube.objects import (
     MeshEndpoints,
     run_objects,
 )
-from harness.platforms.kube.options import check_kube_support
+from harness.platforms.kube.options import check_kube_support, process_fault_services
+from harness.platforms.kube.processes import CHAOS_CONTAINER, ProcessTable
 from harness.scenario.models import Scenario
 
 __all__ = ["KubeDeployment", "KubeTarget", "deployed"]
@@ -117,6 +118,10 @@ class KubeDeployment:
         self._core: Any = None
         self._admins: dict[tuple[str, float], PortForwardAdmin] = {}
         self._collected = False
+        self._processes: ProcessTable | None = None
+        self._disrupted: dict[tuple[str, ProcessKind], int] = {}  # → handle of the process
+        self._last_counters: dict[str, dict[str, int]] = {}
+        self._carried: dict[str, dict[str, int]] = {}
 
     # ------------------------------------------------------------------ plan and start
 
@@ -274,7 +279,33 @@ class KubeDeployment:
         return admin
 
     def mesh_counters(self) -> dict[str, dict[str, int]]:
-        return {name: self.admin(name).counters(SCRAPE_PATTERN) for name in self.proxy_names()}
+        """Every proxy's counters. A sidecar that a fault killed or paused keeps its last
+        reading; a restarted one continues from the counters of the one that was killed."""
+        snapshot: dict[str, dict[str, int]] = {}
+        for name in self.proxy_names():
+            if (name, "sidecar") in self._disrupted:
+                snapshot[name] = dict(self._last_counters.get(name, {}))
+            else:
+                snapshot[name] = self._read_counters(name)
+        return snapshot
+
+    def _read_counters(self, proxy: str) -> dict[str, int]:
+        values = self.admin(proxy).counters(SCRAPE_PATTERN)
+        for key, value in self._carried.get(proxy, {}).items():
+            values[key] = values.get(key, 0) + value
+        self._last_counters[proxy] = values
+        return values
+
+    def _carry_counters(self, proxy: str) -> None:
+        """Before a sidecar dies: its counters now, carried over to the Envoy the kubelet
+        starts in its place."""
+        with contextlib.suppress(PlatformError):
+            now = self.admin(proxy).counters(SCRAPE_PATTERN)
+            carried = dict(self._carried.get(proxy, {}))
+            for key, value in now.items():
+                carried[key] = carried.get(key, 0) + value
+            self._carried[proxy] = carried
+            self._last_counters[proxy] = dict(carried)
 
     def control_plane(self) -> None:
         return None
@@ -308,19 +339,69 @@ class KubeDeployment:
         proc = self._host.procs.get(pid)
         return proc is not None and proc.poll() is None
 
-    # ------------------------------------------------------------------ refused until built
+    # ------------------------------------------------------------------ process faults
 
-    def _no_process_faults(self, *_: object) -> int:
-        raise PlatformError("process faults are not supported on --platform kube yet")
+    @property
+    def processes(self) -> ProcessTable:
+        if self._processes is None:
+            self._processes = ProcessTable(self.core, self.namespace)
+        return self._processes
+
+    def _check_process_target(self, instance: str) -> None:
+        service = next((i.service for i in self.instances if i.name == instance), None)
+        if service not in process_fault_services(self.scenario):
+            raise PlatformError(
+                f"{instance}: no process fault targets service {service!r}, so its pod has "
+                f"no {CHAOS_CONTAINER} container"
+            )
 
     def process_pid(self, instance: str, process: ProcessKind) -> int:
-        return self._no_process_faults(instance, process)
+        """A handle (see :mod:`.processes`) on the current main process of the instance's
+        app or sidecar container."""
+        self._check_process_target(instance)
+        return self.processes.current(instance, process)
 
     def process_state(self, pid: int) -> str | None:
-        self._no_process_faults(pid)
-        return None
+        return self.processes.state(pid)
 
-    kill_process = restart_process = pause_process = resume_process = process_pid
+    def kill_process(self, instance: str, process: ProcessKind) -> int:
+        """SIGKILL every process of the instance's app or sidecar container; the kubelet
+        starts the container again by itself."""
+        self._check_process_target(instance)
+        if process == "sidecar":
+            self._carry_counters(instance)
+        handle = self.processes.signal(instance, process, "SIGKILL")
+        self._disrupted[(instance, process)] = handle
+        return handle
+
+    def restart_process(self, instance: str, process: ProcessKind) -> int:
+        """Wait until the kubelet's new container is Ready (it restarts a killed container
+        itself: the harness cannot start it earlier or hold it down longer)."""
+        handle = self._disrupted.get((instance, process))
+        if handle is None:
+            raise PlatformError(f"{instance} {process} was not killed by this run")
+        new = self.processes.await_restarted(handle, READY_TIMEOUT_S)
+        del self._disrupted[(instance, process)]
+        return new
+
+    def pause_process(self, instance: str, process: ProcessKind) -> int:
+        """SIGSTOP every process of the instance's app or sidecar container (a hang)."""
+        self._check_process_target(instance)
+        if process == "sidecar":
+            with contextlib.suppress(PlatformError):
+                self._read_counters(instance)  # its last reading stands in while it hangs
+        handle = self.processes.signal(instance, process, "SIGSTOP")
+        self._disrupted[(instance, process)] = handle
+        return handle
+
+    def resume_process(self, instance: str, process: ProcessKind) -> int:
+        """SIGCONT the processes a pause stopped."""
+        handle = self._disrupted.get((instance, process))
+        if handle is None:
+            raise PlatformError(f"{instance} {process} was not paused by this run")
+        self.processes.resume(handle)
+        del self._disrupted[(instance, process)]
+        return handle
 
     def send_probes(self, requests: Sequence[ProbeRequest]) -> list[ProbeReply]:
         raise PlatformError("scenario probes are not supported on --platform kube yet")

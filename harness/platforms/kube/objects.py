@@ -31,6 +31,8 @@ from harness.kube.render import (
     JsonValue,
     Manifest,
 )
+from harness.platforms.kube.options import process_fault_services
+from harness.platforms.kube.processes import chaos_container
 from harness.platforms.local.istio.objects import fault_envoy_filter, observe_envoy_filter
 from harness.platforms.local.istio.workloads import GATEWAY_ACCOUNT, Workload
 from harness.scenario.models import Scenario
@@ -178,7 +180,14 @@ def _app_container(
         "imagePullPolicy": images.pull_policy,
         "args": args,
         "env": [_field_env("POD_NAME", "metadata.name")],
-        "readinessProbe": {"httpGet": {"path": "/healthz", "port": APP_PORT}, "periodSeconds": 1},
+        # A startup probe, not a readiness probe: the pod is not Ready before the app serves,
+        # but a hung app (a pause fault) stays in the endpoints as on the local platform,
+        # where only the mesh's timeouts and outlier detection protect callers from it.
+        "startupProbe": {
+            "httpGet": {"path": "/healthz", "port": APP_PORT},
+            "periodSeconds": 1,
+            "failureThreshold": 300,
+        },
     }
 
 
@@ -208,6 +217,12 @@ def _statefulsets(
                 ],
                 "volumes": proxy_volumes(),
             }
+            if service in process_fault_services(scenario):
+                # kill / pause faults signal the app or sidecar from a helper container
+                containers = pod_spec["containers"]
+                assert isinstance(containers, list)
+                containers.append(chaos_container(images.app, images.pull_policy))
+                pod_spec["shareProcessNamespace"] = True
             if endpoints.istiod_ip:
                 pod_spec["hostAliases"] = [
                     {"ip": endpoints.istiod_ip, "hostnames": [endpoints.istiod_host]}

@@ -8,9 +8,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import PlatformError
-from harness.scenario.models import HttpFault, Scenario
+from harness.scenario.models import HttpFault, KillFault, PauseFault, Scenario
 
-__all__ = ["DEFAULT_INGRESS_URL", "KubeOptions", "check_kube_support", "unsupported_on_kube"]
+__all__ = [
+    "DEFAULT_INGRESS_URL",
+    "KUBE_FAULTS",
+    "KubeOptions",
+    "check_kube_support",
+    "process_fault_services",
+    "unsupported_on_kube",
+]
+
+# The fault kinds --platform kube injects (docs/faults.md, "On Kubernetes").
+KUBE_FAULTS = (HttpFault, KillFault, PauseFault)
 
 # kind-config.yaml maps the gateway's NodePort 30080 to this address; `cluster up --local`
 # forwards the same port on loopback into its network namespace.
@@ -30,10 +40,10 @@ class KubeOptions:
 def unsupported_on_kube(scenario: Scenario) -> list[str]:
     """What ``--platform kube`` cannot run yet, each with why (empty: it can)."""
     problems = [
-        f"faults[{i}] {fault.name or fault.kind}: kind {fault.kind!r} (on kube only 'http' "
-        "faults are injected so far)"
+        f"faults[{i}] {fault.name or fault.kind}: kind {fault.kind!r} (on kube only 'http', "
+        "'kill' and 'pause' faults are injected so far)"
         for i, fault in enumerate(scenario.faults)
-        if not isinstance(fault, HttpFault)
+        if not isinstance(fault, KUBE_FAULTS)
     ]
     if scenario.probes:
         problems.append("probes: scenario probes are not sent on kube yet")
@@ -43,6 +53,16 @@ def unsupported_on_kube(scenario: Scenario) -> list[str]:
         if path[0] != "faults"  # each fault is named above
     ]
     return problems
+
+
+def process_fault_services(scenario: Scenario) -> frozenset[str]:
+    """The services a ``kill`` or ``pause`` fault targets: their pods get the process
+    helper container (:mod:`harness.platforms.kube.processes`)."""
+    return frozenset(
+        fault.target.service
+        for fault in scenario.faults
+        if isinstance(fault, (KillFault, PauseFault))
+    )
 
 
 def check_kube_support(scenario: Scenario) -> None:
