@@ -4,6 +4,11 @@
 # harness/cluster/images.py.
 FROM python:3.11-slim
 
+# nft for partition faults: the pods' helper container runs it in the pod's network
+# namespace (harness/platforms/kube/processes.py).
+RUN apt-get update && apt-get install -y --no-install-recommends nftables \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY harness ./harness

@@ -87,6 +87,9 @@ class FakeDeployment:
     def instances_of(self, service: str) -> tuple[InstanceInfo, ...]:
         return tuple(inst for inst in self.instances if inst.service == service)
 
+    def packet_filters(self, instances: Sequence[InstanceInfo]) -> dict[str, PacketFilter]:
+        return {"run": self.packet_filter} if self.packet_filter is not None else {}
+
     def proxy_names(self) -> tuple[str, ...]:
         return ()  # no proxy: the sampler has nothing to scrape
 

@@ -10,6 +10,7 @@ One deployment for the module (the shop app, one instance per service).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,7 +77,7 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDeployment]:
-    run_dir = tmp_path_factory.mktemp("authz") / "authz-envoy-test-run"
+    run_dir = tmp_path_factory.mktemp("authz") / f"authz-envoy-test-run-{os.getpid()}"
     with deployed(SCENARIO, run_dir) as deployment:
         yield deployment
 

@@ -1,10 +1,10 @@
 """``--platform kube`` end to end on the cluster ``harness cluster up --local`` brings up here:
 a real single-node Kubernetes (kubelet, containerd, the toolchain's control plane), Istio from
-its Helm charts, and through ``harness run --platform kube``: the retry scenario with its
-negative control, the pause scenario with its negative control, and the kill scenario — the
-verdicts of the local platform — then the cluster down.
+its Helm charts, and through ``harness run --platform kube``: the retry, pause and partition
+scenarios with their negative controls, and the kill scenario — the verdicts of the local
+platform — then the cluster down.
 
-One slow test (about 6 minutes on a loaded 2-core machine: one cluster for all five runs).
+One slow test (about 8 minutes on a loaded 2-core machine: one cluster for all seven runs).
 The only one that uses the default ingress port 127.0.0.1:30080 (the other cluster tests
 take free ports), so xdist's workers never compete for it.
 """
@@ -104,6 +104,7 @@ def test_the_retry_pause_and_kill_scenarios_give_the_local_verdicts_on_the_local
         assert phases["istio-system"] == "Active"
 
         check_process_faults(runner, kubeconfig, tmp_path)
+        check_partitions(runner, kubeconfig, tmp_path)
     finally:
         down = runner.invoke(app, ["cluster", "down", "--local"])
     assert down.exit_code == 0, down.output
@@ -135,3 +136,21 @@ def check_process_faults(runner: CliRunner, kubeconfig: Path, reports: Path) -> 
     assert fault.took_effect and fault.evidence.get("killed") == 1, fault
     assert fault.evidence.get("restarted") == 1 and "catalog-0" in fault.detail["restarts"]
     assert fault.revert_verified, fault
+
+
+def check_partitions(runner: CliRunner, kubeconfig: Path, reports: Path) -> None:
+    """A drop partition frontend → catalog-0 as nft rules in both pods' own network
+    namespaces: the rules counted the packets they dropped, and outlier ejection plus retries
+    hold the error SLO only where the scenario has them."""
+    held = run_on_kube(runner, "partition-outlier-ejection.yaml", kubeconfig, reports)
+    cut = run_on_kube(runner, "partition-outlier-ejection-negative.yaml", kubeconfig, reports)
+    for journal in (held, cut):
+        (fault,) = journal.faults
+        assert fault.detail["namespaces"] == ["pod catalog-0", "pod frontend-0"], fault.detail
+        assert fault.took_effect and fault.evidence.get("packets_forward", 0) > 0, fault
+        assert fault.revert_verified, fault
+    assert held.verdict == "PASS", [(s.slo, s.phase, s.verdict) for s in held.slos]
+    assert cut.verdict == "FAIL"
+    assert ("e2e-error-rate", "fault") in {
+        (s.slo, s.phase) for s in cut.slos if s.verdict == "FAIL"
+    }

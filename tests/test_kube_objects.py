@@ -115,7 +115,7 @@ def test_without_an_istiod_address_no_host_alias_is_written() -> None:
     ("name", "why"),
     [
         ("latency-toxic-timeouts.yaml", "kind 'toxic'"),
-        ("partition-outlier-ejection.yaml", "kind 'partition'"),
+        ("canary-bad-version-is-stopped.yaml", "kind 'trafficShift'"),
         ("control-plane-outage.yaml", "configPropagation"),
         ("authz-holds-under-chaos.yaml", "probes"),
     ],
@@ -134,6 +134,8 @@ def test_the_retry_pair_and_the_process_faults_run_on_kube() -> None:
         "kill-instance-restart.yaml",
         "pause-instance-timeouts.yaml",
         "pause-instance-timeouts-negative.yaml",
+        "partition-outlier-ejection.yaml",
+        "partition-outlier-ejection-negative.yaml",
     ):
         assert unsupported_on_kube(load_scenario(SCENARIOS / name)) == []
 
@@ -152,6 +154,21 @@ def test_only_pods_a_process_fault_targets_get_the_helper_container() -> None:
         spec = sets[service]["spec"]["template"]["spec"]
         assert "shareProcessNamespace" not in spec
         assert [c["name"] for c in spec["containers"]] == ["app", "istio-proxy"]
+
+
+def test_both_sides_of_a_partition_get_a_helper_with_net_admin_and_nothing_more() -> None:
+    sets = by_kind(objects_of("partition-outlier-ejection.yaml"), "StatefulSet")
+    for service in ("frontend", "catalog"):
+        spec = sets[service]["spec"]["template"]["spec"]
+        chaos = spec["containers"][2]
+        assert chaos["name"] == "harness-chaos"
+        assert chaos["securityContext"]["capabilities"] == {"add": ["NET_ADMIN"]}
+        assert "privileged" not in chaos["securityContext"]
+        assert "shareProcessNamespace" not in spec  # no process fault here
+        # Only the helper: the app and the sidecar keep their defaults.
+        assert all("securityContext" not in c for c in spec["containers"][:2])
+    inventory = sets["inventory"]["spec"]["template"]["spec"]
+    assert [c["name"] for c in inventory["containers"]] == ["app", "istio-proxy"]
 
 
 def test_a_hung_app_is_not_taken_out_of_the_endpoints_by_the_kubelet() -> None:

@@ -42,7 +42,7 @@ SCENARIO = {
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDeployment]:
     with deployed(
-        SCENARIO, tmp_path_factory.mktemp("platform") / "platform-test-run"
+        SCENARIO, tmp_path_factory.mktemp("platform") / f"platform-test-run-{os.getpid()}"
     ) as deployment:
         yield deployment
 

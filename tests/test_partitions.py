@@ -6,6 +6,7 @@ is balanced round robin, so each request shows what a cut does to a connection a
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -51,7 +52,7 @@ CATALOG = "cluster.outbound|8080||catalog."
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDeployment]:
     with deployed(
-        SCENARIO, tmp_path_factory.mktemp("partitions") / "partition-test-run"
+        SCENARIO, tmp_path_factory.mktemp("partitions") / f"partition-test-run-{os.getpid()}"
     ) as deployment:
         yield deployment
 
@@ -238,7 +239,7 @@ def test_oneway_cuts_only_from_to_packets(
         reverse = udp_delivered(deployment, catalog0, frontend)
         untouched = udp_delivered(deployment, frontend, catalog1)
         evidence = injector.evidence()
-        comments = [comment for comment, _ in injector.installed()]
+        comments = [comment for comment, _ in injector.installed("run")]
     finally:
         assert injector.revert()
     assert not forward
@@ -267,7 +268,7 @@ def test_partitions_share_one_table_removed_with_the_last(deployment: LocalDeplo
         assert second.chain in rules
         first.inject()  # injecting again after a revert works, and inject is idempotent
         first.inject()
-        assert [c for c, _ in first.installed()] == ["forward", "reverse"]
+        assert [c for c, _ in first.installed("run")] == ["forward", "reverse"]
     finally:
         assert first.revert()
         assert second.revert()

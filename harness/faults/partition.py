@@ -49,7 +49,7 @@ import hashlib
 import json
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from harness.errors import FaultError, HarnessError
@@ -134,13 +134,15 @@ def _describe(instances: tuple[InstanceInfo, ...]) -> str:
 
 
 class PartitionInjector:
-    """Cut ``sources`` off from ``destinations`` with one nft chain in the run's namespace."""
+    """Cut ``sources`` off from ``destinations`` with one nft chain in each network namespace
+    of ``packet_filters`` (the run's one namespace locally; each pod's own on kube, where
+    the same chain in every involved pod matches the packets that pod receives)."""
 
     def __init__(
         self,
         fault: PartitionFault,
         name: str,
-        packet_filter: PacketFilter,
+        packet_filters: Mapping[str, PacketFilter],
         nft: str,
         sources: tuple[InstanceInfo, ...],
         destinations: tuple[InstanceInfo, ...],
@@ -149,7 +151,7 @@ class PartitionInjector:
         detours_back: Sequence[EdgeProxy] = (),
     ) -> None:
         self.fault = fault
-        self.packet_filter = packet_filter
+        self.packet_filters = dict(packet_filters)
         # Toxic proxies on the cut's edges: the sources reach a destination through
         # ``detours`` (and the destinations a source through ``detours_back``), so the rules
         # match the traffic to and from their listen addresses too.
@@ -178,6 +180,7 @@ class PartitionInjector:
                 "from": {inst.name: inst.ip for inst in sources},
                 "to": {inst.name: inst.ip for inst in destinations},
                 "table": TABLE,
+                "namespaces": sorted(self.packet_filters),
                 "chain": self.chain,
                 "hook": "input",
                 "rules": list(self.rules),
@@ -211,33 +214,34 @@ class PartitionInjector:
                     rules.append(f'{match} meta l4proto udp counter reject comment "{label}"')
         return rules
 
-    def _nft(self, *args: str, script: str | None = None) -> tuple[int, str, str]:
+    def _nft(self, where: str, *args: str, script: str | None = None) -> tuple[int, str, str]:
         argv = [self.nft, *args] if script is None else [self.nft, "-f", "-"]
         try:
-            return self.packet_filter.run(argv, timeout=NFT_TIMEOUT_S, input_text=script)
+            return self.packet_filters[where].run(argv, timeout=NFT_TIMEOUT_S, input_text=script)
         except HarnessError as exc:
-            raise FaultError(f"fault {self.record.name}: nft failed: {exc}") from exc
+            raise FaultError(f"fault {self.record.name}: nft in {where} failed: {exc}") from exc
 
-    def _apply(self, script: str) -> None:
-        code, _, err = self._nft(script=script)
+    def _apply(self, where: str, script: str) -> None:
+        code, _, err = self._nft(where, script=script)
         if code != 0:
             raise FaultError(
-                f"fault {self.record.name}: nft refused the change (exit {code}): "
+                f"fault {self.record.name}: nft in {where} refused the change (exit {code}): "
                 f"{err.strip()}\nscript:\n{script}"
             )
 
-    def ruleset(self) -> list[dict[str, Any]]:
-        """The namespace's whole ruleset as nft's JSON objects (``nft -j list ruleset``)."""
-        code, out, err = self._nft("-j", "list", "ruleset")
+    def ruleset(self, where: str) -> list[dict[str, Any]]:
+        """A namespace's whole ruleset as nft's JSON objects (``nft -j list ruleset``)."""
+        code, out, err = self._nft(where, "-j", "list", "ruleset")
         if code != 0:
-            raise FaultError(f"fault {self.record.name}: nft list ruleset: {err.strip()}")
+            raise FaultError(f"fault {self.record.name}: nft list ruleset in {where}: {err}")
         objects: list[dict[str, Any]] = json.loads(out).get("nftables", [])
         return objects
 
-    def installed(self) -> list[tuple[str, int]]:
-        """The chain's rules as (comment, packets matched); empty when the chain is absent."""
+    def installed(self, where: str) -> list[tuple[str, int]]:
+        """The chain's rules in one namespace as (comment, packets matched); empty when the
+        chain is absent there."""
         rules = []
-        for item in self.ruleset():
+        for item in self.ruleset(where):
             rule = item.get("rule")
             if not rule or rule.get("table") != TABLE_NAME or rule.get("chain") != self.chain:
                 continue
@@ -270,23 +274,33 @@ class PartitionInjector:
                 "",
             ]
         )
-        self._apply(script)
-        found = [comment for comment, _ in self.installed()]
         expected = [rule.rsplit('comment "', 1)[1].rstrip('"') for rule in self.rules]
-        if found != expected:
-            raise FaultError(
-                f"fault {self.record.name}: read back {len(found)} rule(s) {found} in chain "
-                f"{self.chain}, expected {expected}"
-            )
+        for where in self.packet_filters:
+            self._apply(where, script)
+            found = [comment for comment, _ in self.installed(where)]
+            if found != expected:
+                raise FaultError(
+                    f"fault {self.record.name}: read back {len(found)} rule(s) {found} in "
+                    f"chain {self.chain} in {where}, expected {expected}"
+                )
 
     def revert(self) -> bool:
+        """Delete the chain everywhere (the table too where it is left empty); True when
+        every namespace reads back without it."""
+        verified = True
+        for where in self.packet_filters:
+            verified = self._revert_in(where) and verified
+        return verified
+
+    def _revert_in(self, where: str) -> bool:
         try:
-            ruleset = self.ruleset()
+            ruleset = self.ruleset(where)
             if self._chain_present(ruleset):
                 self._apply(
-                    f"flush chain {TABLE} {self.chain}\ndelete chain {TABLE} {self.chain}\n"
+                    where,
+                    f"flush chain {TABLE} {self.chain}\ndelete chain {TABLE} {self.chain}\n",
                 )
-                ruleset = self.ruleset()
+                ruleset = self.ruleset(where)
             chains_left = [
                 item for item in ruleset if (item.get("chain") or {}).get("table") == TABLE_NAME
             ]
@@ -294,17 +308,17 @@ class PartitionInjector:
                 (item.get("table") or {}).get("name") == TABLE_NAME for item in ruleset
             )
             if table_left and not chains_left:
-                self._apply(f"delete table {TABLE}\n")
-                ruleset = self.ruleset()
+                self._apply(where, f"delete table {TABLE}\n")
+                ruleset = self.ruleset(where)
         except HarnessError:
-            return False  # the sandbox is gone (its rules with it), but nothing can prove it
+            return False  # the namespace is gone (its rules with it), but nothing proves it
         return not self._chain_present(ruleset)
 
     # ------------------------------------------------------------------ effect
 
     def evidence(self) -> dict[str, int]:
         try:
-            rules = self.installed()
+            rules = [rule for where in self.packet_filters for rule in self.installed(where)]
         except HarnessError:
             return {}
         evidence = {"packets_forward": sum(p for c, p in rules if c == "forward")}
@@ -329,12 +343,12 @@ class PartitionInjector:
 
 def from_scenario(fault: PartitionFault, name: str, deployment: Deployment) -> Injector:
     """nft rules where the platform filters packets; else a toxic on the edge, said aloud."""
-    packet_filter = deployment.packet_filter
-    emulated = toxic_edge_of(fault, packet_filter=packet_filter is not None) is not None
-    if emulated or packet_filter is None:
-        return _toxiproxy_fallback(fault, name, deployment)
     sources = select_instances(deployment, fault.from_, name)
     destinations = select_instances(deployment, fault.to, name)
+    packet_filters = deployment.packet_filters((*sources, *destinations))
+    emulated = toxic_edge_of(fault, packet_filter=bool(packet_filters)) is not None
+    if emulated or not packet_filters:
+        return _toxiproxy_fallback(fault, name, deployment)
     both = sorted({i.name for i in sources} & {i.name for i in destinations})
     if both:
         raise FaultError(
@@ -347,8 +361,9 @@ def from_scenario(fault: PartitionFault, name: str, deployment: Deployment) -> I
     return PartitionInjector(
         fault,
         name,
-        packet_filter,
-        find_nft(),
+        packet_filters,
+        # This host's nft runs in the run's own namespace; a pod's filter runs its image's.
+        find_nft() if deployment.packet_filter is not None else "nft",
         sources,
         destinations,
         callers,

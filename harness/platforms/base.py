@@ -7,7 +7,8 @@ named surfaces that a deployment offers or leaves ``None``:
 
 * :class:`ToxicEdges` — toxiproxy in front of the edges that need it (:func:`toxic_edges`
   decides which), for ``kind: toxic`` faults and host-mode partitions;
-* :class:`PacketFilter` — run ``nft`` in the run's own network namespace, for partitions;
+* :class:`PacketFilter` — run ``nft`` in the run's own network namespace (or a pod's), for
+  partitions;
 * :class:`ControlPlaneFaults` — a real control plane's processes and sync state, for
   ``controlPlane`` faults and ``configPropagation`` SLOs (``--mesh istio``).
 
@@ -125,7 +126,8 @@ class ToxicEdges(Protocol):
 
 
 class PacketFilter(Protocol):
-    """Commands (``nft``) run inside the network namespace that the run's traffic crosses."""
+    """Commands (``nft``) run inside a network namespace that the run's traffic crosses:
+    the run's own (local), or a pod's (kube: ``argv[0]`` is then the image's ``nft``)."""
 
     def run(
         self, argv: list[str], *, timeout: float = 30.0, input_text: str | None = None
@@ -239,6 +241,12 @@ class Deployment(Protocol):
         ...
 
     def instances_of(self, service: str) -> tuple[InstanceInfo, ...]: ...
+
+    def packet_filters(self, instances: Sequence[InstanceInfo]) -> dict[str, PacketFilter]:
+        """Where nft filters the traffic to and from ``instances``: the run's one network
+        namespace (``{"run": ...}``), or each instance's own (its pod, on kube); empty where
+        the platform filters no packets (partitions are then emulated with toxiproxy)."""
+        ...
 
     def proxy_names(self) -> tuple[str, ...]:
         """Every Envoy of the mesh: ``"ingress"`` and one sidecar per instance."""

@@ -3,9 +3,10 @@
 :class:`KubeDeployment` (a :class:`~harness.platforms.base.Deployment`) applies the run's
 objects (:func:`.objects.run_objects`) into a namespace of its own, waits until every pod is
 Ready (each sidecar's readiness means istiod programmed it) and a request crosses the mesh
-through the ingress gateway, and then serves the runner: Envoy admin APIs through the API
-server's pod proxy (:mod:`.admin`), Locust on this machine against the gateway's address on
-loopback, and each proxy's access log read back from its pod's log.
+through the ingress gateway, and then serves the runner: Envoy admin APIs through a
+port-forward per proxy (:mod:`.admin`), Locust on this machine against the gateway's address
+on loopback, each proxy's access log read back from its pod's log, and ``kill`` / ``pause`` /
+``partition`` faults through the helper container of the pods they target (:mod:`.processes`).
 
 What the platform does not inject yet is refused before anything is applied
 (:func:`unsupported_on_kube`), with exit 2.
@@ -46,8 +47,12 @@ from harness.platforms.kube.objects import (
     MeshEndpoints,
     run_objects,
 )
-from harness.platforms.kube.options import check_kube_support, process_fault_services
-from harness.platforms.kube.processes import CHAOS_CONTAINER, ProcessTable
+from harness.platforms.kube.options import (
+    check_kube_support,
+    partition_services,
+    process_fault_services,
+)
+from harness.platforms.kube.processes import CHAOS_CONTAINER, PodPacketFilter, ProcessTable
 from harness.scenario.models import Scenario
 
 __all__ = ["KubeDeployment", "KubeTarget", "deployed"]
@@ -354,6 +359,20 @@ class KubeDeployment:
                 f"{instance}: no process fault targets service {service!r}, so its pod has "
                 f"no {CHAOS_CONTAINER} container"
             )
+
+    def packet_filters(self, instances: Sequence[InstanceInfo]) -> dict[str, PacketFilter]:
+        """Each instance's own pod: nft in its network namespace, from its helper container
+        (a pod's chain matches the packets that pod receives)."""
+        allowed = partition_services(self.scenario)
+        filters: dict[str, PacketFilter] = {}
+        for inst in instances:
+            if inst.service not in allowed:
+                raise PlatformError(
+                    f"{inst.name}: no partition names service {inst.service!r}, so its pod "
+                    f"has no {CHAOS_CONTAINER} container with NET_ADMIN"
+                )
+            filters[f"pod {inst.name}"] = PodPacketFilter(self.core, self.namespace, inst.name)
+        return filters
 
     def process_pid(self, instance: str, process: ProcessKind) -> int:
         """A handle (see :mod:`.processes`) on the current main process of the instance's

@@ -31,7 +31,7 @@ from harness.kube.render import (
     JsonValue,
     Manifest,
 )
-from harness.platforms.kube.options import process_fault_services
+from harness.platforms.kube.options import partition_services, process_fault_services
 from harness.platforms.kube.processes import chaos_container
 from harness.platforms.local.istio.objects import fault_envoy_filter, observe_envoy_filter
 from harness.platforms.local.istio.workloads import GATEWAY_ACCOUNT, Workload
@@ -217,12 +217,16 @@ def _statefulsets(
                 ],
                 "volumes": proxy_volumes(),
             }
-            if service in process_fault_services(scenario):
-                # kill / pause faults signal the app or sidecar from a helper container
+            signals = service in process_fault_services(scenario)
+            net_admin = service in partition_services(scenario)
+            if signals or net_admin:
+                # kill / pause / partition faults act from a helper container
                 containers = pod_spec["containers"]
                 assert isinstance(containers, list)
-                containers.append(chaos_container(images.app, images.pull_policy))
-                pod_spec["shareProcessNamespace"] = True
+                helper = chaos_container(images.app, images.pull_policy, net_admin=net_admin)
+                containers.append(helper)
+                if signals:
+                    pod_spec["shareProcessNamespace"] = True
             if endpoints.istiod_ip:
                 pod_spec["hostAliases"] = [
                     {"ip": endpoints.istiod_ip, "hostnames": [endpoints.istiod_host]}

@@ -8,19 +8,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import PlatformError
-from harness.scenario.models import HttpFault, KillFault, PauseFault, Scenario
+from harness.scenario.models import HttpFault, KillFault, PartitionFault, PauseFault, Scenario
 
 __all__ = [
     "DEFAULT_INGRESS_URL",
     "KUBE_FAULTS",
     "KubeOptions",
     "check_kube_support",
+    "partition_services",
     "process_fault_services",
     "unsupported_on_kube",
 ]
 
 # The fault kinds --platform kube injects (docs/faults.md, "On Kubernetes").
-KUBE_FAULTS = (HttpFault, KillFault, PauseFault)
+KUBE_FAULTS = (HttpFault, KillFault, PauseFault, PartitionFault)
 
 # kind-config.yaml maps the gateway's NodePort 30080 to this address; `cluster up --local`
 # forwards the same port on loopback into its network namespace.
@@ -41,7 +42,7 @@ def unsupported_on_kube(scenario: Scenario) -> list[str]:
     """What ``--platform kube`` cannot run yet, each with why (empty: it can)."""
     problems = [
         f"faults[{i}] {fault.name or fault.kind}: kind {fault.kind!r} (on kube only 'http', "
-        "'kill' and 'pause' faults are injected so far)"
+        "'kill', 'pause' and 'partition' faults are injected so far)"
         for i, fault in enumerate(scenario.faults)
         if not isinstance(fault, KUBE_FAULTS)
     ]
@@ -62,6 +63,17 @@ def process_fault_services(scenario: Scenario) -> frozenset[str]:
         fault.target.service
         for fault in scenario.faults
         if isinstance(fault, (KillFault, PauseFault))
+    )
+
+
+def partition_services(scenario: Scenario) -> frozenset[str]:
+    """The services on either side of a ``partition``: their pods' helper container gets
+    NET_ADMIN, for nft in the pod's own network namespace."""
+    return frozenset(
+        service
+        for fault in scenario.faults
+        if isinstance(fault, PartitionFault)
+        for service in (fault.from_.service, fault.to.service)
     )
 
 

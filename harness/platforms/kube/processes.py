@@ -1,11 +1,14 @@
-"""Process faults (``kill``, ``pause``) on Kubernetes: signals from a helper container that
-shares the pod's process namespace.
+"""Process and network faults on Kubernetes (``kill``, ``pause``, ``partition``): a helper
+container in each targeted pod, driven through the API server's ``exec``.
 
-A pod of a service that a ``kill`` or ``pause`` fault targets is created with
-``shareProcessNamespace: true`` and one more container, ``harness-chaos`` (the app's image,
-as root with only the default capabilities, idle in ``signal.pause()``). To act, the harness
-runs a short Python program in it through the API server's ``exec`` (a websocket to the
-kubelet: any cluster, no node access, no privileged pod):
+A pod of a service that such a fault targets is created with one more container,
+``harness-chaos`` (the app's image: its Python and ``nft``; root; idle in
+``signal.pause()``), and, for ``kill`` / ``pause``, ``shareProcessNamespace: true``; for
+``partition`` the helper alone gets ``NET_ADMIN`` (the pod's own network namespace, nothing
+of the node's). The harness runs short programs in it through ``exec`` (a websocket to the
+kubelet: any cluster, no node access, no privileged pod).
+
+Process faults (:class:`ProcessTable`):
 
 * the target container's processes are found by its container ID in ``/proc/<pid>/cgroup``
   (the ID comes from the pod's status; never by process name);
@@ -26,6 +29,7 @@ the injectors is a handle: :class:`ProcessTable` maps it to (pod, container ID, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -37,6 +41,7 @@ from harness.platforms.base import ProcessKind
 
 __all__ = [
     "CHAOS_CONTAINER",
+    "PodPacketFilter",
     "PodProcess",
     "ProcessTable",
     "chaos_container",
@@ -46,6 +51,7 @@ __all__ = [
 
 CHAOS_CONTAINER: Final = "harness-chaos"
 PYTHON: Final = "/usr/local/bin/python3"  # the app image's interpreter (cluster/images.py)
+NFT_PATH: Final = "/usr/sbin/nft"  # the app image's nft
 EXEC_TIMEOUT_S: Final = 30.0
 SIGNAL_WAIT_S: Final = 10.0
 
@@ -98,17 +104,101 @@ def signal_program() -> str:
     return PROGRAM
 
 
-def chaos_container(image: str, pull_policy: str) -> dict[str, Any]:
-    """The ``harness-chaos`` container: the app image's Python, root, idle until it is told
-    to act through ``exec`` (SIGTERM ends it with the pod)."""
+def chaos_container(image: str, pull_policy: str, *, net_admin: bool) -> dict[str, Any]:
+    """The ``harness-chaos`` container: the app image's Python and nft, root (``net_admin``:
+    with NET_ADMIN, for nft in the pod's network namespace), idle until it is told to act
+    through ``exec`` (SIGTERM ends it with the pod)."""
+    security: dict[str, Any] = {"runAsUser": 0, "runAsGroup": 0}
+    if net_admin:
+        security["capabilities"] = {"add": ["NET_ADMIN"]}
     return {
         "name": CHAOS_CONTAINER,
         "image": image,
         "imagePullPolicy": pull_policy,
         "command": [PYTHON, "-c", "import signal; signal.pause()"],
-        "securityContext": {"runAsUser": 0, "runAsGroup": 0},
+        "securityContext": security,
         "resources": {"requests": {"cpu": "1m", "memory": "8Mi"}},
     }
+
+
+def exec_in(
+    core: Any, namespace: str, pod: str, command: list[str], timeout: float = EXEC_TIMEOUT_S
+) -> tuple[int, str, str]:
+    """Run ``command`` in the pod's helper container: (exit code, stdout, stderr)."""
+    from kubernetes.stream import stream
+
+    client: Any = None
+    try:
+        client = stream(
+            core.connect_get_namespaced_pod_exec,
+            pod,
+            namespace,
+            container=CHAOS_CONTAINER,
+            command=command,
+            stderr=True,
+            stdin=False,
+            stdout=True,
+            tty=False,
+            _preload_content=False,
+        )
+        client.run_forever(timeout=timeout)
+        out, err = client.read_stdout(), client.read_stderr()
+        code = client.returncode
+    except Exception as exc:  # the client's ApiException, websocket and OS errors
+        raise PlatformError(
+            f"cannot exec in {namespace}/{pod} container {CHAOS_CONTAINER}: {exc}"
+        ) from exc
+    finally:
+        _close(client)
+    if code is None:
+        raise PlatformError(f"{namespace}/{pod}: {command[0]} did not finish within {timeout:g}s")
+    return int(code), str(out), str(err)
+
+
+def _close(client: Any) -> None:
+    """Close an exec stream and its socket: once the server has closed the websocket,
+    ``WSClient.close()`` leaves the TLS socket open (websocket-client only shuts down a
+    connection it still considers connected)."""
+    if client is None:
+        return
+    with contextlib.suppress(Exception):
+        client.close()
+    sock = getattr(client, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(Exception):
+            sock.shutdown()
+
+
+# ``program <nft> <script or ""> <arg>...``: nft with the script on its stdin (exec gives no
+# way to close stdin), its exit code and output as one JSON object.
+NFT_PROGRAM: Final = r"""
+import json, subprocess, sys
+nft, script, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+argv = [nft, "-f", "-"] if script else [nft, *args]
+done = subprocess.run(argv, input=script or None, capture_output=True, text=True, timeout=20)
+print(json.dumps([done.returncode, done.stdout, done.stderr]))
+"""
+
+
+class PodPacketFilter:
+    """A :class:`~harness.platforms.base.PacketFilter` in one pod's network namespace: nft
+    run by the pod's helper container (``argv[0]`` is replaced by the image's nft)."""
+
+    def __init__(self, core: Any, namespace: str, pod: str) -> None:
+        self.core, self.namespace, self.pod = core, namespace, pod
+
+    def run(
+        self, argv: list[str], *, timeout: float = 30.0, input_text: str | None = None
+    ) -> tuple[int, str, str]:
+        command = [PYTHON, "-c", NFT_PROGRAM, NFT_PATH, input_text or "", *argv[1:]]
+        code, out, err = exec_in(self.core, self.namespace, self.pod, command, timeout + 5.0)
+        if code != 0:
+            raise PlatformError(f"nft in {self.namespace}/{self.pod} failed ({code}): {err}")
+        try:
+            nft_code, nft_out, nft_err = json.loads(out)
+        except ValueError as exc:
+            raise PlatformError(f"nft in {self.pod}: unreadable answer {out[:200]!r}") from exc
+        return int(nft_code), str(nft_out), str(nft_err)
 
 
 def container_of(process: ProcessKind) -> str:
@@ -155,30 +245,8 @@ class ProcessTable:
         return any(e.name == container and e.ready for e in status.container_statuses or [])
 
     def _exec(self, pod: str, args: list[str]) -> dict[str, Any]:
-        from kubernetes.stream import stream
-
         command = [PYTHON, "-c", PROGRAM, *args]
-        try:
-            client = stream(
-                self.core.connect_get_namespaced_pod_exec,
-                pod,
-                self.namespace,
-                container=CHAOS_CONTAINER,
-                command=command,
-                stderr=True,
-                stdin=False,
-                stdout=True,
-                tty=False,
-                _preload_content=False,
-            )
-            client.run_forever(timeout=EXEC_TIMEOUT_S)
-            out, err = client.read_stdout(), client.read_stderr()
-            code = client.returncode
-            client.close()
-        except Exception as exc:  # the client's ApiException, websocket and OS errors
-            raise PlatformError(
-                f"cannot exec in {self.namespace}/{pod} container {CHAOS_CONTAINER}: {exc}"
-            ) from exc
+        code, out, err = exec_in(self.core, self.namespace, pod, command)
         if code != 0:
             raise PlatformError(
                 f"the process program in {self.namespace}/{pod} exited with {code}: {err.strip()}"

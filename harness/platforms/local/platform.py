@@ -568,6 +568,11 @@ class LocalDeployment:
 
     # ------------------------------------------------------------------ process faults
 
+    def packet_filters(self, instances: Sequence[InstanceInfo]) -> dict[str, PacketFilter]:
+        """The run's one network namespace filters every instance's traffic (none in host
+        mode)."""
+        return {"run": self.packet_filter} if self.packet_filter is not None else {}
+
     def instance(self, name: str) -> InstanceInfo:
         for inst in self.instances:
             if inst.name == name:
