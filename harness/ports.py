@@ -14,6 +14,7 @@ may sit in the block); the block only keeps other harness processes off it.
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import threading
@@ -97,6 +98,8 @@ def _own_block() -> int | None:
         if _held is not None and _held[1] is not None:
             _held[1][0].close()
         claimed = _claim_block()
+        if claimed is not None:
+            atexit.register(claimed[0].close)  # no "unclosed socket" at interpreter exit
         _held = (os.getpid(), claimed)
         _next = 0
     return None if _held[1] is None else _held[1][1]

@@ -213,7 +213,11 @@ def test_what_a_kube_run_applies_is_accepted(kube: KubeControlPlane, context: Ku
     from harness.platforms.kube.objects import KubeImages, MeshEndpoints, run_objects
     from harness.platforms.kube.options import unsupported_on_kube
 
-    images = KubeImages(app="harness.local/app:0123456789ab", proxy="harness.local/proxyv2:0a")
+    images = KubeImages(
+        app="harness.local/app:0123456789ab",
+        proxy="harness.local/proxyv2:0a",
+        toxiproxy="harness.local/toxiproxy:0b",
+    )
     runnable = 0
     for number, path in enumerate(SCENARIOS):
         scenario = load_scenario(path)

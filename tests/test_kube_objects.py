@@ -21,9 +21,14 @@ from harness.platforms.kube.objects import (
 )
 from harness.platforms.kube.options import check_kube_support, unsupported_on_kube
 from harness.scenario import load_scenario
+from harness.scenario.models import Scenario
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
-IMAGES = KubeImages(app="harness.local/app:0123456789ab", proxy="harness.local/proxyv2:ba98")
+IMAGES = KubeImages(
+    app="harness.local/app:0123456789ab",
+    proxy="harness.local/proxyv2:ba98",
+    toxiproxy="harness.local/toxiproxy:c0ffee",
+)
 RUN_ID = "20261202T010000Z-abcdef"
 
 
@@ -114,8 +119,7 @@ def test_without_an_istiod_address_no_host_alias_is_written() -> None:
 @pytest.mark.parametrize(
     ("name", "why"),
     [
-        ("latency-toxic-timeouts.yaml", "kind 'toxic'"),
-        ("canary-bad-version-is-stopped.yaml", "kind 'trafficShift'"),
+        ("control-plane-outage.yaml", "kind 'controlPlane'"),
         ("control-plane-outage.yaml", "configPropagation"),
         ("authz-holds-under-chaos.yaml", "probes"),
     ],
@@ -136,6 +140,10 @@ def test_the_retry_pair_and_the_process_faults_run_on_kube() -> None:
         "pause-instance-timeouts-negative.yaml",
         "partition-outlier-ejection.yaml",
         "partition-outlier-ejection-negative.yaml",
+        "latency-toxic-timeouts.yaml",
+        "latency-toxic-timeouts-negative.yaml",
+        "canary-bad-version-is-stopped.yaml",
+        "canary-bad-version-is-stopped-negative.yaml",
     ):
         assert unsupported_on_kube(load_scenario(SCENARIOS / name)) == []
 
@@ -169,6 +177,70 @@ def test_both_sides_of_a_partition_get_a_helper_with_net_admin_and_nothing_more(
         assert all("securityContext" not in c for c in spec["containers"][:2])
     inventory = sets["inventory"]["spec"]["template"]["spec"]
     assert [c["name"] for c in inventory["containers"]] == ["app", "istio-proxy"]
+
+
+def test_a_toxic_edge_gets_the_run_toxiproxy_pod_and_net_admin_in_its_source_pods() -> None:
+    objects = objects_of("latency-toxic-timeouts.yaml")
+    (pod,) = by_kind(objects, "Pod").values()
+    assert pod["metadata"]["name"] == "harness-toxiproxy"
+    assert pod["metadata"]["labels"][RUN_ID_LABEL] == RUN_ID
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == IMAGES.toxiproxy
+    # The API only on the pod's loopback (reached by port-forward), no sidecar, no token.
+    assert container["args"] == ["-host", "127.0.0.1", "-port", "8474"]
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    sets = by_kind(objects, "StatefulSet")
+    frontend = sets["frontend"]["spec"]["template"]["spec"]["containers"]
+    assert frontend[2]["securityContext"]["capabilities"] == {"add": ["NET_ADMIN"]}
+    catalog = sets["catalog"]["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in catalog] == ["app", "istio-proxy"]  # the callee is untouched
+
+
+def test_toxic_edges_are_planned_as_on_the_local_platform() -> None:
+    from harness.platforms.base import InstanceInfo
+    from harness.platforms.kube.toxics import plan_edges
+
+    scenario = load_scenario(SCENARIOS / "latency-toxic-timeouts.yaml")
+    instances = [
+        InstanceInfo(f"catalog-{i}", "catalog", i, f"198.18.0.{i + 5}", 9090, 9080)
+        for i in range(3)
+    ]
+    assert plan_edges(scenario, instances) == {
+        ("frontend", "catalog-0"): ("frontend->catalog-0", 10000)
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"source": "ingress", "target": {"service": "frontend", "instances": 1}}, "'ingress'"),
+        (
+            {
+                "kind": "partition",
+                "from": {"service": "frontend"},
+                "to": {"service": "catalog", "instances": 1},
+                "mode": "drop",
+                "toxic": None,
+                "source": None,
+                "target": None,
+                "latency": None,
+            },
+            "a partition beside a toxic",
+        ),
+    ],
+)
+def test_toxic_combinations_kube_cannot_steer_are_refused(change: dict[str, Any], why: str) -> None:
+    import yaml
+
+    raw = yaml.safe_load((SCENARIOS / "latency-toxic-timeouts.yaml").read_text())
+    fault = {**raw["faults"][0], **change, "name": "second"}
+    fault = {key: value for key, value in fault.items() if value is not None}
+    if change.get("kind") == "partition":
+        raw["faults"].append(fault)
+    else:
+        raw["faults"][0] = fault
+    scenario = Scenario.model_validate(raw)
+    assert any(why in problem for problem in unsupported_on_kube(scenario))
 
 
 def test_a_hung_app_is_not_taken_out_of_the_endpoints_by_the_kubelet() -> None:

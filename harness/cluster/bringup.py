@@ -44,7 +44,9 @@ def cluster_up(*, local: bool, dry_run: bool, log: Log) -> None:
         log("# harness.cluster.local.up(sandbox_image=<pause ref>, images=<the four tars>)")
         print_istio_plan(toolchain, log)
         return
-    built = _module("images").build_images(names=LOCAL_IMAGES, log=log)
+    builder = _module("images")
+    names = builder.with_optional_images(LOCAL_IMAGES, log)
+    built = builder.build_images(names=names, log=log)
     cluster = _module("local").up(
         sandbox_image=built["pause"].ref,
         images=[image.path for image in built.values()],

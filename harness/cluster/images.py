@@ -60,6 +60,7 @@ from harness.errors import PlatformError
 
 __all__ = [
     "IMAGE_NAMES",
+    "OPTIONAL_IMAGES",
     "REGISTRY",
     "BuiltImage",
     "ImageBuildError",
@@ -67,10 +68,13 @@ __all__ = [
     "build_images",
     "default_image_dir",
     "image_recipe",
+    "with_optional_images",
 ]
 
 REGISTRY = "harness.local"
-IMAGE_NAMES = ("app", "proxyv2", "pilot", "pause")
+IMAGE_NAMES = ("app", "proxyv2", "pilot", "pause", "toxiproxy")
+# Built only where its binary is installed: `kind: toxic` faults on kube need it, nothing else.
+OPTIONAL_IMAGES = ("toxiproxy",)
 IMAGE_DIR_ENV = "HARNESS_IMAGE_DIR"
 # Part of every cache key: bump it when a recipe changes what it puts in an image.
 RECIPE_VERSION = "1"
@@ -79,6 +83,7 @@ APP_UID = 65532  # "nonroot", as distroless images have it
 PAUSE_UID = 65535  # Kubernetes' own pause image runs as 65535
 PYTHON_PREFIX = "/usr/local"
 NFT_PATH = "/usr/sbin/nft"
+TOXIPROXY_PATH = "/usr/local/bin/toxiproxy-server"
 BOOTSTRAP_TEMPLATE = "/var/lib/istio/envoy/envoy_bootstrap_tmpl.json"
 PAUSE_SOURCE = Path(__file__).resolve().parent / "pause" / "main.go"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -463,6 +468,17 @@ def image_recipe(name: str, cache: Path | None = None, log: Log = _quiet) -> Ima
         layer = [Entry.file("/pause", binary, mode=0o755)]
         config = ImageConfig(entrypoint=("/pause",), user=f"{PAUSE_UID}:{PAUSE_UID}")
         return Image(f"{REGISTRY}/pause", [layer], config)
+    if name == "toxiproxy":
+        from harness.platforms.local.toxiproxy import find_toxiproxy
+
+        binary = Path(find_toxiproxy()).resolve()
+        base = _base_layer()
+        layer = [
+            Entry.file(TOXIPROXY_PATH, binary, mode=0o755),
+            *_library_entries([binary], _base_names(base)),
+        ]
+        config = ImageConfig(entrypoint=(TOXIPROXY_PATH,), user=f"{APP_UID}:{APP_UID}")
+        return Image(f"{REGISTRY}/toxiproxy", [base, layer], config)
     if name not in IMAGE_NAMES:
         raise ImageBuildError(f"no image named {name!r}; the images are {list(IMAGE_NAMES)}")
     base = _base_layer()
@@ -526,6 +542,20 @@ def _build_locked(name: str, out_dir: Path, log: Log) -> BuiltImage:
             old.unlink(missing_ok=True)
             old.with_suffix(".json").unlink(missing_ok=True)
     return BuiltImage(name, written.ref, tar, written.size, cached=False)
+
+
+def with_optional_images(names: Sequence[str], log: Log = _quiet) -> tuple[str, ...]:
+    """``names`` and each optional image whose binary this host has (saying which not)."""
+    from harness.errors import ToolMissingError
+    from harness.platforms.local.toxiproxy import find_toxiproxy
+
+    extra: list[str] = []
+    try:
+        find_toxiproxy()
+        extra.append("toxiproxy")
+    except ToolMissingError as exc:
+        log(f"no toxiproxy image (toxic faults on kube need it): {exc}")
+    return (*names, *extra)
 
 
 def build_images(

@@ -194,7 +194,8 @@ def _create_cluster(kind: str, directory: Path, log: Log) -> None:
 def _built_images(log: Log) -> dict[str, Any]:
     # harness.cluster.images builds the images from host files (no Docker daemon needed).
     images = importlib.import_module("harness.cluster.images")
-    built: dict[str, Any] = images.build_images(names=LOADED_IMAGES, log=log)
+    names = images.with_optional_images(LOADED_IMAGES, log)
+    built: dict[str, Any] = images.build_images(names=names, log=log)
     return built
 
 

@@ -18,7 +18,7 @@ pod's network namespace) without the injectors changing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +123,18 @@ class ToxicEdges(Protocol):
     def edge(self, source: str, instance: str) -> EdgeProxy | None:
         """The proxy through which ``source``'s sidecars reach ``instance``, if planned."""
         ...
+
+
+@dataclass(frozen=True)
+class PlannedToxicEdges:
+    """A toxiproxy server and the edge proxies a platform made on it at deploy time (a
+    :class:`ToxicEdges`): (source, instance) → its proxy."""
+
+    api: Toxiproxy
+    proxies: Mapping[tuple[str, str], EdgeProxy]
+
+    def edge(self, source: str, instance: str) -> EdgeProxy | None:
+        return self.proxies.get((source, instance))
 
 
 class PacketFilter(Protocol):
@@ -335,6 +347,7 @@ __all__ = [
     "EdgeProxy",
     "InstanceInfo",
     "PacketFilter",
+    "PlannedToxicEdges",
     "Platform",
     "ProbeReply",
     "ProbeRequest",

@@ -21,29 +21,22 @@ from typing import Any, Final
 from harness.errors import PlatformError
 from harness.platforms.local.istio.workloads import IstioEnvoyAdmin
 
-__all__ = ["ENVOY_ADMIN_PORT", "PortForwardAdmin"]
+__all__ = ["ENVOY_ADMIN_PORT", "PortForwardAdmin", "PortForwardHttp"]
 
 ENVOY_ADMIN_PORT: Final = 15000  # pilot-agent's default proxyAdminPort
 
 
-class PortForwardAdmin(IstioEnvoyAdmin):
-    """Envoy's admin API of one pod, e.g. ``PortForwardAdmin(core, "ns", "catalog-0")``.
-
-    ``core`` is a ``kubernetes.client.CoreV1Api`` of the run's pinned context. Thread-safe:
-    the mesh sampler and the run loop share one forward per proxy."""
+class PortForwardHttp:
+    """HTTP/1.1 to one port of a pod through a port-forward kept open (keep-alive), e.g.
+    ``PortForwardHttp(core, "ns", "catalog-0", 15000)``; a broken forward is opened again
+    once. ``core`` is a ``kubernetes.client.CoreV1Api`` of the run's pinned context.
+    Thread-safe: one request at a time."""
 
     def __init__(
-        self,
-        core: Any,
-        namespace: str,
-        pod: str,
-        *,
-        name: str = "",
-        port: int = ENVOY_ADMIN_PORT,
-        timeout: float = 5.0,
+        self, core: Any, namespace: str, pod: str, port: int, *, timeout: float = 5.0
     ) -> None:
-        super().__init__(f"{namespace}/{pod}:{port}", name=name or pod, timeout=timeout)
         self.core, self.namespace, self.pod, self.port = core, namespace, pod, port
+        self.timeout = timeout
         self._lock = threading.Lock()
         self._forward: Any = None
         self._conn: http.client.HTTPConnection | None = None
@@ -65,23 +58,28 @@ class PortForwardAdmin(IstioEnvoyAdmin):
         self._conn = conn
         return conn
 
-    def request(self, method: str, path: str) -> tuple[int, str]:
+    def request(
+        self, method: str, path: str, body: str | None = None, what: str = ""
+    ) -> tuple[int, str]:
+        """``(status, body)``; raises :class:`PlatformError` when the pod's port cannot be
+        reached twice in a row (``what`` names it in the message)."""
+        headers = {"Content-Type": "application/json"} if body is not None else {}
         with self._lock:
             for attempt in (1, 2):
                 try:
                     conn = self._conn or self._open()
-                    conn.request(method, path)
+                    conn.request(method, path, body=body, headers=headers)
                     response = conn.getresponse()
-                    body = response.read()
+                    data = response.read()
                     if response.will_close:
                         self._drop()
-                    return response.status, body.decode("utf-8", "replace")
+                    return response.status, data.decode("utf-8", "replace")
                 except Exception as exc:  # the client's ApiException, websocket and OS errors
                     self._drop()
                     if attempt == 2:
                         raise PlatformError(
-                            f"Envoy admin of {self.name} unreachable through a port-forward "
-                            f"to {self.namespace}/{self.pod}:{self.port}: {exc}"
+                            f"{what or 'port'} unreachable through a port-forward to "
+                            f"{self.namespace}/{self.pod}:{self.port}: {exc}"
                         ) from exc
         raise AssertionError("unreachable")
 
@@ -98,3 +96,28 @@ class PortForwardAdmin(IstioEnvoyAdmin):
         """Close the forward (the next request opens another)."""
         with self._lock:
             self._drop()
+
+
+class PortForwardAdmin(IstioEnvoyAdmin):
+    """Envoy's admin API of one pod, e.g. ``PortForwardAdmin(core, "ns", "catalog-0")``,
+    through a :class:`PortForwardHttp` (the mesh sampler and the run loop share it)."""
+
+    def __init__(
+        self,
+        core: Any,
+        namespace: str,
+        pod: str,
+        *,
+        name: str = "",
+        port: int = ENVOY_ADMIN_PORT,
+        timeout: float = 5.0,
+    ) -> None:
+        super().__init__(f"{namespace}/{pod}:{port}", name=name or pod, timeout=timeout)
+        self.http = PortForwardHttp(core, namespace, pod, port, timeout=timeout)
+
+    def request(self, method: str, path: str) -> tuple[int, str]:
+        return self.http.request(method, path, what=f"Envoy admin of {self.name}")
+
+    def close(self) -> None:
+        """Close the forward (the next request opens another)."""
+        self.http.close()

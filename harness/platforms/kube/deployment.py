@@ -26,11 +26,13 @@ from pathlib import Path
 from typing import Any, Final
 
 from harness.errors import PlatformError
-from harness.kube.render import RenderOptions, render
+from harness.journal import PolicyPush
+from harness.kube.render import RUN_ID_LABEL, RenderOptions, render
 from harness.mesh.admin import AdminApi
 from harness.mesh.stats import SCRAPE_PATTERN
 from harness.platforms.base import (
     ControlPlaneFaults,
+    ControlPlaneInfo,
     InstanceInfo,
     PacketFilter,
     ProbeReply,
@@ -38,7 +40,7 @@ from harness.platforms.base import (
     ProcessKind,
     ToxicEdges,
 )
-from harness.platforms.kube.admin import PortForwardAdmin
+from harness.platforms.kube.admin import PortForwardAdmin, PortForwardHttp
 from harness.platforms.kube.objects import (
     APP_PORT,
     INBOUND_PORT,
@@ -53,7 +55,10 @@ from harness.platforms.kube.options import (
     process_fault_services,
 )
 from harness.platforms.kube.processes import CHAOS_CONTAINER, PodPacketFilter, ProcessTable
-from harness.scenario.models import Scenario
+from harness.platforms.kube.toxics import TOXIPROXY_POD, KubeToxics, toxic_sources
+from harness.platforms.local.istio.sync import sent_nonces, sync_state
+from harness.platforms.local.toxiproxy import TOXIPROXY_INSTALL
+from harness.scenario.models import DestinationPolicy, Scenario
 
 __all__ = ["KubeDeployment", "KubeTarget", "deployed"]
 
@@ -62,6 +67,8 @@ POLL_S: Final = 0.5
 ISTIO_NAMESPACE: Final = "istio-system"  # istiod and the ingress gateway (harness cluster up)
 GATEWAY_NAMESPACE: Final = ISTIO_NAMESPACE
 GATEWAY_SELECTOR: Final = "istio=ingressgateway"
+ISTIOD_DEBUG_PORT: Final = 8080  # /debug/syncz
+PUSH_TIMEOUT_S: Final = 60.0
 
 Log = Callable[[str], None]
 
@@ -99,6 +106,12 @@ class KubeDeployment:
         self, scenario: Scenario, run_dir: Path, run_id: str, target: KubeTarget, log: Log
     ) -> None:
         check_kube_support(scenario)
+        if toxic_sources(scenario) and target.images.toxiproxy is None:
+            raise PlatformError(
+                f"scenario {scenario.metadata.name!r} has toxic faults, and there is no "
+                f"toxiproxy image: install toxiproxy ({TOXIPROXY_INSTALL}), then run "
+                "`harness cluster up` again (it builds and loads the image)"
+            )
         self.scenario = scenario
         self.run_dir = run_dir
         self.run_id = run_id
@@ -127,6 +140,9 @@ class KubeDeployment:
         self._disrupted: dict[tuple[str, ProcessKind], int] = {}  # → handle of the process
         self._last_counters: dict[str, dict[str, int]] = {}
         self._carried: dict[str, dict[str, int]] = {}
+        self._toxics: KubeToxics | None = None
+        self._istiod: PortForwardHttp | None = None
+        self.pushes: list[PolicyPush] = []
 
     # ------------------------------------------------------------------ plan and start
 
@@ -167,6 +183,13 @@ class KubeDeployment:
         self.namespaces = {"kube": self.namespace}
         self.target.apply(objects[1:])
         self.timings["objects_applied_s"] = time.monotonic() - begun
+        if toxic_sources(self.scenario):
+            # Before any pod is Ready: no connection may open before its edge's DNAT rule.
+            self._toxics = KubeToxics(self.core, self.namespace, self.scenario)
+            self.toxics = self._toxics.set_up(
+                self.instances, begun + READY_TIMEOUT_S, _refuse_hopeless
+            )
+            self.timings["toxic_edges_s"] = time.monotonic() - begun
         self._wait_pods(begun)
         self.timings["pods_ready_s"] = time.monotonic() - begun
         self._gateway = self._gateway_pod()
@@ -312,8 +335,96 @@ class KubeDeployment:
             self._carried[proxy] = carried
             self._last_counters[proxy] = dict(carried)
 
-    def control_plane(self) -> None:
-        return None
+    def control_plane(self) -> ControlPlaneInfo | None:
+        """The cluster's control plane as found (the API server's version, istiod's image),
+        the run's deployment timings, and its policy pushes."""
+        versions = {"istio": "unknown", "kubernetes": "unknown"}
+        with contextlib.suppress(Exception):  # the client's errors: the record says unknown
+            import kubernetes.client
+
+            code = kubernetes.client.VersionApi(self.target.api).get_code()
+            versions["kubernetes"] = str(code.git_version)
+        with contextlib.suppress(Exception):
+            pods = self.core.list_namespaced_pod(ISTIO_NAMESPACE, label_selector="app=istiod")
+            versions["istio"] = str(pods.items[0].spec.containers[0].image)  # istiod's
+        timings = {k: v for k, v in self.timings.items() if k in ("objects_applied_s", "ready_s")}
+        return ControlPlaneInfo(versions=versions, timings=timings, pushes=tuple(self.pushes))
+
+    # ------------------------------------------------------------------ policy pushes
+
+    def apply_destination_policy(self, service: str, policy: DestinationPolicy) -> PolicyPush:
+        """Re-apply ``service``'s VirtualService with ``policy`` (a traffic shift's weights)
+        and wait until istiod got it to every caller's sidecar, as under ``--mesh istio``:
+        a rollout step is a policy push (:mod:`harness.faults.traffic`)."""
+        destinations = {**self.scenario.mesh.destinations, service: policy}
+        mesh = self.scenario.mesh.model_copy(update={"destinations": destinations})
+        changed = self.scenario.model_copy(update={"mesh": mesh})
+        objects: list[dict[str, Any]] = [
+            json.loads(json.dumps(m.to_dict()))
+            for m in render(changed, RenderOptions.for_run(self.run_id))
+            if m.kind == "VirtualService" and m.name == service
+        ]
+        for obj in objects:  # labelled as every object of the run (harness cleanup)
+            obj["metadata"].setdefault("labels", {})[RUN_ID_LABEL] = self.run_id
+        callers = self.scenario.app.topology.callers_of(service)
+        affected = sorted(inst.name for inst in self.instances if inst.service in callers)
+        change = "apply " + ", ".join(f"VirtualService/{o['metadata']['name']}" for o in objects)
+        before = self._sync_nonces()
+        at, begun = time.time(), time.monotonic()
+        self.target.apply(objects)
+        self._wait_pushed(affected, before, change)
+        push = PolicyPush(change=change, at=at, proxies=affected, seconds=time.monotonic() - begun)
+        self.pushes.append(push)
+        return push
+
+    def _syncz(self) -> list[dict[str, Any]]:
+        """istiod's ``/debug/syncz`` (its debug port, through a port-forward)."""
+        if self._istiod is None:
+            pods = self.core.list_namespaced_pod(ISTIO_NAMESPACE, label_selector="app=istiod")
+            running = [p.metadata.name for p in pods.items if p.status.phase == "Running"]
+            if not running:
+                raise PlatformError(f"no istiod pod runs in {ISTIO_NAMESPACE}")
+            self._istiod = PortForwardHttp(
+                self.core, ISTIO_NAMESPACE, running[0], ISTIOD_DEBUG_PORT, timeout=10.0
+            )
+        status, body = self._istiod.request("GET", "/debug/syncz", what="istiod debug")
+        if status != 200:
+            raise PlatformError(f"istiod's /debug/syncz answered {status}: {body[:200]}")
+        entries: list[dict[str, Any]] = json.loads(body) or []
+        return entries
+
+    def _proxy_id(self, instance: str) -> str:
+        return f"{instance}.{self.namespace}"
+
+    def _sync_nonces(self) -> dict[str, dict[str, str]]:
+        return {str(e.get("proxy", "")): sent_nonces(e) for e in self._syncz()}
+
+    def _wait_pushed(
+        self, affected: Sequence[str], before: dict[str, dict[str, str]], change: str
+    ) -> None:
+        """Every proxy in ``affected`` was sent a configuration newer than ``before`` and
+        acknowledged it (``istioctl proxy-status``'s reading); a NACK fails at once."""
+        deadline = time.monotonic() + PUSH_TIMEOUT_S
+        wanted = {self._proxy_id(name): name for name in affected}
+        while True:
+            waiting = set(wanted)
+            for entry in self._syncz():
+                proxy = str(entry.get("proxy", ""))
+                if proxy not in wanted:
+                    continue
+                state, detail = sync_state(entry)
+                if state == "NACK":
+                    raise PlatformError(f"{change}: {wanted[proxy]} rejected it: {detail}")
+                if state == "SYNCED" and sent_nonces(entry) != before.get(proxy, {}):
+                    waiting.discard(proxy)
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                late = sorted(wanted[p] for p in waiting)
+                raise PlatformError(
+                    f"{change} did not reach {late} within {PUSH_TIMEOUT_S:g}s (istiod syncz)"
+                )
+            time.sleep(POLL_S / 5)
 
     # ------------------------------------------------------------------ Locust, on this machine
 
@@ -438,6 +549,9 @@ class KubeDeployment:
             (self.run_dir / "logs" / f"{inst.name}.proxy.log").write_text(text)
             app = self._pod_log(self.namespace, inst.name, "app", None)
             (self.run_dir / "logs" / f"{inst.name}.app.log").write_text(app)
+        if self._toxics is not None:
+            text = self._pod_log(self.namespace, TOXIPROXY_POD, None, None)
+            (self.run_dir / "logs" / "toxiproxy.log").write_text(text)
         if self._gateway is not None:
             since = max(1, int(time.time() - self._started_at) + 1)
             text = self._pod_log(GATEWAY_NAMESPACE, self._gateway, None, since)
@@ -460,6 +574,10 @@ class KubeDeployment:
                 self.stop(pid, grace=5.0)
         for admin in self._admins.values():
             admin.close()
+        if self._toxics is not None:
+            self._toxics.close()
+        if self._istiod is not None:
+            self._istiod.close()
         if not self._collected:
             with contextlib.suppress(Exception):
                 self.collect_logs()

@@ -33,6 +33,7 @@ from harness.kube.render import (
 )
 from harness.platforms.kube.options import partition_services, process_fault_services
 from harness.platforms.kube.processes import chaos_container
+from harness.platforms.kube.toxics import toxic_sources, toxiproxy_pod
 from harness.platforms.local.istio.objects import fault_envoy_filter, observe_envoy_filter
 from harness.platforms.local.istio.workloads import GATEWAY_ACCOUNT, Workload
 from harness.scenario.models import Scenario
@@ -63,6 +64,7 @@ class KubeImages:
     app: str
     proxy: str
     pull_policy: str = "Never"
+    toxiproxy: str | None = None  # built only where toxiproxy is installed
 
 
 @dataclass(frozen=True)
@@ -218,7 +220,7 @@ def _statefulsets(
                 "volumes": proxy_volumes(),
             }
             signals = service in process_fault_services(scenario)
-            net_admin = service in partition_services(scenario)
+            net_admin = service in partition_services(scenario) | toxic_sources(scenario)
             if signals or net_admin:
                 # kill / pause / partition faults act from a helper container
                 containers = pod_spec["containers"]
@@ -321,6 +323,10 @@ def run_objects(
     ]
     objects += [m.to_dict() for m in rest if m.kind != "Deployment"]
     objects += _statefulsets(scenario, namespace, labels, images, endpoints, seed)
+    if toxic_sources(scenario):
+        if images.toxiproxy is None:
+            raise ValueError("toxic faults need the toxiproxy image (KubeImages.toxiproxy)")
+        objects.append(toxiproxy_pod(namespace, images.toxiproxy, images.pull_policy))
     topology = scenario.app.topology
     fields = scenario.mesh.access_log
     for service in topology.service_names:

