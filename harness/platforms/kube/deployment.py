@@ -2,11 +2,13 @@
 
 :class:`KubeDeployment` (a :class:`~harness.platforms.base.Deployment`) applies the run's
 objects (:func:`.objects.run_objects`) into a namespace of its own, waits until every pod is
-Ready (each sidecar's readiness means istiod programmed it) and a request crosses the mesh
-through the ingress gateway, and then serves the runner: Envoy admin APIs through a
-port-forward per proxy (:mod:`.admin`), Locust on this machine against the gateway's address
-on loopback, each proxy's access log read back from its pod's log, and ``kill`` / ``pause`` /
-``partition`` faults through the helper container of the pods they target (:mod:`.processes`).
+Ready, every sidecar SYNCED in istiod's ``/debug/syncz`` (the last configuration istiod sent
+it, acknowledged) and a request crosses the mesh through the ingress gateway, and then
+serves the runner: Envoy admin APIs through a port-forward per proxy (:mod:`.admin`),
+Locust on this machine against the gateway's address on loopback, each proxy's access log
+read back from its pod's log, ``kill`` / ``pause`` / ``partition`` faults through the helper
+container of the pods they target (:mod:`.processes`), ``toxic`` faults through the run's
+toxiproxy pod (:mod:`.toxics`), and ``trafficShift`` steps as policy pushes.
 
 What the platform does not inject yet is refused before anything is applied
 (:func:`unsupported_on_kube`), with exit 2.
@@ -192,6 +194,8 @@ class KubeDeployment:
             self.timings["toxic_edges_s"] = time.monotonic() - begun
         self._wait_pods(begun)
         self.timings["pods_ready_s"] = time.monotonic() - begun
+        self._wait_synced(begun)
+        self.timings["proxies_synced_s"] = time.monotonic() - begun
         self._gateway = self._gateway_pod()
         self._wait_through_ingress(begun)
         self.timings["ready_s"] = time.monotonic() - begun
@@ -347,7 +351,8 @@ class KubeDeployment:
         with contextlib.suppress(Exception):
             pods = self.core.list_namespaced_pod(ISTIO_NAMESPACE, label_selector="app=istiod")
             versions["istio"] = str(pods.items[0].spec.containers[0].image)  # istiod's
-        timings = {k: v for k, v in self.timings.items() if k in ("objects_applied_s", "ready_s")}
+        recorded = ("objects_applied_s", "proxies_synced_s", "ready_s")
+        timings = {k: v for k, v in self.timings.items() if k in recorded}
         return ControlPlaneInfo(versions=versions, timings=timings, pushes=tuple(self.pushes))
 
     # ------------------------------------------------------------------ policy pushes
@@ -392,6 +397,32 @@ class KubeDeployment:
             raise PlatformError(f"istiod's /debug/syncz answered {status}: {body[:200]}")
         entries: list[dict[str, Any]] = json.loads(body) or []
         return entries
+
+    def _wait_synced(self, begun: float) -> None:
+        """Every sidecar of the run SYNCED in istiod's ``/debug/syncz`` (the last config
+        istiod sent, the EnvoyFilters with it, acknowledged), as ``istioctl proxy-status``
+        reads it; a NACK fails at once."""
+        wanted = {self._proxy_id(inst.name): inst.name for inst in self.instances}
+        deadline = begun + READY_TIMEOUT_S
+        while True:
+            pending = dict.fromkeys(wanted, "not connected to istiod")
+            for entry in self._syncz():
+                proxy = str(entry.get("proxy", ""))
+                if proxy not in wanted:
+                    continue
+                state, detail = sync_state(entry)
+                if state == "NACK":
+                    raise PlatformError(f"{wanted[proxy]} rejected istiod's config: {detail}")
+                if state == "SYNCED":
+                    del pending[proxy]
+                else:
+                    pending[proxy] = detail or state
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                late = "; ".join(f"{wanted[p]}: {why}" for p, why in sorted(pending.items()))
+                raise PlatformError(f"proxies not SYNCED with istiod: {late}")
+            time.sleep(POLL_S / 5)
 
     def _proxy_id(self, instance: str) -> str:
         return f"{instance}.{self.namespace}"
