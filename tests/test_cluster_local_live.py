@@ -4,9 +4,9 @@ its Helm charts, and through ``harness run --platform kube``: the retry scenario
 negative control (the same two verdicts as on the local platform), then one scenario per
 fault mechanism of the platform — pause, kill, partition, latency toxic, a canary rollout
 stopped by its guard — each with its fault's proof of effect and read-back revert, and no
-error SLO failing (:func:`assert_held`), then the cluster down. (Their negative controls FAIL on kube too, measured by hand and
-written in the README; in CI they would double this test, which already runs beside the
-rest of the suite for about 8 minutes.)
+error SLO failing (:func:`assert_held`), then the cluster down. (Their negative controls
+FAIL on kube too, measured by hand and written in the README; in CI they would double this
+test, which already runs beside the rest of the suite for about 9 minutes.)
 
 One slow test (one cluster for all seven runs).
 The only one that uses the default ingress port 127.0.0.1:30080 (the other cluster tests
