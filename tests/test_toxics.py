@@ -651,13 +651,23 @@ def test_per_try_timeouts_keep_p95_under_a_latency_toxic(
     # a CI machine running other tests beside it: the verdict may be INCONCLUSIVE there,
     # never FAIL, and the measured p95 stays under the objective.
     outcome = harness_run(SCENARIOS / "latency-toxic-timeouts.yaml")
+    catalog = _edge(outcome, "frontend", "catalog")
+    ejected_before = catalog["baseline"]["outlier_detection.ejections_enforced_total"]
+    if ejected_before and not outcome.journal.faults[0].took_effect:
+        # Seen in CI beside the kube live test: stalls of the machine timed out tries in the
+        # baseline, catalog instances were ejected for 30 s before the toxic began, and its
+        # edge then carried no request. The harness says the fault showed no effect and
+        # FAILs the run (it proves nothing); that is the load, not the protection failing.
+        pytest.xfail(
+            f"{ejected_before} catalog ejection(s) in the baseline, before the toxic: "
+            f"{outcome.summary}"
+        )
     assert outcome.exit_code in (ExitCode.PASSED, ExitCode.INCONCLUSIVE), outcome.summary
     (p95,) = [s for s in outcome.journal.slos if (s.slo, s.phase) == ("p95-latency", "fault")]
     assert p95.verdict != "FAIL" and p95.measured is not None and p95.measured < 0.25, p95
     (fault,) = outcome.journal.faults
     assert fault.took_effect and fault.revert_verified
     assert fault.evidence["requests_via_proxy"] > 0
-    catalog = _edge(outcome, "frontend", "catalog")
     timeouts = {phase: catalog[phase]["upstream_rq_per_try_timeout"] for phase in catalog}
     # The toxic's, not the machine's: a stall of a busy CI machine may time out a try in the
     # baseline; the toxic's per-try timeouts get catalog-0 ejected in the fault phase.
