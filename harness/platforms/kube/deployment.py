@@ -194,7 +194,8 @@ class KubeDeployment:
             self.timings["toxic_edges_s"] = time.monotonic() - begun
         self._wait_pods(begun)
         self.timings["pods_ready_s"] = time.monotonic() - begun
-        self._wait_synced(begun)
+        names = [inst.name for inst in self.instances]
+        self._wait_synced(names, begun + READY_TIMEOUT_S, "the run's configuration")
         self.timings["proxies_synced_s"] = time.monotonic() - begun
         self._gateway = self._gateway_pod()
         self._wait_through_ingress(begun)
@@ -377,7 +378,7 @@ class KubeDeployment:
         before = self._sync_nonces()
         at, begun = time.time(), time.monotonic()
         self.target.apply(objects)
-        self._wait_pushed(affected, before, change)
+        self._wait_synced(affected, time.monotonic() + PUSH_TIMEOUT_S, change, before)
         push = PolicyPush(change=change, at=at, proxies=affected, seconds=time.monotonic() - begun)
         self.pushes.append(push)
         return push
@@ -398,12 +399,18 @@ class KubeDeployment:
         entries: list[dict[str, Any]] = json.loads(body) or []
         return entries
 
-    def _wait_synced(self, begun: float) -> None:
-        """Every sidecar of the run SYNCED in istiod's ``/debug/syncz`` (the last config
-        istiod sent, the EnvoyFilters with it, acknowledged), as ``istioctl proxy-status``
-        reads it; a NACK fails at once."""
-        wanted = {self._proxy_id(inst.name): inst.name for inst in self.instances}
-        deadline = begun + READY_TIMEOUT_S
+    def _wait_synced(
+        self,
+        instances: Sequence[str],
+        deadline: float,
+        what: str,
+        before: dict[str, dict[str, str]] | None = None,
+    ) -> None:
+        """Every sidecar in ``instances`` SYNCED in istiod's ``/debug/syncz`` (the last
+        config istiod sent acknowledged, as ``istioctl proxy-status`` reads it) and, with
+        ``before`` (:meth:`_sync_nonces` taken before a change), sent a newer one; a NACK
+        fails at once. ``what`` names the wait in its errors."""
+        wanted = {f"{name}.{self.namespace}": name for name in instances}
         while True:
             pending = dict.fromkeys(wanted, "not connected to istiod")
             for entry in self._syncz():
@@ -412,50 +419,22 @@ class KubeDeployment:
                     continue
                 state, detail = sync_state(entry)
                 if state == "NACK":
-                    raise PlatformError(f"{wanted[proxy]} rejected istiod's config: {detail}")
-                if state == "SYNCED":
-                    del pending[proxy]
-                else:
+                    raise PlatformError(f"{what}: {wanted[proxy]} rejected it: {detail}")
+                if state != "SYNCED":
                     pending[proxy] = detail or state
+                elif before is not None and sent_nonces(entry) == before.get(proxy, {}):
+                    pending[proxy] = "not yet sent the change"
+                else:
+                    del pending[proxy]
             if not pending:
                 return
             if time.monotonic() > deadline:
                 late = "; ".join(f"{wanted[p]}: {why}" for p, why in sorted(pending.items()))
-                raise PlatformError(f"proxies not SYNCED with istiod: {late}")
+                raise PlatformError(f"{what} not SYNCED with istiod in time: {late}")
             time.sleep(POLL_S / 5)
-
-    def _proxy_id(self, instance: str) -> str:
-        return f"{instance}.{self.namespace}"
 
     def _sync_nonces(self) -> dict[str, dict[str, str]]:
         return {str(e.get("proxy", "")): sent_nonces(e) for e in self._syncz()}
-
-    def _wait_pushed(
-        self, affected: Sequence[str], before: dict[str, dict[str, str]], change: str
-    ) -> None:
-        """Every proxy in ``affected`` was sent a configuration newer than ``before`` and
-        acknowledged it (``istioctl proxy-status``'s reading); a NACK fails at once."""
-        deadline = time.monotonic() + PUSH_TIMEOUT_S
-        wanted = {self._proxy_id(name): name for name in affected}
-        while True:
-            waiting = set(wanted)
-            for entry in self._syncz():
-                proxy = str(entry.get("proxy", ""))
-                if proxy not in wanted:
-                    continue
-                state, detail = sync_state(entry)
-                if state == "NACK":
-                    raise PlatformError(f"{change}: {wanted[proxy]} rejected it: {detail}")
-                if state == "SYNCED" and sent_nonces(entry) != before.get(proxy, {}):
-                    waiting.discard(proxy)
-            if not waiting:
-                return
-            if time.monotonic() > deadline:
-                late = sorted(wanted[p] for p in waiting)
-                raise PlatformError(
-                    f"{change} did not reach {late} within {PUSH_TIMEOUT_S:g}s (istiod syncz)"
-                )
-            time.sleep(POLL_S / 5)
 
     # ------------------------------------------------------------------ Locust, on this machine
 
