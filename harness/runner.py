@@ -57,7 +57,7 @@ from harness.load.driver import (
     generator_warnings,
     read_sample_columns,
 )
-from harness.mesh.stats import EDGE_COUNTERS, edge_stats, injected_totals
+from harness.mesh.stats import EDGE_COUNTERS, edge_stats, ejected_now, injected_totals
 from harness.observe.access_logs import analyze_access_logs
 from harness.observe.probes import ProbeSender
 from harness.observe.sampler import MeshSampler
@@ -76,6 +76,9 @@ from harness.slo.share import SubsetTimings
 __all__ = ["RunOptions", "RunResult", "SignalGuard", "run_scenario", "verdict_of"]
 
 FIRST_SAMPLE_TIMEOUT_S = 30.0
+ENVOY_BASE_EJECTION_S = 30.0  # Envoy's defaults for a detector that does not set them
+ENVOY_EJECTION_INTERVAL_S = 10.0
+EJECTION_WARMUP_S = 3.0  # load before the first look at ejections: a cold start's timeouts
 
 Log = Callable[[str], None]
 
@@ -187,6 +190,19 @@ class GuardWatch:
             tail.close()
 
 
+def ejection_settle_s(scenario: Scenario) -> float:
+    """How long a host that outlier detection ejected in the load's first requests can stay
+    ejected: its first ejection lasts ``baseEjectionTime`` and ends at the next
+    ``interval`` sweep. 0 when no destination has outlier detection."""
+    longest = [
+        (outlier.base_ejection_time or ENVOY_BASE_EJECTION_S)
+        + (outlier.interval or ENVOY_EJECTION_INTERVAL_S)
+        for policy in scenario.mesh.destinations.values()
+        if (outlier := policy.outlier_detection) is not None
+    ]
+    return max(longest) + 2.0 if longest else 0.0
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -216,6 +232,7 @@ class Run:
         self.seed = seed
         self.undo = UndoJournal(run_dir / "undo.jsonl")
         self.samples_path = run_dir / "samples.jsonl"
+        self.early_warnings: list[str] = []  # before the baseline (load warnings)
         self.snapshots: list[dict[str, dict[str, int]]] = []
         self.injectors: list[tuple[int, Injector]] = []
         self.changes = ConfigChanges([])  # configPropagation SLOs' policy changes
@@ -243,7 +260,11 @@ class Run:
             rate=scenario.load.rate,
             mode=scenario.load.load_mode,
             users=scenario.load.effective_users(),
-            run_time_s=scenario.duration + spare + 30.0,
+            run_time_s=scenario.duration
+            + spare
+            + EJECTION_WARMUP_S
+            + ejection_settle_s(scenario)
+            + 30.0,
             request_timeout_s=scenario.load.request_timeout,
             samples_path=self.samples_path,
             seed=self.seed,
@@ -269,6 +290,7 @@ class Run:
         probes: ProbeSender | None = None
         try:
             self._wait_first_sample(locust)
+            self._wait_no_ejections(deployment)
             self.journal.load_started_at = time.time()
             self.sampler = MeshSampler.for_deployment(
                 deployment,
@@ -297,7 +319,7 @@ class Run:
             problems = self._merge_workers(plan)
         logs = self.run_dir / "logs"
         log_text = "".join((logs / name).read_text(errors="replace") for name in locust.log_names)
-        self.journal.load.warnings = generator_warnings(log_text)
+        self.journal.load.warnings = [*self.early_warnings, *generator_warnings(log_text)]
         if problems:
             raise LoadError("the Locust workers' samples do not add up: " + "; ".join(problems))
 
@@ -345,6 +367,46 @@ class Run:
             for tail in tails:
                 tail.close()
         raise LoadError(f"no request sample within {FIRST_SAMPLE_TIMEOUT_S:g}s of starting Locust")
+
+    def _wait_no_ejections(self, deployment: Deployment) -> None:
+        """The baseline starts from a mesh with no host ejected. A cold start (first
+        connections, TLS handshakes, a starved machine) can time out the load's first
+        requests until outlier detection ejects a host; that ejection would then outlast
+        the baseline, and its share of ``maxEjectionPercent`` would stop the ejection a
+        fault should cause (CI, kube at nice +10: a host ejected in the first 2 s, and the
+        cut instance's 156 ejections all refused). So where a destination has outlier
+        detection, the load runs :data:`EJECTION_WARMUP_S` first, then until no host is
+        ejected, bounded by :func:`ejection_settle_s`; after it the run goes on, with a
+        warning."""
+        bound = ejection_settle_s(self.scenario)
+        if bound <= 0:
+            return
+        warmup_end = time.monotonic() + EJECTION_WARMUP_S
+        while time.monotonic() < warmup_end:
+            self.check_signals()
+            time.sleep(0.1)
+        started = time.monotonic()
+        ejected = ejected_now(deployment.mesh_counters())
+        if not ejected:
+            return
+        hosts = ", ".join(f"{edge}: {count}" for edge, count in sorted(ejected.items()))
+        self.log(
+            f"outlier detection ejected hosts in the load's first requests ({hosts}); "
+            f"waiting up to {bound:g}s for them to return before the baseline"
+        )
+        while ejected and time.monotonic() - started < bound:
+            self.check_signals()
+            time.sleep(1.0)
+            ejected = ejected_now(deployment.mesh_counters())
+        waited = time.monotonic() - started
+        if not ejected:
+            self.log(f"every ejected host returned after {waited:.0f}s; the baseline starts")
+            return
+        hosts = ", ".join(f"{edge}: {count}" for edge, count in sorted(ejected.items()))
+        self.early_warnings.append(
+            f"the baseline started with hosts still ejected after {waited:.0f}s ({hosts}): "
+            "ejections the load's first requests caused count against maxEjectionPercent"
+        )
 
     def _phase_events(self, name: str, phase_start: float, duration: float) -> list[_Event]:
         """Inject / ramp / revert moments of this phase's faults, in time order."""

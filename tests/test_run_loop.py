@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from pathlib import Path
 
 import pytest
 from fakes import Call, FakeDeployment, recording_factory
 from journals import new_journal
 
+from harness import runner
 from harness.errors import Interrupted
 from harness.journal import Journal
 from harness.runner import GuardWatch, Run
@@ -209,3 +211,83 @@ def test_guard_watch_needs_a_streak_of_bad_seconds(tmp_path: Path) -> None:
         assert reason is not None and "for 3 s" in reason and "8/10 failed" in reason
     finally:
         watch.close()
+
+
+EJECTING = """
+apiVersion: harness/v1
+metadata: {name: fake-ejections}
+load: {rate: 20}
+mesh:
+  destinations:
+    catalog:
+      outlierDetection: {consecutiveGatewayErrors: 3, interval: 100ms, baseEjectionTime: 200ms}
+phases:
+  - {name: baseline, duration: 30ms}
+slos:
+  - {name: errors, kind: errorRate, max: 10%}
+"""
+EJECTED_KEY = "cluster.outbound|8080||catalog.outlier_detection.ejections_active"
+
+
+class EjectedAtFirst(FakeDeployment):
+    """frontend-0's sidecar holds one catalog host ejected for its first ``reads`` counter
+    reads (``reads`` < 0: for ever)."""
+
+    def __init__(self, spec: Scenario, run_dir: Path, reads: int) -> None:
+        super().__init__(spec, run_dir)
+        self.reads_left = reads
+        self.read_at: list[float] = []
+
+    def mesh_counters(self) -> dict[str, dict[str, int]]:
+        self.read_at.append(time.time())
+        ejected = 1 if self.reads_left != 0 else 0
+        self.reads_left -= 1 if self.reads_left > 0 else 0
+        return {"frontend-0": {EJECTED_KEY: ejected}}
+
+
+def test_the_baseline_waits_until_a_host_ejected_by_the_first_requests_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "EJECTION_WARMUP_S", 0.05)
+    spec = scenario(EJECTING)
+    assert runner.ejection_settle_s(spec) == pytest.approx(2.3)
+    messages: list[str] = []
+    run = Run(
+        spec, tmp_path, new_journal(scenario_name="e", platform="fake"), messages.append, None
+    )
+    deployment = EjectedAtFirst(spec, tmp_path, reads=2)
+    run.execute(deployment)
+    # Two reads saw the host ejected; the third did not, and the baseline started after it.
+    assert run.journal.load_started_at is not None
+    assert run.journal.load_started_at >= deployment.read_at[2]
+    assert run.journal.phases[0].start >= deployment.read_at[2]
+    assert any("frontend-0 → catalog: 1" in m and "waiting up to 2.3s" in m for m in messages)
+    assert any(m.startswith("every ejected host returned") for m in messages)
+    assert run.journal.load is not None and run.journal.load.warnings == []
+
+
+def test_a_host_still_ejected_after_the_bound_is_a_load_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "EJECTION_WARMUP_S", 0.0)
+    monkeypatch.setattr(runner, "ejection_settle_s", lambda scenario: 1.5)
+    spec = scenario(EJECTING)
+    run = Run(spec, tmp_path, new_journal(scenario_name="e", platform="fake"), print, None)
+    deployment = EjectedAtFirst(spec, tmp_path, reads=-1)
+    run.execute(deployment)
+    assert run.journal.load is not None
+    (warning,) = run.journal.load.warnings
+    assert "still ejected" in warning and "frontend-0 → catalog: 1" in warning
+    assert 1.5 <= deployment.read_at[-1] - deployment.read_at[0] < 3.5
+
+
+def test_no_outlier_detection_no_wait(tmp_path: Path) -> None:
+    detection = (
+        "outlierDetection: {consecutiveGatewayErrors: 3, interval: 100ms, baseEjectionTime: 200ms}"
+    )
+    spec = scenario(EJECTING.replace(detection, "timeout: 1s"))
+    assert runner.ejection_settle_s(spec) == 0.0
+    deployment = EjectedAtFirst(spec, tmp_path, reads=-1)
+    run = Run(spec, tmp_path, new_journal(scenario_name="e", platform="fake"), print, None)
+    run.execute(deployment)
+    assert run.journal.load is not None and run.journal.load.warnings == []

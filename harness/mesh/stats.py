@@ -31,6 +31,7 @@ __all__ = [
     "CONNECT_FAILURES",
     "CONNECT_TIMEOUTS",
     "EDGE_COUNTERS",
+    "EJECTED_NOW",
     "EJECTIONS",
     "EJECTIONS_DETECTED_5XX",
     "EJECTIONS_DETECTED_GATEWAY",
@@ -57,6 +58,7 @@ __all__ = [
     "cluster_pattern",
     "edge_stat",
     "edge_stats",
+    "ejected_now",
     "fault_stat",
     "host_counters",
     "inbound_fault_counters",
@@ -81,6 +83,7 @@ REMOTE_CLOSES = "upstream_cx_destroy_remote"
 ANSWERED_5XX = "upstream_rq_5xx"  # 5xx answers passed on (not the retried ones)
 EJECTIONS = "outlier_detection.ejections_enforced_total"
 EJECTION_OVERFLOW = "outlier_detection.ejections_overflow"
+EJECTED_NOW = "outlier_detection.ejections_active"  # a gauge: hosts ejected at this moment
 """Ejections the detector decided on but ``maxEjectionPercent`` refused."""
 EJECTIONS_DETECTED_5XX = "outlier_detection.ejections_detected_consecutive_5xx"
 EJECTIONS_DETECTED_GATEWAY = "outlier_detection.ejections_detected_consecutive_gateway_failure"
@@ -171,6 +174,19 @@ def edge_stat(key: str) -> tuple[str, str] | None:
         return None
     cluster, _, stat = key[len("cluster.") :].partition(".")
     return cluster.rsplit("|", 1)[-1], stat
+
+
+def ejected_now(snapshot: Snapshot) -> dict[str, int]:
+    """Hosts that outlier detection holds ejected at the snapshot's moment (the
+    ``ejections_active`` gauge), as ``"<proxy> → <callee>": hosts``; empty when none."""
+    found: dict[str, int] = {}
+    for proxy, values in snapshot.items():
+        for key, value in values.items():
+            parsed = edge_stat(key)
+            if parsed is not None and parsed[1] == EJECTED_NOW and value > 0:
+                edge = f"{proxy} → {parsed[0]}"
+                found[edge] = found.get(edge, 0) + value
+    return found
 
 
 def subset_of_key(key: str) -> str | None:
