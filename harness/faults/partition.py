@@ -49,8 +49,9 @@ import hashlib
 import json
 import re
 import shutil
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from harness.errors import FaultError, HarnessError
 from harness.faults.base import (
@@ -83,6 +84,8 @@ TABLE_FAMILY = "inet"
 TABLE_NAME = "harness"
 TABLE = f"{TABLE_FAMILY} {TABLE_NAME}"
 NFT_TIMEOUT_S = 10.0
+
+T = TypeVar("T")
 # Caller-side Envoy counters that show what a cut does to the edge (from → to).
 CALLER_COUNTERS = (CONNECT_TIMEOUTS, CONNECT_FAILURES, PER_TRY_TIMEOUTS, ROUTE_TIMEOUTS)
 
@@ -260,6 +263,17 @@ class PartitionInjector:
             for item in ruleset
         )
 
+    def _each(self, work: Callable[[str], T]) -> dict[str, T]:
+        """``work`` in every namespace, at once where there are several (kube: each is an
+        ``exec`` into a pod, and a cut waiting on them one after the other would start
+        late and end late); the first failure is raised once all are done."""
+        names = list(self.packet_filters)
+        if len(names) <= 1:
+            return {name: work(name) for name in names}
+        with ThreadPoolExecutor(max_workers=len(names)) as pool:
+            futures = {name: pool.submit(work, name) for name in names}
+        return {name: future.result() for name, future in futures.items()}
+
     # ------------------------------------------------------------------ lifecycle
 
     def inject(self) -> None:
@@ -275,7 +289,8 @@ class PartitionInjector:
             ]
         )
         expected = [rule.rsplit('comment "', 1)[1].rstrip('"') for rule in self.rules]
-        for where in self.packet_filters:
+
+        def write_and_read(where: str) -> None:
             self._apply(where, script)
             found = [comment for comment, _ in self.installed(where)]
             if found != expected:
@@ -284,13 +299,12 @@ class PartitionInjector:
                     f"chain {self.chain} in {where}, expected {expected}"
                 )
 
+        self._each(write_and_read)
+
     def revert(self) -> bool:
         """Delete the chain everywhere (the table too where it is left empty); True when
         every namespace reads back without it."""
-        verified = True
-        for where in self.packet_filters:
-            verified = self._revert_in(where) and verified
-        return verified
+        return all(self._each(self._revert_in).values())
 
     def _revert_in(self, where: str) -> bool:
         try:
@@ -318,7 +332,7 @@ class PartitionInjector:
 
     def evidence(self) -> dict[str, int]:
         try:
-            rules = [rule for where in self.packet_filters for rule in self.installed(where)]
+            rules = [rule for found in self._each(self.installed).values() for rule in found]
         except HarnessError:
             return {}
         evidence = {"packets_forward": sum(p for c, p in rules if c == "forward")}

@@ -19,6 +19,7 @@ import threading
 from typing import Any, Final
 
 from harness.errors import PlatformError
+from harness.platforms.kube.websocket import open_portforward
 from harness.platforms.local.istio.workloads import IstioEnvoyAdmin
 
 __all__ = ["ENVOY_ADMIN_PORT", "PortForwardAdmin", "PortForwardHttp"]
@@ -42,9 +43,7 @@ class PortForwardHttp:
         self._conn: http.client.HTTPConnection | None = None
 
     def _open(self) -> http.client.HTTPConnection:
-        from kubernetes.stream import portforward
-
-        forward = portforward(
+        forward = open_portforward(
             self.core.connect_get_namespaced_pod_portforward,
             self.pod,
             self.namespace,

@@ -38,6 +38,7 @@ from typing import Any, Final
 
 from harness.errors import PlatformError
 from harness.platforms.base import ProcessKind
+from harness.platforms.kube.websocket import open_exec
 
 __all__ = [
     "CHAOS_CONTAINER",
@@ -125,11 +126,9 @@ def exec_in(
     core: Any, namespace: str, pod: str, command: list[str], timeout: float = EXEC_TIMEOUT_S
 ) -> tuple[int, str, str]:
     """Run ``command`` in the pod's helper container: (exit code, stdout, stderr)."""
-    from kubernetes.stream import stream
-
     client: Any = None
     try:
-        client = stream(
+        client = open_exec(
             core.connect_get_namespaced_pod_exec,
             pod,
             namespace,
