@@ -255,16 +255,14 @@ class Run:
         self.build_injectors(deployment)
         self.changes = ConfigChanges.for_run(scenario, deployment)
         spare = self.extension_left  # what an operator may add to the phases
+        settle = ejection_settle_s(scenario)  # before the baseline (_wait_no_ejections)
+        settle += EJECTION_WARMUP_S if settle else 0.0
         plan = LoadPlan(
             host=deployment.ingress_url,
             rate=scenario.load.rate,
             mode=scenario.load.load_mode,
             users=scenario.load.effective_users(),
-            run_time_s=scenario.duration
-            + spare
-            + EJECTION_WARMUP_S
-            + ejection_settle_s(scenario)
-            + 30.0,
+            run_time_s=scenario.duration + spare + settle + 30.0,
             request_timeout_s=scenario.load.request_timeout,
             samples_path=self.samples_path,
             seed=self.seed,
