@@ -172,6 +172,21 @@ def _get(url: str) -> str:
     raise AssertionError(f"{url}: no answer within 60 s ({last})")
 
 
+def _curl_in_node(cluster: local.LocalCluster, url: str) -> str:
+    """``url`` from inside the node, again until it answers: a Service's address answers
+    only once kube-proxy has written its rules, which follows the pod's readiness (CI: the
+    ClusterIP still refused right after the pod was Running)."""
+    deadline = time.monotonic() + 60.0
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            return cluster.in_node(["curl", "-sS", "--max-time", "10", url])
+        except ClusterError as exc:
+            last = exc
+            time.sleep(1.0)
+    raise AssertionError(f"{url}: no answer from inside the node within 60 s ({last})")
+
+
 @dataclass(frozen=True)
 class Tiny:
     """The serving pod and its NodePort Service (the ingress port)."""
@@ -213,7 +228,7 @@ def test_a_pod_serves_on_its_pod_ip_its_cluster_ip_and_the_host_ingress_port(
     assert tiny.pod_ip.startswith("198.18.0.")
     inside = cluster.in_node(["curl", "-sS", "--max-time", "10", f"http://{tiny.pod_ip}:8080/"])
     assert inside == "tiny tiny\n"
-    via_service = cluster.in_node(["curl", "-sS", "--max-time", "10", f"http://{tiny.cluster_ip}/"])
+    via_service = _curl_in_node(cluster, f"http://{tiny.cluster_ip}/")
     assert via_service == "tiny tiny\n"
     assert _get(f"http://127.0.0.1:{cluster.state.ingress_port}/") == "tiny tiny\n"
 
