@@ -84,10 +84,10 @@ TABLE_FAMILY = "inet"
 TABLE_NAME = "harness"
 TABLE = f"{TABLE_FAMILY} {TABLE_NAME}"
 NFT_TIMEOUT_S = 10.0
-
-T = TypeVar("T")
 # Caller-side Envoy counters that show what a cut does to the edge (from → to).
 CALLER_COUNTERS = (CONNECT_TIMEOUTS, CONNECT_FAILURES, PER_TRY_TIMEOUTS, ROUTE_TIMEOUTS)
+
+T = TypeVar("T")
 
 
 def find_nft() -> str:
