@@ -46,7 +46,6 @@ from harness.platforms.kube.admin import PortForwardAdmin, PortForwardHttp
 from harness.platforms.kube.objects import (
     APP_PORT,
     INBOUND_PORT,
-    PROXY_CONTAINER,
     KubeImages,
     MeshEndpoints,
     run_objects,
@@ -56,7 +55,12 @@ from harness.platforms.kube.options import (
     partition_services,
     process_fault_services,
 )
-from harness.platforms.kube.processes import CHAOS_CONTAINER, PodPacketFilter, ProcessTable
+from harness.platforms.kube.processes import (
+    CHAOS_CONTAINER,
+    PROXY_CONTAINER,
+    PodPacketFilter,
+    ProcessTable,
+)
 from harness.platforms.kube.toxics import TOXIPROXY_POD, KubeToxics, toxic_sources
 from harness.platforms.local.istio.sync import sent_nonces, sync_state
 from harness.platforms.local.toxiproxy import TOXIPROXY_INSTALL

@@ -32,7 +32,7 @@ from harness.kube.render import (
     Manifest,
 )
 from harness.platforms.kube.options import partition_services, process_fault_services
-from harness.platforms.kube.processes import chaos_container
+from harness.platforms.kube.processes import PROXY_CONTAINER, chaos_container
 from harness.platforms.kube.toxics import toxic_sources, toxiproxy_pod
 from harness.platforms.local.istio.objects import fault_envoy_filter, observe_envoy_filter
 from harness.platforms.local.istio.workloads import GATEWAY_ACCOUNT, Workload
@@ -52,7 +52,6 @@ __all__ = [
 
 APP_PORT: Final = 9080  # the app, inside its pod
 INBOUND_PORT: Final = 9090  # the sidecar's inbound listener: the Service's targetPort
-PROXY_CONTAINER: Final = "istio-proxy"
 ACCESS_LOG_PATH: Final = "/dev/stdout"  # read back from the pod's log (kubectl logs)
 TOKEN_AUDIENCE: Final = "istio-ca"
 

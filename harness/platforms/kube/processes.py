@@ -42,6 +42,7 @@ from harness.platforms.kube.websocket import open_exec
 
 __all__ = [
     "CHAOS_CONTAINER",
+    "PROXY_CONTAINER",
     "PodPacketFilter",
     "PodProcess",
     "ProcessTable",
@@ -51,6 +52,7 @@ __all__ = [
 ]
 
 CHAOS_CONTAINER: Final = "harness-chaos"
+PROXY_CONTAINER: Final = "istio-proxy"  # the sidecar's container (Istio's name)
 PYTHON: Final = "/usr/local/bin/python3"  # the app image's interpreter (cluster/images.py)
 NFT_PATH: Final = "/usr/sbin/nft"  # the app image's nft
 EXEC_TIMEOUT_S: Final = 30.0
@@ -202,8 +204,6 @@ class PodPacketFilter:
 
 def container_of(process: ProcessKind) -> str:
     """The container that holds an instance's ``app`` or ``sidecar``."""
-    from harness.platforms.kube.objects import PROXY_CONTAINER
-
     return PROXY_CONTAINER if process == "sidecar" else "app"
 
 
