@@ -36,9 +36,14 @@ def test_the_clients_swap_is_what_two_threads_can_leave_behind() -> None:
     assert api.call_api == own  # and put back, when alone
 
 
-def test_openings_never_overlap(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_openings_go_one_at_a_time_and_never_through_the_shared_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shared = kubernetes.client.ApiClient(kubernetes.client.Configuration())
+    core = kubernetes.client.CoreV1Api(shared)
     inside = 0
     most = 0
+    used: list[Any] = []
     lock = threading.Lock()
 
     def opening(api_method: Any, *args: Any, **kwargs: Any) -> str:
@@ -46,6 +51,7 @@ def test_openings_never_overlap(monkeypatch: pytest.MonkeyPatch) -> None:
         with lock:
             inside += 1
             most = max(most, inside)
+            used.append(api_method.__self__.api_client)
         time.sleep(0.02)
         with lock:
             inside -= 1
@@ -54,12 +60,21 @@ def test_openings_never_overlap(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kubernetes.stream, "stream", opening)
     monkeypatch.setattr(kubernetes.stream, "portforward", opening)
     threads = [
-        threading.Thread(target=open_one, args=(api,))
-        for api in range(4)
-        for open_one in (websocket.open_exec, websocket.open_portforward)
+        threading.Thread(target=websocket.open_exec, args=(core.connect_get_namespaced_pod_exec,)),
+        threading.Thread(
+            target=websocket.open_portforward, args=(core.connect_get_namespaced_pod_portforward,)
+        ),
+    ]
+    threads += [
+        threading.Thread(target=websocket.open_exec, args=(core.connect_get_namespaced_pod_exec,))
+        for _ in range(4)
     ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=10)
     assert most == 1
+    # Every opening used one other client, of the same configuration: the shared one, which
+    # plain API calls in other threads use meanwhile, is never swapped.
+    assert len(used) == 6 and len({id(client) for client in used}) == 1
+    assert used[0] is not shared and used[0].configuration is shared.configuration
