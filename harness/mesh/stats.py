@@ -83,8 +83,8 @@ REMOTE_CLOSES = "upstream_cx_destroy_remote"
 ANSWERED_5XX = "upstream_rq_5xx"  # 5xx answers passed on (not the retried ones)
 EJECTIONS = "outlier_detection.ejections_enforced_total"
 EJECTION_OVERFLOW = "outlier_detection.ejections_overflow"
-EJECTED_NOW = "outlier_detection.ejections_active"  # a gauge: hosts ejected at this moment
 """Ejections the detector decided on but ``maxEjectionPercent`` refused."""
+EJECTED_NOW = "outlier_detection.ejections_active"  # a gauge: hosts ejected at this moment
 EJECTIONS_DETECTED_5XX = "outlier_detection.ejections_detected_consecutive_5xx"
 EJECTIONS_DETECTED_GATEWAY = "outlier_detection.ejections_detected_consecutive_gateway_failure"
 EJECTION_COUNTERS = (
