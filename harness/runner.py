@@ -387,9 +387,12 @@ class Run:
         ejected = ejected_now(deployment.mesh_counters())
         if not ejected:
             return
-        hosts = ", ".join(f"{edge}: {count}" for edge, count in sorted(ejected.items()))
+
+        def listed(ejected: dict[str, int]) -> str:
+            return ", ".join(f"{edge}: {count}" for edge, count in sorted(ejected.items()))
+
         self.log(
-            f"outlier detection ejected hosts in the load's first requests ({hosts}); "
+            f"outlier detection ejected hosts in the load's first requests ({listed(ejected)}); "
             f"waiting up to {bound:g}s for them to return before the baseline"
         )
         while ejected and time.monotonic() - started < bound:
@@ -400,9 +403,9 @@ class Run:
         if not ejected:
             self.log(f"every ejected host returned after {waited:.0f}s; the baseline starts")
             return
-        hosts = ", ".join(f"{edge}: {count}" for edge, count in sorted(ejected.items()))
         self.early_warnings.append(
-            f"the baseline started with hosts still ejected after {waited:.0f}s ({hosts}): "
+            f"the baseline started with hosts still ejected after {waited:.0f}s "
+            f"({listed(ejected)}): "
             "ejections the load's first requests caused count against maxEjectionPercent"
         )
 
